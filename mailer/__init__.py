@@ -1,0 +1,1 @@
+"""Optout core: consent, sending, inbound mail and privacy; everything that is not HTTP."""

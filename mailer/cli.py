@@ -1,0 +1,209 @@
+"""`optout` commands; the one place that wires the database, web, worker and inbound together.
+
+Every domain error ends the command with one line on stderr and its exit code (2 for bad
+configuration or input), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from mailer import demo, migrations, tenants
+from mailer.config import Settings, load_settings
+from mailer.db import check_keys, connect, database_url
+from mailer.errors import InvalidInput, OptoutError
+
+Command = Callable[[Settings, argparse.Namespace], int]
+DbAction = Callable[[asyncpg.Connection, argparse.Namespace], Awaitable[int]]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        settings = load_settings()
+        code: int = args.run(settings, args)
+        return code
+    except OptoutError as exc:
+        print(f"optout: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="optout", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    db = commands.add_parser("db", help="database migrations").add_subparsers(metavar="ACTION")
+    add = db.add_parser("migrate", help="apply pending migrations, record key fingerprints")
+    add.set_defaults(run=_with_db(_migrate, check=False))
+    add = db.add_parser("status", help="list migrations and whether each is applied")
+    add.set_defaults(run=_with_db(_status, check=False))
+
+    tenant = commands.add_parser("tenant", help="tenants").add_subparsers(metavar="ACTION")
+    add = tenant.add_parser("create", help="create a tenant")
+    add.add_argument("slug")
+    _tenant_options(add)
+    add.set_defaults(run=_with_db(_tenant_create))
+    add = tenant.add_parser("update", help="change a tenant's fields")
+    add.add_argument("slug")
+    _tenant_options(add)
+    add.set_defaults(run=_with_db(_tenant_update))
+    add = tenant.add_parser("show", help="show one tenant")
+    add.add_argument("slug")
+    add.add_argument("--json", action="store_true", help="print JSON")
+    add.set_defaults(run=_with_db(_tenant_show))
+    add = tenant.add_parser("list", help="list tenants")
+    add.set_defaults(run=_with_db(_tenant_list))
+
+    topic = commands.add_parser("topic", help="topics of a tenant").add_subparsers(metavar="ACTION")
+    add = topic.add_parser("create", help="create a topic")
+    add.add_argument("slug")
+    add.add_argument("--tenant", required=True)
+    add.add_argument("--name", required=True)
+    add.add_argument("--kind", choices=tenants.TOPIC_KINDS, default="marketing")
+    add.add_argument("--description", default="")
+    add.set_defaults(run=_with_db(_topic_create))
+    add = topic.add_parser("list", help="list a tenant's topics")
+    add.add_argument("--tenant", required=True)
+    add.set_defaults(run=_with_db(_topic_list))
+
+    add = commands.add_parser("demo", help="run the demo on the embedded defaults")
+    add.add_argument("--fresh", action="store_true", help="start over with an empty database")
+    add.set_defaults(run=demo.run)
+    return parser
+
+
+def _tenant_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name")
+    parser.add_argument("--sender-name")
+    parser.add_argument("--sender-address", help="the From address")
+    parser.add_argument("--sender-domain", help="default: the From address's domain")
+    parser.add_argument("--postal-address", help="printed in every commercial message")
+    parser.add_argument("--dkim-selector")
+    parser.add_argument("--dkim-key-path", help="PEM file of the RSA key (2048 bits or more)")
+    parser.add_argument("--partner-address", help="where people withdraw partner sharing")
+    parser.add_argument("--time-zone", help="IANA name, e.g. Europe/Paris")
+    parser.add_argument("--minimum-age", type=int, help="sign-up attests being above it")
+    parser.add_argument("--notice-period-days", type=int, help="before a policy takes effect")
+    parser.add_argument("--holiday", action="append", dest="holidays", help="YYYY-MM-DD")
+    parser.add_argument("--limits", help="JSON object")
+
+
+def _tenant_fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields = {name: getattr(args, name, None) for name in tenants.TENANT_FIELDS}
+    if args.limits is not None:
+        try:
+            fields["limits"] = json.loads(args.limits)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"--limits is not JSON: {exc}", field="limits") from None
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _with_db(action: DbAction, *, check: bool = True) -> Command:
+    """Run ``action`` on one connection; ``check`` refuses keys the database does not know."""
+
+    def command(settings: Settings, args: argparse.Namespace) -> int:
+        args.settings = settings
+
+        async def run(dsn: str) -> int:
+            conn = await connect(dsn)
+            try:
+                if check:
+                    await check_keys(conn, settings)
+                return await action(conn, args)
+            finally:
+                await conn.close()
+
+        with database_url(settings) as dsn:
+            return asyncio.run(run(dsn))
+
+    return command
+
+
+async def _migrate(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    applied = await migrations.migrate(conn, settings=args.settings)
+    for name in applied:
+        print(f"applied {name}")
+    print(f"{len(applied)} migration(s) applied; the database is up to date")
+    return 0
+
+
+async def _status(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    pending = 0
+    for state in await migrations.status(conn):
+        if state.applied_at is None:
+            pending += 1
+            print(f"pending  {state.name}")
+        else:
+            note = "  (file changed since it was applied)" if state.changed else ""
+            print(f"applied  {state.name}  {state.applied_at:%Y-%m-%d %H:%M:%S%z}{note}")
+    print(f"{pending} pending")
+    return 0
+
+
+async def _tenant_create(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    row = await tenants.create_tenant(conn, args.slug, **_tenant_fields(args))
+    print(f"created tenant {row['slug']} (id {row['id']})")
+    return 0
+
+
+async def _tenant_update(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    fields = _tenant_fields(args)
+    if not fields:
+        raise InvalidInput("Nothing to change: give at least one --option.")
+    row = await tenants.update_tenant(conn, args.slug, fields)
+    print(f"updated tenant {row['slug']}: {', '.join(sorted(fields))}")
+    return 0
+
+
+async def _tenant_show(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    row = dict(await tenants.get_tenant(conn, args.slug))
+    if args.json:
+        print(json.dumps(row, default=str, indent=2))
+    else:
+        for name, value in row.items():
+            print(f"{name:20} {value if value is not None else '-'}")
+    return 0
+
+
+async def _tenant_list(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    for row in await tenants.list_tenants(conn):
+        print(f"{row['slug']:24} {row['name']:32} {row['sender_address']}")
+    return 0
+
+
+async def _topic_create(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    tenant = await tenants.get_tenant(conn, args.tenant)
+    row = await tenants.create_topic(
+        conn,
+        tenant["id"],
+        slug=args.slug,
+        name=args.name,
+        kind=args.kind,
+        description=args.description,
+    )
+    print(f"created topic {row['slug']} ({row['kind']}) in {tenant['slug']}")
+    return 0
+
+
+async def _topic_list(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    tenant = await tenants.get_tenant(conn, args.tenant)
+    for row in await tenants.list_topics(conn, tenant["id"]):
+        print(f"{row['slug']:24} {row['kind']:10} {row['name']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

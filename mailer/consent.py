@@ -1,0 +1,395 @@
+"""The only code that changes consent: subscribe, confirm, unsubscribe, preferences, suppress.
+
+Every change writes its consent_events row (and evidence) in the same transaction as the state
+it changes, and is idempotent: repeating it changes nothing and writes no second row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import asyncpg
+
+from mailer.addresses import parse_address, suppression_key, tenant_hash_key
+from mailer.db import queries, rows
+from mailer.errors import (
+    AgeAttestationRequired,
+    Conflict,
+    Suppressed,
+    UnknownSubscriber,
+    UnknownTopic,
+)
+
+Scope = Literal["marketing", "all"]
+
+# Sources that are the person's own action; everything else (staff, imports, the API) is not,
+# and may never undo an opt-out or a suppression.
+SELF_SOURCES = frozenset({"web_form", "double_opt_in", "preference_centre", "undo"})
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What proves a consent change; erasable, unlike the ledger row that points at it."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+    form_text: str | None = None
+    message_id: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeResult:
+    subscriber_id: int
+    state: str  # the subscription's state afterwards: pending or confirmed
+    changed: bool  # False when it was already pending or confirmed
+    needs_confirmation: bool  # a confirmation mail should go out
+
+
+async def subscribe(
+    conn: asyncpg.Connection,
+    *,
+    hash_key: bytes,
+    tenant_id: int,
+    topic_id: int,
+    email: str,
+    age_attested: bool,
+    source: str,
+    name: str | None = None,
+    evidence: Evidence | None = None,
+    confirmed: bool = False,
+    lawful_basis: str | None = None,
+) -> SubscribeResult:
+    """Sign someone up to a topic; pending until confirmed unless ``confirmed`` (imports with
+    evidence of existing consent). Refuses suppressed or opted-out addresses for anything but
+    the person's own request."""
+    address = parse_address(email)
+    if not age_attested:
+        raise AgeAttestationRequired(field="age_attested")
+    q = queries().consent
+    key = suppression_key(tenant_hash_key(hash_key, tenant_id), address)
+    async with conn.transaction():
+        topic = await _topic(conn, tenant_id, topic_id)
+        suppression = await q.get_suppression(conn, tenant_id=tenant_id, address_key=key)
+        own_request = source in SELF_SOURCES
+        if suppression is not None and (
+            suppression["scope"] == "all" or topic["kind"] == "marketing"
+        ):
+            # Scope all stops every mail, so not even a confirmation can go out.
+            if suppression["scope"] == "all" or not own_request:
+                raise Suppressed(field="email")
+            confirmed = False  # a marketing suppression is lifted only by a confirmed opt-in
+        row = await q.upsert_subscriber(
+            conn, tenant_id=tenant_id, email=address.as_given, email_key=key, name=name
+        )
+        subscriber_id = row["id"]
+        state = "confirmed" if confirmed else "pending"
+        inserted = await q.insert_subscription(
+            conn,
+            tenant_id=tenant_id,
+            subscriber_id=subscriber_id,
+            topic_id=topic_id,
+            state=state,
+        )
+        if inserted is None:
+            current = await q.lock_subscription(
+                conn, tenant_id=tenant_id, subscriber_id=subscriber_id, topic_id=topic_id
+            )
+            if current["state"] != "unsubscribed":
+                return SubscribeResult(
+                    subscriber_id, current["state"], False, current["state"] == "pending"
+                )
+            if not own_request:
+                raise Suppressed("This person unsubscribed; only they can sign up again.")
+            await q.set_pending(
+                conn, tenant_id=tenant_id, subscriber_id=subscriber_id, topic_id=topic_id
+            )
+            state = "pending"
+        await q.record_age_attestation(conn, tenant_id=tenant_id, id=subscriber_id)
+        await _write_event(
+            conn,
+            tenant_id=tenant_id,
+            subscriber_id=subscriber_id,
+            topic_id=topic_id,
+            action="subscribe",
+            effect="grant" if state == "confirmed" else "pending",
+            source=source,
+            evidence=evidence,
+            lawful_basis=lawful_basis,
+        )
+        return SubscribeResult(subscriber_id, state, True, state == "pending")
+
+
+async def confirm(
+    conn: asyncpg.Connection,
+    *,
+    hash_key: bytes,
+    tenant_id: int,
+    subscriber_id: int,
+    topic_id: int,
+    evidence: Evidence | None = None,
+) -> bool:
+    """The person's own confirmation (double opt-in). Returns False when already confirmed.
+
+    The only path that lifts a marketing suppression: the person asked again and confirmed."""
+    q = queries().consent
+    async with conn.transaction():
+        subscriber = await _subscriber(conn, tenant_id, subscriber_id)
+        topic = await _topic(conn, tenant_id, topic_id)
+        current = await q.lock_subscription(
+            conn, tenant_id=tenant_id, subscriber_id=subscriber_id, topic_id=topic_id
+        )
+        if current is None:
+            raise UnknownSubscriber("There is no sign-up to confirm.")
+        if current["state"] == "confirmed":
+            return False
+        if current["state"] == "unsubscribed":
+            raise Conflict("This sign-up was cancelled; please sign up again.")
+        key = subscriber["email_key"]
+        suppression = await q.get_suppression(conn, tenant_id=tenant_id, address_key=key)
+        if suppression is not None and suppression["scope"] == "all":
+            raise Suppressed()
+        await q.confirm_subscription(
+            conn, tenant_id=tenant_id, subscriber_id=subscriber_id, topic_id=topic_id
+        )
+        evidence_id = await _write_evidence(conn, tenant_id, evidence)
+        if topic["kind"] == "marketing" and await q.lift_marketing_suppression(
+            conn, tenant_id=tenant_id, address_key=key
+        ):
+            await q.insert_event(
+                conn,
+                tenant_id=tenant_id,
+                subscriber_id=subscriber_id,
+                topic_id=topic_id,
+                action="lift_suppression",
+                effect="grant",
+                source="double_opt_in",
+                policy_version_id=None,
+                evidence_id=evidence_id,
+                campaign_id=None,
+                lawful_basis=None,
+            )
+        await q.insert_event(
+            conn,
+            tenant_id=tenant_id,
+            subscriber_id=subscriber_id,
+            topic_id=topic_id,
+            action="confirm",
+            effect="grant",
+            source="double_opt_in",
+            policy_version_id=await q.current_policy_version(conn, tenant_id=tenant_id),
+            evidence_id=evidence_id,
+            campaign_id=None,
+            lawful_basis=None,
+        )
+        return True
+
+
+async def unsubscribe(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: int,
+    subscriber_id: int,
+    topic_id: int,
+    source: str,
+    evidence: Evidence | None = None,
+    campaign_id: int | None = None,
+) -> bool:
+    """Leave one topic. Returns False when already unsubscribed (no second ledger row)."""
+    q = queries().consent
+    async with conn.transaction():
+        changed = await q.unsubscribe_topic(
+            conn, tenant_id=tenant_id, subscriber_id=subscriber_id, topic_id=topic_id
+        )
+        if changed is None:
+            await _topic(conn, tenant_id, topic_id)  # unknown topic is an error, not a no-op
+            return False
+        await _write_event(
+            conn,
+            tenant_id=tenant_id,
+            subscriber_id=subscriber_id,
+            topic_id=topic_id,
+            action="unsubscribe",
+            effect="withdraw",
+            source=source,
+            evidence=evidence,
+            campaign_id=campaign_id,
+        )
+        return True
+
+
+async def unsubscribe_all_marketing(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: int,
+    subscriber_id: int,
+    source: str,
+    evidence: Evidence | None = None,
+    campaign_id: int | None = None,
+) -> bool:
+    """Stop all marketing: every marketing topic unsubscribed plus a `marketing` suppression
+    that keeps future imports and staff from signing the address up again."""
+    q = queries().consent
+    async with conn.transaction():
+        subscriber = await _subscriber(conn, tenant_id, subscriber_id)
+        left = await rows(
+            q.unsubscribe_marketing_topics(conn, tenant_id=tenant_id, subscriber_id=subscriber_id)
+        )
+        added = await q.upsert_suppression(
+            conn,
+            tenant_id=tenant_id,
+            address_key=subscriber["email_key"],
+            scope="marketing",
+            reason="unsubscribe",
+            source=source,
+        )
+        if not left and added is None:
+            return False
+        await _write_event(
+            conn,
+            tenant_id=tenant_id,
+            subscriber_id=subscriber_id,
+            topic_id=None,
+            action="unsubscribe_all",
+            effect="withdraw",
+            source=source,
+            evidence=evidence,
+            campaign_id=campaign_id,
+        )
+        return True
+
+
+async def suppress(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: int,
+    address_key: bytes,
+    scope: Scope,
+    reason: str,
+    source: str,
+    subscriber_id: int | None = None,
+    evidence: Evidence | None = None,
+    campaign_id: int | None = None,
+) -> bool:
+    """Suppress an address (bounce, complaint, erasure, import of another sender's list).
+
+    Returns False when an equal or wider suppression already existed."""
+    q = queries().consent
+    async with conn.transaction():
+        added = await q.upsert_suppression(
+            conn,
+            tenant_id=tenant_id,
+            address_key=address_key,
+            scope=scope,
+            reason=reason,
+            source=source,
+        )
+        if added is None:
+            return False
+        if subscriber_id is not None:
+            await _write_event(
+                conn,
+                tenant_id=tenant_id,
+                subscriber_id=subscriber_id,
+                topic_id=None,
+                action="suppress",
+                effect="withdraw",
+                source=source,
+                evidence=evidence,
+                campaign_id=campaign_id,
+            )
+        return True
+
+
+async def set_partner_consent(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: int,
+    subscriber_id: int,
+    granted: bool,
+    source: str,
+    evidence: Evidence | None = None,
+) -> bool:
+    """Grant or withdraw consent to sharing with partners; False when nothing changed."""
+    q = queries().consent
+    async with conn.transaction():
+        await _subscriber(conn, tenant_id, subscriber_id)
+        changed = await q.set_partner_consent(
+            conn, tenant_id=tenant_id, subscriber_id=subscriber_id, consent=granted
+        )
+        if changed is None:
+            return False
+        await _write_event(
+            conn,
+            tenant_id=tenant_id,
+            subscriber_id=subscriber_id,
+            topic_id=None,
+            action="partner_grant" if granted else "partner_withdraw",
+            effect="grant" if granted else "withdraw",
+            source=source,
+            evidence=evidence,
+        )
+        return True
+
+
+async def _topic(conn: asyncpg.Connection, tenant_id: int, topic_id: int) -> asyncpg.Record:
+    topic = await queries().tenants.get_topic(conn, tenant_id=tenant_id, id=topic_id)
+    if topic is None:
+        raise UnknownTopic(field="topic")
+    return topic
+
+
+async def _subscriber(
+    conn: asyncpg.Connection, tenant_id: int, subscriber_id: int
+) -> asyncpg.Record:
+    subscriber = await queries().consent.get_subscriber(conn, tenant_id=tenant_id, id=subscriber_id)
+    if subscriber is None or subscriber["status"] != "active":
+        raise UnknownSubscriber()
+    return subscriber
+
+
+async def _write_evidence(
+    conn: asyncpg.Connection, tenant_id: int, evidence: Evidence | None
+) -> int | None:
+    if evidence is None:
+        return None
+    evidence_id: int = await queries().consent.insert_evidence(
+        conn,
+        tenant_id=tenant_id,
+        ip=evidence.ip,
+        user_agent=evidence.user_agent,
+        form_text=evidence.form_text,
+        message_id=evidence.message_id,
+        detail=evidence.detail,
+    )
+    return evidence_id
+
+
+async def _write_event(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: int,
+    subscriber_id: int,
+    topic_id: int | None,
+    action: str,
+    effect: str,
+    source: str,
+    evidence: Evidence | None,
+    campaign_id: int | None = None,
+    lawful_basis: str | None = None,
+) -> None:
+    q = queries().consent
+    await q.insert_event(
+        conn,
+        tenant_id=tenant_id,
+        subscriber_id=subscriber_id,
+        topic_id=topic_id,
+        action=action,
+        effect=effect,
+        source=source,
+        policy_version_id=await q.current_policy_version(conn, tenant_id=tenant_id),
+        evidence_id=await _write_evidence(conn, tenant_id, evidence),
+        campaign_id=campaign_id,
+        lawful_basis=lawful_basis,
+    )

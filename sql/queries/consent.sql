@@ -1,0 +1,117 @@
+-- The consent core (mailer/consent.py): subscriptions, the ledger, evidence, suppressions.
+-- Every state change here is one idempotent statement whose RETURNING tells whether it
+-- changed anything; the ledger row is written in the same transaction only when it did.
+
+-- name: upsert_subscriber(tenant_id, email, email_key, name)^
+-- The no-op update takes the row lock, so concurrent sign-ups of one address serialise.
+INSERT INTO subscribers (tenant_id, email, email_key, name)
+VALUES (:tenant_id, :email, :email_key, :name)
+ON CONFLICT (tenant_id, email_key) DO UPDATE SET updated_at = subscribers.updated_at
+RETURNING id, status, (xmax = 0) AS created;
+
+-- name: get_subscriber(tenant_id, id)^
+SELECT * FROM subscribers WHERE tenant_id = :tenant_id AND id = :id;
+
+-- name: get_subscriber_by_key(tenant_id, email_key)^
+SELECT * FROM subscribers WHERE tenant_id = :tenant_id AND email_key = :email_key;
+
+-- name: record_age_attestation(tenant_id, id)!
+UPDATE subscribers SET age_attested_at = now(), updated_at = now()
+ WHERE tenant_id = :tenant_id AND id = :id;
+
+-- name: insert_subscription(tenant_id, subscriber_id, topic_id, state)^
+INSERT INTO subscriptions (tenant_id, subscriber_id, topic_id, state, confirmed_at)
+VALUES (:tenant_id, :subscriber_id, :topic_id, :state,
+        CASE WHEN :state = 'confirmed' THEN now() END)
+ON CONFLICT (subscriber_id, topic_id) DO NOTHING
+RETURNING state;
+
+-- name: lock_subscription(tenant_id, subscriber_id, topic_id)^
+SELECT state, confirmed_at, unsubscribed_at FROM subscriptions
+ WHERE tenant_id = :tenant_id AND subscriber_id = :subscriber_id AND topic_id = :topic_id
+   FOR UPDATE;
+
+-- name: get_subscription(tenant_id, subscriber_id, topic_id)^
+SELECT state, created_at, confirmed_at, unsubscribed_at FROM subscriptions
+ WHERE tenant_id = :tenant_id AND subscriber_id = :subscriber_id AND topic_id = :topic_id;
+
+-- name: list_subscriptions(tenant_id, subscriber_id)
+SELECT s.topic_id, t.slug, t.name, t.kind, s.state, s.confirmed_at, s.unsubscribed_at
+  FROM subscriptions s JOIN topics t ON t.id = s.topic_id
+ WHERE s.tenant_id = :tenant_id AND s.subscriber_id = :subscriber_id
+ ORDER BY t.slug;
+
+-- name: set_pending(tenant_id, subscriber_id, topic_id)^
+-- A person asking again after leaving: back to pending until they confirm.
+UPDATE subscriptions SET state = 'pending', updated_at = now(), confirmed_at = NULL
+ WHERE tenant_id = :tenant_id AND subscriber_id = :subscriber_id AND topic_id = :topic_id
+   AND state = 'unsubscribed'
+RETURNING state;
+
+-- name: confirm_subscription(tenant_id, subscriber_id, topic_id)^
+UPDATE subscriptions SET state = 'confirmed', confirmed_at = now(), updated_at = now(),
+       unsubscribed_at = NULL
+ WHERE tenant_id = :tenant_id AND subscriber_id = :subscriber_id AND topic_id = :topic_id
+   AND state = 'pending'
+RETURNING state;
+
+-- name: unsubscribe_topic(tenant_id, subscriber_id, topic_id)^
+UPDATE subscriptions SET state = 'unsubscribed', unsubscribed_at = now(), updated_at = now()
+ WHERE tenant_id = :tenant_id AND subscriber_id = :subscriber_id AND topic_id = :topic_id
+   AND state <> 'unsubscribed'
+RETURNING state;
+
+-- name: unsubscribe_marketing_topics(tenant_id, subscriber_id)
+-- Stops every marketing list of the person at once (CAN-SPAM "all", GDPR Art. 21(3)).
+UPDATE subscriptions s SET state = 'unsubscribed', unsubscribed_at = now(), updated_at = now()
+  FROM topics t
+ WHERE t.id = s.topic_id AND t.kind = 'marketing'
+   AND s.tenant_id = :tenant_id AND s.subscriber_id = :subscriber_id
+   AND s.state <> 'unsubscribed'
+RETURNING s.topic_id;
+
+-- name: set_partner_consent(consent, tenant_id, subscriber_id)^
+UPDATE subscribers SET partner_consent = :consent, updated_at = now()
+ WHERE tenant_id = :tenant_id AND id = :subscriber_id AND partner_consent <> :consent
+RETURNING id;
+
+-- name: insert_evidence(tenant_id, ip, user_agent, form_text, message_id, detail)$
+INSERT INTO consent_evidence (tenant_id, ip, user_agent, form_text, message_id, detail)
+VALUES (:tenant_id, :ip, :user_agent, :form_text, :message_id, :detail)
+RETURNING id;
+
+-- name: insert_event(tenant_id, subscriber_id, topic_id, action, effect, source, policy_version_id, evidence_id, campaign_id, lawful_basis)$
+INSERT INTO consent_events (tenant_id, subscriber_id, topic_id, action, effect, source,
+                            policy_version_id, evidence_id, campaign_id, lawful_basis)
+VALUES (:tenant_id, :subscriber_id, :topic_id, :action, :effect, :source,
+        :policy_version_id, :evidence_id, :campaign_id, :lawful_basis)
+RETURNING id;
+
+-- name: list_events(tenant_id, subscriber_id)
+SELECT e.*, t.slug AS topic_slug FROM consent_events e LEFT JOIN topics t ON t.id = e.topic_id
+ WHERE e.tenant_id = :tenant_id AND e.subscriber_id = :subscriber_id
+ ORDER BY e.id;
+
+-- name: current_policy_version(tenant_id)$
+SELECT id FROM policy_versions
+ WHERE tenant_id = :tenant_id AND effective_at <= now()
+ ORDER BY effective_at DESC, id DESC LIMIT 1;
+
+-- name: get_suppression(tenant_id, address_key)^
+SELECT scope, reason, created_at FROM suppressions
+ WHERE tenant_id = :tenant_id AND address_key = :address_key;
+
+-- name: upsert_suppression(tenant_id, address_key, scope, reason, source)^
+-- Scope only ever widens here: a marketing suppression may become 'all', never the reverse.
+INSERT INTO suppressions (tenant_id, address_key, scope, reason, source)
+VALUES (:tenant_id, :address_key, :scope, :reason, :source)
+ON CONFLICT (tenant_id, address_key) DO UPDATE
+   SET scope = 'all', reason = EXCLUDED.reason, source = EXCLUDED.source, updated_at = now()
+ WHERE suppressions.scope = 'marketing' AND EXCLUDED.scope = 'all'
+RETURNING scope;
+
+-- name: lift_marketing_suppression(tenant_id, address_key)^
+-- Only mailer.consent.confirm calls this: the person's own confirmed opt-in.
+DELETE FROM suppressions
+ WHERE tenant_id = :tenant_id AND address_key = :address_key AND scope = 'marketing'
+RETURNING reason;

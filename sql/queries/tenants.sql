@@ -1,0 +1,45 @@
+-- Tenants (the organisations whose lists these are) and their topics.
+
+-- name: create_tenant(slug, name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits)^
+INSERT INTO tenants (slug, name, sender_name, sender_address, sender_domain, postal_address,
+                     dkim_selector, dkim_key_path, partner_address, time_zone, minimum_age,
+                     notice_period_days, holidays, limits)
+VALUES (:slug, :name, :sender_name, :sender_address, :sender_domain, :postal_address,
+        :dkim_selector, :dkim_key_path, :partner_address, :time_zone, :minimum_age,
+        :notice_period_days, :holidays, :limits)
+RETURNING *;
+
+-- name: update_tenant(name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits, id)^
+-- Every field is written: the caller merges the changes into the current row first.
+UPDATE tenants
+   SET name = :name, sender_name = :sender_name, sender_address = :sender_address,
+       sender_domain = :sender_domain, postal_address = :postal_address,
+       dkim_selector = :dkim_selector, dkim_key_path = :dkim_key_path,
+       partner_address = :partner_address, time_zone = :time_zone,
+       minimum_age = :minimum_age, notice_period_days = :notice_period_days,
+       holidays = :holidays, limits = :limits, updated_at = now()
+ WHERE id = :id
+RETURNING *;
+
+-- name: get_tenant_by_slug(slug)^
+SELECT * FROM tenants WHERE slug = :slug;
+
+-- name: get_tenant(id)^
+SELECT * FROM tenants WHERE id = :id;
+
+-- name: list_tenants()
+SELECT * FROM tenants ORDER BY slug;
+
+-- name: create_topic(tenant_id, slug, name, description, kind)^
+INSERT INTO topics (tenant_id, slug, name, description, kind)
+VALUES (:tenant_id, :slug, :name, :description, :kind)
+RETURNING *;
+
+-- name: get_topic_by_slug(tenant_id, slug)^
+SELECT * FROM topics WHERE tenant_id = :tenant_id AND slug = :slug;
+
+-- name: get_topic(tenant_id, id)^
+SELECT * FROM topics WHERE tenant_id = :tenant_id AND id = :id;
+
+-- name: list_topics(tenant_id)
+SELECT * FROM topics WHERE tenant_id = :tenant_id ORDER BY slug;

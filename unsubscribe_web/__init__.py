@@ -1,0 +1,1 @@
+"""Optout's HTTP face: one-click unsubscribe, preference centre, subscribe, admin API."""
