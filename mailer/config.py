@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 import platformdirs
 
 from mailer.errors import ConfigError
+from mailer.tokens import Keyring
 
 KEY_ID = re.compile(r"^[a-z0-9]{1,8}$")
 MIN_SECRET_CHARS = 32
@@ -54,6 +55,10 @@ class Settings:
     @property
     def signing_key_id(self) -> str:
         return self.secret_keys[0][0]
+
+    def keyring(self) -> Keyring:
+        """The link-token and local-part-code keys (the first signs, all verify)."""
+        return Keyring(self.secret_keys)
 
     def key_fingerprints(self) -> dict[str, str]:
         """Fingerprints (never the secrets) recorded in the database so machines must agree."""

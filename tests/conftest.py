@@ -19,6 +19,7 @@ from mailer import migrations
 from mailer.admin_db import create_database, drop_database
 from mailer.config import Settings
 from mailer.db import connect, start_embedded, with_database
+from tests.support.smtp_sink import SmtpSink, start_sink
 
 TEST_KEYS = (("k1", b"test-link-key-0123456789abcdefghijklmnop"),)
 TEST_HASH_KEY = b"test-hash-key-0123456789abcdefghijklmnopq"
@@ -155,3 +156,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "server_dsn" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.db)
+
+
+@pytest.fixture
+async def smtp_sink() -> AsyncIterator[SmtpSink]:
+    """A capture SMTP server on a free loopback port, in the test's own event loop."""
+    sink, server = await start_sink()
+    try:
+        yield sink
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -1,0 +1,40 @@
+"""Helpers for `optout` command modules (mailer/cli_*.py): run an action on the database.
+
+Each command module exposes ``register(commands: Commands) -> None`` and mailer/cli.py calls it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from mailer.config import Settings
+from mailer.db import check_keys, connect, database_url
+
+Command = Callable[[Settings, argparse.Namespace], int]
+Commands = argparse._SubParsersAction  # what `register(commands)` functions receive
+DbAction = Callable[[asyncpg.Connection, argparse.Namespace], Awaitable[int]]
+
+
+def with_db(action: DbAction, *, check: bool = True) -> Command:
+    """Run ``action`` on one connection; ``check`` refuses keys the database does not know."""
+
+    def command(settings: Settings, args: argparse.Namespace) -> int:
+        args.settings = settings
+
+        async def run(dsn: str) -> int:
+            conn = await connect(dsn)
+            try:
+                if check:
+                    await check_keys(conn, settings)
+                return await action(conn, args)
+            finally:
+                await conn.close()
+
+        with database_url(settings) as dsn:
+            return asyncio.run(run(dsn))
+
+    return command

@@ -1,0 +1,60 @@
+"""A real SMTP server (aiosmtpd) on a free loopback port that keeps every message it gets."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedMessage:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes  # exactly the bytes received after DATA (dot-unstuffed)
+
+
+@dataclass
+class SmtpSink:
+    """Handler and record of what arrived; ``reply`` can be set to answer DATA differently."""
+
+    messages: list[CapturedMessage] = field(default_factory=list)
+    reply: str = "250 2.0.0 OK"
+    connections: int = 0
+    port: int = 0
+    _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if not self.reply.startswith("250"):
+            return self.reply
+        content = envelope.original_content or b""
+        message = CapturedMessage(
+            envelope.mail_from or "", tuple(envelope.rcpt_tos), bytes(content)
+        )
+        async with self._arrived:
+            self.messages.append(message)
+            self._arrived.notify_all()
+        return self.reply
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[CapturedMessage]:
+        """Wait until at least ``count`` messages arrived (bounded by ``timeout``)."""
+        async with self._arrived:
+            await asyncio.wait_for(
+                self._arrived.wait_for(lambda: len(self.messages) >= count), timeout
+            )
+            return list(self.messages)
+
+
+async def start_sink(**smtp_options: Any) -> tuple[SmtpSink, asyncio.Server]:
+    sink = SmtpSink()
+
+    def factory() -> SMTP:
+        sink.connections += 1
+        return SMTP(sink, hostname="sink.test", **smtp_options)
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(factory, "127.0.0.1", 0)
+    sink.port = server.sockets[0].getsockname()[1]
+    return sink, server
