@@ -14,7 +14,16 @@ from typing import Any
 
 import asyncpg
 
-from mailer import demo, migrations, tenants
+from mailer import (
+    cli_admin,
+    cli_campaigns,
+    cli_inbound,
+    cli_policy,
+    cli_web,
+    demo,
+    migrations,
+    tenants,
+)
 from mailer.cli_support import with_db
 from mailer.config import load_settings
 from mailer.errors import InvalidInput, OptoutError
@@ -77,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Each feature registers its own command group from its own module (mailer/cli_*.py):
     # add one line here per module, e.g. `cli_campaigns.register(commands)`.
+    cli_inbound.register(commands)
+    cli_admin.register(commands)
+    cli_policy.register(commands)
+    cli_campaigns.register(commands)
+    cli_web.register(commands)
 
     add = commands.add_parser("demo", help="run the demo on the embedded defaults")
     add.add_argument("--fresh", action="store_true", help="start over with an empty database")

@@ -20,11 +20,13 @@ from email.utils import formatdate
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import css_inline
 import jinja2
 import markupsafe
 
+from mailer.config import LOOPBACK_HOSTS
 from mailer.errors import InvalidAddress, InvalidInput
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates" / "email"
@@ -543,9 +545,10 @@ def _list_unsubscribe(url: str, mailto: str) -> bytes:
     """The RFC 2369/8058 header: never folded or encoded inside <...> (STANDARDS 2, 4)."""
     if _CONTROL.search(url) or _CONTROL.search(mailto):
         raise HeaderInjection(field="unsubscribe_url")
-    if not url.startswith("https://") or not _URI.fullmatch(url):
+    if not _unsubscribe_scheme_ok(url) or not _URI.fullmatch(url):
         raise InvalidInput(
-            "the unsubscribe URL must be an ASCII https URL", field="unsubscribe_url"
+            "the unsubscribe URL must be an ASCII https URL (http only for localhost)",
+            field="unsubscribe_url",
         )
     head = f"List-Unsubscribe: <{url}>"
     if len(head) + 1 > MAX_LINE:  # room for the comma when the mailto goes on the next line
@@ -557,6 +560,20 @@ def _list_unsubscribe(url: str, mailto: str) -> bytes:
         return f"{head}, <mailto:{mailto}>\r\n".encode("ascii")
     # Folding between the URIs is allowed; inside the brackets it is not.
     return f"{head},\r\n <mailto:{mailto}>\r\n".encode("ascii")
+
+
+def _unsubscribe_scheme_ok(url: str) -> bool:
+    """https (RFC 8058), or http to a loopback host: the same rule as OPTOUT_BASE_URL, so the
+    local demo's http://127.0.0.1 links work while a public http link is refused."""
+    if url.startswith("https://"):
+        return True
+    if not url.startswith("http://"):
+        return False
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    return host in LOOPBACK_HOSTS
 
 
 def _fold_at_spaces(line: str) -> bytes:

@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 import platformdirs
 
 from mailer.errors import ConfigError
+from mailer.inbound_settings import InboundSettings, load_inbound_settings
 from mailer.tokens import Keyring
 
 KEY_ID = re.compile(r"^[a-z0-9]{1,8}$")
@@ -40,6 +41,27 @@ class SmtpRelay:
 
 
 @dataclass(frozen=True, slots=True)
+class MailerSettings:
+    """How the campaign worker sends: pool, rates, leases, retries (README, configuration)."""
+
+    pool_size: int = 4  # persistent SMTP connections per relay and worker process
+    smtp_timeout: float = 300.0  # per SMTP command (RFC 5321 4.5.3.2: 5 minutes minimum)
+    per_second: float = 50.0  # the relay's budget shared by every worker (Postgres)
+    per_hour: int = 100_000
+    batch_size: int = 200  # the most deliveries one claim takes
+    lease_seconds: float = 60.0  # a claim's lease; renewed while sending
+    poll_seconds: float = 5.0  # idle workers look for work this often (NOTIFY wakes sooner)
+    # RFC 5321 4.5.4.1: retry no sooner than 30 minutes, give up after 4-5 days.
+    retry_schedule: tuple[float, ...] = (1800.0, 3600.0, 7200.0, 14400.0, 28800.0)
+    give_up_after: float = 4 * 86_400.0
+    pause_error_rate: float = 0.2  # auto-pause a campaign whose failures pass this share
+    pause_min_attempts: int = 100  # ... once it has at least this many results
+    allow_unsigned: bool = False  # local development only: send campaigns without DKIM
+    helo_name: str = "localhost"
+    fallbacks: tuple[SmtpRelay, ...] = ()  # relays that take over when SMTP_URL keeps failing
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str | None
     data_dir: Path
@@ -47,6 +69,8 @@ class Settings:
     secret_keys: tuple[tuple[str, bytes], ...] = field(repr=False)
     hash_key: bytes = field(repr=False)
     smtp: SmtpRelay | None = None
+    mailer: MailerSettings = field(default_factory=lambda: MailerSettings())
+    inbound: InboundSettings = field(default_factory=lambda: InboundSettings())
 
     @property
     def embedded(self) -> bool:
@@ -98,14 +122,112 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "OPTOUT_HASH_KEY is required with DATABASE_URL (every machine must share it)"
         )
     smtp_url = env.get("SMTP_URL") or None
+    smtp = parse_smtp_url(smtp_url) if smtp_url else None
     return Settings(
         database_url=database_url,
         data_dir=data_dir,
         base_url=base_url,
         secret_keys=parse_secret_keys(raw_keys),
         hash_key=_parse_hash_key(raw_hash),
-        smtp=parse_smtp_url(smtp_url) if smtp_url else None,
+        smtp=smtp,
+        mailer=_mailer_settings(env, smtp, base_url),
+        inbound=load_inbound_settings(env),
     )
+
+
+def _mailer_settings(
+    env: Mapping[str, str], smtp: SmtpRelay | None, base_url: str
+) -> MailerSettings:
+    """OPTOUT_* settings of the sending worker; each wrong value names its variable."""
+    d = MailerSettings()
+    allow_unsigned = _flag(env, "OPTOUT_ALLOW_UNSIGNED")
+    if allow_unsigned and smtp is not None and smtp.host not in LOOPBACK_HOSTS:
+        raise ConfigError(
+            "OPTOUT_ALLOW_UNSIGNED is for local development: SMTP_URL must point at localhost"
+        )
+    schedule = env.get("OPTOUT_RETRY_SCHEDULE")
+    return MailerSettings(
+        pool_size=int(_number(env, "OPTOUT_SMTP_POOL_SIZE", d.pool_size, 1, 100)),
+        smtp_timeout=_number(env, "OPTOUT_SMTP_TIMEOUT", d.smtp_timeout, 0.1, 3600),
+        per_second=_number(env, "OPTOUT_RELAY_PER_SECOND", d.per_second, 0.01, 100_000),
+        per_hour=int(_number(env, "OPTOUT_RELAY_PER_HOUR", d.per_hour, 1, 10**9)),
+        batch_size=int(_number(env, "OPTOUT_BATCH_SIZE", d.batch_size, 1, 10_000)),
+        lease_seconds=_number(env, "OPTOUT_LEASE_SECONDS", d.lease_seconds, 1, 3600),
+        poll_seconds=_number(env, "OPTOUT_POLL_SECONDS", d.poll_seconds, 0.05, 3600),
+        retry_schedule=(
+            tuple(_duration("OPTOUT_RETRY_SCHEDULE", p) for p in schedule.split(","))
+            if schedule
+            else d.retry_schedule
+        ),
+        give_up_after=(
+            _duration("OPTOUT_GIVE_UP_AFTER", env["OPTOUT_GIVE_UP_AFTER"])
+            if env.get("OPTOUT_GIVE_UP_AFTER")
+            else d.give_up_after
+        ),
+        pause_error_rate=_number(env, "OPTOUT_PAUSE_ERROR_RATE", d.pause_error_rate, 0, 1),
+        pause_min_attempts=int(
+            _number(env, "OPTOUT_PAUSE_MIN_ATTEMPTS", d.pause_min_attempts, 1, 10**9)
+        ),
+        allow_unsigned=allow_unsigned,
+        helo_name=env.get("OPTOUT_HELO_NAME") or _helo_from(base_url) or d.helo_name,
+        fallbacks=_fallbacks(env.get("OPTOUT_SMTP_FALLBACK_URLS") or ""),
+    )
+
+
+def _fallbacks(raw: str) -> tuple[SmtpRelay, ...]:
+    relays = []
+    for url in filter(None, (u.strip() for u in raw.split(","))):
+        try:
+            relays.append(parse_smtp_url(url))
+        except ConfigError as exc:
+            raise ConfigError(
+                "OPTOUT_SMTP_FALLBACK_URLS: " + exc.message.removeprefix("SMTP_URL ")
+            ) from None
+    return tuple(relays)
+
+
+def _helo_from(base_url: str) -> str | None:
+    # EHLO wants a domain name; an address would need [brackets], so fall back instead.
+    host = urlsplit(base_url).hostname or ""
+    return host if re.search(r"[a-z]", host) and ":" not in host else None
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = (env.get(name) or "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number (got {raw!r})") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}")
+    return value
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
+
+
+def _duration(name: str, raw: str) -> float:
+    """Seconds from "90", "30s", "30m", "2h" or "4d"."""
+    text = raw.strip().lower()
+    unit = _UNITS.get(text[-1:])
+    try:
+        value = float(text[:-1] if unit else text) * (unit or 1.0)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a duration like 30m, 2h or 4d") from None
+    if value <= 0:
+        raise ConfigError(f"{name}: durations must be positive")
+    return value
 
 
 def _check_database_url(url: str) -> None:

@@ -97,3 +97,15 @@ class DatabaseUnavailable(OptoutError):
     """The database cannot be reached."""
 
     code = "database_unavailable"
+
+
+class Unauthorized(OptoutError):
+    """An API token is required (Authorization: Bearer TOKEN)."""
+
+    code = "unauthorized"
+
+
+class Forbidden(OptoutError):
+    """This token's role may not do that."""
+
+    code = "forbidden"

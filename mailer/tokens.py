@@ -72,6 +72,7 @@ class Purpose(enum.IntEnum):
     CONFIRM = 3
     UNDO = 4
     DATA_ACCESS = 5
+    DATA_SESSION = 6  # the self-service session a used DATA_ACCESS link opens
 
     @property
     def ttl(self) -> int | None:
@@ -89,6 +90,7 @@ _TTL: dict[Purpose, int | None] = {
     Purpose.CONFIRM: 7 * _DAY,
     Purpose.UNDO: 30 * _DAY,
     Purpose.DATA_ACCESS: 3_600,
+    Purpose.DATA_SESSION: 3_600,
 }
 
 

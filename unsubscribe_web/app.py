@@ -6,6 +6,9 @@ is the one route table that calls them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,11 +18,30 @@ from aiohttp import web
 from mailer.config import Settings
 from mailer.db import create_pool
 from mailer.errors import ConfigError
-from unsubscribe_web import errors
-from unsubscribe_web.keys import KEYRING, PAGES, POOL, SETTINGS
+from unsubscribe_web import api, errors, hooks, policy_pages, public, security, self_service
+from unsubscribe_web.forms import CsrfTokens, RateLimiter
+from unsubscribe_web.keys import (
+    CSRF,
+    KEYRING,
+    METRICS,
+    ONE_CLICK_PAGES,
+    PAGES,
+    POOL,
+    SETTINGS,
+    SIGNUP_ADDRESS_LIMIT,
+    SIGNUP_IP_LIMIT,
+    SPOOL,
+)
+from unsubscribe_web.metrics import Metrics
+from unsubscribe_web.spool import Spool, replay_forever
+
+log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "web"
 MAX_BODY_BYTES = 64 * 1024
+# Sign-ups: per client IP, and per address (confirmation mails to one mailbox).
+SIGNUP_IP_PER_10_MINUTES = 20
+SIGNUP_ADDRESS_PER_HOUR = 3
 
 
 def page_environment() -> jinja2.Environment:
@@ -27,6 +49,8 @@ def page_environment() -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=jinja2.select_autoescape(["html"]),
         undefined=jinja2.StrictUndefined,
+        # Templates do not change while the process runs: no stat() of them per request.
+        auto_reload=False,
     )
 
 
@@ -35,18 +59,49 @@ def create_app(settings: Settings) -> web.Application:
     embedded server first and passes its DSN)."""
     if settings.database_url is None:
         raise ConfigError("DATABASE_URL: the web app needs a resolved database URL")
-    app = web.Application(middlewares=[errors.domain_errors], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[security.guard, errors.domain_errors], client_max_size=MAX_BODY_BYTES
+    )
     app[SETTINGS] = settings
     app[KEYRING] = settings.keyring()
     app[PAGES] = page_environment()
+    app[METRICS] = Metrics()
+    app[SPOOL] = Spool(settings.data_dir)
+    app[CSRF] = CsrfTokens(settings.secret_keys)
+    app[SIGNUP_IP_LIMIT] = RateLimiter(SIGNUP_IP_PER_10_MINUTES, 600)
+    app[SIGNUP_ADDRESS_LIMIT] = RateLimiter(SIGNUP_ADDRESS_PER_HOUR, 3600)
+    app[ONE_CLICK_PAGES] = {}
     app.cleanup_ctx.append(_pool)
-    # Feature modules add their routes here, one line each (e.g. public.add_routes(app)).
+    app.cleanup_ctx.append(_spool_replay)
+    # Feature modules add their routes here, one line each.
+    public.add_routes(app)
+    policy_pages.add_routes(app)
+    self_service.add_routes(app)
+    api.add_routes(app)
+    hooks.add_routes(app)
     return app
 
 
 async def _pool(app: web.Application) -> AsyncIterator[None]:
     dsn = app[SETTINGS].database_url
     assert dsn is not None
-    app[POOL] = await create_pool(dsn)
+    # min_size=0: the app starts even while Postgres is away, so opt-outs can be spooled.
+    app[POOL] = await create_pool(dsn, min_size=0)
     yield
-    await app[POOL].close()
+    try:
+        await asyncio.wait_for(app[POOL].close(), 5)
+    except TimeoutError:
+        app[POOL].terminate()
+
+
+async def _spool_replay(app: web.Application) -> AsyncIterator[None]:
+    """Replay opt-outs spooled during an outage: at start, then as soon as Postgres answers."""
+    spool = app[SPOOL]
+    spool.open()
+    if spool.depth:
+        log.warning("spool holds %d opt-outs from an outage; replaying", spool.depth)
+    task = asyncio.create_task(replay_forever(spool, app[POOL]), name="spool-replay")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

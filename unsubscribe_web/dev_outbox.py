@@ -25,6 +25,12 @@ from unsubscribe_web.keys import PAGES, POOL, SETTINGS
 
 OUTBOX_DIR = web.AppKey("outbox_dir", Path)
 ONE_CLICK_BODY = "List-Unsubscribe=One-Click"
+# The caught HTML is shown in a sandboxed srcdoc frame, which inherits this page's policy:
+# mail uses inline styles and remote images, never scripts (none are allowed anywhere here).
+DEV_CSP = (
+    "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src * data:; "
+    "frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 HTTPS_URI = re.compile(r"<(https?://[^>\s]+)>")
 
 
@@ -145,4 +151,9 @@ async def _dkim_verdict(request: web.Request, raw: bytes) -> dict[str, Any]:
 
 def _page(request: web.Request, template: str, **values: Any) -> web.Response:
     text = request.app[PAGES].get_template(template).render(**values)
-    return web.Response(text=text, content_type="text/html", charset="utf-8")
+    return web.Response(
+        text=text,
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Content-Security-Policy": DEV_CSP},
+    )

@@ -10,9 +10,11 @@ from aiohttp.typedefs import Handler
 from mailer.errors import (
     Conflict,
     DatabaseUnavailable,
+    Forbidden,
     InvalidInput,
     NotFound,
     OptoutError,
+    Unauthorized,
 )
 from unsubscribe_web.keys import PAGES
 
@@ -29,6 +31,10 @@ def status_for(error: OptoutError) -> int:
         return 400
     if isinstance(error, Conflict):
         return 409
+    if isinstance(error, Unauthorized):
+        return 401
+    if isinstance(error, Forbidden):
+        return 403
     if isinstance(error, DatabaseUnavailable):
         return 503
     return 500

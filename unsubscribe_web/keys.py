@@ -8,8 +8,19 @@ from aiohttp import web
 
 from mailer.config import Settings
 from mailer.tokens import Keyring
+from unsubscribe_web.forms import CsrfTokens, RateLimiter
+from unsubscribe_web.metrics import Metrics
+from unsubscribe_web.spool import Spool
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 KEYRING = web.AppKey("keyring", Keyring)
 PAGES = web.AppKey("pages", jinja2.Environment)
+
+# The public pages (issue 4): metrics, the opt-out spool, CSRF tokens, sign-up rate limits.
+METRICS = web.AppKey("metrics", Metrics)
+SPOOL = web.AppKey("spool", Spool)
+CSRF = web.AppKey("csrf", CsrfTokens)
+SIGNUP_IP_LIMIT = web.AppKey("signup_ip_limit", RateLimiter)
+SIGNUP_ADDRESS_LIMIT = web.AppKey("signup_address_limit", RateLimiter)
+ONE_CLICK_PAGES = web.AppKey("one_click_pages", dict[tuple[str, str], str])

@@ -115,3 +115,45 @@ RETURNING scope;
 DELETE FROM suppressions
  WHERE tenant_id = :tenant_id AND address_key = :address_key AND scope = 'marketing'
 RETURNING reason;
+
+-- name: resubscribe_topic(tenant_id, subscriber_id, topic_id)^
+-- The person's own "yes" from a link mailed to them (undo, preference centre): a left or
+-- never-joined topic becomes confirmed; a pending or confirmed one is left alone (no row).
+INSERT INTO subscriptions (tenant_id, subscriber_id, topic_id, state, confirmed_at)
+VALUES (:tenant_id, :subscriber_id, :topic_id, 'confirmed', now())
+ON CONFLICT (subscriber_id, topic_id) DO UPDATE
+   SET state = 'confirmed', confirmed_at = now(), unsubscribed_at = NULL, updated_at = now()
+ WHERE subscriptions.state = 'unsubscribed'
+RETURNING (xmax = 0) AS created;
+
+-- name: unsubscribe_from_link(tenant_id, subscriber_id, topic_id, ip, user_agent, detail, source)^
+-- The one-click hot path in ONE statement (one round trip, atomic without BEGIN/COMMIT): the
+-- idempotent UPDATE, then evidence and ledger rows only for a row it changed, then who and
+-- what for the confirmation page. No row back means the topic is not the tenant's.
+-- The parameters are declared in the order they first appear ($1..$7): mailer.consent calls
+-- the statement with asyncpg directly, in that order.
+WITH changed AS (
+    UPDATE subscriptions SET state = 'unsubscribed', unsubscribed_at = now(), updated_at = now()
+     WHERE tenant_id = :tenant_id AND subscriber_id = :subscriber_id AND topic_id = :topic_id
+       AND state <> 'unsubscribed'
+    RETURNING subscriber_id, topic_id
+), evidence AS (
+    INSERT INTO consent_evidence (tenant_id, ip, user_agent, detail)
+    SELECT :tenant_id, :ip, :user_agent, :detail FROM changed
+    RETURNING id
+), event AS (
+    INSERT INTO consent_events (tenant_id, subscriber_id, topic_id, action, effect, source,
+                                policy_version_id, evidence_id)
+    SELECT :tenant_id, c.subscriber_id, c.topic_id, 'unsubscribe', 'withdraw', :source,
+           (SELECT pv.id FROM policy_versions pv
+             WHERE pv.tenant_id = :tenant_id AND pv.effective_at <= now()
+             ORDER BY pv.effective_at DESC, pv.id DESC LIMIT 1),
+           e.id
+      FROM changed c CROSS JOIN evidence e
+    RETURNING id
+)
+SELECT EXISTS (SELECT 1 FROM event) AS changed, t.sender_name, tp.name AS topic_name, s.email
+  FROM tenants t
+  JOIN topics tp ON tp.tenant_id = t.id AND tp.id = :topic_id
+  LEFT JOIN subscribers s ON s.tenant_id = t.id AND s.id = :subscriber_id
+ WHERE t.id = :tenant_id;

@@ -30,3 +30,185 @@ SELECT name FROM schema_migrations ORDER BY name;
 
 -- name: table_exists(name)$
 SELECT to_regclass(:name) IS NOT NULL;
+
+-- name: web_state()^
+-- Everything a public page could change, for "GET and HEAD change nothing" comparisons.
+SELECT (SELECT json_agg(s ORDER BY subscriber_id, topic_id) FROM subscriptions s) AS subscriptions,
+       (SELECT json_agg(e ORDER BY id) FROM consent_events e) AS events,
+       (SELECT json_agg(v ORDER BY id) FROM consent_evidence v) AS evidence,
+       (SELECT json_agg(p ORDER BY address_key) FROM suppressions p) AS suppressions,
+       (SELECT json_agg(b ORDER BY id) FROM subscribers b) AS subscribers,
+       (SELECT json_agg(d ORDER BY id) FROM deliveries d) AS deliveries,
+       (SELECT json_agg(a ORDER BY id) FROM action_links a) AS action_links;
+
+-- name: subscription_state(subscriber_id, topic_id)$
+SELECT state FROM subscriptions WHERE subscriber_id = :subscriber_id AND topic_id = :topic_id;
+
+-- name: events_of(subscriber_id)
+SELECT action, effect, source, topic_id, evidence_id FROM consent_events
+ WHERE subscriber_id = :subscriber_id ORDER BY id;
+
+-- name: transactional_deliveries()
+SELECT id, tenant_id, subscriber_id, recipient, template, payload, state FROM deliveries
+ WHERE kind = 'transactional' ORDER BY id;
+
+-- name: bulk_confirmed_subscribers(tenant_id, topic_id, emails, keys)
+-- The mailer tests need thousands of confirmed subscribers fast: set-based, no ledger rows.
+WITH s AS (
+    INSERT INTO subscribers (tenant_id, email, email_key)
+    SELECT :tenant_id, e, k FROM unnest(:emails::text[], :keys::bytea[]) AS u(e, k)
+    RETURNING id
+)
+INSERT INTO subscriptions (tenant_id, subscriber_id, topic_id, state, confirmed_at)
+SELECT :tenant_id, id, :topic_id, 'confirmed', now() FROM s
+RETURNING subscriber_id;
+
+-- name: campaign_deliveries(campaign_id)
+SELECT d.*, p.email FROM deliveries d JOIN subscribers p ON p.id = d.subscriber_id
+ WHERE d.campaign_id = :campaign_id ORDER BY d.id;
+
+-- name: delivery_states(campaign_id)
+SELECT state, count(*) AS n FROM deliveries WHERE campaign_id = :campaign_id GROUP BY state;
+
+-- name: clock_now()$
+SELECT clock_timestamp();
+
+-- name: age_deliveries(campaign_id, seconds)!
+UPDATE deliveries SET created_at = created_at - make_interval(secs => :seconds),
+       next_attempt_at = next_attempt_at - make_interval(secs => :seconds)
+ WHERE campaign_id = :campaign_id;
+
+-- name: bounce_events_of(tenant_id)
+SELECT * FROM bounce_events WHERE tenant_id = :tenant_id ORDER BY id;
+
+-- name: suppression_of(tenant_id, address_key)^
+SELECT * FROM suppressions WHERE tenant_id = :tenant_id AND address_key = :address_key;
+
+-- name: relay_row(name)^
+SELECT * FROM relays WHERE name = :name;
+
+-- name: campaign_status(id)$
+SELECT status FROM campaigns WHERE id = :id;
+
+-- name: age_deliveries_by_id(id, seconds)!
+UPDATE deliveries SET created_at = created_at - make_interval(secs => :seconds)
+ WHERE id = :id;
+
+-- name: define_find_anywhere#
+-- Erasure tests: a session function that counts, for every text-like column of every table
+-- (text, varchar, inet, json, arrays through their text form, bytea through its escaped
+-- text), the rows holding a needle, case aside. plpgsql rather than query_to_xml: the
+-- embedded Postgres is built without libxml.
+CREATE OR REPLACE FUNCTION pg_temp.find_anywhere(needle text)
+RETURNS TABLE (tbl text, col text, hits bigint) LANGUAGE plpgsql AS $fn$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN
+        SELECT k.table_schema AS s, k.table_name AS t, k.column_name AS n, k.data_type AS d
+          FROM information_schema.columns k
+          JOIN information_schema.tables b
+            ON b.table_schema = k.table_schema AND b.table_name = k.table_name
+           AND b.table_type = 'BASE TABLE'
+         WHERE k.table_schema = 'public'
+           AND k.data_type IN ('text', 'character varying', 'character', 'bytea', 'inet',
+                               'cidr', 'json', 'jsonb', 'ARRAY', 'USER-DEFINED')
+         ORDER BY 2, 3
+    LOOP
+        tbl := c.t;
+        col := c.n;
+        EXECUTE format(
+            'SELECT count(*) FROM %I.%I WHERE strpos(%s, lower($1)) > 0', c.s, c.t,
+            CASE WHEN c.d = 'bytea' THEN format('lower(encode(%I, ''escape''))', c.n)
+                 ELSE format('lower(%I::text)', c.n) END)
+          INTO hits USING needle;
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
+
+-- name: find_anywhere(needle)
+SELECT tbl, col, hits FROM pg_temp.find_anywhere(:needle);
+
+-- name: searched_columns()$
+-- How many columns find_anywhere looks at (so a test can tell it looked at all of them).
+SELECT count(*) FROM information_schema.columns c
+  JOIN information_schema.tables t
+    ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+   AND t.table_type = 'BASE TABLE'
+ WHERE c.table_schema = 'public'
+   AND c.data_type IN ('text', 'character varying', 'character', 'bytea', 'inet', 'cidr',
+                       'json', 'jsonb', 'ARRAY', 'USER-DEFINED');
+
+-- name: add_inbound(tenant_id, subscriber_id, delivery_id, envelope_from, envelope_rcpt, raw, parsed)$
+INSERT INTO inbound_events (tenant_id, kind, subscriber_id, delivery_id, envelope_from,
+                            envelope_rcpt, raw, parsed)
+VALUES (:tenant_id, 'bounce', :subscriber_id, :delivery_id, :envelope_from, :envelope_rcpt,
+        :raw, :parsed)
+RETURNING id;
+
+-- name: set_reply(id, last_reply)!
+UPDATE deliveries SET last_reply = :last_reply, last_reply_code = 550 WHERE id = :id;
+
+-- name: delivery_row(id)^
+SELECT * FROM deliveries WHERE id = :id;
+
+-- name: audit_actions(tenant_id)
+SELECT action FROM audit_log WHERE tenant_id = :tenant_id ORDER BY id;
+
+-- name: export_members(export_id)
+SELECT subscriber_id FROM export_subscribers WHERE export_id = :export_id ORDER BY 1;
+
+-- name: link_row(id)^
+SELECT * FROM action_links WHERE id = :id;
+
+-- name: request_row(id)^
+SELECT * FROM data_requests WHERE id = :id;
+
+-- name: transactional_to(recipient)
+SELECT * FROM deliveries WHERE kind = 'transactional' AND recipient = :recipient ORDER BY id;
+
+-- name: subscriber_row(id)^
+SELECT * FROM subscribers WHERE id = :id;
+
+-- name: all_links()
+SELECT * FROM action_links ORDER BY id;
+
+-- name: import_ledger(tenant_id)
+SELECT e.subscriber_id, e.action, e.effect, e.source, e.lawful_basis, ev.form_text, ev.detail
+  FROM consent_events e LEFT JOIN consent_evidence ev ON ev.id = e.evidence_id
+ WHERE e.tenant_id = :tenant_id AND e.source = 'import' ORDER BY e.id;
+
+-- name: import_confirmations(tenant_id)
+SELECT subscriber_id, recipient, template, payload FROM deliveries
+ WHERE tenant_id = :tenant_id AND kind = 'transactional' AND template = 'confirm' ORDER BY id;
+
+-- name: import_error_rows(import_id)
+SELECT line, reason FROM import_errors WHERE import_id = :import_id ORDER BY line;
+
+-- name: import_rows(tenant_id)
+SELECT * FROM imports WHERE tenant_id = :tenant_id ORDER BY id;
+
+-- name: import_subscription_states(topic_id)
+SELECT s.email, sub.state FROM subscriptions sub JOIN subscribers s ON s.id = sub.subscriber_id
+ WHERE sub.topic_id = :topic_id ORDER BY s.id;
+
+-- name: import_table_counts()^
+SELECT (SELECT count(*) FROM imports) AS imports,
+       (SELECT count(*) FROM import_errors) AS import_errors,
+       (SELECT count(*) FROM subscribers) AS subscribers,
+       (SELECT count(*) FROM subscriptions) AS subscriptions,
+       (SELECT count(*) FROM consent_events) AS events,
+       (SELECT count(*) FROM deliveries) AS deliveries,
+       (SELECT count(*) FROM suppressions) AS suppressions;
+
+-- name: audit_entries()
+SELECT * FROM audit_log ORDER BY id;
+
+-- name: mark_sent(id, sent_at)!
+UPDATE deliveries SET state = 'sent', sent_at = :sent_at WHERE id = :id;
+
+-- name: insert_delivery(tenant_id, subscriber_id)$
+INSERT INTO deliveries (tenant_id, kind, subscriber_id, recipient, template)
+VALUES (:tenant_id, 'transactional', :subscriber_id, 'x@example.org', 'confirm')
+RETURNING id;

@@ -1,0 +1,356 @@
+"""Benchmark of RFC 8058 one-click: ``POST /u/{token}`` of the real app against a bare aiohttp
+handler doing one asyncpg UPDATE by primary key on the same table.
+
+    .venv/bin/python -m bench.web [--subscribers 1000000] [--duration 10] [--rounds 3]
+
+A database ``optout_bench_web`` with SUBSCRIBERS confirmed subscribers is built (on DATABASE_URL,
+or on an embedded Postgres in a temporary folder). wrk (Debian's package) drives each server
+with bench/web_tokens.lua, which sends every pre-signed token at most once; subscriptions are
+reset before every run. The two servers alternate ROUNDS times, at 64 connections (throughput)
+and at 8 connections (p99 latency); medians and ratios are printed. Both servers are single
+processes with the load generator on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+from aiohttp import web
+
+from mailer import migrations, tenants
+from mailer.admin_db import create_database, drop_database
+from mailer.config import Settings
+from mailer.db import connect, create_pool, queries, rows, start_embedded, with_database
+from mailer.tokens import Keyring, LinkClaims, Purpose
+
+LUA = Path(__file__).with_name("web_tokens.lua")
+DATABASE = "optout_bench_web"
+KEYS = (("bench1", b"bench-link-key-0123456789abcdefghijklmnop"),)
+HASH_KEY = b"bench-hash-key-0123456789abcdefghijklmnop"
+BODY = "List-Unsubscribe=One-Click"
+POOL = web.AppKey("pool", asyncpg.Pool)
+
+
+@dataclass
+class Run:
+    requests_per_second: float
+    p99_ms: float
+    requests: int
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=1_000_000)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=0, help="default: 12,000 per second")
+    parser.add_argument("--keep", action="store_true", help="keep the database for next time")
+    parser.add_argument(
+        "--baseline-server", nargs=2, metavar=("PORT", "DSN"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.baseline_server:
+        port, dsn = args.baseline_server
+        web.run_app(
+            baseline_app(dsn), host="127.0.0.1", port=int(port), print=None, access_log=None
+        )
+        return 0
+    if shutil.which("wrk") is None:
+        print("bench/web.py needs wrk: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    with server_dsn() as admin_dsn:
+        return bench(admin_dsn, args)
+
+
+def baseline_app(dsn: str) -> web.Application:
+    """The bare baseline: parse the id, one UPDATE by primary key, a short text answer."""
+    sql = queries().bench_web.baseline_unsubscribe.sql
+    app = web.Application()
+
+    async def pool(app: web.Application) -> AsyncIterator[None]:
+        app[POOL] = await create_pool(dsn, min_size=4, max_size=10)
+        yield
+        await app[POOL].close()
+
+    async def unsubscribe(request: web.Request) -> web.Response:
+        await request.read()
+        subscriber_id, topic_id = (int(x) for x in request.match_info["ids"].split("-"))
+        async with request.app[POOL].acquire() as conn:
+            await conn.execute(sql, subscriber_id, topic_id)
+        return web.Response(text="You are unsubscribed.")
+
+    app.cleanup_ctx.append(pool)
+    app.router.add_post("/b/{ids}", unsubscribe)
+    return app
+
+
+@contextlib.contextmanager
+def server_dsn() -> Iterator[str]:
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    with tempfile.TemporaryDirectory(prefix="optout-bench-") as folder:
+        os.chmod(folder, 0o755)
+        server = start_embedded(Path(folder))
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
+def bench(admin_dsn: str, args: argparse.Namespace) -> int:
+    dsn = with_database(admin_dsn, DATABASE)
+    keyring = Keyring(KEYS)
+    settings = Settings(None, Path("."), "http://127.0.0.1", KEYS, HASH_KEY)
+    tenant_id, topic_id = asyncio.run(prepare_database(admin_dsn, dsn, settings, args.subscribers))
+    count = args.tokens or max(12_000 * args.duration, 20_000)
+    count = min(count, args.subscribers)
+    ids = asyncio.run(subscriber_ids(dsn, tenant_id, count))
+    work = Path(tempfile.mkdtemp(prefix="optout-bench-web-"))
+    ours_paths = work / "ours.txt"
+    base_paths = work / "baseline.txt"
+    ours_paths.write_text(
+        "".join(
+            "/u/" + keyring.sign(LinkClaims.issue(Purpose.ONE_CLICK, tenant_id, i, topic_id)) + "\n"
+            for i in ids
+        )
+    )
+    base_paths.write_text("".join(f"/b/{i}-{topic_id}\n" for i in ids))
+    ours_port, base_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTOUT_")} | {
+        "DATABASE_URL": dsn,
+        "OPTOUT_SECRET_KEYS": ",".join(f"{k}:{v.decode()}" for k, v in KEYS),
+        "OPTOUT_HASH_KEY": HASH_KEY.decode(),
+        "OPTOUT_BASE_URL": "http://127.0.0.1:8080",
+        "OPTOUT_DATA_DIR": str(work / "data"),
+    }
+    log = (work / "web.log").open("wb")
+    servers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mailer.cli", "web", "--port", str(ours_port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.web", "--baseline-server", str(base_port), dsn],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+    ]
+    try:
+        for port in (ours_port, base_port):
+            wait_for_port(port)
+        targets = {
+            "optout": (f"http://127.0.0.1:{ours_port}", ours_paths, servers[0].pid),
+            "baseline": (f"http://127.0.0.1:{base_port}", base_paths, servers[1].pid),
+        }
+        results: dict[tuple[str, int], list[Run]] = {}
+        for url, paths, _ in targets.values():  # warm both up (pools, caches)
+            asyncio.run(reset(dsn, topic_id))
+            wrk(url, paths, connections=8, duration=2)
+        for round_number in range(1, args.rounds + 1):
+            for connections in (64, 8):
+                for name, (url, paths, pid) in targets.items():
+                    asyncio.run(reset(dsn, topic_id))
+                    cpu = cpu_seconds(pid)
+                    run = wrk(url, paths, connections=connections, duration=args.duration)
+                    cpu_ms = (cpu_seconds(pid) - cpu) * 1000 / max(run.requests, 1)
+                    applied = asyncio.run(unsubscribed(dsn, topic_id))
+                    if run.requests > count:
+                        print(f"warning: {name} used more than the {count} tokens", file=sys.stderr)
+                    results.setdefault((name, connections), []).append(run)
+                    print(
+                        f"round {round_number} {name:8} c={connections:2}: "
+                        f"{run.requests_per_second:8.0f} req/s  p99 {run.p99_ms:7.2f} ms  "
+                        f"server CPU {cpu_ms:.2f} ms/request "
+                        f"({run.requests} requests, {applied} unsubscribed)",
+                        flush=True,
+                    )
+    finally:
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            asyncio.run(drop(admin_dsn))
+    ours64 = statistics.median(r.requests_per_second for r in results[("optout", 64)])
+    base64 = statistics.median(r.requests_per_second for r in results[("baseline", 64)])
+    ours8 = statistics.median(r.p99_ms for r in results[("optout", 8)])
+    base8 = statistics.median(r.p99_ms for r in results[("baseline", 8)])
+    print(
+        f"\nsubscribers: {args.subscribers:,}; {args.rounds} rounds of {args.duration} s, medians"
+    )
+    print(
+        f"64 connections: optout {ours64:.0f} req/s, baseline {base64:.0f} req/s, "
+        f"ratio {ours64 / base64:.2f} (target >= 0.5)"
+    )
+    print(
+        f" 8 connections: optout p99 {ours8:.2f} ms, baseline p99 {base8:.2f} ms, "
+        f"ratio {ours8 / base8:.2f} (target <= 2)"
+    )
+    return 0
+
+
+async def prepare_database(
+    admin_dsn: str, dsn: str, settings: Settings, subscribers: int
+) -> tuple[int, int]:
+    """Create, migrate and seed the bench database, or reuse one of the same size."""
+    admin = await connect(admin_dsn)
+    try:
+        with contextlib.suppress(Exception):
+            conn = await connect(dsn)
+            try:
+                tenant = await queries().tenants.get_tenant_by_slug(conn, slug="bench")
+                if tenant is not None:
+                    topic = await tenants.get_topic(conn, tenant["id"], "news")
+                    size = await queries().bench_web.count_subscribers(conn, tenant_id=tenant["id"])
+                    if size == subscribers:
+                        print(f"reusing {DATABASE} ({size:,} subscribers)", flush=True)
+                        return tenant["id"], topic["id"]
+            finally:
+                await conn.close()
+        await drop_database(admin, DATABASE)
+        await create_database(admin, DATABASE)
+    finally:
+        await admin.close()
+    started = time.monotonic()
+    conn = await connect(dsn)
+    try:
+        await migrations.migrate(conn, settings=settings)
+        tenant = await tenants.create_tenant(
+            conn,
+            "bench",
+            name="Bench",
+            sender_address="news@bench.example",
+            postal_address="1 Bench Road",
+        )
+        topic = await tenants.create_topic(
+            conn, tenant["id"], slug="news", name="News", kind="marketing"
+        )
+        q = queries().bench_web
+        await q.seed_subscribers(conn, tenant_id=tenant["id"], n=subscribers)
+        await q.seed_subscriptions(conn, tenant_id=tenant["id"], topic_id=topic["id"])
+        await q.vacuum_subscriptions(conn)
+    finally:
+        await conn.close()
+    print(f"seeded {subscribers:,} subscribers in {time.monotonic() - started:.0f} s", flush=True)
+    return tenant["id"], topic["id"]
+
+
+async def subscriber_ids(dsn: str, tenant_id: int, count: int) -> list[int]:
+    conn = await connect(dsn)
+    try:
+        found = await rows(queries().bench_web.subscriber_ids(conn, tenant_id=tenant_id, n=count))
+        return [row["id"] for row in found]
+    finally:
+        await conn.close()
+
+
+async def drop(admin_dsn: str) -> None:
+    admin = await connect(admin_dsn)
+    try:
+        await drop_database(admin, DATABASE)
+    finally:
+        await admin.close()
+
+
+async def reset(dsn: str, topic_id: int) -> None:
+    conn = await connect(dsn)
+    try:
+        await queries().bench_web.reset_subscriptions(conn, topic_id=topic_id)
+        await queries().bench_web.vacuum_subscriptions(conn)
+    finally:
+        await conn.close()
+
+
+async def unsubscribed(dsn: str, topic_id: int) -> int:
+    conn = await connect(dsn)
+    try:
+        count: int = await queries().bench_web.count_unsubscribed(conn, topic_id=topic_id)
+        return count
+    finally:
+        await conn.close()
+
+
+def wrk(url: str, paths: Path, *, connections: int, duration: int) -> Run:
+    threads = 2 if connections >= 2 else 1
+    result = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            str(LUA),
+            url,
+            "--",
+            str(paths),
+            BODY,
+            str(threads),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration + 60,
+    )
+    out = result.stdout
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+    total = re.search(r"(\d+) requests in", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if not (rate and p99 and total):
+        raise RuntimeError(f"cannot read wrk's output:\n{out}\n{result.stderr}")
+    if errors:
+        raise RuntimeError(f"{errors.group(1)} failed requests against {url}:\n{out}")
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    return Run(float(rate.group(1)), float(p99.group(1)) * scale, int(total.group(1)))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (Linux /proc): what a request costs, load aside."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"no server on port {port} after {timeout} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""Campaigns: create, validate, schedule, start (enqueue), pause, resume, cancel, statistics.
+
+A campaign refuses to start, with one clear message and nothing queued, when anything that
+would make its mail wrong is known in advance: a template error, a missing postal address, a
+bad subject, an unknown topic, an empty audience, an unusable DKIM key (STANDARDS 20, 22).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from mailer import compose
+from mailer.config import Settings
+from mailer.db import queries, rows
+from mailer.dkim import DkimSigner
+from mailer.errors import Conflict, InvalidInput, NotFound, OptoutError
+from mailer.tenants import get_topic
+
+log = logging.getLogger(__name__)
+
+ANALYZE_AFTER = 1_000  # enqueued rows after which the deliveries statistics are refreshed
+STATUSES = ("draft", "scheduled", "sending", "paused", "done", "cancelled")
+
+
+class CampaignRefused(InvalidInput):
+    """The campaign cannot start."""
+
+    code = "campaign_refused"
+
+
+class UnknownCampaign(NotFound):
+    """No such campaign."""
+
+    code = "unknown_campaign"
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """A campaign's progress and results."""
+
+    status: str
+    total: int
+    queued: int
+    sending: int
+    sent: int
+    deferred: int
+    failed: int
+    bounced: int
+    suppressed: int
+    cancelled: int
+    complained: int
+    unsubscribed: dict[str, int]  # by channel (consent_events.source)
+    first_sent_at: dt.datetime | None
+    last_sent_at: dt.datetime | None
+    pause_reason: str | None
+
+    @property
+    def remaining(self) -> int:
+        return self.queued + self.sending + self.deferred
+
+    @property
+    def rate(self) -> float:
+        """Messages a second so far, over the span of the sends."""
+        if not self.first_sent_at or not self.last_sent_at or self.sent < 2:
+            return 0.0
+        span = (self.last_sent_at - self.first_sent_at).total_seconds()
+        return self.sent / span if span > 0 else 0.0
+
+
+def sender_for(
+    tenant: asyncpg.Record | dict[str, Any],
+    topic: asyncpg.Record | dict[str, Any],
+    campaign_id: int,
+) -> compose.Sender:
+    """The tenant-side values of a campaign's messages (From, List-Id, Feedback-ID)."""
+    domain = tenant["sender_domain"]
+    return compose.Sender(
+        from_name=tenant["sender_name"],
+        from_address=tenant["sender_address"],
+        domain=domain,
+        postal_address=tenant["postal_address"] or "",
+        list_id=f"{topic['name']} <{topic['slug']}.{tenant['slug']}.{domain}>",
+        feedback_id=f"{campaign_id}:{tenant['id']}:{topic['id']}:optout",
+    )
+
+
+def signer_for(tenant: asyncpg.Record | dict[str, Any], settings: Settings) -> DkimSigner | None:
+    """The tenant's DKIM signer; None only when unsigned local development is allowed."""
+    selector, path = tenant["dkim_selector"], tenant["dkim_key_path"]
+    if selector and path:
+        return DkimSigner.from_files(tenant["sender_domain"], selector, path)
+    if settings.mailer.allow_unsigned:
+        return None
+    raise CampaignRefused(
+        f"tenant {tenant['slug']!r} has no DKIM key: DKIM signing is required; set it with "
+        "`optout tenant update SLUG --dkim-selector S --dkim-key-path KEY.pem` "
+        "(or OPTOUT_ALLOW_UNSIGNED=1 for local development only)",
+        field="dkim_key_path",
+    )
+
+
+async def create(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: int,
+    topic_slug: str,
+    name: str,
+    template: str,
+    subject: str,
+    content: dict[str, Any],
+    priority: int = 0,
+    created_by: str = "cli",
+) -> asyncpg.Record:
+    """A new draft; the template and subject are checked now, everything else at start."""
+    topic = await get_topic(conn, tenant_id, topic_slug)
+    tenant = await queries().tenants.get_tenant(conn, id=tenant_id)
+    # Render once with the real template now: a typo is cheaper to hear about today.
+    _prepare(tenant, topic, 0, template, subject, content)
+    return await queries().campaigns.create_campaign(
+        conn,
+        tenant_id=tenant_id,
+        topic_id=topic["id"],
+        name=name,
+        template=template,
+        subject=subject,
+        content=content,
+        priority=priority,
+        created_by=created_by,
+    )
+
+
+def _prepare(
+    tenant: asyncpg.Record | dict[str, Any],
+    topic: asyncpg.Record | dict[str, Any],
+    campaign_id: int,
+    template: str,
+    subject: str,
+    content: dict[str, Any],
+) -> compose.PreparedMessage:
+    try:
+        return compose.prepare(template, sender_for(tenant, topic, campaign_id), subject, content)
+    except OptoutError as exc:
+        raise CampaignRefused(exc.message, field=exc.field) from exc
+
+
+async def get(conn: asyncpg.Connection, tenant_id: int, campaign_id: int) -> asyncpg.Record:
+    row = await queries().campaigns.get_campaign(conn, tenant_id=tenant_id, id=campaign_id)
+    if row is None:
+        raise UnknownCampaign(f"No campaign {campaign_id} in this tenant.", field="campaign")
+    return row
+
+
+async def list_campaigns(conn: asyncpg.Connection, tenant_id: int) -> list[asyncpg.Record]:
+    return await rows(queries().campaigns.list_campaigns(conn, tenant_id=tenant_id))
+
+
+async def check(
+    conn: asyncpg.Connection, settings: Settings, campaign: asyncpg.Record
+) -> compose.PreparedMessage:
+    """Everything that would make the campaign's mail wrong, checked before anything queues."""
+    tenant = await queries().tenants.get_tenant(conn, id=campaign["tenant_id"])
+    topic = await queries().tenants.get_topic(
+        conn, tenant_id=campaign["tenant_id"], id=campaign["topic_id"]
+    )
+    if topic is None:
+        raise CampaignRefused("the campaign's topic no longer exists", field="topic")
+    prepared = _prepare(
+        tenant,
+        topic,
+        campaign["id"],
+        campaign["template"],
+        campaign["subject"],
+        campaign["content"],
+    )
+    try:
+        signer_for(tenant, settings)
+    except OptoutError as exc:
+        raise CampaignRefused(f"cannot sign the campaign's mail: {exc.message}") from exc
+    if settings.smtp is None:
+        raise CampaignRefused("SMTP_URL is not set: there is no relay to send through")
+    return prepared
+
+
+async def preview(
+    conn: asyncpg.Connection, settings: Settings, tenant_id: int, campaign_id: int
+) -> bytes:
+    """The message as a sample recipient would get it (links carry subscriber 0)."""
+    campaign = await get(conn, tenant_id, campaign_id)
+    tenant = await queries().tenants.get_tenant(conn, id=tenant_id)
+    topic = await queries().tenants.get_topic(conn, tenant_id=tenant_id, id=campaign["topic_id"])
+    prepared = _prepare(
+        tenant, topic, campaign_id, campaign["template"], campaign["subject"], campaign["content"]
+    )
+    domain = tenant["sender_domain"]
+    return prepared.render(
+        compose.Recipient(
+            to_address=f"preview@{domain}",
+            to_name="Preview",
+            message_id=f"<c{campaign_id}.preview@{domain}>",
+            unsubscribe_url=f"{settings.base_url}/u/PREVIEW",
+            mailto_unsubscribe=f"unsubscribe+preview@{domain}",
+            preferences_url=f"{settings.base_url}/p/PREVIEW",
+        )
+    )
+
+
+async def start(
+    conn: asyncpg.Connection, settings: Settings, tenant_id: int, campaign_id: int
+) -> int:
+    """Check, enqueue every recipient in one statement and start sending; returns the count.
+
+    Refused (nothing queued) when the checks fail or nobody would receive it."""
+    q = queries().campaigns
+    async with conn.transaction():
+        campaign = await q.lock_campaign(conn, tenant_id=tenant_id, id=campaign_id)
+        if campaign is None:
+            raise UnknownCampaign(field="campaign")
+        if campaign["status"] not in ("draft", "scheduled"):
+            raise Conflict(
+                f"the campaign is {campaign['status']}; only a draft or a scheduled "
+                "campaign can start"
+            )
+        await check(conn, settings, campaign)
+        queued: int = await q.enqueue(conn, campaign_id=campaign_id)
+        if queued == 0:
+            raise CampaignRefused(
+                "nobody would receive this campaign: the topic has no confirmed, "
+                "unsuppressed subscribers"
+            )
+        await q.set_status(
+            conn, tenant_id=tenant_id, id=campaign_id, status="sending", pause_reason=None
+        )
+        await queries().outbox.notify_work(conn)
+    if queued >= ANALYZE_AFTER:
+        await q.analyze_deliveries(conn)
+    log.info("campaign_started campaign=%s queued=%s", campaign_id, queued)
+    return queued
+
+
+async def schedule(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    tenant_id: int,
+    campaign_id: int,
+    at: dt.datetime,
+) -> asyncpg.Record:
+    """Start at ``at`` (a worker starts it); checked now, and again when it starts."""
+    campaign = await get(conn, tenant_id, campaign_id)
+    await check(conn, settings, campaign)
+    row = await queries().campaigns.schedule(
+        conn, tenant_id=tenant_id, id=campaign_id, scheduled_at=at
+    )
+    if row is None:
+        raise Conflict(f"the campaign is {campaign['status']}; only a draft can be scheduled")
+    return row
+
+
+async def start_due(conn: asyncpg.Connection, settings: Settings) -> int:
+    """Start scheduled campaigns whose time has come (called by workers); returns how many."""
+    started = 0
+    async with conn.transaction():
+        due = await rows(queries().campaigns.due_scheduled(conn))
+        for row in due:
+            try:
+                async with conn.transaction():
+                    await start(conn, settings, row["tenant_id"], row["id"])
+                started += 1
+            except OptoutError as exc:
+                log.warning("campaign_not_started campaign=%s reason=%s", row["id"], exc.message)
+                await queries().campaigns.set_status(
+                    conn,
+                    tenant_id=row["tenant_id"],
+                    id=row["id"],
+                    status="paused",
+                    pause_reason=f"could not start: {exc.message}"[:500],
+                )
+    return started
+
+
+async def _transition(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    campaign_id: int,
+    allowed: tuple[str, ...],
+    status: str,
+    reason: str | None = None,
+) -> asyncpg.Record:
+    q = queries().campaigns
+    async with conn.transaction():
+        campaign = await q.lock_campaign(conn, tenant_id=tenant_id, id=campaign_id)
+        if campaign is None:
+            raise UnknownCampaign(field="campaign")
+        if campaign["status"] not in allowed:
+            raise Conflict(f"the campaign is {campaign['status']}; cannot make it {status}")
+        row = await q.set_status(
+            conn, tenant_id=tenant_id, id=campaign_id, status=status, pause_reason=reason
+        )
+        if status == "cancelled":
+            await q.cancel_deliveries(conn, campaign_id=campaign_id)
+        if status == "paused":
+            await q.hold_deliveries(conn, campaign_id=campaign_id)
+        if status == "sending":
+            await q.release_deliveries(conn, campaign_id=campaign_id)
+            await queries().outbox.notify_work(conn)
+        result: asyncpg.Record = row
+        return result
+
+
+async def pause(
+    conn: asyncpg.Connection, tenant_id: int, campaign_id: int, reason: str = "paused by staff"
+) -> asyncpg.Record:
+    """Stop sending; takes effect within one batch (the worker's pre-send check sees it)."""
+    return await _transition(conn, tenant_id, campaign_id, ("sending",), "paused", reason)
+
+
+async def resume(conn: asyncpg.Connection, tenant_id: int, campaign_id: int) -> asyncpg.Record:
+    return await _transition(conn, tenant_id, campaign_id, ("paused",), "sending")
+
+
+async def cancel(conn: asyncpg.Connection, tenant_id: int, campaign_id: int) -> asyncpg.Record:
+    """Stop for good: queued deliveries are cancelled; a draft just becomes cancelled."""
+    return await _transition(
+        conn,
+        tenant_id,
+        campaign_id,
+        ("draft", "scheduled", "sending", "paused"),
+        "cancelled",
+    )
+
+
+async def retry_failed(conn: asyncpg.Connection, tenant_id: int, campaign_id: int) -> int:
+    """Queue the soft failures again (never bounces); reopens a finished campaign."""
+    q = queries().campaigns
+    async with conn.transaction():
+        campaign = await q.lock_campaign(conn, tenant_id=tenant_id, id=campaign_id)
+        if campaign is None:
+            raise UnknownCampaign(field="campaign")
+        if campaign["status"] in ("draft", "scheduled", "cancelled"):
+            raise Conflict(f"the campaign is {campaign['status']}; nothing has failed yet")
+        count: int = await q.retry_failed(conn, campaign_id=campaign_id)
+        if count and campaign["status"] == "done":
+            await q.set_status(
+                conn, tenant_id=tenant_id, id=campaign_id, status="sending", pause_reason=None
+            )
+        await queries().outbox.notify_work(conn)
+        return count
+
+
+async def stats(conn: asyncpg.Connection, tenant_id: int, campaign_id: int) -> Stats:
+    campaign = await get(conn, tenant_id, campaign_id)
+    q = queries().campaigns
+    counts = await q.delivery_counts(conn, campaign_id=campaign_id)
+    unsubscribed = {
+        r["source"]: r["people"]
+        for r in await rows(q.unsubscribes_by_channel(conn, campaign_id=campaign_id))
+    }
+    later_bounces: int = await q.later_bounces(conn, campaign_id=campaign_id)
+    return Stats(
+        status=campaign["status"],
+        total=counts["total"],
+        queued=counts["queued"],
+        sending=counts["sending"],
+        sent=counts["sent"],
+        deferred=counts["deferred"],
+        failed=counts["failed"],
+        bounced=counts["bounced"] + later_bounces,
+        suppressed=counts["suppressed"],
+        cancelled=counts["cancelled"],
+        complained=await q.complaints(conn, campaign_id=campaign_id),
+        unsubscribed=unsubscribed,
+        first_sent_at=counts["first_sent_at"],
+        last_sent_at=counts["last_sent_at"],
+        pause_reason=campaign["pause_reason"],
+    )

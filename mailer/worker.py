@@ -1,0 +1,625 @@
+"""The campaign worker: claim a batch, check it once more, compose, sign, send, record.
+
+Any number of workers on any number of machines share the outbox through Postgres alone:
+claims are ``FOR UPDATE SKIP LOCKED`` with a lease that is renewed while the batch is sent,
+expired leases (a killed worker) go back to the queue, and each result is recorded only by
+the lease's owner. A batch is never larger than what the relay's shared budget lets this
+worker send in half a lease, so a lease does not run out under a live worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from mailer import bounce_policy, compose
+from mailer.addresses import suppression_key, tenant_hash_key
+from mailer.campaigns import sender_for, signer_for
+from mailer.config import Settings, SmtpRelay
+from mailer.db import UNAVAILABLE_ERRORS, queries, rows
+from mailer.dkim import DkimSigner
+from mailer.errors import ConfigError, OptoutError
+from mailer.relays import (
+    SET_ASIDE_AFTER,
+    SET_ASIDE_SECONDS,
+    RateGate,
+    ensure_relay,
+    relay_name,
+)
+from mailer.tokens import CodeClaims, CodeKind, Keyring, LinkClaims, Purpose
+from mailer.transport import Reply, SmtpPool
+
+log = logging.getLogger(__name__)
+
+# Subjects of transactional templates when the payload gives none.
+TRANSACTIONAL_SUBJECTS = {
+    "confirm": "Please confirm your subscription",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message ready for SMTP: the envelope and the exact signed bytes."""
+
+    mail_from: str
+    rcpt: str
+    data: bytes
+    message_id: str
+
+
+@dataclass(slots=True)
+class _CampaignMail:
+    prepared: compose.PreparedMessage
+    signer: DkimSigner | None
+    tenant_id: int
+    topic_id: int
+    domain: str
+
+
+@dataclass(slots=True)
+class _Result:
+    row: asyncpg.Record
+    state: str  # sent, deferred, failed, bounced, or queued (handed back unsent)
+    reply: Reply | None
+    message_id: str | None
+    delay: float = 0.0
+    relay: str | None = None
+
+
+@dataclass(slots=True)
+class _Route:
+    """One relay this worker can send through: its connections, its shared budget, its health."""
+
+    name: str
+    smtp: SmtpPool
+    gate: RateGate
+    connect_failures: int = 0  # in a row, in this process
+    down_until: float = 0.0  # set aside (monotonic clock) after repeated connect failures
+
+
+@dataclass
+class WorkerStats:
+    claimed: int = 0
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+    bounced: int = 0
+    suppressed: int = 0
+    batches: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+class Composer:
+    """Builds each message; the prepared campaign message and signers are cached per process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keyring: Keyring = settings.keyring()
+        self.base = settings.base_url
+        self._campaigns: dict[int, _CampaignMail] = {}
+        self._signers: dict[int, DkimSigner | None] = {}
+        self._tenants: dict[int, asyncpg.Record] = {}
+        self._tenant_keys: dict[int, bytes] = {}
+
+    async def load(self, conn: asyncpg.Connection, batch: Sequence[asyncpg.Record]) -> None:
+        """Fetch what the batch needs that is not cached yet (a few queries per campaign)."""
+        for row in batch:
+            tenant_id = row["tenant_id"]
+            if tenant_id not in self._tenants:
+                tenant = await queries().tenants.get_tenant(conn, id=tenant_id)
+                self._tenants[tenant_id] = tenant
+            campaign_id = row["campaign_id"] or _payload(row).get("campaign_id")
+            if campaign_id and campaign_id not in self._campaigns:
+                campaign = await queries().campaigns.get_campaign_by_id(conn, id=campaign_id)
+                tenant = self._tenants[campaign["tenant_id"]]
+                topic = await queries().tenants.get_topic(
+                    conn, tenant_id=campaign["tenant_id"], id=campaign["topic_id"]
+                )
+                prepared = compose.prepare(
+                    campaign["template"],
+                    sender_for(tenant, topic, campaign_id),
+                    campaign["subject"],
+                    campaign["content"],
+                )
+                self._campaigns[campaign_id] = _CampaignMail(
+                    prepared,
+                    self.signer(tenant),
+                    tenant["id"],
+                    topic["id"],
+                    tenant["sender_domain"],
+                )
+
+    def signer(self, tenant: asyncpg.Record) -> DkimSigner | None:
+        if tenant["id"] not in self._signers:
+            self._signers[tenant["id"]] = signer_for(tenant, self.settings)
+        return self._signers[tenant["id"]]
+
+    def address_key(self, tenant_id: int, address: str) -> bytes:
+        key = self._tenant_keys.get(tenant_id)
+        if key is None:
+            key = tenant_hash_key(self.settings.hash_key, tenant_id)
+            self._tenant_keys[tenant_id] = key
+        return suppression_key(key, address)
+
+    def build(self, row: asyncpg.Record) -> Outgoing:
+        """The signed message for one claimed delivery."""
+        payload = _payload(row)
+        campaign_id = row["campaign_id"] or payload.get("campaign_id")
+        tenant_id: int = row["tenant_id"]
+        if campaign_id:
+            mail = self._campaigns[campaign_id]
+            subscriber_id = row["subscriber_id"] or 0
+            domain = mail.domain
+            message_id = (
+                f"<c{campaign_id}.s{subscriber_id}@{domain}>"
+                if row["campaign_id"]
+                else f"<t{row['id']}@{domain}>"
+            )
+            ring = self.keyring
+            one_click = ring.sign(
+                LinkClaims(Purpose.ONE_CLICK, tenant_id, subscriber_id, mail.topic_id)
+            )
+            prefs = ring.sign(LinkClaims(Purpose.PREFERENCES, tenant_id, subscriber_id))
+            code = ring.make_code(
+                CodeClaims(CodeKind.UNSUBSCRIBE, (tenant_id, subscriber_id, mail.topic_id))
+            )
+            data = mail.prepared.render(
+                compose.Recipient(
+                    to_address=row["address"],
+                    to_name=row["name"],
+                    message_id=message_id,
+                    unsubscribe_url=f"{self.base}/u/{one_click}",
+                    mailto_unsubscribe=f"unsubscribe+{code}@{domain}",
+                    preferences_url=f"{self.base}/p/{prefs}",
+                )
+            )
+            signer = mail.signer
+        else:
+            tenant = self._tenants[tenant_id]
+            domain = tenant["sender_domain"]
+            message_id = f"<t{row['id']}@{domain}>"
+            values = {k: v for k, v in payload.items() if k != "subject"}
+            template = row["template"]
+            prepared = compose.prepare_transactional(
+                template,
+                compose.Sender(
+                    from_name=tenant["sender_name"],
+                    from_address=tenant["sender_address"],
+                    domain=domain,
+                    postal_address=tenant["postal_address"] or "",
+                    list_id="",
+                    feedback_id=f"t{row['id']}:{tenant_id}:{template}:optout",
+                ),
+                str(payload.get("subject") or TRANSACTIONAL_SUBJECTS.get(template, template)),
+                values,
+            )
+            extra = {k: str(v) for k, v in values.items() if isinstance(v, str | int)}
+            data = prepared.render(
+                compose.Recipient(
+                    to_address=row["address"],
+                    to_name=row["name"],
+                    message_id=message_id,
+                    unsubscribe_url="",
+                    mailto_unsubscribe="",
+                    preferences_url="",
+                    extra=extra,
+                )
+            )
+            signer = self.signer(tenant)
+        if signer is not None:
+            data = signer.sign(data)
+        bounce = self.keyring.make_code(CodeClaims(CodeKind.BOUNCE, (tenant_id, row["id"])))
+        return Outgoing(f"bounces+{bounce}@{domain}", row["address"], data, message_id)
+
+
+def _payload(row: asyncpg.Record) -> dict[str, Any]:
+    payload = row["payload"]
+    if isinstance(payload, str):  # a connection without the jsonb codec
+        payload = json.loads(payload)
+    return payload or {}
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Worker:
+    """One worker process's sending loop (``optout worker``)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        *,
+        smtp: SmtpPool | None = None,
+        owner: str | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        if settings.smtp is None and smtp is None:
+            raise ConfigError("SMTP_URL is not set: the worker has no relay to send through")
+        self.pool = pool
+        self.settings = settings
+        self.config = settings.mailer
+        relay = smtp.relay if smtp is not None else settings.smtp
+        assert relay is not None
+        size = concurrency or self.config.pool_size
+        pools = [smtp or self._smtp_pool(relay, size)]
+        pools += [self._smtp_pool(r, size) for r in self.config.fallbacks]
+        # The first relay is used while it works; the others take over when it keeps failing.
+        self.routes = [
+            _Route(
+                relay_name(p.relay),
+                p,
+                RateGate(
+                    self.pool.acquire, self._release, relay_name(p.relay), self.config.per_second
+                ),
+            )
+            for p in pools
+        ]
+        self.smtp = self.routes[0].smtp
+        self.relay = self.routes[0].name
+        self.gate = self.routes[0].gate
+        self.owner = owner or worker_id()
+        self.composer = Composer(settings)
+        self.stats = WorkerStats()
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._recording: asyncio.Task[None] | None = None
+
+    def _smtp_pool(self, relay: SmtpRelay, size: int) -> SmtpPool:
+        return SmtpPool(
+            relay, size=size, timeout=self.config.smtp_timeout, helo=self.config.helo_name
+        )
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        await self.pool.release(conn)
+
+    @property
+    def claim_limit(self) -> int:
+        """No more than this worker can send in half a lease at the relay's rate."""
+        by_rate = int(self.config.per_second * self.config.lease_seconds / 2)
+        return max(1, min(self.config.batch_size, by_rate))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    async def run(self, *, until_idle: bool = False) -> WorkerStats:
+        """Send until stopped (or, with ``until_idle``, until nothing is due)."""
+        async with self.pool.acquire() as conn:
+            for route in self.routes:
+                await ensure_relay(
+                    conn,
+                    route.name,
+                    per_second=self.config.per_second,
+                    per_hour=self.config.per_hour,
+                )
+        listener = await self._listen()
+        renewer = asyncio.create_task(self._renew_leases())
+        log.info("worker_started owner=%s relay=%s", self.owner, self.relay)
+        try:
+            housekeeping_at = 0.0
+            while not self._stop.is_set():
+                try:
+                    if time.monotonic() >= housekeeping_at:
+                        await self._housekeeping()
+                        housekeeping_at = time.monotonic() + min(self.config.poll_seconds, 5.0)
+                    claimed = await self.run_once()
+                    if not claimed:
+                        await self.flush()  # idle: record now (and finish campaigns) first
+                except UNAVAILABLE_ERRORS as exc:
+                    # Postgres went away: what was claimed comes back when its lease expires.
+                    log.error("database_unavailable error=%s; retrying", exc)
+                    await asyncio.sleep(min(self.config.poll_seconds, 5.0))
+                    continue
+                if claimed or self._stop.is_set():
+                    continue
+                if until_idle:
+                    break
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
+        finally:
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                await self.flush()
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            async with self.pool.acquire() as conn:
+                await queries().deliveries.release_owner(conn, owner=self.owner)
+            if listener is not None:
+                await self._unlisten(listener)
+            for route in self.routes:
+                await route.smtp.close()
+            log.info("worker_stopped owner=%s sent=%s", self.owner, self.stats.sent)
+        return self.stats
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _listen(self) -> asyncpg.Connection | None:
+        # LISTEN only wakes an idle worker early; the poll keeps it correct if a NOTIFY is lost.
+        try:
+            conn: asyncpg.Connection = await self.pool.acquire()
+            await conn.add_listener("optout_work", self._on_notify)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("listen_failed error=%s (polling only)", exc)
+            return None
+        return conn
+
+    async def _unlisten(self, conn: asyncpg.Connection) -> None:
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await conn.remove_listener("optout_work", self._on_notify)
+        await self.pool.release(conn)
+
+    async def _housekeeping(self) -> None:
+        from mailer import campaigns  # the worker starts scheduled campaigns
+
+        async with self.pool.acquire() as conn:
+            freed = await queries().deliveries.release_expired_leases(conn)
+            if freed:
+                log.warning("leases_expired count=%s (a worker died or stalled)", freed)
+            await campaigns.start_due(conn, self.settings)
+
+    async def _renew_leases(self) -> None:
+        interval = self.config.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self.pool.acquire() as conn:
+                    await queries().deliveries.renew_leases(
+                        conn, owner=self.owner, lease_seconds=self.config.lease_seconds
+                    )
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("lease_renewal_failed error=%s", exc)
+
+    async def run_once(self) -> int:
+        """One batch: claim, re-check, send, record. Returns how many deliveries it claimed."""
+        q = queries().deliveries
+        started = time.perf_counter()
+        async with self.pool.acquire() as conn:
+            claimed = await rows(
+                q.claim(
+                    conn,
+                    owner=self.owner,
+                    lease_seconds=self.config.lease_seconds,
+                    lim=self.claim_limit,
+                )
+            )
+            if not claimed:
+                return 0
+            self.stats.claimed += len(claimed)
+            self.stats.batches += 1
+            self.stats.batch_sizes.append(len(claimed))
+            batch = [r for r in claimed if r["sendable"]]
+            self.stats.suppressed += sum(
+                1 for r in claimed if r["fate"] == "claim" and not r["sendable"]
+            )
+            batch = await self._recheck(conn, batch)
+            batch = await self._load(conn, batch)
+        prepared_at = time.perf_counter()
+        if batch:
+            results = await self._send(batch)
+            sent_at = time.perf_counter()
+            # The results are recorded while the next batch is claimed and sent: the database
+            # round trips overlap the SMTP ones. At most one batch waits to be recorded, so a
+            # crash duplicates at most that batch and the one in flight.
+            await self.flush()
+            self._recording = asyncio.create_task(self._record(results))
+            log.info(
+                "batch claimed=%d sending=%d claim_ms=%.0f send_ms=%.0f",
+                len(claimed),
+                len(batch),
+                (prepared_at - started) * 1000,
+                (sent_at - prepared_at) * 1000,
+            )
+        return len(claimed)
+
+    async def flush(self) -> None:
+        """Wait until the last batch's results are recorded."""
+        task, self._recording = self._recording, None
+        if task is not None:
+            await task
+
+    async def _recheck(
+        self, conn: asyncpg.Connection, batch: list[asyncpg.Record]
+    ) -> list[asyncpg.Record]:
+        """The last look at consent and campaign status just before SMTP (STANDARDS 27)."""
+        campaign_ids = [r["id"] for r in batch if r["kind"] == "campaign"]
+        tx = [r for r in batch if r["kind"] == "transactional"]
+        tx_keys = [self.composer.address_key(r["tenant_id"], r["address"]) for r in tx]
+        stopped = {
+            r["id"]: r["verdict"]
+            for r in await rows(
+                queries().deliveries.recheck(
+                    conn, ids=campaign_ids, tx_ids=[r["id"] for r in tx], tx_keys=tx_keys
+                )
+            )
+        }
+        if not stopped:
+            return batch
+        await queries().deliveries.drop_claims(
+            conn, owner=self.owner, ids=list(stopped), states=list(stopped.values())
+        )
+        self.stats.suppressed += sum(1 for v in stopped.values() if v == "suppressed")
+        return [r for r in batch if r["id"] not in stopped]
+
+    async def _load(
+        self, conn: asyncpg.Connection, batch: list[asyncpg.Record]
+    ) -> list[asyncpg.Record]:
+        try:
+            await self.composer.load(conn, batch)
+            return batch
+        except OptoutError as exc:
+            # A campaign whose mail cannot be built (key file gone, template broken since it
+            # started): pause it with the reason and hand its deliveries back.
+            log.error("campaign_cannot_compose error=%s", exc.message)
+            ids = [r["id"] for r in batch]
+            await queries().deliveries.drop_claims(
+                conn, owner=self.owner, ids=ids, states=["queued"] * len(ids)
+            )
+            for campaign_id in {r["campaign_id"] for r in batch if r["campaign_id"]}:
+                await queries().campaigns.auto_pause(
+                    conn, id=campaign_id, reason=f"cannot compose: {exc.message}"[:500]
+                )
+                await queries().campaigns.hold_deliveries(conn, campaign_id=campaign_id)
+            return []
+
+    async def _send(self, batch: list[asyncpg.Record]) -> list[_Result]:
+        results: list[_Result] = []
+        todo = iter(batch)
+
+        async def sender() -> None:
+            for row in todo:
+                results.append(await self._send_one(row))
+
+        await asyncio.gather(*(sender() for _ in range(self.smtp.size)))
+        return results
+
+    async def _send_one(self, row: asyncpg.Record) -> _Result:
+        try:
+            out = self.composer.build(row)
+        except OptoutError as exc:
+            log.error("compose_failed delivery=%s error=%s", row["id"], exc.message)
+            return _Result(row, "failed", Reply("permanent", None, exc.message, "data"), None)
+        reply: Reply | None = None
+        wait = max(1.0, self.config.lease_seconds / 2)
+        route = via = self.routes[0]
+        for route in self._usable_routes():
+            if not await route.gate.acquire(max_wait=self.config.lease_seconds / 2):
+                if route.gate.set_aside_for > 0:
+                    route.down_until = time.monotonic() + route.gate.set_aside_for
+                    wait = max(1.0, min(wait, route.gate.set_aside_for))
+                    continue  # another relay may be up
+                break
+            reply, via = await route.smtp.send(out.mail_from, out.rcpt, out.data), route
+            if reply.stage == "connect" and reply.outcome == "retry":
+                route.connect_failures += 1
+                if route.connect_failures >= SET_ASIDE_AFTER:
+                    route.down_until = time.monotonic() + SET_ASIDE_SECONDS
+                    log.warning("relay_set_aside relay=%s error=%s", route.name, reply.text)
+                continue  # nothing was sent: the next relay may take it
+            route.connect_failures = 0
+            break
+        if reply is None:
+            # No budget in time, or every relay set aside. Not a delivery failure: back to the
+            # queue for a while, the attempt not counted.
+            waiting = Reply("retry", None, "waiting for a relay's rate budget", "connect")
+            return _Result(row, "queued", waiting, None, wait, route.name)
+        if reply.outcome == "sent":
+            return _Result(row, "sent", reply, out.message_id, relay=via.name)
+        if reply.outcome == "retry":
+            return _Result(row, "deferred", reply, out.message_id, self._delay(row), via.name)
+        # One recipient per transaction, so a 5xx at RCPT or DATA is about this recipient (the
+        # bounce policy tells a 5.7.x policy block from a dead address); at MAIL it is ours.
+        state = "failed" if reply.stage == "mail" else "bounced"
+        return _Result(row, state, reply, out.message_id, relay=via.name)
+
+    def _usable_routes(self) -> list[_Route]:
+        """Relays not set aside, in order; all of them when every one is (the first decides)."""
+        now = time.monotonic()
+        usable = [r for r in self.routes if r.down_until <= now]
+        return usable or self.routes[:1]
+
+    def _delay(self, row: asyncpg.Record) -> float:
+        schedule = self.config.retry_schedule
+        attempt: int = row["attempts"]
+        return schedule[min(max(attempt - 1, 0), len(schedule) - 1)]
+
+    async def _record(self, results: list[_Result]) -> None:
+        """All results of the batch in one statement, then bounces, completion, auto-pause."""
+        async with self.pool.acquire() as conn:
+            recorded = await rows(
+                queries().deliveries.record(
+                    conn,
+                    owner=self.owner,
+                    relays=[r.relay or self.relay for r in results],
+                    give_up_seconds=self.config.give_up_after,
+                    ids=[r.row["id"] for r in results],
+                    states=[r.state for r in results],
+                    codes=[r.reply.code if r.reply else None for r in results],
+                    replies=[r.reply.text if r.reply else None for r in results],
+                    message_ids=[r.message_id for r in results],
+                    delays=[r.delay for r in results],
+                )
+            )
+            final = {r["id"]: r["state"] for r in recorded}
+            for state in final.values():
+                if state == "sent":
+                    self.stats.sent += 1
+                elif state == "deferred":
+                    self.stats.deferred += 1
+                elif state == "bounced":
+                    self.stats.bounced += 1
+                elif state == "failed":
+                    self.stats.failed += 1
+            for result in results:
+                if result.state == "bounced" and result.row["id"] in final:
+                    await self._bounce(conn, result)
+            for route in self.routes:
+                # Shared health: other workers see a relay that keeps failing as set aside.
+                if route.down_until > time.monotonic():
+                    await queries().relays.relay_failed(
+                        conn, name=route.name, after=1, seconds=SET_ASIDE_SECONDS
+                    )
+                elif any(r.state == "sent" and r.relay == route.name for r in results):
+                    await queries().relays.relay_ok(conn, name=route.name)
+            campaign_ids = list({r["campaign_id"] for r in recorded if r["campaign_id"]})
+            if campaign_ids:
+                await rows(queries().campaigns.finish_campaigns(conn, ids=campaign_ids))
+            troubled = list(
+                {r["campaign_id"] for r in recorded if r["campaign_id"] and r["state"] != "sent"}
+            )
+            if troubled:
+                await self._auto_pause(conn, troubled)
+
+    async def _bounce(self, conn: asyncpg.Connection, result: _Result) -> None:
+        row, reply = result.row, result.reply
+        assert reply is not None
+        decision = await bounce_policy.record_bounce(
+            conn,
+            tenant_id=row["tenant_id"],
+            address_key=self.composer.address_key(row["tenant_id"], row["address"]),
+            delivery_id=row["id"],
+            status=reply.status,
+            permanent=True,
+            source="smtp",
+            subscriber_id=row["subscriber_id"],
+        )
+        log.info(
+            "smtp_bounce delivery=%s code=%s status=%s action=%s",
+            row["id"],
+            reply.code,
+            reply.status,
+            decision.action,
+        )
+
+    async def _auto_pause(self, conn: asyncpg.Connection, campaign_ids: list[int]) -> None:
+        for row in await rows(queries().campaigns.error_rates(conn, ids=campaign_ids)):
+            results, errors = row["results"], row["errors"]
+            if results >= self.config.pause_min_attempts and (
+                errors / results > self.config.pause_error_rate
+            ):
+                reason = (
+                    f"auto-paused: {errors} of {results} deliveries failed "
+                    f"(threshold {self.config.pause_error_rate:.0%})"
+                )
+                if await queries().campaigns.auto_pause(conn, id=row["campaign_id"], reason=reason):
+                    await queries().campaigns.hold_deliveries(conn, campaign_id=row["campaign_id"])
+                    log.warning("campaign_auto_paused campaign=%s %s", row["campaign_id"], reason)
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

@@ -1,0 +1,18 @@
+-- The single bounce policy (mailer/bounce_policy.py): every bounce signal is recorded here.
+
+-- name: insert_bounce_event(tenant_id, address_key, delivery_id, status, permanent, source, occurred_at)$
+INSERT INTO bounce_events (tenant_id, address_key, delivery_id, status, permanent, source,
+                           occurred_at)
+VALUES (:tenant_id, :address_key, :delivery_id, :status, :permanent, :source, :occurred_at)
+RETURNING id;
+
+-- name: recent_permanent_bounces(tenant_id, address_key, since)
+-- One row per failed delivery: an SMTP 5xx and the later DSN of the same delivery are one
+-- failure, not two. 5.7.x (policy, reputation) is the sender's problem, never the address's.
+-- Served by bounce_events_address (tenant_id, address_key, occurred_at).
+SELECT DISTINCT ON (COALESCE(delivery_id, -id)) occurred_at
+  FROM bounce_events
+ WHERE tenant_id = :tenant_id AND address_key = :address_key AND permanent
+   AND occurred_at >= :since
+   AND (status IS NULL OR status NOT LIKE '5.7.%')
+ ORDER BY COALESCE(delivery_id, -id), occurred_at DESC;

@@ -1,0 +1,186 @@
+-- Campaigns (mailer/campaigns.py): lifecycle and statistics.
+
+-- name: create_campaign(tenant_id, topic_id, name, template, subject, content, priority, created_by)^
+INSERT INTO campaigns (tenant_id, topic_id, name, template, subject, content, priority, created_by)
+VALUES (:tenant_id, :topic_id, :name, :template, :subject, :content, :priority, :created_by)
+RETURNING *;
+
+-- name: get_campaign(tenant_id, id)^
+SELECT * FROM campaigns WHERE tenant_id = :tenant_id AND id = :id;
+
+-- name: get_campaign_by_id(id)^
+-- The worker's lookup: the delivery row already carries the tenant.
+SELECT * FROM campaigns WHERE id = :id;
+
+-- name: lock_campaign(tenant_id, id)^
+-- Lifecycle changes lock the row, so a concurrent start, pause or cancel serialise.
+SELECT * FROM campaigns WHERE tenant_id = :tenant_id AND id = :id FOR UPDATE;
+
+-- name: list_campaigns(tenant_id)
+SELECT * FROM campaigns WHERE tenant_id = :tenant_id ORDER BY id DESC;
+
+-- name: set_status(tenant_id, id, status, pause_reason)^
+UPDATE campaigns
+   SET status = :status, pause_reason = :pause_reason, updated_at = now(),
+       started_at = CASE WHEN :status = 'sending' THEN COALESCE(started_at, now())
+                         ELSE started_at END,
+       finished_at = CASE WHEN :status IN ('done', 'cancelled') THEN now() END
+ WHERE tenant_id = :tenant_id AND id = :id
+RETURNING *;
+
+-- name: schedule(tenant_id, id, scheduled_at)^
+UPDATE campaigns SET status = 'scheduled', scheduled_at = :scheduled_at, updated_at = now()
+ WHERE tenant_id = :tenant_id AND id = :id AND status IN ('draft', 'scheduled')
+RETURNING *;
+
+-- name: due_scheduled()
+-- Scheduled campaigns whose time has come; SKIP LOCKED so two workers do not both start one.
+SELECT tenant_id, id FROM campaigns
+ WHERE status = 'scheduled' AND scheduled_at <= now()
+ ORDER BY scheduled_at
+ LIMIT 10
+   FOR UPDATE SKIP LOCKED;
+
+-- name: enqueue(campaign_id)$
+-- One set-based statement: the topic's confirmed, active subscribers minus suppressions
+-- (marketing scope blocks marketing topics; 'all' blocks everything, notices included).
+-- Served by subscriptions_topic_state; the unique (campaign, subscriber) index makes a
+-- repeated enqueue a no-op.
+WITH c AS (
+    SELECT c.id, c.tenant_id, c.topic_id, c.priority, t.kind
+      FROM campaigns c JOIN topics t ON t.id = c.topic_id
+     WHERE c.id = :campaign_id
+), ins AS (
+    INSERT INTO deliveries (tenant_id, kind, campaign_id, subscriber_id, priority)
+    SELECT c.tenant_id, 'campaign', c.id, s.subscriber_id, c.priority
+      FROM c
+      JOIN subscriptions s ON s.topic_id = c.topic_id AND s.state = 'confirmed'
+      JOIN subscribers p ON p.id = s.subscriber_id AND p.status = 'active'
+     WHERE NOT EXISTS (
+            SELECT 1 FROM suppressions x
+             WHERE x.tenant_id = c.tenant_id AND x.address_key = p.email_key
+               AND (x.scope = 'all' OR c.kind = 'marketing'))
+     ORDER BY s.subscriber_id
+    ON CONFLICT (campaign_id, subscriber_id) WHERE kind = 'campaign' DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM ins;
+
+-- name: audience_size(tenant_id, topic_id)$
+-- What enqueue would insert, counted without inserting (preview, the empty-audience check).
+SELECT count(*)
+  FROM subscriptions s
+  JOIN topics t ON t.id = s.topic_id
+  JOIN subscribers p ON p.id = s.subscriber_id AND p.status = 'active'
+ WHERE s.tenant_id = :tenant_id AND s.topic_id = :topic_id AND s.state = 'confirmed'
+   AND NOT EXISTS (
+        SELECT 1 FROM suppressions x
+         WHERE x.tenant_id = s.tenant_id AND x.address_key = p.email_key
+           AND (x.scope = 'all' OR t.kind = 'marketing'));
+
+-- name: cancel_deliveries(campaign_id)$
+-- Leased deliveries are left to their worker, whose pre-send check sees the cancellation.
+WITH gone AS (
+    UPDATE deliveries SET state = 'cancelled', updated_at = now()
+     WHERE campaign_id = :campaign_id AND state IN ('queued', 'deferred')
+    RETURNING 1
+)
+SELECT count(*) FROM gone;
+
+-- name: retry_failed(campaign_id)$
+-- "Retry the failed ones": soft failures only; a bounce is a suppression decision, not luck.
+WITH again AS (
+    UPDATE deliveries SET state = 'queued', created_at = now(), updated_at = now(),
+           -- held like the rest of a paused campaign (hold_deliveries)
+           next_attempt_at = now() + CASE
+               WHEN (SELECT status FROM campaigns WHERE id = :campaign_id) = 'paused'
+               THEN interval '1000 years' ELSE interval '0' END
+     WHERE campaign_id = :campaign_id AND state = 'failed'
+    RETURNING 1
+)
+SELECT count(*) FROM again;
+
+-- name: finish_campaigns(ids)
+-- A sending campaign with nothing left to send is done; deferred deliveries keep it open.
+UPDATE campaigns c SET status = 'done', finished_at = now(), updated_at = now()
+ WHERE c.id = ANY(:ids) AND c.status = 'sending'
+   AND NOT EXISTS (SELECT 1 FROM deliveries d
+                    WHERE d.campaign_id = c.id AND d.state IN ('queued', 'deferred', 'sending'))
+RETURNING c.id;
+
+-- name: error_rates(ids)
+-- For the auto-pause: results so far per campaign (deliveries_campaign_state).
+SELECT campaign_id,
+       count(*) FILTER (WHERE state IN ('sent', 'failed', 'bounced')) AS results,
+       count(*) FILTER (WHERE state IN ('failed', 'bounced')) AS errors
+  FROM deliveries
+ WHERE campaign_id = ANY(:ids)
+ GROUP BY campaign_id;
+
+-- name: auto_pause(id, reason)^
+UPDATE campaigns SET status = 'paused', pause_reason = :reason, updated_at = now()
+ WHERE id = :id AND status = 'sending'
+RETURNING id;
+
+-- name: delivery_counts(campaign_id)^
+SELECT count(*) AS total,
+       count(*) FILTER (WHERE state = 'queued') AS queued,
+       count(*) FILTER (WHERE state = 'sending') AS sending,
+       count(*) FILTER (WHERE state = 'sent') AS sent,
+       count(*) FILTER (WHERE state = 'deferred') AS deferred,
+       count(*) FILTER (WHERE state = 'failed') AS failed,
+       count(*) FILTER (WHERE state = 'bounced') AS bounced,
+       count(*) FILTER (WHERE state = 'suppressed') AS suppressed,
+       count(*) FILTER (WHERE state = 'cancelled') AS cancelled,
+       min(sent_at) AS first_sent_at, max(sent_at) AS last_sent_at
+  FROM deliveries WHERE campaign_id = :campaign_id;
+
+-- name: unsubscribes_by_channel(campaign_id)
+-- Withdrawals by recipients of this campaign after it reached them: ledger rows naming the
+-- campaign, and withdrawals of the campaign's topic (or of all marketing) from its links.
+SELECT e.source, count(DISTINCT e.subscriber_id) AS people
+  FROM deliveries d
+  JOIN campaigns c ON c.id = d.campaign_id
+  JOIN consent_events e ON e.subscriber_id = d.subscriber_id AND e.effect = 'withdraw'
+       AND (e.campaign_id = c.id
+            OR (e.campaign_id IS NULL AND (e.topic_id = c.topic_id OR e.topic_id IS NULL)
+                AND e.occurred_at >= d.sent_at))
+ WHERE d.campaign_id = :campaign_id AND d.state = 'sent'
+   AND e.action IN ('unsubscribe', 'unsubscribe_all', 'suppress')
+ GROUP BY e.source
+ ORDER BY e.source;
+
+-- name: complaints(campaign_id)$
+SELECT count(*) FROM inbound_events i JOIN deliveries d ON d.id = i.delivery_id
+ WHERE d.campaign_id = :campaign_id AND i.kind = 'complaint';
+
+-- name: later_bounces(campaign_id)$
+-- Bounces that arrived after a 250 (DSNs, webhooks): the delivery still says 'sent'.
+SELECT count(DISTINCT b.delivery_id) FROM bounce_events b JOIN deliveries d ON d.id = b.delivery_id
+ WHERE d.campaign_id = :campaign_id AND d.state = 'sent' AND b.permanent;
+
+-- name: analyze_deliveries()!
+-- A large enqueue changes the table's shape at once; fresh statistics keep the claim and
+-- result queries on their indexes from the first batch rather than after autovacuum.
+ANALYZE deliveries;
+
+-- name: hold_deliveries(campaign_id)$
+-- Pausing moves the campaign's waiting deliveries a thousand years ahead, keeping their
+-- order and retry times: the claim only walks due rows and needs no join to campaigns.
+WITH held AS (
+    UPDATE deliveries SET next_attempt_at = next_attempt_at + interval '1000 years'
+     WHERE campaign_id = :campaign_id AND state IN ('queued', 'deferred')
+       AND next_attempt_at < now() + interval '500 years'
+    RETURNING 1
+)
+SELECT count(*) FROM held;
+
+-- name: release_deliveries(campaign_id)$
+-- Resuming brings them back to their own times.
+WITH released AS (
+    UPDATE deliveries SET next_attempt_at = next_attempt_at - interval '1000 years'
+     WHERE campaign_id = :campaign_id AND state IN ('queued', 'deferred')
+       AND next_attempt_at >= now() + interval '500 years'
+    RETURNING 1
+)
+SELECT count(*) FROM released;

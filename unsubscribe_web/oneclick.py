@@ -1,0 +1,201 @@
+"""``/u/{token}``: the RFC 8058 one-click endpoint and the landing page of the footer link, and
+``/undo/{token}``: re-subscribing within 30 days of leaving.
+
+GET and HEAD only read (link scanners fetch every URL in a message: STANDARDS 15-17). Any POST
+with a valid token unsubscribes at once, whatever its body; no cookie, CSRF token or redirect
+is involved (STANDARDS 8-13). When Postgres cannot be reached the opt-out goes to the spool and
+the answer is 202 (DESIGN G2).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import asyncpg
+from aiohttp import web
+
+from mailer import consent
+from mailer.addresses import mask
+from mailer.db import queries
+from mailer.errors import DatabaseUnavailable
+from mailer.tokens import LinkClaims, Purpose
+from unsubscribe_web.keys import KEYRING, METRICS, ONE_CLICK_PAGES, PAGES, SPOOL
+from unsubscribe_web.pages import connection, evidence, render
+from unsubscribe_web.spool import SpooledOptOut
+
+log = logging.getLogger(__name__)
+
+# The body RFC 8058 prescribes; anything else is logged (never its content) and still honoured.
+ONE_CLICK_FIELD = "List-Unsubscribe"
+ONE_CLICK_VALUE = "One-Click"
+# The landing page's own button adds this field, so the ledger tells the two channels apart.
+PAGE_FIELD = "via"
+PAGE_VALUE = "page"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+ONE_CLICK_BODY = f"{ONE_CLICK_FIELD}={ONE_CLICK_VALUE}".encode()
+PAGE_MARKER = f"{PAGE_FIELD}={PAGE_VALUE}".encode()
+ONE_CLICK_PAGE_CACHE = 4096  # rendered answers kept (one per sender and topic)
+
+
+def add_routes(app: web.Application) -> None:
+    # One resource for both methods, so url_for and the metrics label name them together.
+    resource = app.router.add_resource("/u/{token}", name="unsubscribe")
+    resource.add_route("GET", landing)
+    resource.add_route("HEAD", landing)  # scanners send HEAD too (STANDARDS 16): read only
+    resource.add_route("POST", unsubscribe)
+    app.router.add_post("/undo/{token}", undo, name="undo")
+
+
+async def landing(request: web.Request) -> web.Response:
+    """The page behind the footer link: who, which topic, one button. Reads only."""
+    token = request.match_info["token"]
+    claims = request.app[KEYRING].verify(token, Purpose.ONE_CLICK)
+    try:
+        async with connection(request) as conn:
+            context = await _context(conn, claims)
+    except DatabaseUnavailable:
+        # The button still works (the POST is spooled), so show it without the names.
+        context = None
+    return render(
+        request,
+        "landing.html",
+        context=context,
+        action=request.path,
+        preferences=_preferences_path(request, claims),
+    )
+
+
+async def unsubscribe(request: web.Request) -> web.Response:
+    """RFC 8058 one-click, and the landing page's button: unsubscribe from the token's topic."""
+    token = request.match_info["token"]
+    claims = request.app[KEYRING].verify(token, Purpose.ONE_CLICK)
+    source = await _source(request)
+    try:
+        async with connection(request) as conn:
+            row = await consent.unsubscribe_from_link(
+                conn,
+                tenant_id=claims.tenant_id,
+                subscriber_id=claims.subscriber_id,
+                topic_id=claims.object_id,
+                source=source,
+                evidence=evidence(request, detail={"channel": source}),
+            )
+    except DatabaseUnavailable:
+        entry = SpooledOptOut(
+            claims.tenant_id, claims.subscriber_id, claims.object_id, source, time.time()
+        )
+        await request.app[SPOOL].append(entry)
+        request.app[METRICS].unsubscribed(source)
+        return render(request, "unsubscribed_spooled.html", status=202)
+    if row["changed"]:
+        request.app[METRICS].unsubscribed(source)
+    if source == "one_click":
+        # A mail provider's server sent this (RFC 8058); nobody reads the page, so no undo or
+        # preference links are signed for it. People come through the landing page's button.
+        return _short_page(request, row["sender_name"], row["topic_name"])
+    # No address on this page: the landing page before it showed the masked one.
+    context = {"sender": row["sender_name"], "topic": row["topic_name"], "masked": None}
+    undo = request.app[KEYRING].sign(
+        LinkClaims.issue(Purpose.UNDO, claims.tenant_id, claims.subscriber_id, claims.object_id)
+    )
+    return render(
+        request,
+        "unsubscribed.html",
+        context=context,
+        undo=str(request.app.router["undo"].url_for(token=undo)),
+        preferences=_preferences_path(request, claims),
+    )
+
+
+async def undo(request: web.Request) -> web.Response:
+    """Back to the topic, as the person's own action (source ``undo``), within 30 days."""
+    claims = request.app[KEYRING].verify(request.match_info["token"], Purpose.UNDO)
+    async with connection(request) as conn:
+        await consent.resubscribe(
+            conn,
+            tenant_id=claims.tenant_id,
+            subscriber_id=claims.subscriber_id,
+            topic_id=claims.object_id,
+            source="undo",
+            evidence=evidence(request, detail={"channel": "undo"}),
+        )
+        context = await _context(conn, claims)
+    return render(
+        request,
+        "resubscribed.html",
+        context=context,
+        preferences=_preferences_path(request, claims),
+    )
+
+
+async def _context(conn: asyncpg.Connection, claims: LinkClaims) -> dict[str, object]:
+    row = await queries().web.landing_context(
+        conn,
+        tenant_id=claims.tenant_id,
+        subscriber_id=claims.subscriber_id,
+        topic_id=claims.object_id,
+    )
+    if row is None:
+        return {}
+    return {
+        "sender": row["sender_name"],
+        "topic": row["topic_name"],
+        # Never the full address on a page a scanner or a forwarded mail may show.
+        "masked": mask(row["email"]) if row["email"] else None,
+        "state": row["state"],
+    }
+
+
+async def _source(request: web.Request) -> str:
+    """Read the body (bounded by the app's size limit) and name the channel."""
+    if request.content_type == FORM_TYPES[0]:
+        # The common case (Gmail, our own button): look for our field without building a
+        # form dict; the body is at most the app's size limit.
+        body = await request.read()
+        if PAGE_MARKER in body.split(b"&"):
+            return "landing_page"
+        if ONE_CLICK_BODY not in body.split(b"&"):
+            log.info("one-click POST without the RFC 8058 field (%s)", request.content_type)
+        return "one_click"
+    if request.content_type == FORM_TYPES[1]:
+        try:
+            form = await request.post()
+        except web.HTTPException:
+            raise  # too large: 413, nothing changed
+        except Exception as exc:  # a broken multipart body from some mail client
+            log.info("one-click POST with an unreadable %s body: %s", request.content_type, exc)
+            return "one_click"
+        if form.get(PAGE_FIELD) == PAGE_VALUE:
+            return "landing_page"
+        if form.get(ONE_CLICK_FIELD) != ONE_CLICK_VALUE:
+            log.info("one-click POST without the RFC 8058 field (%s)", request.content_type)
+        return "one_click"
+    body = await request.read()
+    if body:
+        log.info(
+            "one-click POST with an odd body: type=%s bytes=%d", request.content_type, len(body)
+        )
+    return "one_click"
+
+
+def _short_page(request: web.Request, sender: str, topic: str) -> web.Response:
+    """The one-click answer, rendered once per sender and topic: this is the hot path, and
+    the page holds nothing personal."""
+    pages = request.app[ONE_CLICK_PAGES]
+    key = (sender, topic)
+    text = pages.get(key)
+    if text is None:
+        if len(pages) >= ONE_CLICK_PAGE_CACHE:
+            pages.clear()
+        context = {"sender": sender, "topic": topic, "masked": None}
+        template = request.app[PAGES].get_template("unsubscribed.html")
+        text = pages[key] = template.render(context=context, undo=None, preferences=None)
+    return web.Response(text=text, content_type="text/html", charset="utf-8")
+
+
+def _preferences_path(request: web.Request, claims: LinkClaims) -> str:
+    token = request.app[KEYRING].sign(
+        LinkClaims.issue(Purpose.PREFERENCES, claims.tenant_id, claims.subscriber_id)
+    )
+    return str(request.app.router["preferences"].url_for(token=token))

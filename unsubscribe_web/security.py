@@ -1,0 +1,148 @@
+"""Security of the web face: headers on every answer, the access log, metrics per request,
+and error pages for HTTP errors (CSRF tokens and rate limits are in unsubscribe_web.forms)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import re
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from unsubscribe_web.errors import JSON_PREFIXES
+from unsubscribe_web.keys import METRICS, PAGES
+from unsubscribe_web.metrics import route_name
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("optout.access")
+
+# No script at all, styles only from our own stylesheet, forms only to ourselves, never framed.
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    # Token URLs must not leak to other sites through the Referer header.
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+# Set unless the handler chose otherwise (the stylesheet is cacheable, policy pages indexable,
+# a developer page may need its own CSP).
+DEFAULT_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "Cache-Control": "no-store",
+    "X-Robots-Tag": "noindex, nofollow",
+}
+
+# A reverse proxy on the same host (the usual TLS front) says who the client is.
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+# A path segment that looks like a token or code: long and of the base64url alphabet.
+_TOKENISH = re.compile(r"[A-Za-z0-9_-]{16,}")
+
+
+def client_ip(request: web.Request) -> str | None:
+    """The client's address: the peer, or the last X-Forwarded-For hop when the peer is a
+    proxy on this host (a remote peer cannot claim another address that way)."""
+    peer = request.remote
+    forwarded = request.headers.get("X-Forwarded-For")
+    if peer in LOOPBACK and forwarded:
+        hop = forwarded.rsplit(",", 1)[-1].strip()
+        try:
+            return str(ipaddress.ip_address(hop))
+        except ValueError:
+            return peer  # not an address: keep what we know
+    return peer
+
+
+def redact_path(path: str) -> str:
+    """The path with the query dropped and anything token-like replaced."""
+    return _TOKENISH.sub("[redacted]", path.partition("?")[0])
+
+
+def _logged_path(request: web.Request) -> str:
+    # A matched route logs its pattern ("/u/{token}"): no token, whatever the token looks like.
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    if resource is not None and request.match_info.get("token") is not None:
+        return resource.canonical
+    return redact_path(request.path)
+
+
+def _referrer(request: web.Request) -> str:
+    referrer = request.headers.get("Referer", "")
+    if not referrer:
+        return ""
+    scheme, sep, rest = referrer.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{host}{slash}{redact_path(path)}"[:300]
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost middleware: turns HTTP errors into pages, adds the security headers, writes
+    one access-log line and the request metrics."""
+    started = time.perf_counter()
+    response: web.StreamResponse
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            # A redirect (303 after a preference form): returning the exception itself is
+            # deprecated in aiohttp, so answer with a plain response carrying its headers.
+            response = web.Response(status=exc.status, headers=exc.headers)
+        else:
+            response = http_error(request, exc)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, _logged_path(request))
+        response = error_page(request, 500, "Something went wrong on our side.")
+    headers = response.headers
+    headers.update(HEADERS)
+    for name, value in DEFAULT_HEADERS.items():
+        headers.setdefault(name, value)
+    elapsed = time.perf_counter() - started
+    request.app[METRICS].observe(route_name(request), request.method, response.status, elapsed)
+    access_log.info(
+        json.dumps(
+            {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "ip": client_ip(request),
+                "method": request.method,
+                "path": _logged_path(request),
+                "status": response.status,
+                "ms": round(elapsed * 1000, 2),
+                "ua": request.headers.get("User-Agent", "")[:300],
+                "referrer": _referrer(request),
+            },
+            separators=(",", ":"),
+        )
+    )
+    return response
+
+
+def http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    messages = {
+        404: "There is nothing at this address.",
+        405: "This page does not accept that kind of request.",
+        413: "The request is too large.",
+        429: "Too many requests; please wait a little and try again.",
+    }
+    message = messages.get(exc.status, exc.reason)
+    response = error_page(request, exc.status, message)
+    for name in ("Allow", "Retry-After"):
+        if name in exc.headers:
+            response.headers[name] = exc.headers[name]
+    return response
+
+
+def error_page(request: web.Request, status: int, message: str) -> web.Response:
+    if request.path.startswith(JSON_PREFIXES):
+        body = {"error": {"code": f"http_{status}", "message": message, "field": None}}
+        return web.json_response(body, status=status)
+    page = request.app[PAGES].get_template("error.html").render(status=status, message=message)
+    return web.Response(text=page, status=status, content_type="text/html", charset="utf-8")

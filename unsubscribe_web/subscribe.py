@@ -1,0 +1,217 @@
+"""``/s/{tenant}/{topic}``: the sign-up form (double opt-in), and ``/c/{token}``: the page of
+the confirmation link, whose button POSTs (a GET never confirms: STANDARDS 19).
+
+The answer to a sign-up is the same whether the address was new, pending, confirmed or
+suppressed, so the form cannot be used to learn who is on a list. Rate-limited per client IP
+(429) and per address (silently: the answer stays the same, no more mail goes out).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from mailer import consent
+from mailer.addresses import parse_address, suppression_key, tenant_hash_key
+from mailer.db import queries
+from mailer.errors import InvalidAddress, NotFound, Suppressed
+from mailer.outbox import enqueue_transactional
+from mailer.tokens import LinkClaims, Purpose
+from unsubscribe_web.keys import (
+    KEYRING,
+    PAGES,
+    SETTINGS,
+    SIGNUP_ADDRESS_LIMIT,
+    SIGNUP_IP_LIMIT,
+)
+from unsubscribe_web.pages import absolute, connection, evidence, render
+from unsubscribe_web.security import client_ip
+
+log = logging.getLogger(__name__)
+
+AGE_FIELD = "age"
+AGE_VALUE = "yes"
+
+
+def add_routes(app: web.Application) -> None:
+    resource = app.router.add_resource("/s/{tenant}/{topic}", name="subscribe")
+    resource.add_route("GET", form)
+    resource.add_route("HEAD", form)
+    resource.add_route("POST", sign_up)
+    resource = app.router.add_resource("/c/{token}", name="confirm")
+    resource.add_route("GET", confirm_page)
+    resource.add_route("HEAD", confirm_page)  # neither ever confirms (STANDARDS 19)
+    resource.add_route("POST", confirm)
+
+
+async def form(request: web.Request) -> web.Response:
+    async with connection(request) as conn:
+        context = await _signup_context(conn, request)
+    return _form_page(request, context, values={}, error=None)
+
+
+async def sign_up(request: web.Request) -> web.Response:
+    if not request.app[SIGNUP_IP_LIMIT].allow(client_ip(request) or ""):
+        raise web.HTTPTooManyRequests(headers={"Retry-After": "600"})
+    data = await request.post()
+    email = str(data.get("email", "")).strip()
+    name = str(data.get("name", "")).strip()[:200] or None
+    values = {"email": email, "name": name or ""}
+    async with connection(request) as conn:
+        context = await _signup_context(conn, request)
+        if data.get(AGE_FIELD) != AGE_VALUE:
+            return _form_page(request, context, values=values, error="age", status=400)
+        try:
+            address = parse_address(email)
+        except InvalidAddress:
+            return _form_page(request, context, values=values, error="email", status=400)
+        settings = request.app[SETTINGS]
+        key = suppression_key(tenant_hash_key(settings.hash_key, context["tenant_id"]), address)
+        if request.app[SIGNUP_ADDRESS_LIMIT].allow(key.hex()):
+            await _subscribe(request, conn, context, address.as_given, name)
+        else:
+            log.info("sign-up over the per-address limit: tenant=%s", context["tenant_id"])
+    return render(request, "subscribe_sent.html", topic=context["topic_name"])
+
+
+async def _subscribe(
+    request: web.Request,
+    conn: asyncpg.Connection,
+    context: asyncpg.Record,
+    email: str,
+    name: str | None,
+) -> None:
+    """Sign up and queue the confirmation in one transaction; a refusal changes nothing and
+    is not shown (the answer must not reveal the address's state)."""
+    consent_text = _consent_text(request, context)
+    try:
+        async with conn.transaction():
+            result = await consent.subscribe(
+                conn,
+                hash_key=request.app[SETTINGS].hash_key,
+                tenant_id=context["tenant_id"],
+                topic_id=context["topic_id"],
+                email=email,
+                name=name,
+                age_attested=True,
+                source="web_form",
+                evidence=evidence(
+                    request,
+                    form_text=consent_text,
+                    detail={
+                        "form": request.path,
+                        "policy_version": context["policy_version"],
+                        "minimum_age": context["minimum_age"],
+                    },
+                ),
+            )
+            if result.needs_confirmation:
+                await _queue_confirmation(request, conn, context, email, result.subscriber_id)
+    except Suppressed:
+        log.info("sign-up of a suppressed address ignored: tenant=%s", context["tenant_id"])
+
+
+async def _queue_confirmation(
+    request: web.Request,
+    conn: asyncpg.Connection,
+    context: asyncpg.Record,
+    email: str,
+    subscriber_id: int,
+) -> None:
+    token = request.app[KEYRING].sign(
+        LinkClaims.issue(Purpose.CONFIRM, context["tenant_id"], subscriber_id, context["topic_id"])
+    )
+    subject = request.app[PAGES].get_template("mail/confirm_subject.txt")
+    await enqueue_transactional(
+        conn,
+        tenant_id=context["tenant_id"],
+        recipient=email,
+        template="confirm",
+        payload={
+            "subject": subject.render(topic=context["topic_name"]).strip(),
+            "list_name": context["topic_name"],
+            "confirm_url": absolute(request, "confirm", token=token),
+        },
+        subscriber_id=subscriber_id,
+    )
+
+
+async def confirm_page(request: web.Request) -> web.Response:
+    """The confirmation link's page: a button, nothing changed (scanners fetch links)."""
+    claims = request.app[KEYRING].verify(request.match_info["token"], Purpose.CONFIRM)
+    async with connection(request) as conn:
+        context = await _confirm_context(conn, claims)
+    return render(request, "confirm.html", context=context, action=request.path)
+
+
+async def confirm(request: web.Request) -> web.Response:
+    claims = request.app[KEYRING].verify(request.match_info["token"], Purpose.CONFIRM)
+    async with connection(request) as conn:
+        context = await _confirm_context(conn, claims)
+        await consent.confirm(
+            conn,
+            hash_key=request.app[SETTINGS].hash_key,
+            tenant_id=claims.tenant_id,
+            subscriber_id=claims.subscriber_id,
+            topic_id=claims.object_id,
+            evidence=evidence(request, detail={"channel": "confirm_link"}),
+        )
+    preferences = request.app[KEYRING].sign(
+        LinkClaims.issue(Purpose.PREFERENCES, claims.tenant_id, claims.subscriber_id)
+    )
+    return render(
+        request,
+        "confirmed.html",
+        context=context,
+        preferences=str(request.app.router["preferences"].url_for(token=preferences)),
+    )
+
+
+async def _signup_context(conn: asyncpg.Connection, request: web.Request) -> asyncpg.Record:
+    context = await queries().web.signup_context(
+        conn, tenant_slug=request.match_info["tenant"], topic_slug=request.match_info["topic"]
+    )
+    if context is None:
+        raise NotFound("There is no such list.")
+    return context
+
+
+async def _confirm_context(conn: asyncpg.Connection, claims: LinkClaims) -> asyncpg.Record:
+    context = await queries().web.confirm_context(
+        conn,
+        tenant_id=claims.tenant_id,
+        subscriber_id=claims.subscriber_id,
+        topic_id=claims.object_id,
+    )
+    if context is None:
+        raise NotFound("There is no sign-up to confirm.")
+    return context
+
+
+def _consent_text(request: web.Request, context: asyncpg.Record) -> str:
+    """The consent statement shown next to the box; the same text is kept as evidence."""
+    template = request.app[PAGES].get_template("consent_text.txt")
+    return template.render(context=context).strip()
+
+
+def _form_page(
+    request: web.Request,
+    context: asyncpg.Record,
+    *,
+    values: dict[str, Any],
+    error: str | None,
+    status: int = 200,
+) -> web.Response:
+    return render(
+        request,
+        "subscribe.html",
+        status=status,
+        context=context,
+        consent_text=_consent_text(request, context),
+        values=values,
+        error=error,
+        action=request.path,
+    )
