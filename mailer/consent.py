@@ -156,21 +156,9 @@ async def confirm(
             conn, tenant_id=tenant_id, subscriber_id=subscriber_id, topic_id=topic_id
         )
         evidence_id = await _write_evidence(conn, tenant_id, evidence)
-        if topic["kind"] == "marketing" and await q.lift_marketing_suppression(
-            conn, tenant_id=tenant_id, address_key=key
-        ):
-            await q.insert_event(
-                conn,
-                tenant_id=tenant_id,
-                subscriber_id=subscriber_id,
-                topic_id=topic_id,
-                action="lift_suppression",
-                effect="grant",
-                source="double_opt_in",
-                policy_version_id=None,
-                evidence_id=evidence_id,
-                campaign_id=None,
-                lawful_basis=None,
+        if topic["kind"] == "marketing":
+            await _lift_marketing_suppression(
+                conn, tenant_id, subscriber_id, topic_id, key, "double_opt_in", evidence_id
             )
         await q.insert_event(
             conn,
@@ -351,6 +339,34 @@ async def _subscriber(
     return subscriber
 
 
+async def _lift_marketing_suppression(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    subscriber_id: int,
+    topic_id: int,
+    address_key: bytes,
+    source: str,
+    evidence_id: int | None,
+) -> None:
+    """Only the person's own confirmed opt-in comes here: lift a marketing suppression (if
+    any) and record that with its own ledger row."""
+    q = queries().consent
+    if await q.lift_marketing_suppression(conn, tenant_id=tenant_id, address_key=address_key):
+        await q.insert_event(
+            conn,
+            tenant_id=tenant_id,
+            subscriber_id=subscriber_id,
+            topic_id=topic_id,
+            action="lift_suppression",
+            effect="grant",
+            source=source,
+            policy_version_id=None,
+            evidence_id=evidence_id,
+            campaign_id=None,
+            lawful_basis=None,
+        )
+
+
 async def _write_evidence(
     conn: asyncpg.Connection, tenant_id: int, evidence: Evidence | None
 ) -> int | None:
@@ -425,21 +441,9 @@ async def resubscribe(
         if changed is None:
             return False
         evidence_id = await _write_evidence(conn, tenant_id, evidence)
-        if topic["kind"] == "marketing" and await q.lift_marketing_suppression(
-            conn, tenant_id=tenant_id, address_key=key
-        ):
-            await q.insert_event(
-                conn,
-                tenant_id=tenant_id,
-                subscriber_id=subscriber_id,
-                topic_id=topic_id,
-                action="lift_suppression",
-                effect="grant",
-                source=source,
-                policy_version_id=None,
-                evidence_id=evidence_id,
-                campaign_id=None,
-                lawful_basis=None,
+        if topic["kind"] == "marketing":
+            await _lift_marketing_suppression(
+                conn, tenant_id, subscriber_id, topic_id, key, source, evidence_id
             )
         await q.insert_event(
             conn,
