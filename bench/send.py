@@ -1,6 +1,6 @@
 """Benchmark of campaign sending, end to end, against a raw aiosmtplib baseline in the same run.
 
-    .venv/bin/python -m bench.send [--recipients 20000] [--concurrency 4]
+    .venv/bin/python -m bench.send [--recipients 20000[,100000]] [--concurrency 4]
 
 A fresh database ``optout_bench_send`` is migrated (on DATABASE_URL, or an embedded Postgres in
 a temporary folder) with a tenant that has a 2048-bit DKIM key and N confirmed subscribers. An
@@ -14,7 +14,9 @@ own process so its CPU time and peak RSS are its own (``wait4``):
 
 Printed: messages/s of both and their ratio, the sender's CPU seconds per 1,000 messages
 (user+sys), one RSA-2048 signature's cost through OpenSSL, the overhead factor (worker CPU per
-message / (one signature + one raw send)), and the worker's peak RSS.
+message / (one signature + one raw send)), and the worker's peak RSS. With several sizes
+(``--recipients 20000,100000``) each runs in turn in a fresh database, and the growth of the
+worker's peak RSS from the first size to the last is printed too.
 """
 
 from __future__ import annotations
@@ -299,22 +301,22 @@ def run_child(command: list[str], env: dict[str, str]) -> tuple[float, float, fl
     return time.monotonic() - started, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipients", type=int, default=20_000)
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--raw", nargs=4, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.sink:
-        run_sink()
-        return
-    if args.raw:
-        port, count, concurrency, sample = args.raw
-        run_raw(int(port), int(count), int(concurrency), Path(sample))
-        return
-    n = args.recipients
-    with tempfile.TemporaryDirectory(prefix="optout-bench-") as tmp, server_dsn() as admin:
+@dataclasses.dataclass(frozen=True)
+class Figures:
+    """What one size's run measured."""
+
+    recipients: int
+    worker_rate: float
+    raw_rate: float
+    worker_cpu: float
+    raw_cpu: float
+    signature: float
+    worker_rss: float
+
+
+def run_size(n: int, concurrency: int, admin: str) -> Figures:
+    """Set up N subscribers, send the campaign with the worker, then the raw baseline."""
+    with tempfile.TemporaryDirectory(prefix="optout-bench-") as tmp:
         folder = Path(tmp)
         print(f"setting up {n} subscribers ...", flush=True)
         dsn, campaign_id = asyncio.run(prepare(admin, folder, n))
@@ -336,13 +338,13 @@ def main() -> None:
             sink.ask("reset")
             print("worker: sending the campaign ...", flush=True)
             worker_cmd = [sys.executable, "-m", "mailer.cli", "worker", "--until-idle", "--quiet"]
-            worker_cmd += ["--concurrency", str(args.concurrency)]
+            worker_cmd += ["--concurrency", str(concurrency)]
             _, worker_cpu, worker_rss = run_child(worker_cmd, env)
             worker = sink.ask("stats")
             sink.ask("reset")
             print("baseline: raw aiosmtplib loop ...", flush=True)
             raw_cmd = [sys.executable, "-m", "bench.send", "--raw", str(sink.port), str(n)]
-            raw_cmd += [str(args.concurrency), str(sample_path)]
+            raw_cmd += [str(concurrency), str(sample_path)]
             _, raw_cpu, _ = run_child(raw_cmd, env)
             raw = sink.ask("stats")
         finally:
@@ -355,22 +357,76 @@ def main() -> None:
         raise SystemExit(
             f"incomplete run: worker {worker['count']} (recorded {sent}), raw {raw['count']}"
         )
-    worker_rate = n / max(worker["seconds"], 1e-9)
-    raw_rate = n / max(raw["seconds"], 1e-9)
-    raw_cpu_per = raw_cpu / n
-    overhead = (worker_cpu / n) / (signature + raw_cpu_per)
+    return Figures(
+        recipients=n,
+        worker_rate=n / max(worker["seconds"], 1e-9),
+        raw_rate=n / max(raw["seconds"], 1e-9),
+        worker_cpu=worker_cpu,
+        raw_cpu=raw_cpu,
+        signature=signature,
+        worker_rss=worker_rss,
+    )
+
+
+def report(f: Figures, concurrency: int) -> None:
+    n = f.recipients
+    raw_cpu_per = f.raw_cpu / n
+    overhead = (f.worker_cpu / n) / (f.signature + raw_cpu_per)
     print()
-    print(f"recipients                 {n}  (concurrency {args.concurrency})")
-    print(f"worker (claim/render/sign/send/record)  {worker_rate:8.1f} msg/s")
-    print(f"baseline (raw aiosmtplib, pre-built)    {raw_rate:8.1f} msg/s")
-    print(f"ratio                      {worker_rate / raw_rate:.2f}   (target >= 0.6)")
+    print(f"recipients                 {n}  (concurrency {concurrency})")
+    print(f"worker (claim/render/sign/send/record)  {f.worker_rate:8.1f} msg/s")
+    print(f"baseline (raw aiosmtplib, pre-built)    {f.raw_rate:8.1f} msg/s")
+    print(f"ratio                      {f.worker_rate / f.raw_rate:.2f}   (target >= 0.6)")
     print(
-        f"worker CPU per 1,000       {worker_cpu / n * 1000:.2f} s (user+sys of the worker process)"
+        f"worker CPU per 1,000       {f.worker_cpu / n * 1000:.2f} s "
+        "(user+sys of the worker process)"
     )
     print(f"raw send CPU per 1,000     {raw_cpu_per * 1000:.2f} s")
-    print(f"one RSA-2048 signature     {signature * 1000:.2f} ms")
+    print(f"one RSA-2048 signature     {f.signature * 1000:.2f} ms")
     print(f"overhead factor            {overhead:.2f}   (target <= 1.5)")
-    print(f"worker peak RSS            {worker_rss:.1f} MB")
+    print(f"worker peak RSS            {f.worker_rss:.1f} MB")
+
+
+def sizes(text: str) -> list[int]:
+    """``20000`` or ``20000,100000``: each size is run in turn, in a fresh database."""
+    values = [int(part) for part in text.split(",") if part.strip()]
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError("expected positive counts separated by commas")
+    return values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--recipients",
+        type=sizes,
+        default=[20_000],
+        help="one size, or several separated by commas: the peak RSS growth is printed",
+    )
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--raw", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.sink:
+        run_sink()
+        return
+    if args.raw:
+        port, count, concurrency, sample = args.raw
+        run_raw(int(port), int(count), int(concurrency), Path(sample))
+        return
+    results: list[Figures] = []
+    with server_dsn() as admin:
+        for n in args.recipients:
+            results.append(run_size(n, args.concurrency, admin))
+            report(results[-1], args.concurrency)
+    if len(results) > 1:
+        first, last = results[0], results[-1]
+        growth = (last.worker_rss / first.worker_rss - 1) * 100
+        print()
+        print(
+            f"worker peak RSS growth     {first.worker_rss:.1f} MB ({first.recipients}) -> "
+            f"{last.worker_rss:.1f} MB ({last.recipients}): {growth:+.1f}%   (target < 20%)"
+        )
 
 
 async def _sent(dsn: str, campaign_id: int) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from mailer import compose
+from mailer import compose, outbox
 from mailer.config import Settings
 from mailer.db import queries, rows
 from mailer.dkim import DkimSigner
@@ -93,7 +93,15 @@ def signer_for(tenant: asyncpg.Record | dict[str, Any], settings: Settings) -> D
     """The tenant's DKIM signer; None only when unsigned local development is allowed."""
     selector, path = tenant["dkim_selector"], tenant["dkim_key_path"]
     if selector and path:
-        return DkimSigner.from_files(tenant["sender_domain"], selector, path)
+        # The Ed25519 signature (RFC 8463) is added next to the RSA one, never instead of it:
+        # receivers that do not know ed25519-sha256 ignore it and check the RSA signature.
+        return DkimSigner.from_files(
+            tenant["sender_domain"],
+            selector,
+            path,
+            ed25519_key_path=tenant["dkim_ed25519_key_path"],
+            ed25519_selector=tenant["dkim_ed25519_selector"],
+        )
     if settings.mailer.allow_unsigned:
         return None
     raise CampaignRefused(
@@ -240,6 +248,22 @@ async def start(
         await q.analyze_deliveries(conn)
     log.info("campaign_started campaign=%s queued=%s", campaign_id, queued)
     return queued
+
+
+async def test_send(
+    conn: asyncpg.Connection, settings: Settings, tenant_id: int, campaign_id: int, to: str
+) -> int:
+    """Queue the campaign's message to one address, checked like a start; a running worker
+    sends it as transactional mail. Returns the delivery id."""
+    campaign = await get(conn, tenant_id, campaign_id)
+    await check(conn, settings, campaign)
+    return await outbox.enqueue_transactional(
+        conn,
+        tenant_id=tenant_id,
+        recipient=to,
+        template=campaign["template"],
+        payload={"campaign_id": campaign["id"], "test": True},
+    )
 
 
 async def schedule(

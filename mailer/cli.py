@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from mailer import (
+    audit,
     cli_admin,
     cli_campaigns,
     cli_inbound,
@@ -106,6 +107,8 @@ def _tenant_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--postal-address", help="printed in every commercial message")
     parser.add_argument("--dkim-selector")
     parser.add_argument("--dkim-key-path", help="PEM file of the RSA key (2048 bits or more)")
+    parser.add_argument("--dkim-ed25519-selector", help="optional second signature (RFC 8463)")
+    parser.add_argument("--dkim-ed25519-key-path", help="PEM file of the Ed25519 key")
     parser.add_argument("--partner-address", help="where people withdraw partner sharing")
     parser.add_argument("--time-zone", help="IANA name, e.g. Europe/Paris")
     parser.add_argument("--minimum-age", type=int, help="sign-up attests being above it")
@@ -146,7 +149,10 @@ async def _status(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
 
 
 async def _tenant_create(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
-    row = await tenants.create_tenant(conn, args.slug, **_tenant_fields(args))
+    fields = _tenant_fields(args)
+    async with conn.transaction():  # the tenant and its audit line commit together
+        row = await tenants.create_tenant(conn, args.slug, **fields)
+        await _audit(conn, "tenant.create", row["id"], "tenant", row["id"], fields)
     print(f"created tenant {row['slug']} (id {row['id']})")
     return 0
 
@@ -155,9 +161,31 @@ async def _tenant_update(conn: asyncpg.Connection, args: argparse.Namespace) -> 
     fields = _tenant_fields(args)
     if not fields:
         raise InvalidInput("Nothing to change: give at least one --option.")
-    row = await tenants.update_tenant(conn, args.slug, fields)
+    async with conn.transaction():
+        row = await tenants.update_tenant(conn, args.slug, fields)
+        await _audit(conn, "tenant.update", row["id"], "tenant", row["id"], fields)
     print(f"updated tenant {row['slug']}: {', '.join(sorted(fields))}")
     return 0
+
+
+async def _audit(
+    conn: asyncpg.Connection,
+    action: str,
+    tenant_id: int,
+    target_type: str,
+    target_id: int,
+    fields: dict[str, Any],
+) -> None:
+    """One audit line as actor "cli": the field names changed, never their values."""
+    await audit.record(
+        conn,
+        actor="cli",
+        action=action,
+        tenant_id=tenant_id,
+        target_type=target_type,
+        target_id=target_id,
+        detail={"fields": sorted(fields)} if fields else {},
+    )
 
 
 async def _tenant_show(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
@@ -178,14 +206,16 @@ async def _tenant_list(conn: asyncpg.Connection, args: argparse.Namespace) -> in
 
 async def _topic_create(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     tenant = await tenants.get_tenant(conn, args.tenant)
-    row = await tenants.create_topic(
-        conn,
-        tenant["id"],
-        slug=args.slug,
-        name=args.name,
-        kind=args.kind,
-        description=args.description,
-    )
+    async with conn.transaction():
+        row = await tenants.create_topic(
+            conn,
+            tenant["id"],
+            slug=args.slug,
+            name=args.name,
+            kind=args.kind,
+            description=args.description,
+        )
+        await _audit(conn, "topic.create", tenant["id"], "topic", row["id"], {})
     print(f"created topic {row['slug']} ({row['kind']}) in {tenant['slug']}")
     return 0
 

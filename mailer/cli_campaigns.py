@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from mailer import campaigns, outbox, tenants
+from mailer import campaigns, tenants
 from mailer.cli_support import Commands, with_db
 from mailer.config import Settings
 from mailer.db import database_url, pool_for
@@ -161,15 +161,7 @@ async def _retry(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
 
 async def _test(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     tenant_id = await _tenant_id(conn, args)
-    campaign = await campaigns.get(conn, tenant_id, args.campaign)
-    await campaigns.check(conn, args.settings, campaign)
-    delivery = await outbox.enqueue_transactional(
-        conn,
-        tenant_id=tenant_id,
-        recipient=args.to,
-        template=campaign["template"],
-        payload={"campaign_id": campaign["id"], "test": True},
-    )
+    delivery = await campaigns.test_send(conn, args.settings, tenant_id, args.campaign, args.to)
     print(f"test message queued (delivery {delivery}); a running worker sends it")
     return 0
 

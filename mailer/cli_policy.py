@@ -251,32 +251,23 @@ async def _requests_extend(conn: asyncpg.Connection, args: argparse.Namespace) -
 
 async def _requests_complete(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     tenant = await tenants.get_tenant(conn, args.tenant)
-    request = await privacy.get_request(conn, tenant["id"], args.id)
-    now = _now()
-    if request["status"] == "done":
-        print(f"request {args.id} was already done", file=sys.stderr)
-        return 0
-    if request["status"] != "open":  # raises: nothing runs before verification
-        await privacy.complete_request(conn, tenant["id"], args.id, by=ACTOR, now=now)
+    # The output is written inside the transaction: if it cannot be, nothing is erased or closed.
     async with conn.transaction():
-        if request["kind"] in ("erase", "client_removal") and request["subscriber_id"]:
-            result = await erasure.erase_subscriber(
-                conn,
-                tenant_id=tenant["id"],
-                subscriber_id=request["subscriber_id"],
-                by=ACTOR,
-                now=now,
-                data_request_id=request["id"],
-            )
-            print(f"erased subscriber {request['subscriber_id']}: receipt {result.receipt['id']}")
-            for export in result.partner_exports:
+        done = await privacy.fulfil_request(
+            conn, tenant_id=tenant["id"], request_id=args.id, completed_by=ACTOR, now=_now()
+        )
+        if done.already_done:
+            print(f"request {args.id} was already done", file=sys.stderr)
+            return 0
+        if done.receipt is not None:
+            subscriber_id = done.request["subscriber_id"]
+            print(f"erased subscriber {subscriber_id}: receipt {done.receipt['id']}")
+            for export in done.partner_exports:
                 print(f"  tell the recipient of partner export {export['id']} (GDPR Art. 19)")
-        if request["kind"] == "access" and request["subscriber_id"]:
-            data = await privacy.access_export(conn, tenant["id"], request["subscriber_id"])
+        if done.access is not None:
             with _output(args.output) as out:
-                json.dump(data, out, indent=2, ensure_ascii=False)
+                json.dump(done.access, out, indent=2, ensure_ascii=False)
                 out.write("\n")
-        await privacy.complete_request(conn, tenant["id"], args.id, by=ACTOR, now=now)
     print(f"request {args.id} done", file=sys.stderr if args.output is None else sys.stdout)
     return 0
 

@@ -235,6 +235,10 @@ async def purge_tenant(
     return receipt
 
 
+# Where the server keeps its keys is the operator's business, not the controller's.
+SERVER_ONLY_FIELDS = frozenset({"dkim_key_path", "dkim_ed25519_key_path"})
+
+
 async def export_tenant(
     conn: asyncpg.Connection, *, tenant: asyncpg.Record, by: str
 ) -> dict[str, Any]:
@@ -244,7 +248,7 @@ async def export_tenant(
     topics = await rows(queries().tenants.list_topics(conn, tenant_id=tenant_id))
     data = {
         "format": "optout-tenant-export/1",
-        "tenant": {k: v for k, v in dict(tenant).items() if k != "dkim_key_path"},
+        "tenant": {k: v for k, v in dict(tenant).items() if k not in SERVER_ONLY_FIELDS},
         "topics": [dict(r) for r in topics],
         "subscribers": [
             dict(r) for r in await rows(q.tenant_subscribers(conn, tenant_id=tenant_id))

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from mailer import deadlines
+from mailer import audit, deadlines
 from mailer.addresses import parse_address, suppression_key, tenant_hash_key
 from mailer.config import Settings
 from mailer.db import queries, rows
@@ -174,6 +174,73 @@ async def complete_request(
             "nothing is done before the address is verified."
         )
     return row
+
+
+@dataclass(frozen=True, slots=True)
+class Fulfilment:
+    """What completing a request did: the closed request, the erasure's receipt and the
+    partner exports to tell (Art. 19) for an erasure, the person's data for an access."""
+
+    request: asyncpg.Record
+    already_done: bool
+    receipt: asyncpg.Record | None = None
+    partner_exports: tuple[asyncpg.Record, ...] = ()
+    access: dict[str, Any] | None = None
+
+
+async def fulfil_request(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: int,
+    request_id: int,
+    completed_by: str,
+    now: dt.datetime,
+    token_id: int | None = None,
+) -> Fulfilment:
+    """Carry out a verified request and close it, in one transaction: erase the person for an
+    erasure or a client's removal, gather their data for an access request.
+
+    Nothing runs before verification (Conflict); a request already done is returned as it is.
+    The completion is audited (ids only) in the same transaction.
+    """
+    # mailer.erasure imports this module (jsonable), so it is imported where it is used.
+    from mailer import erasure
+
+    request = await get_request(conn, tenant_id, request_id)
+    if request["status"] == "done":
+        return Fulfilment(request, already_done=True)
+    if request["status"] != "open":  # raises: nothing runs before verification
+        await complete_request(conn, tenant_id, request_id, by=completed_by, now=now)
+    receipt = None
+    exports: tuple[asyncpg.Record, ...] = ()
+    data = None
+    async with conn.transaction():
+        subscriber_id = request["subscriber_id"]
+        if request["kind"] in ("erase", "client_removal") and subscriber_id:
+            result = await erasure.erase_subscriber(
+                conn,
+                tenant_id=tenant_id,
+                subscriber_id=subscriber_id,
+                by=completed_by,
+                now=now,
+                data_request_id=request["id"],
+            )
+            receipt, exports = result.receipt, tuple(result.partner_exports)
+        if request["kind"] == "access" and subscriber_id:
+            data = await access_export(conn, tenant_id, subscriber_id)
+        done = await complete_request(conn, tenant_id, request_id, by=completed_by, now=now)
+        await audit.record(
+            conn,
+            actor=completed_by,
+            token_id=token_id,
+            tenant_id=tenant_id,
+            action="request.complete",
+            target_type="data_request",
+            target_id=request_id,
+            detail={"kind": request["kind"]},
+        )
+    log.info("data request done tenant=%s id=%s kind=%s", tenant_id, request_id, request["kind"])
+    return Fulfilment(done, False, receipt, exports, data)
 
 
 async def list_requests(

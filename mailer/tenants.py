@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,6 +23,8 @@ TENANT_FIELDS = (
     "postal_address",
     "dkim_selector",
     "dkim_key_path",
+    "dkim_ed25519_selector",
+    "dkim_ed25519_key_path",
     "partner_address",
     "time_zone",
     "minimum_age",
@@ -30,10 +33,13 @@ TENANT_FIELDS = (
     "limits",
 )
 TOPIC_KINDS = ("marketing", "notice")
+_SELECTOR = re.compile(r"[a-z0-9._-]+")  # the tenants table's CHECK on both selectors
 DEFAULTS: dict[str, Any] = {
     "postal_address": None,
     "dkim_selector": None,
     "dkim_key_path": None,
+    "dkim_ed25519_selector": None,
+    "dkim_ed25519_key_path": None,
     "partner_address": None,
     "time_zone": "UTC",
     "minimum_age": 13,
@@ -108,6 +114,34 @@ async def list_topics(conn: asyncpg.Connection, tenant_id: int) -> list[asyncpg.
     return await rows(queries().tenants.list_topics(conn, tenant_id=tenant_id))
 
 
+def _check_dkim(out: dict[str, Any]) -> None:
+    """Selectors are DNS labels; the optional Ed25519 key comes with its selector and is only
+    ever a second signature next to the RSA one (RFC 8463 §4: receivers may not know it)."""
+    for name in ("dkim_selector", "dkim_ed25519_selector"):
+        if out.get(name) is not None and not _SELECTOR.fullmatch(out[name]):
+            raise InvalidInput(
+                f"{name} must be lower-case letters, digits, dots, dashes or underscores.",
+                field=name,
+            )
+    selector, path = out.get("dkim_ed25519_selector"), out.get("dkim_ed25519_key_path")
+    if (selector is None) != (path is None):
+        missing = "dkim_ed25519_key_path" if path is None else "dkim_ed25519_selector"
+        raise InvalidInput(
+            "The Ed25519 DKIM key needs both a selector and a key path.", field=missing
+        )
+    if path is not None and not (out.get("dkim_selector") and out.get("dkim_key_path")):
+        raise InvalidInput(
+            "The Ed25519 DKIM key is a second signature: set the RSA selector and key first.",
+            field="dkim_key_path",
+        )
+    if selector is not None and selector == out.get("dkim_selector"):
+        # One selector name publishes one key record, so the two keys cannot share it.
+        raise InvalidInput(
+            "The Ed25519 selector must differ from the RSA selector.",
+            field="dkim_ed25519_selector",
+        )
+
+
 def check_fields(values: dict[str, Any]) -> dict[str, Any]:
     """Validate and normalise tenant fields; raise InvalidInput naming the field."""
     out = dict(values)
@@ -123,6 +157,7 @@ def check_fields(values: dict[str, Any]) -> dict[str, Any]:
             f"Unknown time zone {out['time_zone']!r} (use an IANA name like Europe/Paris).",
             field="time_zone",
         ) from None
+    _check_dkim(out)
     out["holidays"] = [_as_date(day) for day in out.get("holidays") or []]
     if not isinstance(out.get("limits"), dict):
         raise InvalidInput("limits must be a JSON object.", field="limits")

@@ -115,6 +115,16 @@ async def preview_campaign(ctx: Ctx) -> Any:
     return {"message": raw.decode("utf-8", errors="replace")}
 
 
+async def test_campaign(ctx: Ctx) -> Any:
+    """Queue the campaign's message to one address, checked like a start (like `optout
+    campaign test`); a running worker sends it. The address is not kept in the audit log."""
+    campaign_id = await _campaign_id(ctx)
+    delivery = await campaigns.test_send(
+        ctx.conn, ctx.settings, ctx.tenant_id, campaign_id, ctx.body["to"]
+    )
+    return {"campaign_id": campaign_id, "delivery_id": delivery, "status": "queued"}
+
+
 async def schedule_campaign(ctx: Ctx) -> Any:
     at = _when(ctx.body["at"], "at")
     row = await campaigns.schedule(
@@ -268,6 +278,11 @@ async def create_request(ctx: Ctx) -> Any:
         actor=ctx.principal.actor,
     )
     ctx.target = ("data_request", row["id"])
+    # A person's request is verified through a link mailed to the address on file (as from
+    # `optout requests create`); a client's removal needs none. The answer is the same.
+    await privacy.send_verification(
+        ctx.conn, ctx.settings, tenant_id=ctx.tenant_id, request_id=row["id"]
+    )
     return _request(row)
 
 
@@ -287,6 +302,29 @@ async def extend_request(ctx: Ctx) -> Any:
         actor=ctx.principal.actor,
     )
     return _request(row)
+
+
+async def complete_request(ctx: Ctx) -> Any:
+    """Carry out a verified request and close it (like `optout requests complete`): an
+    erasure answers with its receipt and the partner exports to tell, an access request with
+    the person's data."""
+    done = await privacy.fulfil_request(
+        ctx.conn,
+        tenant_id=ctx.tenant_id,
+        request_id=await _request_id(ctx),
+        completed_by=ctx.principal.actor,
+        now=_now(),
+        token_id=ctx.principal.token_id,
+    )
+    receipt = None
+    if done.receipt is not None:
+        receipt = {"id": done.receipt["id"], "partner_export_ids": []}
+        receipt["partner_export_ids"] = [e["id"] for e in done.partner_exports]
+    return _request(done.request) | {
+        "already_done": done.already_done,
+        "erasure_receipt": receipt,
+        "access": done.access,
+    }
 
 
 async def export_partners(ctx: Ctx) -> Any:
@@ -404,6 +442,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         params=(TENANT, CAMPAIGN),
         body=obj({"at": string(40, min_length=1)}, required=("at",)),
     ),
+    Endpoint(
+        "POST",
+        f"{CAMPAIGN_PATH}/test",
+        "test_campaign",
+        "Queue the campaign's message to one address (checked like a start)",
+        test_campaign,
+        "campaigns.write",
+        params=(TENANT, CAMPAIGN),
+        body=obj({"to": string(254, min_length=3)}, required=("to",)),
+        status=202,
+    ),
     _campaign_action("pause", pause_campaign, "Stop sending for now"),
     _campaign_action("resume", resume_campaign, "Go on sending"),
     _campaign_action("cancel", cancel_campaign, "Stop for good; queued mail is cancelled"),
@@ -505,5 +554,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             {"reason": string(500, min_length=1), "months": integer(2, 3)}, required=("reason",)
         ),
         domain_audit=True,
+    ),
+    Endpoint(
+        "POST",
+        "/tenants/{tenant}/requests/{request_id}/complete",
+        "complete_request",
+        "Carry out a verified request (erase, or gather an access copy) and close it",
+        complete_request,
+        "requests.write",
+        params=(TENANT, REQUEST),
+        domain_audit=True,  # mailer.privacy audits the completion with the token's id
     ),
 )

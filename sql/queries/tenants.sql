@@ -1,20 +1,23 @@
 -- Tenants (the organisations whose lists these are) and their topics.
 
--- name: create_tenant(slug, name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits)^
+-- name: create_tenant(slug, name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits)^
 INSERT INTO tenants (slug, name, sender_name, sender_address, sender_domain, postal_address,
-                     dkim_selector, dkim_key_path, partner_address, time_zone, minimum_age,
-                     notice_period_days, holidays, limits)
+                     dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path,
+                     partner_address, time_zone, minimum_age, notice_period_days, holidays,
+                     limits)
 VALUES (:slug, :name, :sender_name, :sender_address, :sender_domain, :postal_address,
-        :dkim_selector, :dkim_key_path, :partner_address, :time_zone, :minimum_age,
-        :notice_period_days, :holidays, :limits)
+        :dkim_selector, :dkim_key_path, :dkim_ed25519_selector, :dkim_ed25519_key_path,
+        :partner_address, :time_zone, :minimum_age, :notice_period_days, :holidays, :limits)
 RETURNING *;
 
--- name: update_tenant(name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits, id)^
+-- name: update_tenant(name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits, id)^
 -- Every field is written: the caller merges the changes into the current row first.
 UPDATE tenants
    SET name = :name, sender_name = :sender_name, sender_address = :sender_address,
        sender_domain = :sender_domain, postal_address = :postal_address,
        dkim_selector = :dkim_selector, dkim_key_path = :dkim_key_path,
+       dkim_ed25519_selector = :dkim_ed25519_selector,
+       dkim_ed25519_key_path = :dkim_ed25519_key_path,
        partner_address = :partner_address, time_zone = :time_zone,
        minimum_age = :minimum_age, notice_period_days = :notice_period_days,
        holidays = :holidays, limits = :limits, updated_at = now()

@@ -121,6 +121,11 @@ def example(
             f"{c}/{o['draft']}/schedule",
             {"json": {"at": (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()}},
         ),
+        "test_campaign": (
+            "POST",
+            f"{c}/{o['draft']}/test",
+            {"json": {"to": f"proof-{tag}@x.example"}},
+        ),
         "pause_campaign": ("POST", f"{c}/{o['sending']}/pause", {}),
         "resume_campaign": ("POST", f"{c}/{o['paused']}/resume", {}),
         "cancel_campaign": ("POST", f"{c}/{o['draft']}/cancel", {}),
@@ -151,6 +156,7 @@ def example(
             f"{s}/requests/{o['request']}/extend",
             {"json": {"reason": "Many systems to search"}},
         ),
+        "complete_request": ("POST", f"{s}/requests/{o['request']}/complete", {}),
     }
     return table[name]
 

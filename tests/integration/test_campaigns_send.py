@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import re
+import subprocess
+import sys
 from email.message import EmailMessage
 from typing import Literal
 
@@ -14,13 +17,14 @@ import pytest
 from mailer import campaigns, consent, outbox
 from mailer.campaigns import CampaignRefused
 from mailer.db import create_pool
-from mailer.dkim import generate_rsa_key_pem
+from mailer.dkim import ed25519_dns_record, generate_ed25519_key_pem, generate_rsa_key_pem
 from mailer.errors import UnknownTopic
 from mailer.tokens import CodeKind, Purpose
 from mailer.worker import Worker
-from tests.conftest import probes
+from tests.conftest import probes, subprocess_env
 from tests.support.mailer_env import (
     DOMAIN,
+    SELECTOR,
     add_subscribers,
     address_key,
     dnsfunc,
@@ -311,3 +315,63 @@ async def test_transactional_mail_ignores_marketing_suppression_but_not_scope_al
         assert dkim.verify(captured.data, dnsfunc=dnsfunc)
         assert message["List-Unsubscribe"] is None
         assert "https://optout.test/c/TOKEN" in body(message, "plain")
+
+
+def _optout(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mailer.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_a_tenant_with_an_ed25519_key_signs_twice_and_both_verify(
+    conn, db_dsn, settings, smtp_sink, tmp_path
+):
+    """STANDARDS 20, 22: a tenant configured with `optout tenant update --dkim-ed25519-*` sends
+    mail with an RSA and an Ed25519 (RFC 8463) DKIM-Signature, each verifying with dkimpy."""
+    tenant, topic = await make_tenant(conn, tmp_path)
+    ed_pem = generate_ed25519_key_pem()
+    ed_path = tmp_path / "acme-ed25519.pem"
+    ed_path.write_bytes(ed_pem)
+    env = subprocess_env(db_dsn)
+    half = _optout("tenant", "update", "acme", "--dkim-ed25519-selector", "ed1", env=env)
+    assert half.returncode != 0 and "key path" in half.stderr, "a selector alone is refused"
+    same = ("--dkim-ed25519-selector", SELECTOR, "--dkim-ed25519-key-path", str(ed_path))
+    clash = _optout("tenant", "update", "acme", *same, env=env)
+    assert clash.returncode != 0 and "differ" in clash.stderr
+    keys = ("--dkim-ed25519-selector", "ed1", "--dkim-ed25519-key-path", str(ed_path))
+    updated = _optout("tenant", "update", "acme", *keys, env=env)
+    assert updated.returncode == 0, updated.stderr
+    shown = json.loads(_optout("tenant", "show", "acme", "--json", env=env).stdout)
+    assert shown["dkim_ed25519_selector"] == "ed1"
+
+    await add_subscribers(conn, settings, tenant["id"], topic["id"], 5)
+    campaign = await new_campaign(conn, tenant)
+    s = mail_settings(settings, smtp_sink.port)
+    assert await campaigns.start(conn, s, tenant["id"], campaign["id"]) == 5
+    assert (await run_worker(db_dsn, s)).sent == 5
+    messages = await smtp_sink.wait_for(5)
+    records = {
+        f"ed1._domainkey.{DOMAIN}.".encode(): ed25519_dns_record(ed_pem).encode(),
+    }
+
+    def both(name: bytes, timeout: int = 5) -> bytes | None:
+        return records.get(name) or dnsfunc(name, timeout)
+
+    for captured in messages:
+        message = parse(captured.data)
+        headers = message.get_all("DKIM-Signature") or []
+        signatures = [re.sub(r"\s+", "", str(v)) for v in headers]
+        assert len(signatures) == 2
+        algorithms = sorted(re.findall(r"(?:^|;)a=([^;]+);", " ".join(signatures)))
+        assert algorithms == ["ed25519-sha256", "rsa-sha256"]
+        checker = dkim.DKIM(captured.data)
+        assert checker.verify(idx=0, dnsfunc=both), "the first signature verifies"
+        assert checker.verify(idx=1, dnsfunc=both), "the second signature verifies"
+        # Without the Ed25519 record published, that signature fails and the RSA one still holds.
+        index = next(i for i, v in enumerate(signatures) if "a=ed25519-sha256" in v)
+        assert not dkim.DKIM(captured.data).verify(idx=index, dnsfunc=dnsfunc)
+        assert dkim.DKIM(captured.data).verify(idx=1 - index, dnsfunc=dnsfunc)

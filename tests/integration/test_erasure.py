@@ -223,6 +223,7 @@ async def test_a_tenant_purge_clears_that_tenant_and_touches_no_other(
     export = await erasure.export_tenant(conn, tenant=world["tenant"], by="staff")
     assert {s["email"] for s in export["subscribers"]} == {EMAIL, OTHER}
     assert "dkim_key_path" not in export["tenant"]
+    assert "dkim_ed25519_key_path" not in export["tenant"]
 
     receipt = await erasure.purge_tenant(conn, tenant=world["tenant"], by="staff")
     assert receipt["removed"]["subscribers"] == 2
