@@ -17,24 +17,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.common import HASH_KEY, KEYS, server_dsn, settings_for
 from mailer import migrations, tenants
 from mailer.admin_db import create_database, drop_database
-from mailer.config import Settings
-from mailer.db import connect, queries, start_embedded, with_database
+from mailer.db import connect, queries, with_database
 
 DATABASE = "optout_bench_import"
-KEYS = (("bench1", b"bench-link-key-0123456789abcdefghijklmnop"),)
-HASH_KEY = b"bench-hash-key-0123456789abcdefghijklmnop"
 
 
 @dataclass
@@ -51,29 +47,6 @@ def write_csv(path: Path, rows: int) -> None:
         out.write("email,name\n")
         for i in range(rows):
             out.write(f"person{i}@example{i % 97}.com,Person {i}\n")
-
-
-@contextlib.contextmanager
-def server_dsn() -> Iterator[str]:
-    if os.environ.get("DATABASE_URL"):
-        yield os.environ["DATABASE_URL"]
-        return
-    with tempfile.TemporaryDirectory(prefix="optout-bench-pg-") as folder:
-        server = start_embedded(Path(folder))
-        try:
-            yield server.get_uri()
-        finally:
-            server.cleanup()
-
-
-def settings_for(dsn: str, data_dir: Path) -> Settings:
-    return Settings(
-        database_url=dsn,
-        data_dir=data_dir,
-        base_url="https://optout.example",
-        secret_keys=KEYS,
-        hash_key=HASH_KEY,
-    )
 
 
 async def fresh_database(admin_dsn: str, data_dir: Path) -> str:

@@ -31,23 +31,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiosql
 
+from bench.common import HASH_KEY, KEYS, server_dsn, settings_for
 from mailer import campaigns, migrations, tenants
 from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.admin_db import create_database, drop_database
-from mailer.config import Settings, SmtpRelay
-from mailer.db import connect, start_embedded, with_database
+from mailer.config import SmtpRelay
+from mailer.db import connect, with_database
 from mailer.dkim import generate_rsa_key_pem
 from mailer.worker import Composer
 
 DATABASE = "optout_bench_send"
-KEYS = (("bench1", b"bench-link-key-0123456789abcdefghijklmnop"),)
-HASH_KEY = b"bench-hash-key-0123456789abcdefghijklmnop"
 DOMAIN = "news.bench.example"
 CONTENT = {
     "headline": "Benchmark news",
@@ -165,29 +163,6 @@ def run_raw(port: int, count: int, concurrency: int, sample: Path) -> None:
 # --- setup -----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def server_dsn() -> Iterator[str]:
-    if os.environ.get("DATABASE_URL"):
-        yield os.environ["DATABASE_URL"]
-        return
-    with tempfile.TemporaryDirectory(prefix="optout-bench-pg-") as folder:
-        server = start_embedded(Path(folder))
-        try:
-            yield server.get_uri()
-        finally:
-            server.cleanup()
-
-
-def settings_for(dsn: str, data_dir: Path) -> Settings:
-    return Settings(
-        database_url=dsn,
-        data_dir=data_dir,
-        base_url="https://optout.bench.example",
-        secret_keys=KEYS,
-        hash_key=HASH_KEY,
-    )
-
-
 async def prepare(admin_dsn: str, folder: Path, recipients: int) -> tuple[str, int]:
     """A migrated database with the tenant, N subscribers and a started campaign."""
     admin = await connect(admin_dsn)
@@ -197,7 +172,7 @@ async def prepare(admin_dsn: str, folder: Path, recipients: int) -> tuple[str, i
     finally:
         await admin.close()
     dsn = with_database(admin_dsn, DATABASE)
-    settings = settings_for(dsn, folder)
+    settings = settings_for(dsn, folder, "https://optout.bench.example")
     conn = await connect(dsn)
     try:
         await migrations.migrate(conn, settings=settings)
@@ -248,7 +223,8 @@ async def start_campaign(
     """Start the campaign; return 50 messages built as the worker builds them, for the raw
     baseline to send pre-built (same sizes, same headers, already signed)."""
     settings = dataclasses.replace(
-        settings_for(dsn, folder), smtp=SmtpRelay("127.0.0.1", port, False, "off")
+        settings_for(dsn, folder, "https://optout.bench.example"),
+        smtp=SmtpRelay("127.0.0.1", port, False, "off"),
     )
     conn = await connect(dsn)
     try:

@@ -25,23 +25,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 from aiohttp import web
 
+from bench.common import HASH_KEY, KEYS, server_dsn
 from mailer import migrations, tenants
 from mailer.admin_db import create_database, drop_database
 from mailer.config import Settings
-from mailer.db import connect, create_pool, queries, rows, start_embedded, with_database
+from mailer.db import connect, create_pool, queries, rows, with_database
 from mailer.tokens import Keyring, LinkClaims, Purpose
 
 LUA = Path(__file__).with_name("web_tokens.lua")
 DATABASE = "optout_bench_web"
-KEYS = (("bench1", b"bench-link-key-0123456789abcdefghijklmnop"),)
-HASH_KEY = b"bench-hash-key-0123456789abcdefghijklmnop"
 BODY = "List-Unsubscribe=One-Click"
 POOL = web.AppKey("pool", asyncpg.Pool)
 
@@ -97,20 +96,6 @@ def baseline_app(dsn: str) -> web.Application:
     app.cleanup_ctx.append(pool)
     app.router.add_post("/b/{ids}", unsubscribe)
     return app
-
-
-@contextlib.contextmanager
-def server_dsn() -> Iterator[str]:
-    if os.environ.get("DATABASE_URL"):
-        yield os.environ["DATABASE_URL"]
-        return
-    with tempfile.TemporaryDirectory(prefix="optout-bench-") as folder:
-        os.chmod(folder, 0o755)
-        server = start_embedded(Path(folder))
-        try:
-            yield server.get_uri()
-        finally:
-            server.cleanup()
 
 
 def bench(admin_dsn: str, args: argparse.Namespace) -> int:

@@ -1,0 +1,42 @@
+"""What every benchmark shares: fixed keys and a Postgres to run on (DATABASE_URL, or an
+embedded server in a temporary folder)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from mailer.config import Settings
+from mailer.db import start_embedded
+
+KEYS = (("bench1", b"bench-link-key-0123456789abcdefghijklmnop"),)
+HASH_KEY = b"bench-hash-key-0123456789abcdefghijklmnop"
+
+
+@contextlib.contextmanager
+def server_dsn() -> Iterator[str]:
+    """Admin DSN of the server to benchmark on."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    with tempfile.TemporaryDirectory(prefix="optout-bench-pg-") as folder:
+        # Run as root, the embedded server's own user must be able to enter the folder.
+        os.chmod(folder, 0o755)
+        server = start_embedded(Path(folder))
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
+def settings_for(dsn: str, data_dir: Path, base_url: str = "https://optout.example") -> Settings:
+    return Settings(
+        database_url=dsn,
+        data_dir=data_dir,
+        base_url=base_url,
+        secret_keys=KEYS,
+        hash_key=HASH_KEY,
+    )
