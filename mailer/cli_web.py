@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from mailer import logs
 from mailer.cli_support import Commands
 from mailer.config import Settings
 from mailer.db import check_keys, connect, database_url
@@ -28,8 +29,7 @@ def register(commands: Commands[Any]) -> None:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     # One JSON access-log line per request on stderr (optout.access), with the app's events.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logs.configure()
     with database_url(settings) as dsn:
         asyncio.run(_check(settings, dsn))
         # Imported here: the CLI module stays importable without the web stack's cost.

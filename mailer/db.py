@@ -104,6 +104,11 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _no_session_reset(conn: asyncpg.Connection) -> None:
+    """With a custom reset, asyncpg itself still rolls back an open transaction and drops
+    listeners (Connection._reset); nothing else is left to undo on a stateless pool."""
+
+
 async def connect(dsn: str) -> asyncpg.Connection:
     try:
         conn = await asyncpg.connect(dsn)
@@ -113,10 +118,20 @@ async def connect(dsn: str) -> asyncpg.Connection:
     return conn
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, stateless: bool = False
+) -> asyncpg.Pool:
+    """``stateless``: the users of this pool keep no session state (no LISTEN, SET or
+    prepared cursors; session locks are released in ``finally``), so a connection coming back
+    needs no reset query (asyncpg's default runs one on every release: a whole extra round
+    trip per request on the web face)."""
     try:
         pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=_init_connection
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            reset=_no_session_reset if stateless else None,
         )
     except UNAVAILABLE_ERRORS as exc:
         raise DatabaseUnavailable(f"cannot reach Postgres: {exc}") from exc

@@ -18,7 +18,16 @@ from aiohttp import web
 from mailer.config import Settings
 from mailer.db import create_pool
 from mailer.errors import ConfigError
-from unsubscribe_web import api, errors, hooks, policy_pages, public, security, self_service
+from unsubscribe_web import (
+    api,
+    dev_outbox,
+    errors,
+    hooks,
+    policy_pages,
+    public,
+    security,
+    self_service,
+)
 from unsubscribe_web.forms import CsrfTokens, RateLimiter
 from unsubscribe_web.keys import (
     CSRF,
@@ -54,9 +63,10 @@ def page_environment() -> jinja2.Environment:
     )
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.Application:
     """The whole web face. ``settings.database_url`` must be resolved (the CLI starts the
-    embedded server first and passes its DSN)."""
+    embedded server first and passes its DSN). ``outbox_dir``, the demo's SMTP catcher
+    folder, mounts the dev outbox; production never passes it."""
     if settings.database_url is None:
         raise ConfigError("DATABASE_URL: the web app needs a resolved database URL")
     app = web.Application(
@@ -79,6 +89,8 @@ def create_app(settings: Settings) -> web.Application:
     self_service.add_routes(app)
     api.add_routes(app)
     hooks.add_routes(app)
+    if outbox_dir is not None:
+        dev_outbox.add_routes(app, outbox_dir)
     return app
 
 
@@ -86,7 +98,7 @@ async def _pool(app: web.Application) -> AsyncIterator[None]:
     dsn = app[SETTINGS].database_url
     assert dsn is not None
     # min_size=0: the app starts even while Postgres is away, so opt-outs can be spooled.
-    app[POOL] = await create_pool(dsn, min_size=0)
+    app[POOL] = await create_pool(dsn, min_size=0, stateless=True)
     yield
     try:
         await asyncio.wait_for(app[POOL].close(), 5)

@@ -32,6 +32,7 @@ DEV_CSP = (
     "frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 HTTPS_URI = re.compile(r"<(https?://[^>\s]+)>")
+HEAD_TAG = re.compile(r"<head(\s[^>]*)?>", re.I)
 
 
 def add_routes(app: web.Application, folder: Path) -> None:
@@ -66,7 +67,7 @@ async def message(request: web.Request) -> web.Response:
         "dev_message.html",
         message=caught,
         headers=[(name, str(value)) for name, value in parsed.items()],
-        html=_part(parsed, "html"),
+        html=_links_open_on_top(_part(parsed, "html")),
         text=_part(parsed, "plain"),
         dkim=verdict,
         one_click_url=_one_click_url(parsed),
@@ -109,6 +110,16 @@ def _only_our_own_site(request: web.Request, url: str) -> None:
     theirs = urlsplit(url)
     if (theirs.scheme, theirs.netloc) != (ours.scheme, ours.netloc):
         raise InvalidInput("The one-click link does not point at this installation.")
+
+
+def _links_open_on_top(html: str | None) -> str | None:
+    """A link clicked in the shown mail opens in the whole tab, as in a mail client: our
+    pages refuse to be framed (frame-ancestors 'none'), and the frame runs no script."""
+    if html is None:
+        return None
+    head = HEAD_TAG.search(html)
+    at = head.end() if head else 0
+    return html[:at] + '<base target="_top">' + html[at:]
 
 
 def _part(parsed: email.message.EmailMessage, subtype: str) -> str | None:

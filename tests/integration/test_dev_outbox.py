@@ -9,7 +9,6 @@ import pytest
 
 from mailer import catcher, compose, tenants
 from mailer.dkim import DkimSigner, generate_rsa_key_pem
-from unsubscribe_web import dev_outbox
 from unsubscribe_web.app import create_app
 
 SENDER = compose.Sender(
@@ -37,8 +36,7 @@ async def outbox_client(aiohttp_client, settings, conn, tmp_path: Path):
     folder = tmp_path / "outbox"
     server = await catcher.start_catcher(folder)
     port = server.sockets[0].getsockname()[1]
-    app = create_app(settings)
-    dev_outbox.add_routes(app, folder)
+    app = create_app(settings, outbox_dir=folder)
     client = await aiohttp_client(app)
     try:
         yield client, port, key_path
@@ -85,9 +83,12 @@ async def test_caught_mail_is_listed_and_shown_as_the_recipient_sees_it(outbox_c
     message_id = page.split('href="/dev/outbox/')[1].split('"')[0]
     shown = await (await client.get(f"/dev/outbox/{message_id}")).text()
     assert "DKIM:\n  pass" in shown
-    # The HTML part is shown in a sandboxed frame that may not run scripts.
-    frame = shown.split('<iframe id="html-part"')[1].split(">")[0]
-    assert " sandbox " in frame and "allow-scripts" not in frame
+    # The HTML part is shown in a sandboxed frame that may not run scripts; a link the
+    # reader clicks opens in the whole tab, since our pages refuse to be framed.
+    frame = shown.split('<iframe id="html-part"')[1].split("srcdoc")[0]
+    assert 'sandbox="allow-top-navigation-by-user-activation"' in frame
+    assert "allow-scripts" not in frame and "allow-same-origin" not in frame
+    assert "&lt;base target=&#34;_top&#34;&gt;" in shown
     assert "List-Unsubscribe" in shown and 'id="one-click"' in shown
 
 

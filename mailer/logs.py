@@ -1,0 +1,24 @@
+"""Logging for the serving commands: events as text lines, the web access log as bare JSON.
+
+The access log is one line per request, on the hot path: it gets its own handler that writes
+the JSON line as it is (it carries its own time), not logging's timestamp formatting.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+ACCESS_LOGGER = "optout.access"
+
+
+def configure(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # aiohttp's own access log would repeat ours without the token redaction.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    access = logging.getLogger(ACCESS_LOGGER)
+    if not access.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+    access.propagate = False
