@@ -20,6 +20,7 @@ from mailer.db import create_pool
 from mailer.errors import ConfigError
 from unsubscribe_web import (
     api,
+    dashboard,
     dev_outbox,
     errors,
     hooks,
@@ -89,6 +90,7 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     self_service.add_routes(app)
     api.add_routes(app)
     hooks.add_routes(app)
+    dashboard.add_routes(app)
     if outbox_dir is not None:
         dev_outbox.add_routes(app, outbox_dir)
     return app
