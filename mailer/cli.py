@@ -18,8 +18,11 @@ from mailer import (
     audit,
     cli_admin,
     cli_campaigns,
+    cli_dkim,
     cli_inbound,
+    cli_ledger,
     cli_policy,
+    cli_serve,
     cli_web,
     demo,
     migrations,
@@ -91,11 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     cli_admin.register(commands)
     cli_policy.register(commands)
     cli_campaigns.register(commands)
+    cli_ledger.register(commands)
     cli_web.register(commands)
+    cli_dkim.register(commands)
+    cli_serve.register(commands)
 
-    add = commands.add_parser("demo", help="run the demo on the embedded defaults")
-    add.add_argument("--fresh", action="store_true", help="start over with an empty database")
-    add.set_defaults(run=demo.run)
+    demo.register(commands)
     return parser
 
 

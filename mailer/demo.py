@@ -1,61 +1,190 @@
-"""`optout demo`: an embedded Postgres, migrated, with a seeded demo tenant.
+"""`optout demo`: the whole system on loopback, in one command.
+
+An embedded Postgres, an SMTP catcher that keeps every message, and `optout serve` (web,
+inbound, worker); a seeded demo tenant with a DKIM key and a few hundred subscribers; a
+newsletter sent at once; then the URLs to open and a staff token for the dashboard.
 
 It always uses its own embedded database under OPTOUT_DATA_DIR/demo, never DATABASE_URL,
-so trying the demo can never touch a real installation.
+so trying the demo can never touch a real installation. Ctrl-C stops everything; a second
+run reuses the data (``--fresh`` starts over).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import datetime as dt
+import logging
+import os
 import shutil
+import signal
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 
-from mailer import consent, migrations, tenants
-from mailer.config import Settings
-from mailer.db import connect, database_url
+from mailer import api_tokens, campaigns, consent, migrations, policy, tenants
+from mailer.addresses import parse_address
+from mailer.catcher import start_catcher
+from mailer.cli_support import Commands
+from mailer.config import Settings, load_settings, parse_smtp_url
+from mailer.db import check_keys, connect, database_url
+from mailer.dkim import generate_rsa_key_pem
 from mailer.errors import UnknownTenant
+from mailer.serve import ServeAddresses, ServeOptions, serve_all
+
+log = logging.getLogger(__name__)
 
 DEMO_SLUG = "demo"
+DEMO_SELECTOR = "demo"
 DEMO_TOPICS = (
     ("newsletter", "Newsletter", "marketing", "News and offers, about once a month."),
     ("product-alerts", "Product alerts", "marketing", "When something you use changes."),
     ("policy-notices", "Policy notices", "notice", "Changes to our privacy policy."),
 )
-DEMO_PEOPLE = ("ada", "grace", "alan", "edsger", "barbara", "donald", "frances", "ken")
+FIRST_NAMES = [
+    "ada",
+    "grace",
+    "alan",
+    "edsger",
+    "barbara",
+    "donald",
+    "frances",
+    "ken",
+    "margaret",
+    "john",
+    "radia",
+    "tim",
+    "vint",
+    "leslie",
+    "niklaus",
+    "hedy",
+    "katherine",
+    "dennis",
+    "bjarne",
+    "guido",
+]
+LAST_NAMES = [
+    "lovelace",
+    "hopper",
+    "turing",
+    "dijkstra",
+    "liskov",
+    "knuth",
+    "allen",
+    "thompson",
+    "hamilton",
+]
+POLICY_V1 = """# Privacy policy
+
+Demo Newsletter Co. keeps your address and name to send you the mail you asked for.
+You can leave any list with one click, and see, correct or delete your data at any time.
+"""
+POLICY_V2 = (
+    POLICY_V1
+    + """
+## Bounces
+
+We keep a record of mail that could not be delivered for 12 months, to stop mailing
+addresses that no longer exist.
+"""
+)
+STAFF_TOKEN_DAYS = 7
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DemoPorts:
+    web: int
+    smtp: int
+    inbound: int
+
+
+def register(commands: Commands[Any]) -> None:
+    add = commands.add_parser("demo", help="run the whole system on loopback with demo data")
+    add.add_argument("--fresh", action="store_true", help="throw away the demo data first")
+    add.add_argument("--port", type=int, default=8080, help="web port (default 8080)")
+    add.add_argument("--smtp-port", type=int, default=1025, help="SMTP catcher port")
+    add.add_argument("--inbound-port", type=int, default=2525, help="inbound SMTP port")
+    add.add_argument("--subscribers", type=int, default=300, help="people to seed on the first run")
+    add.set_defaults(run=run)
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
+    ports = DemoPorts(args.port, args.smtp_port, args.inbound_port)
+    folder = settings.data_dir / "demo"
+    if args.fresh and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    # The demo folder is a data folder of its own, keys included, so that
+    # `OPTOUT_DATA_DIR=<that folder> optout ...` works on the demo's data from another terminal.
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     demo_settings = dataclasses.replace(
-        settings, database_url=None, data_dir=settings.data_dir / "demo"
+        load_settings(env | {"OPTOUT_DATA_DIR": str(folder)}),
+        base_url=f"http://127.0.0.1:{ports.web}",
+        smtp=parse_smtp_url(f"smtp://127.0.0.1:{ports.smtp}"),
+        # The catcher is local: no reason to pace the demo like a real relay.
+        mailer=dataclasses.replace(settings.mailer, per_second=500.0, poll_seconds=1.0),
     )
-    if args.fresh and demo_settings.data_dir.exists():
-        shutil.rmtree(demo_settings.data_dir / "pg", ignore_errors=True)
-    print(f"demo data folder: {demo_settings.data_dir}")
+    print(f"demo data folder: {folder}", flush=True)
     with database_url(demo_settings) as dsn:
-        print("embedded Postgres is running")
-        asyncio.run(_seed(demo_settings, dsn))
-    print("embedded Postgres stopped; run `./dev demo` again to reuse the data")
+        print("embedded Postgres is running", flush=True)
+        demo_settings = dataclasses.replace(demo_settings, database_url=dsn)
+        asyncio.run(_demo(demo_settings, dsn, ports, args.subscribers))
+    print("demo stopped; run `./dev demo` again to reuse the data", flush=True)
     return 0
 
 
-async def _seed(settings: Settings, dsn: str) -> None:
+async def _demo(settings: Settings, dsn: str, ports: DemoPorts, people: int) -> None:
     conn = await connect(dsn)
     try:
         applied = await migrations.migrate(conn, settings=settings)
-        print(f"migrations: {len(applied)} applied, database up to date")
-        await _seed_tenant(conn, settings)
+        print(f"migrations: {len(applied)} applied, database up to date", flush=True)
+        await check_keys(conn, settings)
+        tenant = await _seed(conn, settings, people)
+        token = await _staff_token(conn)
     finally:
         await conn.close()
+    outbox = settings.data_dir / "outbox"
+    catcher = await start_catcher(outbox, "127.0.0.1", ports.smtp)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    options = ServeOptions(
+        web_port=ports.web, inbound_port=ports.inbound, outbox_dir=outbox, concurrency=4
+    )
+    up: asyncio.Future[ServeAddresses] = loop.create_future()
+    serving = asyncio.create_task(serve_all(settings, dsn, options, stop, ready=up.set_result))
+    try:
+        # The newsletter goes out once everything listens; the welcome is printed last.
+        watched: set[asyncio.Future[Any]] = {up, serving}
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        if up.done():
+            await _send_newsletter(dsn, settings, tenant)
+            _welcome(up.result(), ports, token, settings.data_dir)
+        await serving
+    finally:
+        stop.set()  # after an error above: drain what started before reporting it
+        with contextlib.suppress(Exception):
+            await serving
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        catcher.close()
+        await catcher.wait_closed()
 
 
-async def _seed_tenant(conn: asyncpg.Connection, settings: Settings) -> None:
+async def _seed(conn: asyncpg.Connection, settings: Settings, people: int) -> asyncpg.Record:
+    key_path = settings.data_dir / "dkim-demo.pem"
+    if not key_path.exists():
+        key_path.write_bytes(generate_rsa_key_pem())
+        key_path.chmod(0o600)
     try:
         tenant = await tenants.get_tenant(conn, DEMO_SLUG)
-        print(f"tenant {DEMO_SLUG!r} exists already (id {tenant['id']}); reusing it")
-        return
+        print(f"tenant {DEMO_SLUG!r} exists already; reusing its data", flush=True)
+        return tenant
     except UnknownTenant:
         pass
     tenant = await tenants.create_tenant(
@@ -66,29 +195,142 @@ async def _seed_tenant(conn: asyncpg.Connection, settings: Settings) -> None:
         postal_address="Demo Newsletter Co., 1 Example Street, 75001 Paris, France",
         partner_address="partners@demo.example.com",
         time_zone="Europe/Paris",
+        dkim_selector=DEMO_SELECTOR,
+        dkim_key_path=str(key_path),
     )
-    print(f"created tenant {DEMO_SLUG!r} (id {tenant['id']})")
-    topic_ids = []
+    print(f"created tenant {DEMO_SLUG!r} (DKIM key {key_path})", flush=True)
+    batch = [
+        consent.BatchRow(line, parse_address(address), name)
+        for line, (address, name) in enumerate(_people(people), start=1)
+    ]
     for slug, name, kind, description in DEMO_TOPICS:
         topic = await tenants.create_topic(
             conn, tenant["id"], slug=slug, name=name, kind=kind, description=description
         )
-        topic_ids.append(topic["id"])
-        print(f"  topic {slug} ({kind})")
-    evidence = consent.Evidence(form_text="Seeded by `optout demo`", detail={"demo": True})
-    for person in DEMO_PEOPLE:
-        for topic_id in topic_ids:
-            await consent.subscribe(
-                conn,
-                hash_key=settings.hash_key,
-                tenant_id=tenant["id"],
-                topic_id=topic_id,
-                email=f"{person}@example.com",
-                name=person.capitalize(),
-                age_attested=True,
-                source="import",
-                confirmed=True,
-                lawful_basis="consent",
-                evidence=evidence,
-            )
-    print(f"  {len(DEMO_PEOPLE)} subscribers, confirmed on every topic")
+        await consent.subscribe_batch(
+            conn,
+            hash_key=settings.hash_key,
+            tenant_id=tenant["id"],
+            topic_id=topic["id"],
+            batch=batch,
+            age_attested=True,
+            source="import",
+            lawful_basis="consent",
+            confirmed=True,
+            form_text="Seeded by `optout demo`",
+            detail={"demo": True},
+        )
+    print(f"  topics {', '.join(t[0] for t in DEMO_TOPICS)}; {len(batch)} subscribers", flush=True)
+    await _seed_policy(conn, tenant)
+    return tenant
+
+
+def _people(count: int) -> list[tuple[str, str]]:
+    """Distinct, readable demo people: ada.lovelace@example.com, grace.hopper2@..."""
+    out = []
+    for n in range(count):
+        first = FIRST_NAMES[n % len(FIRST_NAMES)]
+        last = LAST_NAMES[(n // len(FIRST_NAMES)) % len(LAST_NAMES)]
+        round_ = n // (len(FIRST_NAMES) * len(LAST_NAMES))
+        suffix = str(round_ + 1) if round_ else ""
+        out.append(
+            (f"{first}.{last}{suffix}@example.com", f"{first.capitalize()} {last.capitalize()}")
+        )
+    return out
+
+
+async def _seed_policy(conn: asyncpg.Connection, tenant: asyncpg.Record) -> None:
+    """Version 1 in effect now, version 2 coming after the tenant's notice period."""
+    now = dt.datetime.now(dt.UTC)
+    await policy.publish(
+        conn,
+        tenant=tenant,
+        body=POLICY_V1,
+        summary="The first policy.",
+        effective_at=now + dt.timedelta(seconds=1),
+        now=now,
+        force_reason="demo: the first version, before anyone was mailed",
+        published_by="demo",
+    )
+    await policy.publish(
+        conn,
+        tenant=tenant,
+        body=POLICY_V2,
+        summary="We keep records of undeliverable mail for 12 months.",
+        effective_at=now + dt.timedelta(days=tenant["notice_period_days"], hours=1),
+        now=now,
+        published_by="demo",
+    )
+
+
+async def _staff_token(conn: asyncpg.Connection) -> str:
+    """A fresh token each run: the secret is shown once and only its hash is kept."""
+    token = await api_tokens.create_token(
+        conn,
+        role="admin",
+        tenant_id=None,
+        label="optout demo dashboard",
+        expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=STAFF_TOKEN_DAYS),
+        actor="demo",
+    )
+    return token.secret
+
+
+async def _send_newsletter(dsn: str, settings: Settings, tenant: asyncpg.Record) -> None:
+    conn = await connect(dsn)
+    try:
+        number = len(await campaigns.list_campaigns(conn, tenant["id"])) + 1
+        campaign = await campaigns.create(
+            conn,
+            tenant_id=tenant["id"],
+            topic_slug="newsletter",
+            name=f"Demo newsletter #{number}",
+            template="newsletter",
+            subject=f"Demo news #{number}: what is new this month",
+            content=_newsletter_content(number, settings.base_url),
+            created_by="demo",
+        )
+        queued = await campaigns.start(conn, settings, tenant["id"], campaign["id"])
+    finally:
+        await conn.close()
+    print(
+        f"newsletter #{number} queued for {queued} subscribers; the worker is sending", flush=True
+    )
+
+
+def _newsletter_content(number: int, base_url: str) -> dict[str, object]:
+    return {
+        "headline": f"Demo news #{number}",
+        "intro": "This newsletter was sent by `optout demo` to the demo's SMTP catcher.",
+        "blocks": [
+            {
+                "title": "Leave with one click",
+                "body": "Use the Unsubscribe link below, or your mail client's own button.",
+                "link": f"{base_url}/dev/outbox",
+                "link_text": "See every message in the dev outbox",
+            },
+            {
+                "title": "Your data, your choice",
+                "body": "The preference centre lets you pick topics or download your data.",
+                "link": f"{base_url}/policy/{DEMO_SLUG}",
+                "link_text": "Read our privacy policy",
+            },
+        ],
+    }
+
+
+def _welcome(addresses: ServeAddresses, ports: DemoPorts, token: str, folder: Path) -> None:
+    web = addresses.web_url
+    lines = [
+        "",
+        "Optout demo is running on loopback (Ctrl-C stops it):",
+        f"  dev outbox     {web}/dev/outbox   (every message sent, as recipients see it)",
+        f"  dashboard      {web}/dashboard",
+        f"  staff token    {token}",
+        f"  sign-up form   {web}/s/{DEMO_SLUG}/newsletter",
+        f"  privacy policy {web}/policy/{DEMO_SLUG}",
+        f"  SMTP catcher   127.0.0.1:{ports.smtp}   inbound SMTP 127.0.0.1:{ports.inbound}",
+        f"  commands       OPTOUT_DATA_DIR={folder} ./dev optout campaign list --tenant demo",
+        "",
+    ]
+    print("\n".join(lines), flush=True)

@@ -19,6 +19,12 @@ class OptoutError(Exception):
         super().__init__(self.message)
 
 
+class ServeFailed(OptoutError):
+    """A service of `optout serve` failed or did not stop cleanly; the others were stopped."""
+
+    code = "serve_failed"
+
+
 class ConfigError(OptoutError):
     """The configuration is wrong."""
 

@@ -16,6 +16,8 @@ def configure(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # aiohttp's own access log would repeat ours without the token redaction.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiosmtpd logs every SMTP command at INFO, addresses included: keep those out of the log.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     access = logging.getLogger(ACCESS_LOGGER)
     if not access.handlers:
         handler = logging.StreamHandler(sys.stderr)

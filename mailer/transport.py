@@ -124,6 +124,11 @@ class _Connection:
             # Dropped, stalled or refused: the session's state is unknown, so start afresh.
             self.drop()
             return Reply("retry", None, f"{type(exc).__name__}: {exc}"[:500], stage)
+        except asyncio.CancelledError:
+            # Stopped mid-transaction (a drain's deadline): the session is unusable, and a
+            # QUIT to a relay that stalled would only stall the stop again.
+            self.drop()
+            raise
         self.transactions += 1
         return Reply(classify(response.code, "data"), response.code, response.message, "data")
 

@@ -40,6 +40,7 @@ from mailer.errors import (
     UnknownSubscriber,
     UnknownTenant,
 )
+from mailer.ledger import event_view
 from unsubscribe_web import api_campaigns, openapi
 from unsubscribe_web.api_context import DEFAULT_LIMIT, MAX_LIMIT, Ctx, id_cursor, page
 from unsubscribe_web.api_spec import (
@@ -271,31 +272,7 @@ async def consent_history(ctx: Ctx) -> Any:
     return {
         "subscriber_id": row["id"],
         "status": row["status"],
-        "events": [
-            {
-                "id": e["id"],
-                "occurred_at": e["occurred_at"],
-                "action": e["action"],
-                "effect": e["effect"],
-                "source": e["source"],
-                "topic": e["topic"],
-                "lawful_basis": e["lawful_basis"],
-                "campaign_id": e["campaign_id"],
-                "policy_version": e["policy_version"],
-                "evidence": None
-                if e["evidence_id"] is None
-                else {
-                    "id": e["evidence_id"],
-                    "erased": e["evidence_erased_at"] is not None,
-                    "ip": str(e["ip"]) if e["ip"] is not None else None,
-                    "user_agent": e["user_agent"],
-                    "form_text": e["form_text"],
-                    "message_id": e["message_id"],
-                    "detail": e["detail"],
-                },
-            }
-            for e in events
-        ],
+        "events": [event_view(e) for e in events],
     }
 
 

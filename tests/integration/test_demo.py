@@ -1,0 +1,87 @@
+"""`./dev demo`, the README's first command: the whole system on loopback, a newsletter sent
+into the catcher, Ctrl-C stops it cleanly, and a second run reuses the data."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import signal
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import dkim
+import pytest
+
+from mailer.dkim import public_key_dns_record
+from tests.support.demo_process import DemoProcess
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[DemoProcess]:
+    process = DemoProcess(tmp_path / "data", subscribers=25)
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
+def get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return reply.status, reply.read().decode()
+
+
+def test_demo_sends_a_signed_newsletter_and_stops_on_ctrl_c(demo: DemoProcess) -> None:
+    """STANDARDS 3 and 20 on the demo's own mail: the one-click header, and a DKIM signature
+    that verifies and covers List-Unsubscribe and List-Unsubscribe-Post."""
+    demo.start()
+    assert demo.token.startswith("optout_")
+    for path in ("/dev/outbox", "/dashboard", "/s/demo/newsletter", "/policy/demo"):
+        assert f"{demo.base_url}{path}" in demo.output
+    files = demo.wait_for_messages(25)
+    assert len(files) == 25
+    raw = files[0].read_bytes()
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert f"<{demo.base_url}/u/" in str(message["List-Unsubscribe"])
+    key = (demo.data_dir / "demo" / "dkim-demo.pem").read_bytes()
+    record = public_key_dns_record(key).encode()
+    assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: record)
+    tags = dict(
+        tag.strip().split("=", 1) for tag in str(message["DKIM-Signature"]).split(";") if "=" in tag
+    )
+    signed = {name.strip().lower() for name in tags["h"].split(":")}
+    assert {"from", "list-unsubscribe", "list-unsubscribe-post"} <= signed
+    status, page = get(f"{demo.base_url}/dev/outbox")
+    assert status == 200 and page.count('href="/dev/outbox/') == 25
+    status, _ = get(f"{demo.base_url}/healthz")
+    assert status == 200
+
+    assert demo.stop(signal.SIGINT) == 0
+    assert "demo stopped" in demo.output
+    assert "Traceback" not in demo.output
+
+
+def test_a_second_run_reuses_the_data_and_fresh_starts_over(demo: DemoProcess) -> None:
+    demo.start()
+    demo.wait_for_messages(25)
+    assert demo.stop(signal.SIGTERM) == 0
+
+    demo.lines.clear()
+    demo.token = ""
+    demo.start()
+    assert "reusing" in demo.output
+    assert "newsletter #2 queued for 25 subscribers" in demo.output
+    demo.wait_for_messages(50)
+    assert demo.stop() == 0
+
+    demo.lines.clear()
+    demo.token = ""
+    demo.start("--fresh")
+    assert "created tenant 'demo'" in demo.output
+    assert "newsletter #1 queued" in demo.output
+    demo.wait_for_messages(25)
+    assert len(demo.caught()) == 25  # the old outbox went with the old data
+    assert demo.stop() == 0
