@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 from typing import Any
 
 from aiohttp import web
@@ -14,10 +13,7 @@ from aiohttp import web
 from mailer import logs
 from mailer.cli_support import Commands
 from mailer.config import Settings
-from mailer.db import check_keys, connect, database_url
-from mailer.errors import DatabaseUnavailable
-
-log = logging.getLogger(__name__)
+from mailer.db import check_keys_at_start, database_url
 
 
 def register(commands: Commands[Any]) -> None:
@@ -31,7 +27,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     # One JSON access-log line per request on stderr (optout.access), with the app's events.
     logs.configure()
     with database_url(settings) as dsn:
-        asyncio.run(_check(settings, dsn))
+        asyncio.run(check_keys_at_start(settings, dsn, required=False))
         # Imported here: the CLI module stays importable without the web stack's cost.
         from unsubscribe_web.app import create_app
 
@@ -46,17 +42,3 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             ),
         )
     return 0
-
-
-async def _check(settings: Settings, dsn: str) -> None:
-    """Refuse keys the database does not know; start anyway while Postgres is away, since
-    opt-outs are then spooled and replayed when it answers."""
-    try:
-        conn = await connect(dsn)
-    except DatabaseUnavailable as exc:
-        log.warning("starting without Postgres (opt-outs will be spooled): %s", exc.message)
-        return
-    try:
-        await check_keys(conn, settings)
-    finally:
-        await conn.close()

@@ -191,3 +191,20 @@ def _mismatch_message(name: str) -> str:
         f"OPTOUT_SECRET_KEYS: key {key_id!r} differs from the one recorded in the database; "
         "every machine must share the same keys"
     )
+
+
+async def check_keys_at_start(settings: Settings, dsn: str, *, required: bool) -> None:
+    """Before anything listens: refuse keys the database does not know. With ``required``
+    False (the web face alone) start anyway while Postgres is away: opt-outs are then
+    spooled and replayed when it answers."""
+    try:
+        conn = await connect(dsn)
+    except DatabaseUnavailable as exc:
+        if required:
+            raise
+        log.warning("starting without Postgres (opt-outs will be spooled): %s", exc.message)
+        return
+    try:
+        await check_keys(conn, settings)
+    finally:
+        await conn.close()

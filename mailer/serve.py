@@ -32,8 +32,8 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from mailer.config import Settings
-from mailer.db import check_keys, connect, pool_for
-from mailer.errors import ConfigError, DatabaseUnavailable, ServeFailed
+from mailer.db import check_keys_at_start, pool_for
+from mailer.errors import ConfigError, ServeFailed
 from mailer.inbound_server import running
 from mailer.worker import Worker, WorkerStats
 
@@ -91,7 +91,9 @@ async def serve_all(
     check_options(settings, options)
     settings = dataclasses.replace(settings, database_url=dsn)
     # Without worker and inbound, the web face starts while Postgres is away (it spools).
-    await _check_keys(settings, dsn, required=options.worker or options.inbound_port is not None)
+    await check_keys_at_start(
+        settings, dsn, required=options.worker or options.inbound_port is not None
+    )
     worker = _WorkerService(settings, dsn, options) if options.worker else None
     planned: list[_Service] = [worker] if worker is not None else []
     inbound = None
@@ -126,21 +128,6 @@ async def serve_all(
         ) from crashed
     if problems:
         raise ServeFailed("stopped, but not cleanly: " + "; ".join(problems))
-
-
-async def _check_keys(settings: Settings, dsn: str, *, required: bool) -> None:
-    """Refuse keys the database does not know before anything listens."""
-    try:
-        conn = await connect(dsn)
-    except DatabaseUnavailable as exc:
-        if required:
-            raise
-        log.warning("starting without Postgres (opt-outs will be spooled): %s", exc.message)
-        return
-    try:
-        await check_keys(conn, settings)
-    finally:
-        await conn.close()
 
 
 async def _wait(stop: asyncio.Event, worker: _WorkerService | None) -> BaseException | None:

@@ -28,6 +28,7 @@ from mailer.errors import Forbidden, InvalidAddress, Unauthorized, UnknownTenant
 from unsubscribe_web.api_spec import SLUG_PATTERN
 from unsubscribe_web.keys import SETTINGS
 from unsubscribe_web.pages import connection, render
+from unsubscribe_web.static import add_stylesheet
 from unsubscribe_web.svg_plot import bar_chart
 
 COOKIE = "optout_dashboard"
@@ -57,18 +58,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/dashboard", show, name="dashboard")
     app.router.add_post("/dashboard/login", login, name="dashboard_login")
     app.router.add_post("/dashboard/logout", logout, name="dashboard_logout")
-    css = STYLESHEET.read_bytes()
-
-    async def stylesheet(request: web.Request) -> web.Response:
-        # The dashboard's wider layout; CSP allows styles from 'self' only, never inline.
-        return web.Response(
-            body=css,
-            content_type="text/css",
-            charset="utf-8",
-            headers={"Cache-Control": "public, max-age=3600", "X-Robots-Tag": "noindex"},
-        )
-
-    app.router.add_get("/static/dashboard.css", stylesheet, name="dashboard_stylesheet")
+    # The dashboard's wider layout.
+    add_stylesheet(app, "/static/dashboard.css", STYLESHEET, "dashboard_stylesheet")
 
 
 # --- handlers -----------------------------------------------------------------------------------

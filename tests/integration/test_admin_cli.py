@@ -11,17 +11,8 @@ from mailer import consent, tenants
 from mailer.addresses import suppression_key, tenant_hash_key
 from tests.conftest import TEST_HASH_KEY, probes, subprocess_env
 from tests.support.api_world import bearer
+from tests.support.cli import optout
 from unsubscribe_web.app import create_app
-
-
-def optout(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mailer.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
 
 
 async def setup_tenant(conn):

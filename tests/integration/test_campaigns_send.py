@@ -6,8 +6,6 @@ import email
 import email.policy
 import json
 import re
-import subprocess
-import sys
 from email.message import EmailMessage
 from typing import Literal
 
@@ -22,6 +20,7 @@ from mailer.errors import UnknownTopic
 from mailer.tokens import CodeKind, Purpose
 from mailer.worker import Worker
 from tests.conftest import probes, subprocess_env
+from tests.support.cli import optout
 from tests.support.mailer_env import (
     DOMAIN,
     SELECTOR,
@@ -317,16 +316,6 @@ async def test_transactional_mail_ignores_marketing_suppression_but_not_scope_al
         assert "https://optout.test/c/TOKEN" in body(message, "plain")
 
 
-def _optout(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mailer.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 async def test_a_tenant_with_an_ed25519_key_signs_twice_and_both_verify(
     conn, db_dsn, settings, smtp_sink, tmp_path
 ):
@@ -337,15 +326,15 @@ async def test_a_tenant_with_an_ed25519_key_signs_twice_and_both_verify(
     ed_path = tmp_path / "acme-ed25519.pem"
     ed_path.write_bytes(ed_pem)
     env = subprocess_env(db_dsn)
-    half = _optout("tenant", "update", "acme", "--dkim-ed25519-selector", "ed1", env=env)
+    half = optout("tenant", "update", "acme", "--dkim-ed25519-selector", "ed1", env=env)
     assert half.returncode != 0 and "key path" in half.stderr, "a selector alone is refused"
     same = ("--dkim-ed25519-selector", SELECTOR, "--dkim-ed25519-key-path", str(ed_path))
-    clash = _optout("tenant", "update", "acme", *same, env=env)
+    clash = optout("tenant", "update", "acme", *same, env=env)
     assert clash.returncode != 0 and "differ" in clash.stderr
     keys = ("--dkim-ed25519-selector", "ed1", "--dkim-ed25519-key-path", str(ed_path))
-    updated = _optout("tenant", "update", "acme", *keys, env=env)
+    updated = optout("tenant", "update", "acme", *keys, env=env)
     assert updated.returncode == 0, updated.stderr
-    shown = json.loads(_optout("tenant", "show", "acme", "--json", env=env).stdout)
+    shown = json.loads(optout("tenant", "show", "acme", "--json", env=env).stdout)
     assert shown["dkim_ed25519_selector"] == "ed1"
 
     await add_subscribers(conn, settings, tenant["id"], topic["id"], 5)

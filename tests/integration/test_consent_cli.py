@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 
 from mailer import consent, policy, tenants
 from tests.conftest import TEST_HASH_KEY, probes, subprocess_env
+from tests.support.cli import optout
 
 ADA = "Ada.Lovelace@Example.com"
 PHONE = "Mozilla/5.0 (iPhone) Mail"
-
-
-def optout(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mailer.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 async def make_tenant(conn, slug: str) -> dict[str, int]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import dkim
@@ -14,16 +12,7 @@ import dkim
 from mailer import compose, tenants
 from mailer.campaigns import signer_for
 from tests.conftest import subprocess_env
-
-
-def optout(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mailer.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+from tests.support.cli import optout
 
 
 def published(records: str) -> dict[bytes, bytes]:
