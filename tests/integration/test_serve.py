@@ -22,9 +22,8 @@ from mailer.worker import Worker
 from tests.conftest import probes, subprocess_env
 from tests.support.fault_sink import FaultSink, start_fault_sink
 from tests.support.mailer_env import (
-    add_subscribers,
     mail_settings,
-    make_tenant,
+    newsletter_campaign,
     sink_env,
     wait_until,
 )
@@ -32,7 +31,6 @@ from tests.support.smtp_sink import SmtpSink
 from tests.support.web import seed
 
 RECIPIENTS = 300
-CONTENT = {"headline": "News", "intro": "Hello.", "blocks": []}
 
 
 @dataclass
@@ -161,16 +159,8 @@ async def test_sigterm_mid_send_drains_and_a_restart_mails_everyone_exactly_once
     delivery stays leased; a second serve finishes the campaign, nobody mailed twice."""
     sink, sink_server = await start_slow_sink(delay=0.05)  # two connections: ~40 messages/s
     try:
-        tenant, topic = await make_tenant(conn, tmp_path)
-        people = await add_subscribers(conn, settings, tenant["id"], topic["id"], RECIPIENTS)
-        campaign = await campaigns.create(
-            conn,
-            tenant_id=tenant["id"],
-            topic_slug="newsletter",
-            name="Big",
-            template="newsletter",
-            subject="Big news",
-            content=CONTENT,
+        tenant, _, campaign, people = await newsletter_campaign(
+            conn, settings, tmp_path, RECIPIENTS
         )
         await campaigns.start(
             conn, mail_settings(settings, sink.port), tenant["id"], campaign["id"]
@@ -379,18 +369,8 @@ async def test_a_stalled_relay_cannot_hold_the_stop_past_its_bound(
     sink_server = await start_fault_sink(sink)
     stop = asyncio.Event()
     try:
-        tenant, topic = await make_tenant(conn, tmp_path)
-        people = await add_subscribers(conn, settings, tenant["id"], topic["id"], 4)
+        tenant, _, campaign, people = await newsletter_campaign(conn, settings, tmp_path, 4)
         sink.faults = {address: ("stall", 1) for address in people.values()}
-        campaign = await campaigns.create(
-            conn,
-            tenant_id=tenant["id"],
-            topic_slug="newsletter",
-            name="Stuck",
-            template="newsletter",
-            subject="Stuck",
-            content=CONTENT,
-        )
         s = mail_settings(settings, sink.port, lease_seconds=3.0, smtp_timeout=60.0)
         await campaigns.start(conn, s, tenant["id"], campaign["id"])
         options = ServeOptions(web_port=0, inbound_port=None, concurrency=2)

@@ -15,29 +15,13 @@ from mailer.db import connect, create_pool
 from mailer.worker import Worker
 from tests.conftest import probes, subprocess_env
 from tests.support.mailer_env import (
-    add_subscribers,
     mail_settings,
-    make_tenant,
+    newsletter_campaign,
     sink_env,
     wait_until,
 )
 
 CONTENT = {"headline": "News", "intro": "Hello.", "blocks": []}
-
-
-async def _campaign(conn, settings, tmp_path, count):
-    tenant, topic = await make_tenant(conn, tmp_path)
-    people = await add_subscribers(conn, settings, tenant["id"], topic["id"], count)
-    campaign = await campaigns.create(
-        conn,
-        tenant_id=tenant["id"],
-        topic_slug="newsletter",
-        name="Big",
-        template="newsletter",
-        subject="Big news",
-        content=CONTENT,
-    )
-    return tenant, topic, campaign, people
 
 
 async def _rows(gen):
@@ -76,7 +60,7 @@ async def test_opt_outs_during_a_send_are_never_claimed_after_their_commit(
     """DESIGN G1, STANDARDS 27: 100 of 3,000 recipients opt out while two workers send; no
     claim of their delivery starts after the opt-out committed, and only a message claimed
     before it (the in-flight window, at most one batch per worker) can still reach them."""
-    tenant, topic, campaign, people = await _campaign(conn, settings, tmp_path, 3000)
+    tenant, topic, campaign, people = await newsletter_campaign(conn, settings, tmp_path, 3000)
     s = mail_settings(settings, smtp_sink.port, per_second=1500.0, batch_size=100, pool_size=4)
     await campaigns.start(conn, s, tenant["id"], campaign["id"])
     leavers = random.Random(7).sample(sorted(people), 100)
@@ -145,7 +129,7 @@ async def test_two_worker_processes_mail_every_recipient_exactly_once(
     conn, db_dsn, settings, smtp_sink, tmp_path
 ):
     """DESIGN invariant 3: two worker processes on one 5,000-recipient campaign."""
-    tenant, _, campaign, people = await _campaign(conn, settings, tmp_path, 5000)
+    tenant, _, campaign, people = await newsletter_campaign(conn, settings, tmp_path, 5000)
     s = mail_settings(settings, smtp_sink.port)
     await campaigns.start(conn, s, tenant["id"], campaign["id"])
     env = sink_env(subprocess_env(db_dsn), smtp_sink.port, OPTOUT_POLL_SECONDS="0.2")
@@ -170,7 +154,7 @@ async def test_a_killed_worker_loses_nobody_and_duplicates_only_its_in_flight_me
 ):
     """DESIGN G3: SIGKILL mid-way through 5,000 recipients, then a restart: everyone gets the
     message; duplicates are no more than the messages in flight at the kill."""
-    tenant, _, campaign, people = await _campaign(conn, settings, tmp_path, 5000)
+    tenant, _, campaign, people = await newsletter_campaign(conn, settings, tmp_path, 5000)
     s = mail_settings(settings, smtp_sink.port)
     await campaigns.start(conn, s, tenant["id"], campaign["id"])
     env = sink_env(
@@ -209,7 +193,7 @@ async def test_two_workers_share_one_relay_budget(conn, db_dsn, settings, smtp_s
     """Two worker processes with a shared budget of 40 messages a second stay within it
     together, and no batch is claimed twice while its claimer is alive (short leases, renewed)."""
     rate = 40.0
-    tenant, _, campaign, people = await _campaign(conn, settings, tmp_path, 240)
+    tenant, _, campaign, people = await newsletter_campaign(conn, settings, tmp_path, 240)
     s = mail_settings(settings, smtp_sink.port, per_second=rate)
     await campaigns.start(conn, s, tenant["id"], campaign["id"])
     env = sink_env(

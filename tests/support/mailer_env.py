@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from mailer import tenants
+from mailer import campaigns, tenants
 from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.config import MailerSettings, Settings, SmtpRelay
 from mailer.dkim import generate_rsa_key_pem, public_key_dns_record
@@ -121,3 +121,21 @@ async def wait_until(
         if status in states or time.monotonic() > deadline:
             return status
         await asyncio.sleep(0.1)
+
+
+async def newsletter_campaign(
+    conn: asyncpg.Connection, settings: Settings, tmp_path: Path, count: int
+) -> tuple[asyncpg.Record, asyncpg.Record, asyncpg.Record, dict[int, str]]:
+    """A tenant with ``count`` confirmed newsletter subscribers and a draft campaign to them."""
+    tenant, topic = await make_tenant(conn, tmp_path)
+    people = await add_subscribers(conn, settings, tenant["id"], topic["id"], count)
+    campaign = await campaigns.create(
+        conn,
+        tenant_id=tenant["id"],
+        topic_slug="newsletter",
+        name="Big",
+        template="newsletter",
+        subject="Big news",
+        content={"headline": "News", "intro": "Hello.", "blocks": []},
+    )
+    return tenant, topic, campaign, people
