@@ -7,6 +7,7 @@ import email
 import email.policy
 import signal
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,24 +65,39 @@ def test_demo_sends_a_signed_newsletter_and_stops_on_ctrl_c(demo: DemoProcess) -
     assert "Traceback" not in demo.output
 
 
-def test_a_second_run_reuses_the_data_and_fresh_starts_over(demo: DemoProcess) -> None:
+def test_ctrl_c_mid_send_then_a_second_run_mails_everyone_once_and_fresh_starts_over(
+    demo: DemoProcess,
+) -> None:
+    """Ctrl-C (SIGINT to the whole process group, the embedded Postgres too) while the
+    newsletter is half sent; the next run reuses the data, finishes it and sends one more:
+    every person gets each newsletter exactly once."""
+    demo.subscribers = 200
     demo.start()
-    demo.wait_for_messages(25)
-    assert demo.stop(signal.SIGTERM) == 0
+    demo.wait_for_messages(1)
+    assert demo.stop(signal.SIGINT, group=True) == 0
+    assert "Traceback" not in demo.output
 
     demo.lines.clear()
     demo.token = ""
     demo.start()
     assert "reusing" in demo.output
-    assert "newsletter #2 queued for 25 subscribers" in demo.output
-    demo.wait_for_messages(50)
+    assert "newsletter #2 queued for 200 subscribers" in demo.output
+    demo.wait_for_messages(400)
     assert demo.stop() == 0
+    received = Counter(
+        (message["To"], message["Subject"])
+        for message in (
+            email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            for path in demo.caught()
+        )
+    )
+    assert len(received) == 400 and set(received.values()) == {1}
 
     demo.lines.clear()
     demo.token = ""
     demo.start("--fresh")
     assert "created tenant 'demo'" in demo.output
     assert "newsletter #1 queued" in demo.output
-    demo.wait_for_messages(25)
-    assert len(demo.caught()) == 25  # the old outbox went with the old data
+    demo.wait_for_messages(200)
+    assert len(demo.caught()) == 200  # the old outbox went with the old data
     assert demo.stop() == 0

@@ -104,11 +104,17 @@ class DemoProcess:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    def stop(self, sig: signal.Signals = signal.SIGINT, timeout: float = 60.0) -> int:
-        """Signal the demo and wait for it to finish; returns its exit code."""
+    def stop(
+        self, sig: signal.Signals = signal.SIGINT, timeout: float = 60.0, *, group: bool = False
+    ) -> int:
+        """Signal the demo and wait for it to finish; returns its exit code. ``group``: signal
+        its whole process group, embedded Postgres included, as Ctrl-C in a terminal does."""
         assert self._process is not None
         if self._process.poll() is None:
-            self._process.send_signal(sig)
+            if group:
+                os.killpg(self._process.pid, sig)
+            else:
+                self._process.send_signal(sig)
         try:
             code = self._process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
