@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -26,8 +27,10 @@ from mailer.api_tokens import Principal
 from mailer.db import queries, rows
 from mailer.errors import Forbidden, InvalidAddress, Unauthorized, UnknownTenant
 from unsubscribe_web.api_spec import SLUG_PATTERN
+from unsubscribe_web.forms import RateLimiter
 from unsubscribe_web.keys import SETTINGS
 from unsubscribe_web.pages import connection, render
+from unsubscribe_web.security import client_ip
 from unsubscribe_web.static import add_stylesheet
 from unsubscribe_web.svg_plot import bar_chart
 
@@ -42,6 +45,12 @@ STYLESHEET = (
     Path(__file__).resolve().parent.parent / "templates" / "web" / "static" / "dashboard.css"
 )
 
+# Sign-in attempts per client IP: a token cannot be guessed, but each attempt is a lookup.
+LOGINS_PER_IP_PER_10_MINUTES = 20
+LOGIN_LIMIT = web.AppKey("dashboard_login_limit", RateLimiter)
+TOO_MANY = "Too many sign-in attempts from your address. Wait ten minutes and try again."
+CROSS_SITE = "Sign in from this site's own form."
+
 # One message for every bad token (unknown, revoked, expired, malformed): nothing is revealed.
 WRONG_TOKEN = "That token is not valid."
 SESSION_ENDED = "Your session has ended. Sign in again with a valid token."
@@ -55,6 +64,7 @@ WITHOUT_TOPIC = {
 
 
 def add_routes(app: web.Application) -> None:
+    app[LOGIN_LIMIT] = RateLimiter(LOGINS_PER_IP_PER_10_MINUTES, 600)
     app.router.add_get("/dashboard", show, name="dashboard")
     app.router.add_post("/dashboard/login", login, name="dashboard_login")
     app.router.add_post("/dashboard/logout", logout, name="dashboard_logout")
@@ -97,6 +107,11 @@ async def show(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     """POST /dashboard/login: check the token, keep it in the session cookie, back to the page."""
+    if _from_another_site(request):
+        # Another site's form could sign a browser in with the other site's token.
+        return _login_page(request, status=403, message=CROSS_SITE)
+    if not request.app[LOGIN_LIMIT].allow(client_ip(request) or ""):
+        return _login_page(request, status=429, message=TOO_MANY)
     form = await request.post()
     token = form.get("token")
     if not isinstance(token, str) or not token.strip():
@@ -331,6 +346,17 @@ def _see_other(request: web.Request) -> web.Response:
     # A response, not a raised HTTPSeeOther, so the cookie header travels with it.
     location = str(request.app.router["dashboard"].url_for())
     return web.Response(status=303, headers={"Location": location})
+
+
+def _from_another_site(request: web.Request) -> bool:
+    """Browsers say where a form was sent from: Sec-Fetch-Site, and Origin, which is "null"
+    under our no-referrer policy, so only another host named there counts. Clients that send
+    neither (scripts, old browsers) are not refused for that alone."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return True
+    origin = request.headers.get("Origin")
+    return origin not in (None, "null") and urlsplit(origin).netloc != request.host
 
 
 def _login_page(

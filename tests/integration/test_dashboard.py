@@ -16,7 +16,7 @@ from tests.conftest import TEST_HASH_KEY, probes
 from tests.support.api_world import CONTENT, sending_settings
 from tests.support.web import World, seed
 from unsubscribe_web.app import create_app
-from unsubscribe_web.dashboard import COOKIE
+from unsubscribe_web.dashboard import COOKIE, LOGINS_PER_IP_PER_10_MINUTES
 
 SVG = "{http://www.w3.org/2000/svg}"
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -118,6 +118,39 @@ async def test_without_a_session_the_dashboard_is_only_a_login_form(client, acme
     assert "Set-Cookie" not in response.headers
     # Signing in is a POST only: a GET with the token in the URL is not accepted.
     assert (await client.get("/dashboard/login?token=x")).status == 405
+
+
+async def test_a_form_on_another_site_cannot_sign_a_browser_in(client, acme, conn):
+    """Login CSRF: a browser posting another site's form says so (Sec-Fetch-Site, Origin);
+    refused, no cookie. The dashboard's own form works, with Origin "null" as our
+    no-referrer policy makes browsers send it."""
+    secret = await token(conn, "marketing", acme)
+    for headers in (
+        {"Sec-Fetch-Site": "cross-site", "Origin": "null"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "https://evil.example"},
+    ):
+        response = await client.post(
+            "/dashboard/login", data={"token": secret}, headers=headers, allow_redirects=False
+        )
+        assert response.status == 403 and "Set-Cookie" not in response.headers
+    own = f"http://{client.server.host}:{client.server.port}"
+    for headers in ({"Sec-Fetch-Site": "same-origin", "Origin": "null"}, {"Origin": own}):
+        response = await client.post(
+            "/dashboard/login", data={"token": secret}, headers=headers, allow_redirects=False
+        )
+        assert response.status == 303 and COOKIE in response.headers["Set-Cookie"]
+
+
+async def test_sign_in_attempts_are_limited_per_address(client, acme, conn):
+    secret = await token(conn, "marketing", acme)
+    for _ in range(LOGINS_PER_IP_PER_10_MINUTES):
+        response = await client.post("/dashboard/login", data={"token": "optout_wrong"})
+        assert response.status == 401
+    # Over the limit even the right token waits: the answer says so and sets nothing.
+    response = await client.post("/dashboard/login", data={"token": secret}, allow_redirects=False)
+    assert response.status == 429 and "Set-Cookie" not in response.headers
+    assert "Too many sign-in attempts" in await response.text()
 
 
 async def test_sign_in_keeps_the_token_in_a_strict_httponly_cookie(client, acme, conn):
