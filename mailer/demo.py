@@ -30,7 +30,7 @@ from mailer.addresses import parse_address
 from mailer.catcher import start_catcher
 from mailer.cli_support import Commands
 from mailer.config import Settings, load_settings, parse_smtp_url
-from mailer.db import check_keys, connect, database_url
+from mailer.db import connect, database_url
 from mailer.dkim import generate_rsa_key_pem
 from mailer.errors import UnknownTenant
 from mailer.serve import ServeAddresses, ServeOptions, serve_all
@@ -142,7 +142,6 @@ async def _demo(settings: Settings, dsn: str, ports: DemoPorts, people: int) -> 
     try:
         applied = await migrations.migrate(conn, settings=settings)
         print(f"migrations: {len(applied)} applied, database up to date", flush=True)
-        await check_keys(conn, settings)
         tenant = await _seed(conn, settings, people)
         token = await _staff_token(conn)
     finally:

@@ -90,10 +90,10 @@ async def serve_all(
     """
     check_options(settings, options)
     settings = dataclasses.replace(settings, database_url=dsn)
-    # Without worker and inbound, the web face starts while Postgres is away (it spools).
-    await check_keys_at_start(
-        settings, dsn, required=options.worker or options.inbound_port is not None
-    )
+    if not options.worker and options.inbound_port is None:
+        # The web face alone starts while Postgres is away (it spools). Otherwise the worker's
+        # and the inbound server's pools check the keys (pool_for) before anything listens.
+        await check_keys_at_start(settings, dsn, required=False)
     worker = _WorkerService(settings, dsn, options) if options.worker else None
     planned: list[_Service] = [worker] if worker is not None else []
     inbound = None
@@ -301,7 +301,8 @@ class _WorkerService:
                     "unrecorded messages were handed back to the queue and may be sent again"
                 )
                 # Cancelling still runs run()'s cleanup: record the last batch, release the
-                # leases (first), close SMTP. A second cancel cuts a QUIT the relay ignores.
+                # leases (first), close SMTP. A second cancel cuts a cleanup step that waits
+                # on the network in turn.
                 for _ in range(2):
                     task.cancel()
                     done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE_SECONDS)

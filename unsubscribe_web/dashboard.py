@@ -54,7 +54,6 @@ CROSS_SITE = "Sign in from this site's own form."
 # One message for every bad token (unknown, revoked, expired, malformed): nothing is revealed.
 WRONG_TOKEN = "That token is not valid."
 SESSION_ENDED = "Your session has ended. Sign in again with a valid token."
-NO_TENANT = UnknownTenant("No such tenant.", field="tenant")
 # What a ledger row with no topic withdrew from.
 WITHOUT_TOPIC = {
     "unsubscribe_all": "All marketing",
@@ -325,10 +324,10 @@ async def _chosen_tenant(
     if not slug:
         return (choices[0] if choices else None), choices
     if not re.fullmatch(SLUG_PATTERN, slug):
-        raise NO_TENANT
+        raise UnknownTenant("No such tenant.", field="tenant")
     chosen = next((t for t in choices if t["slug"] == slug), None)
     if chosen is None:
-        raise NO_TENANT
+        raise UnknownTenant("No such tenant.", field="tenant")
     return chosen, choices
 
 

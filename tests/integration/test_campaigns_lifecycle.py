@@ -14,28 +14,15 @@ from mailer.errors import Conflict
 from mailer.worker import Worker
 from tests.conftest import probes
 from tests.support.fault_sink import FaultSink, start_fault_sink
-from tests.support.mailer_env import add_subscribers, mail_settings, make_tenant, wait_until
-
-CONTENT = {"headline": "News", "intro": "Hello.", "blocks": []}
+from tests.support.mailer_env import (
+    mail_settings,
+    newsletter_campaign,
+    wait_until,
+)
 
 
 async def _rows(gen):
     return [r async for r in gen]
-
-
-async def _campaign(conn, settings, tmp_path, count):
-    tenant, topic = await make_tenant(conn, tmp_path)
-    people = await add_subscribers(conn, settings, tenant["id"], topic["id"], count)
-    campaign = await campaigns.create(
-        conn,
-        tenant_id=tenant["id"],
-        topic_slug="newsletter",
-        name="Life",
-        template="newsletter",
-        subject="Life",
-        content=CONTENT,
-    )
-    return tenant, topic, campaign, people
 
 
 async def _states(conn, campaign_id):
@@ -48,7 +35,7 @@ async def _states(conn, campaign_id):
 async def test_pause_takes_effect_within_one_batch_and_resume_finishes(
     conn, db_dsn, settings, smtp_sink, tmp_path
 ):
-    tenant, _, campaign, people = await _campaign(conn, settings, tmp_path, 600)
+    tenant, _, campaign, people = await newsletter_campaign(conn, settings, tmp_path, 600)
     s = mail_settings(settings, smtp_sink.port, batch_size=50, per_second=300.0)
     await campaigns.start(conn, s, tenant["id"], campaign["id"])
     pool = await create_pool(db_dsn, max_size=4)
@@ -76,7 +63,7 @@ async def test_pause_takes_effect_within_one_batch_and_resume_finishes(
 async def test_cancel_stops_the_send_and_drops_the_queue(
     conn, db_dsn, settings, smtp_sink, tmp_path
 ):
-    tenant, _, campaign, _ = await _campaign(conn, settings, tmp_path, 400)
+    tenant, _, campaign, _ = await newsletter_campaign(conn, settings, tmp_path, 400)
     s = mail_settings(settings, smtp_sink.port, batch_size=40, per_second=200.0)
     await campaigns.start(conn, s, tenant["id"], campaign["id"])
     pool = await create_pool(db_dsn, max_size=4)
@@ -103,7 +90,7 @@ async def test_a_campaign_whose_mail_keeps_failing_pauses_itself(conn, db_dsn, s
     sink = FaultSink()
     server = await start_fault_sink(sink)
     try:
-        tenant, _, campaign, people = await _campaign(conn, settings, tmp_path, 80)
+        tenant, _, campaign, people = await newsletter_campaign(conn, settings, tmp_path, 80)
         for address in sorted(people.values())[:60]:
             sink.faults[address] = ("rcpt:550 5.2.1 mailbox disabled", 9)
         s = mail_settings(
@@ -124,7 +111,7 @@ async def test_a_campaign_whose_mail_keeps_failing_pauses_itself(conn, db_dsn, s
 
 
 async def test_a_scheduled_campaign_starts_when_due(conn, db_dsn, settings, smtp_sink, tmp_path):
-    tenant, _, campaign, people = await _campaign(conn, settings, tmp_path, 5)
+    tenant, _, campaign, people = await newsletter_campaign(conn, settings, tmp_path, 5)
     s = mail_settings(settings, smtp_sink.port)
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
     row = await campaigns.schedule(conn, s, tenant["id"], campaign["id"], soon)
@@ -148,7 +135,7 @@ async def test_retry_failed_queues_soft_failures_only_and_stats_count_by_channel
     sink = FaultSink()
     server = await start_fault_sink(sink)
     try:
-        tenant, topic, campaign, people = await _campaign(conn, settings, tmp_path, 4)
+        tenant, topic, campaign, people = await newsletter_campaign(conn, settings, tmp_path, 4)
         soft, hard, leaver, _ = sorted(people.values())
         by_email = {v: k for k, v in people.items()}
         sink.faults[soft] = ("rcpt:451 4.2.0 later", 1)
@@ -184,7 +171,7 @@ async def test_retry_failed_queues_soft_failures_only_and_stats_count_by_channel
 async def test_the_claim_walks_its_index_and_never_scans_a_table(conn, settings, tmp_path):
     """The hot query's plan (as pgqueuer keeps a test for it): index lookups only, on fresh
     tables without statistics, so a claim costs the same at any outbox size."""
-    tenant, _, campaign, _ = await _campaign(conn, settings, tmp_path, 3000)
+    tenant, _, campaign, _ = await newsletter_campaign(conn, settings, tmp_path, 3000)
     s = mail_settings(settings, 2525)
     await campaigns.start(conn, s, tenant["id"], campaign["id"])
     explain = "EXPLAIN " + queries().deliveries.claim.sql  # $1 lim, $2 owner, $3 lease

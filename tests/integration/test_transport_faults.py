@@ -17,14 +17,11 @@ from mailer.worker import Worker
 from tests.conftest import probes
 from tests.support.fault_sink import FaultSink, start_fault_sink
 from tests.support.mailer_env import (
-    add_subscribers,
     address_key,
     mail_settings,
-    make_tenant,
+    newsletter_campaign,
     wait_until,
 )
-
-CONTENT = {"headline": "News", "intro": "Hello.", "blocks": []}
 
 
 @pytest.fixture
@@ -36,21 +33,6 @@ async def faults():
     finally:
         server.close()
         await server.wait_closed()
-
-
-async def _campaign(conn, settings, tmp_path, count):
-    tenant, topic = await make_tenant(conn, tmp_path)
-    people = await add_subscribers(conn, settings, tenant["id"], topic["id"], count)
-    campaign = await campaigns.create(
-        conn,
-        tenant_id=tenant["id"],
-        topic_slug="newsletter",
-        name="Faults",
-        template="newsletter",
-        subject="Faults",
-        content=CONTENT,
-    )
-    return tenant, campaign, people
 
 
 async def _send_until_done(db_dsn, conn, s, tenant, campaign, timeout=30.0):
@@ -100,7 +82,7 @@ def test_enhanced_status_is_read_from_the_reply():
 
 async def test_temporary_refusals_are_delivered_later(conn, db_dsn, settings, faults, tmp_path):
     """STANDARDS 51, 52: 421 and 451 defer with backoff, then the message goes through."""
-    tenant, campaign, people = await _campaign(conn, settings, tmp_path, 4)
+    tenant, _, campaign, people = await newsletter_campaign(conn, settings, tmp_path, 4)
     emails = sorted(people.values())
     faults.faults[emails[0]] = ("rcpt:451 4.3.0 try again later", 2)
     faults.mail_faults.append("421 4.3.2 busy")
@@ -126,7 +108,7 @@ async def test_no_such_user_is_not_retried_and_is_suppressed(
     conn, db_dsn, settings, faults, tmp_path
 ):
     """STANDARDS 48, 51: 550 5.1.1 at RCPT: bounced once, never retried, suppressed 'all'."""
-    tenant, campaign, people = await _campaign(conn, settings, tmp_path, 3)
+    tenant, _, campaign, people = await newsletter_campaign(conn, settings, tmp_path, 3)
     gone, policy, *_ = sorted(people.values())
     faults.faults[gone] = ("rcpt:550 5.1.1 <gone>: no such user", 99)
     faults.faults[policy] = ("rcpt:550 5.7.1 blocked by policy", 99)
@@ -160,7 +142,7 @@ async def test_no_such_user_is_not_retried_and_is_suppressed(
 
 
 async def test_a_connection_dropped_mid_data_is_retried(conn, db_dsn, settings, faults, tmp_path):
-    tenant, campaign, people = await _campaign(conn, settings, tmp_path, 3)
+    tenant, _, campaign, people = await newsletter_campaign(conn, settings, tmp_path, 3)
     victim = sorted(people.values())[1]
     faults.faults[victim] = ("drop", 1)
     s = mail_settings(settings, faults.port)
@@ -173,7 +155,7 @@ async def test_a_connection_dropped_mid_data_is_retried(conn, db_dsn, settings, 
 
 async def test_a_stalled_server_times_out_and_is_retried(conn, db_dsn, settings, faults, tmp_path):
     """STANDARDS 54: a stalled DATA reply trips the per-command timeout; retried later."""
-    tenant, campaign, people = await _campaign(conn, settings, tmp_path, 2)
+    tenant, _, campaign, people = await newsletter_campaign(conn, settings, tmp_path, 2)
     victim = sorted(people.values())[0]
     faults.faults[victim] = ("stall", 1)
     faults.stall_seconds = 3.0
@@ -190,7 +172,7 @@ async def test_default_retry_waits_30_minutes_and_gives_up_as_soft_failure(
 ):
     """STANDARDS 52: the first retry is 30 minutes or more away; past the give-up age (4 days
     by default) a 4xx ends as a soft failure: failed, not bounced, no suppression."""
-    tenant, campaign, people = await _campaign(conn, settings, tmp_path, 2)
+    tenant, _, campaign, people = await newsletter_campaign(conn, settings, tmp_path, 2)
     fresh, old = sorted(people.values())
     faults.faults[fresh] = ("rcpt:451 4.3.0 later", 99)
     faults.faults[old] = ("rcpt:451 4.3.0 later", 99)
@@ -295,7 +277,7 @@ async def test_a_dead_relay_is_set_aside_and_the_next_one_takes_the_mail(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]  # closed again: connections are refused
-    tenant, campaign, people = await _campaign(conn, settings, tmp_path, 12)
+    tenant, _, campaign, people = await newsletter_campaign(conn, settings, tmp_path, 12)
     s = mail_settings(
         settings,
         dead_port,
