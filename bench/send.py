@@ -37,13 +37,14 @@ from typing import Any
 import aiosql
 
 from bench.common import HASH_KEY, KEYS, server_dsn, settings_for
-from mailer import campaigns, migrations, tenants
+from mailer import migrations, tenants
 from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.admin_db import create_database, drop_database
 from mailer.config import SmtpRelay
 from mailer.db import connect, with_database
-from mailer.dkim import generate_rsa_key_pem
-from mailer.worker import Composer
+from mailer.sending import campaigns
+from mailer.sending.dkim import generate_rsa_key_pem
+from mailer.sending.worker import Composer
 
 DATABASE = "optout_bench_send"
 DOMAIN = "news.bench.example"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from mailer.db import SQL_DIR, queries
+from mailer.db import queries
+from mailer.resources import ADMIN_SQL_DIR
 
 
 async def _ddl(conn: asyncpg.Connection, name: str, **identifiers: str) -> str:
@@ -13,7 +14,7 @@ async def _ddl(conn: asyncpg.Connection, name: str, **identifiers: str) -> str:
         key: await queries().admin.quote_ident(conn, name=value)
         for key, value in identifiers.items()
     }
-    return (SQL_DIR / "admin" / f"{name}.sql").read_text().format(**quoted)
+    return (ADMIN_SQL_DIR / f"{name}.sql").read_text().format(**quoted)
 
 
 async def create_database(

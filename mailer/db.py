@@ -21,13 +21,10 @@ import asyncpg
 
 from mailer.config import Settings
 from mailer.errors import ConfigError, DatabaseUnavailable, KeyMismatch
+from mailer.resources import QUERIES_DIR
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-SQL_DIR = ROOT / "sql"
-QUERIES_DIR = SQL_DIR / "queries"
-MIGRATIONS_DIR = SQL_DIR / "migrations"
 
 # Connection errors that mean "Postgres is not there right now", as opposed to a bad query.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (

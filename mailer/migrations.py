@@ -15,8 +15,9 @@ from pathlib import Path
 import asyncpg
 
 from mailer.config import Settings
-from mailer.db import MIGRATIONS_DIR, queries, record_keys, rows
+from mailer.db import queries, record_keys, rows
 from mailer.errors import MigrationError
+from mailer.resources import MIGRATIONS_DIR
 
 FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 

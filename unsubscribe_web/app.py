@@ -18,17 +18,11 @@ from aiohttp import web
 from mailer.config import Settings
 from mailer.db import create_pool
 from mailer.errors import ConfigError
-from unsubscribe_web import (
-    api,
-    dashboard,
-    dev_outbox,
-    errors,
-    hooks,
-    policy_pages,
-    public,
-    security,
-    self_service,
-)
+from mailer.resources import WEB_TEMPLATES_DIR
+from unsubscribe_web import dev_outbox, errors, security
+from unsubscribe_web.api import admin as api
+from unsubscribe_web.api import hooks
+from unsubscribe_web.dashboard import views as dashboard
 from unsubscribe_web.forms import CsrfTokens, RateLimiter
 from unsubscribe_web.keys import (
     CSRF,
@@ -43,11 +37,13 @@ from unsubscribe_web.keys import (
     SPOOL,
 )
 from unsubscribe_web.metrics import Metrics
+from unsubscribe_web.public import policy_pages, self_service
+from unsubscribe_web.public import routes as public
 from unsubscribe_web.spool import Spool, replay_forever
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "web"
+TEMPLATES = WEB_TEMPLATES_DIR
 MAX_BODY_BYTES = 64 * 1024
 # Sign-ups: per client IP, and per address (confirmation mails to one mailbox).
 SIGNUP_IP_PER_10_MINUTES = 20

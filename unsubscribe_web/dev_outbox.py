@@ -19,8 +19,8 @@ from aiohttp import web
 
 from mailer import catcher
 from mailer.db import queries
-from mailer.dkim import public_key_dns_record
 from mailer.errors import InvalidInput
+from mailer.sending.dkim import public_key_dns_record
 from unsubscribe_web.keys import PAGES, POOL, SETTINGS
 
 OUTBOX_DIR = web.AppKey("outbox_dir", Path)

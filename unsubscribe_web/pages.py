@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from mailer.consent import Evidence
+from mailer.consent.writer import Evidence
 from mailer.db import UNAVAILABLE_ERRORS
 from mailer.errors import DatabaseUnavailable
 from unsubscribe_web.keys import PAGES, POOL, SETTINGS

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import asyncpg
 
-from mailer import consent
+from mailer.consent import writer as consent
 from mailer.db import UNAVAILABLE_ERRORS
 from mailer.errors import DatabaseUnavailable, NotFound
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import asyncpg
 
-from mailer import api_tokens, imports, suppression_lists, tenants
-from mailer.cli_support import with_db
+from mailer import api_tokens, tenants
+from mailer.cli.support import with_db
+from mailer.consent import imports, suppression_lists
 from mailer.errors import InvalidInput
 
 

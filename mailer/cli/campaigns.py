@@ -16,12 +16,13 @@ from typing import Any
 
 import asyncpg
 
-from mailer import campaigns, tenants
-from mailer.cli_support import Commands, with_db
+from mailer import tenants
+from mailer.cli.support import Commands, with_db
 from mailer.config import Settings
 from mailer.db import database_url, pool_for
 from mailer.errors import InvalidInput
-from mailer.worker import Worker
+from mailer.sending import campaigns
+from mailer.sending.worker import Worker
 
 
 def register(commands: Commands[Any]) -> None:

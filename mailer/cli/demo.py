@@ -25,19 +25,23 @@ from typing import Any
 
 import asyncpg
 
-from mailer import api_tokens, campaigns, consent, migrations, policy, tenants
+from mailer import api_tokens, migrations, tenants
 from mailer.addresses import parse_address
 from mailer.catcher import start_catcher
-from mailer.cli_support import Commands
+from mailer.cli.services import ServeAddresses, ServeOptions, serve_all
+from mailer.cli.support import Commands
 from mailer.config import Settings, load_settings, parse_smtp_url
+from mailer.consent import writer as consent
 from mailer.db import connect, database_url
-from mailer.dkim import generate_rsa_key_pem
-from mailer.errors import UnknownTenant
-from mailer.serve import ServeAddresses, ServeOptions, serve_all
+from mailer.errors import OptoutError, UnknownTenant
+from mailer.rights import policy
+from mailer.sending import campaigns
+from mailer.sending.dkim import generate_rsa_key_pem
 
 log = logging.getLogger(__name__)
 
 DEMO_SLUG = "demo"
+SEND_TIMEOUT_SECONDS = 300  # --exit-after-send: a bound on waiting for the newsletter
 DEMO_SELECTOR = "demo"
 DEMO_TOPICS = (
     ("newsletter", "Newsletter", "marketing", "News and offers, about once a month."),
@@ -94,6 +98,12 @@ addresses that no longer exist.
 STAFF_TOKEN_DAYS = 7
 
 
+class DemoFailed(OptoutError):
+    """The demo's newsletter was not sent."""
+
+    code = "demo_failed"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class DemoPorts:
     web: int
@@ -108,6 +118,11 @@ def register(commands: Commands[Any]) -> None:
     add.add_argument("--smtp-port", type=int, default=1025, help="SMTP catcher port")
     add.add_argument("--inbound-port", type=int, default=2525, help="inbound SMTP port")
     add.add_argument("--subscribers", type=int, default=300, help="people to seed on the first run")
+    add.add_argument(
+        "--exit-after-send",
+        action="store_true",
+        help="stop (exit 0) once the newsletter is in the catcher: a smoke test of an install",
+    )
     add.set_defaults(run=run)
 
 
@@ -132,12 +147,14 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     with database_url(demo_settings) as dsn:
         print("embedded Postgres is running", flush=True)
         demo_settings = dataclasses.replace(demo_settings, database_url=dsn)
-        asyncio.run(_demo(demo_settings, dsn, ports, args.subscribers))
+        asyncio.run(_demo(demo_settings, dsn, ports, args.subscribers, args.exit_after_send))
     print("demo stopped; run `./dev demo` again to reuse the data", flush=True)
     return 0
 
 
-async def _demo(settings: Settings, dsn: str, ports: DemoPorts, people: int) -> None:
+async def _demo(
+    settings: Settings, dsn: str, ports: DemoPorts, people: int, exit_after_send: bool = False
+) -> None:
     conn = await connect(dsn)
     try:
         applied = await migrations.migrate(conn, settings=settings)
@@ -162,8 +179,11 @@ async def _demo(settings: Settings, dsn: str, ports: DemoPorts, people: int) -> 
         watched: set[asyncio.Future[Any]] = {up, serving}
         await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         if up.done():
-            await _send_newsletter(dsn, settings, tenant)
+            campaign_id = await _send_newsletter(dsn, settings, tenant)
             _welcome(up.result(), ports, token, settings.data_dir)
+            if exit_after_send:
+                await _wait_until_sent(dsn, tenant["id"], campaign_id, serving)
+                stop.set()
         await serving
     finally:
         stop.set()  # after an error above: drain what started before reporting it
@@ -275,7 +295,7 @@ async def _staff_token(conn: asyncpg.Connection) -> str:
     return token.secret
 
 
-async def _send_newsletter(dsn: str, settings: Settings, tenant: asyncpg.Record) -> None:
+async def _send_newsletter(dsn: str, settings: Settings, tenant: asyncpg.Record) -> int:
     conn = await connect(dsn)
     try:
         number = len(await campaigns.list_campaigns(conn, tenant["id"])) + 1
@@ -295,6 +315,36 @@ async def _send_newsletter(dsn: str, settings: Settings, tenant: asyncpg.Record)
     print(
         f"newsletter #{number} queued for {queued} subscribers; the worker is sending", flush=True
     )
+    campaign_id: int = campaign["id"]
+    return campaign_id
+
+
+async def _wait_until_sent(
+    dsn: str, tenant_id: int, campaign_id: int, serving: asyncio.Task[None]
+) -> None:
+    """Return once the campaign is done: every message accepted by the catcher, which keeps a
+    message on disk before it answers 250. Bounded, and ends early if serving fails."""
+    conn = await connect(dsn)
+    try:
+        async with asyncio.timeout(SEND_TIMEOUT_SECONDS):
+            while not serving.done():
+                campaign = await campaigns.get(conn, tenant_id, campaign_id)
+                if campaign["status"] in ("done", "cancelled", "paused"):
+                    stats = await campaigns.stats(conn, tenant_id, campaign_id)
+                    if campaign["status"] != "done" or stats.failed:
+                        raise DemoFailed(
+                            f"the newsletter ended {campaign['status']} with "
+                            f"{stats.failed} failed deliveries"
+                        )
+                    print(f"newsletter sent: {stats.sent} messages in the catcher", flush=True)
+                    return
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        raise DemoFailed(
+            f"the newsletter was not sent within {SEND_TIMEOUT_SECONDS} seconds"
+        ) from None
+    finally:
+        await conn.close()
 
 
 def _newsletter_content(number: int, base_url: str) -> dict[str, object]:

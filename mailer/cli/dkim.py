@@ -11,9 +11,10 @@ from typing import Any
 
 import asyncpg
 
-from mailer import dkim, tenants
-from mailer.cli_support import Commands, with_db
+from mailer import tenants
+from mailer.cli.support import Commands, with_db
 from mailer.errors import InvalidInput
+from mailer.sending import dkim
 
 KEY_TYPES = ("rsa", "ed25519")
 

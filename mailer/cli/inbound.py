@@ -6,10 +6,10 @@ import argparse
 import asyncio
 from typing import Any
 
-from mailer.cli_support import Commands
+from mailer.cli.support import Commands
 from mailer.config import Settings
 from mailer.db import database_url
-from mailer.inbound_server import serve
+from mailer.inbound.server import serve
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 2525

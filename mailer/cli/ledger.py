@@ -17,10 +17,10 @@ import asyncpg
 
 from mailer import audit, tenants
 from mailer.addresses import parse_address, suppression_key, tenant_hash_key
-from mailer.cli_support import Commands, with_db
+from mailer.cli.support import Commands, with_db
+from mailer.consent.ledger import event_view
 from mailer.db import queries, rows
 from mailer.errors import UnknownSubscriber
-from mailer.ledger import event_view
 
 # The audit action of the API's route (unsubscribe_web/api.py), so one filter finds every read
 # of a person's consent proof, whichever way it was made.

@@ -14,21 +14,17 @@ from typing import Any
 
 import asyncpg
 
-from mailer import (
-    audit,
-    cli_admin,
-    cli_campaigns,
-    cli_dkim,
-    cli_inbound,
-    cli_ledger,
-    cli_policy,
-    cli_serve,
-    cli_web,
-    demo,
-    migrations,
-    tenants,
-)
-from mailer.cli_support import with_db
+from mailer import audit, migrations, tenants
+from mailer.cli import admin as cli_admin
+from mailer.cli import campaigns as cli_campaigns
+from mailer.cli import demo
+from mailer.cli import dkim as cli_dkim
+from mailer.cli import inbound as cli_inbound
+from mailer.cli import ledger as cli_ledger
+from mailer.cli import policy as cli_policy
+from mailer.cli import serve as cli_serve
+from mailer.cli import web as cli_web
+from mailer.cli.support import with_db
 from mailer.config import load_settings
 from mailer.errors import InvalidInput, OptoutError
 
@@ -229,7 +225,3 @@ async def _topic_list(conn: asyncpg.Connection, args: argparse.Namespace) -> int
     for row in await tenants.list_topics(conn, tenant["id"]):
         print(f"{row['slug']:24} {row['kind']:10} {row['name']}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,10 +14,12 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from mailer import campaigns, deadlines, erasure, partners, policy, privacy, tenants
-from mailer.cli_support import Commands, with_db
+from mailer import tenants
+from mailer.cli.support import Commands, with_db
 from mailer.csv_safe import write_csv
 from mailer.errors import InvalidInput, OptoutError
+from mailer.rights import deadlines, erasure, partners, policy, privacy
+from mailer.sending import campaigns
 
 ACTOR = "cli"
 

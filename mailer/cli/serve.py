@@ -11,10 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 from mailer import logs
-from mailer.cli_support import Commands
+from mailer.cli.services import ServeAddresses, ServeOptions, check_options, serve_all
+from mailer.cli.support import Commands
 from mailer.config import Settings
 from mailer.db import database_url
-from mailer.serve import ServeAddresses, ServeOptions, check_options, serve_all
 
 log = logging.getLogger(__name__)
 

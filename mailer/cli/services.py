@@ -34,8 +34,8 @@ from aiohttp import web
 from mailer.config import Settings
 from mailer.db import check_keys_at_start, pool_for
 from mailer.errors import ConfigError, ServeFailed
-from mailer.inbound_server import running
-from mailer.worker import Worker, WorkerStats
+from mailer.inbound.server import running
+from mailer.sending.worker import Worker, WorkerStats
 
 __all__ = ["ServeAddresses", "ServeFailed", "ServeOptions", "check_options", "serve_all"]
 

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from mailer import logs
-from mailer.cli_support import Commands
+from mailer.cli.support import Commands
 from mailer.config import Settings
 from mailer.db import check_keys_at_start, database_url
 

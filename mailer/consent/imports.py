@@ -25,9 +25,10 @@ from typing import Any
 
 import asyncpg
 
-from mailer import audit, consent
+from mailer import audit
 from mailer.addresses import parse_address
 from mailer.config import Settings
+from mailer.consent import writer as consent
 from mailer.db import queries, rows
 from mailer.errors import Conflict, InvalidAddress, InvalidInput, NotFound
 from mailer.outbox import TRANSACTIONAL_PRIORITY

@@ -15,11 +15,12 @@ from typing import Any, TextIO
 
 import asyncpg
 
-from mailer import audit, consent
+from mailer import audit
 from mailer.addresses import parse_address, suppression_key, tenant_hash_key
+from mailer.consent import writer as consent
+from mailer.consent.imports import MAX_LINE_BYTES, scan
 from mailer.db import queries, rows
 from mailer.errors import InvalidAddress, InvalidInput
-from mailer.imports import MAX_LINE_BYTES, scan
 
 log = logging.getLogger(__name__)
 

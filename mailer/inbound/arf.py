@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from email.message import Message
 
-from mailer.bounce_parse import (
+from mailer.inbound.bounce_parse import (
     OriginalHeaders,
     header_value,
     header_values,

@@ -11,12 +11,13 @@ from typing import Any
 
 import asyncpg
 
-from mailer import campaigns, consent
-from mailer.consent import Evidence
+from mailer.consent import writer as consent
+from mailer.consent.writer import Evidence
 from mailer.db import queries
 from mailer.errors import Conflict
-from mailer.inbound_match import Match, delivery_address_key
+from mailer.inbound.matching import Match, delivery_address_key
 from mailer.inbound_settings import InboundSettings
+from mailer.sending import campaign_status
 
 __all__ = ["RateCheck", "apply_complaint", "check_campaign_rate", "thresholds_for"]
 
@@ -163,9 +164,9 @@ async def check_campaign_rate(
 
 
 async def _pause(conn: asyncpg.Connection, tenant_id: int, campaign_id: int, reason: str) -> bool:
-    """Pause through the campaign lifecycle (mailer.campaigns); False if it is not sending."""
+    """Pause through the campaign status change (campaign_status); False if it is not sending."""
     try:
-        await campaigns.pause(conn, tenant_id, campaign_id, reason)
+        await campaign_status.pause(conn, tenant_id, campaign_id, reason)
     except Conflict:
         return False
     return True

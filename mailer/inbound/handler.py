@@ -22,16 +22,15 @@ from typing import Any
 
 import asyncpg
 
-from mailer import consent
-from mailer.arf import parse_complaint
-from mailer.bounce_parse import BounceReport, header_value, load_message, parse_bounce
-from mailer.bounce_policy import record_bounce
-from mailer.complaints import apply_complaint
 from mailer.config import Settings
-from mailer.consent import Evidence
+from mailer.consent import writer as consent
+from mailer.consent.writer import Evidence
 from mailer.db import UNAVAILABLE_ERRORS, queries, rows
 from mailer.errors import DatabaseUnavailable, OptoutError
-from mailer.inbound_match import (
+from mailer.inbound.arf import parse_complaint
+from mailer.inbound.bounce_parse import BounceReport, header_value, load_message, parse_bounce
+from mailer.inbound.complaints import apply_complaint
+from mailer.inbound.matching import (
     BOUNCE_PREFIX,
     UNSUBSCRIBE_PREFIX,
     address_key_for,
@@ -40,6 +39,7 @@ from mailer.inbound_match import (
     read_local_code,
     split_address,
 )
+from mailer.sending.bounce_policy import record_bounce
 from mailer.tokens import CodeClaims, CodeKind
 
 __all__ = ["COMPLAINT_LOCALS", "InboundHandler", "Target", "TenantDirectory"]

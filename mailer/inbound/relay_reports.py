@@ -17,13 +17,13 @@ from typing import Any
 
 import asyncpg
 
-from mailer.bounce_parse import status_class
-from mailer.bounce_policy import record_bounce
-from mailer.complaints import apply_complaint
 from mailer.config import Settings
 from mailer.db import queries, rows
-from mailer.inbound import clean_json, clean_text, plain
-from mailer.inbound_match import Match, address_key_for, delivery_address_key, locate
+from mailer.inbound.bounce_parse import status_class
+from mailer.inbound.complaints import apply_complaint
+from mailer.inbound.handler import clean_json, clean_text, plain
+from mailer.inbound.matching import Match, address_key_for, delivery_address_key, locate
+from mailer.sending.bounce_policy import record_bounce
 
 __all__ = ["PARSERS", "RelayReport", "UnreadableReport", "apply_reports", "parse_reports"]
 

@@ -21,7 +21,7 @@ from aiosmtpd.smtp import SMTP
 from mailer.config import Settings
 from mailer.db import UNAVAILABLE_ERRORS, pool_for, queries
 from mailer.errors import ConfigError
-from mailer.inbound import DIRECTORY_MAX_AGE, InboundHandler
+from mailer.inbound.handler import DIRECTORY_MAX_AGE, InboundHandler
 from mailer.inbound_settings import InboundSettings
 
 __all__ = ["ConnectionLimiter", "InboundSMTP", "purge_expired_raw", "serve", "start_server"]

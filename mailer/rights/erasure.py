@@ -18,10 +18,10 @@ from typing import Any
 
 import asyncpg
 
-from mailer import consent
+from mailer.consent import writer as consent
 from mailer.db import queries, rows
 from mailer.errors import NotFound
-from mailer.privacy import jsonable
+from mailer.rights.json_values import jsonable
 
 log = logging.getLogger(__name__)
 

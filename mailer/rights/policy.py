@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 import asyncpg
 from markdown_it import MarkdownIt
 
-from mailer import campaigns
 from mailer.db import queries, rows
 from mailer.errors import Conflict, InvalidInput, NotFound
+from mailer.sending import campaigns
 
 log = logging.getLogger(__name__)
 

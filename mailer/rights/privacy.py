@@ -15,13 +15,15 @@ from typing import Any
 
 import asyncpg
 
-from mailer import audit, deadlines
+from mailer import audit
 from mailer.addresses import parse_address, suppression_key, tenant_hash_key
 from mailer.config import Settings
 from mailer.db import queries, rows
 from mailer.db_errors import domain_errors
 from mailer.errors import Conflict, InvalidInput, NotFound, Suppressed
 from mailer.outbox import enqueue_transactional
+from mailer.rights import deadlines, erasure
+from mailer.rights.json_values import jsonable
 from mailer.tokens import InvalidToken, Keyring, LinkClaims, Purpose
 
 log = logging.getLogger(__name__)
@@ -203,9 +205,6 @@ async def fulfil_request(
     Nothing runs before verification (Conflict); a request already done is returned as it is.
     The completion is audited (ids only) in the same transaction.
     """
-    # mailer.erasure imports this module (jsonable), so it is imported where it is used.
-    from mailer import erasure
-
     request = await get_request(conn, tenant_id, request_id)
     if request["status"] == "done":
         return Fulfilment(request, already_done=True)
@@ -438,18 +437,6 @@ async def access_export(
         }
     )
     return data
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    if isinstance(value, bytes | memoryview):
-        return bytes(value).hex()
-    return value
 
 
 # --- rectification (Art. 16) -------------------------------------------------------------------

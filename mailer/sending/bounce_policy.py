@@ -16,7 +16,7 @@ from typing import Literal
 
 import asyncpg
 
-from mailer import consent
+from mailer.consent import writer as consent
 from mailer.db import queries, rows
 from mailer.errors import InvalidInput
 

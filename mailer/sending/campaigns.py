@@ -14,11 +14,16 @@ from typing import Any
 
 import asyncpg
 
-from mailer import compose, outbox
+from mailer import outbox
 from mailer.config import Settings
 from mailer.db import queries, rows
-from mailer.dkim import DkimSigner
-from mailer.errors import Conflict, InvalidInput, NotFound, OptoutError
+from mailer.errors import Conflict, InvalidInput, OptoutError
+from mailer.sending import compose
+from mailer.sending.campaign_status import UnknownCampaign as UnknownCampaign
+from mailer.sending.campaign_status import cancel as cancel
+from mailer.sending.campaign_status import pause as pause
+from mailer.sending.campaign_status import resume as resume
+from mailer.sending.dkim import DkimSigner
 from mailer.tenants import get_topic
 
 log = logging.getLogger(__name__)
@@ -31,12 +36,6 @@ class CampaignRefused(InvalidInput):
     """The campaign cannot start."""
 
     code = "campaign_refused"
-
-
-class UnknownCampaign(NotFound):
-    """No such campaign."""
-
-    code = "unknown_campaign"
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,57 +303,6 @@ async def start_due(conn: asyncpg.Connection, settings: Settings) -> int:
                     pause_reason=f"could not start: {exc.message}"[:500],
                 )
     return started
-
-
-async def _transition(
-    conn: asyncpg.Connection,
-    tenant_id: int,
-    campaign_id: int,
-    allowed: tuple[str, ...],
-    status: str,
-    reason: str | None = None,
-) -> asyncpg.Record:
-    q = queries().campaigns
-    async with conn.transaction():
-        campaign = await q.lock_campaign(conn, tenant_id=tenant_id, id=campaign_id)
-        if campaign is None:
-            raise UnknownCampaign(field="campaign")
-        if campaign["status"] not in allowed:
-            raise Conflict(f"the campaign is {campaign['status']}; cannot make it {status}")
-        row = await q.set_status(
-            conn, tenant_id=tenant_id, id=campaign_id, status=status, pause_reason=reason
-        )
-        if status == "cancelled":
-            await q.cancel_deliveries(conn, campaign_id=campaign_id)
-        if status == "paused":
-            await q.hold_deliveries(conn, campaign_id=campaign_id)
-        if status == "sending":
-            await q.release_deliveries(conn, campaign_id=campaign_id)
-            await queries().outbox.notify_work(conn)
-        result: asyncpg.Record = row
-        return result
-
-
-async def pause(
-    conn: asyncpg.Connection, tenant_id: int, campaign_id: int, reason: str = "paused by staff"
-) -> asyncpg.Record:
-    """Stop sending; takes effect within one batch (the worker's pre-send check sees it)."""
-    return await _transition(conn, tenant_id, campaign_id, ("sending",), "paused", reason)
-
-
-async def resume(conn: asyncpg.Connection, tenant_id: int, campaign_id: int) -> asyncpg.Record:
-    return await _transition(conn, tenant_id, campaign_id, ("paused",), "sending")
-
-
-async def cancel(conn: asyncpg.Connection, tenant_id: int, campaign_id: int) -> asyncpg.Record:
-    """Stop for good: queued deliveries are cancelled; a draft just becomes cancelled."""
-    return await _transition(
-        conn,
-        tenant_id,
-        campaign_id,
-        ("draft", "scheduled", "sending", "paused"),
-        "cancelled",
-    )
 
 
 async def retry_failed(conn: asyncpg.Connection, tenant_id: int, campaign_id: int) -> int:

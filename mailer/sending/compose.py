@@ -28,8 +28,9 @@ import markupsafe
 
 from mailer.config import LOOPBACK_HOSTS
 from mailer.errors import InvalidAddress, InvalidInput
+from mailer.resources import EMAIL_TEMPLATES_DIR
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates" / "email"
+TEMPLATE_DIR = EMAIL_TEMPLATES_DIR
 
 MAX_SUBJECT = 255
 MAX_NAME = 255

@@ -24,22 +24,22 @@ from typing import Any
 
 import asyncpg
 
-from mailer import bounce_policy, compose
 from mailer.addresses import suppression_key, tenant_hash_key
-from mailer.campaigns import sender_for, signer_for
 from mailer.config import Settings, SmtpRelay
 from mailer.db import UNAVAILABLE_ERRORS, queries, rows
-from mailer.dkim import DkimSigner
 from mailer.errors import ConfigError, OptoutError
-from mailer.relays import (
+from mailer.sending import bounce_policy, compose
+from mailer.sending.campaigns import sender_for, signer_for
+from mailer.sending.dkim import DkimSigner
+from mailer.sending.relays import (
     SET_ASIDE_AFTER,
     SET_ASIDE_SECONDS,
     RateGate,
     ensure_relay,
     relay_name,
 )
+from mailer.sending.transport import Reply, SmtpPool
 from mailer.tokens import CodeClaims, CodeKind, Keyring, LinkClaims, Purpose
-from mailer.transport import Reply, SmtpPool
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +365,7 @@ class Worker:
         await self.pool.release(conn)
 
     async def _housekeeping(self) -> None:
-        from mailer import campaigns  # the worker starts scheduled campaigns
+        from mailer.sending import campaigns
 
         async with self.pool.acquire() as conn:
             freed = await queries().deliveries.release_expired_leases(conn)

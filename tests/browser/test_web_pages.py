@@ -7,7 +7,7 @@ import email.policy
 import re
 
 from mailer.db import create_pool
-from mailer.worker import Worker
+from mailer.sending.worker import Worker
 from tests.conftest import probes
 from tests.support.mailer_env import mail_settings
 from tests.support.web import seed

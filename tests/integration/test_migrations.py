@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from mailer import migrations
-from mailer.db import MIGRATIONS_DIR, connect
+from mailer.db import connect
 from mailer.errors import MigrationError
+from mailer.resources import MIGRATIONS_DIR
 from tests.conftest import probes, subprocess_env
 
 OPTOUT = [sys.executable, "-m", "mailer.cli"]

@@ -9,10 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailer import api_tokens, campaigns, consent, imports, policy, privacy, tenants
+from mailer import api_tokens, tenants
 from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.config import Settings, SmtpRelay
+from mailer.consent import imports
+from mailer.consent import writer as consent
 from mailer.db import queries
+from mailer.rights import policy, privacy
+from mailer.sending import campaigns
 
 
 @dataclass

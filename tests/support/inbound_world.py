@@ -17,12 +17,13 @@ from typing import Any
 import aiosql
 import asyncpg
 
-from mailer import consent, tenants
-from mailer.compose import Recipient, Sender, prepare
+from mailer import tenants
 from mailer.config import Settings
+from mailer.consent import writer as consent
 from mailer.db import create_pool
-from mailer.inbound import InboundHandler
-from mailer.inbound_server import start_server
+from mailer.inbound.handler import InboundHandler
+from mailer.inbound.server import start_server
+from mailer.sending.compose import Recipient, Sender, prepare
 from mailer.tokens import CodeClaims, CodeKind, LinkClaims, Purpose
 
 DOMAIN = "news.example.com"

@@ -10,10 +10,11 @@ from typing import Any
 
 import asyncpg
 
-from mailer import campaigns, tenants
+from mailer import tenants
 from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.config import MailerSettings, Settings, SmtpRelay
-from mailer.dkim import generate_rsa_key_pem, public_key_dns_record
+from mailer.sending import campaigns
+from mailer.sending.dkim import generate_rsa_key_pem, public_key_dns_record
 from tests.conftest import probes
 
 DOMAIN = "news.example.com"

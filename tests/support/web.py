@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from mailer import consent, tenants
+from mailer import tenants
+from mailer.consent import writer as consent
 from mailer.tokens import Keyring, LinkClaims, Purpose
 from tests.conftest import TEST_HASH_KEY, TEST_KEYS
 

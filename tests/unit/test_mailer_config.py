@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from mailer.compose import Recipient, Sender, prepare
 from mailer.config import MailerSettings, load_settings
 from mailer.errors import ConfigError, InvalidInput
+from mailer.sending.compose import Recipient, Sender, prepare
 
 BASE = {
     "OPTOUT_SECRET_KEYS": "k1:" + "a" * 40,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mailer.db import ROOT, queries
+from mailer.db import queries
+from mailer.resources import QUERIES_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CALL = re.compile(r"queries\(\)\.(\w+)\.(\w+)")
 # `q = queries().consent` then `q.name(...)`
@@ -14,7 +17,7 @@ ALIAS = re.compile(r"(\w+) = queries\(\)\.(\w+)\n")
 
 def called_queries() -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
-    for path in [*ROOT.glob("mailer/*.py"), *ROOT.glob("unsubscribe_web/*.py")]:
+    for path in [*ROOT.glob("mailer/**/*.py"), *ROOT.glob("unsubscribe_web/**/*.py")]:
         text = path.read_text()
         found |= set(CALL.findall(text))
         for alias, group in ALIAS.findall(text):
@@ -37,12 +40,12 @@ def test_no_sql_strings_in_python():
     statement = re.compile(rf"[\"']({keywords}) [a-z_(*]")
     offenders = [
         str(path.relative_to(ROOT))
-        for path in [*ROOT.glob("mailer/*.py"), *ROOT.glob("unsubscribe_web/*.py")]
+        for path in [*ROOT.glob("mailer/**/*.py"), *ROOT.glob("unsubscribe_web/**/*.py")]
         if statement.search(path.read_text())
     ]
     assert offenders == []
 
 
 def test_query_files_are_loaded_by_name():
-    names = {p.stem for p in (Path(ROOT) / "sql" / "queries").glob("*.sql")}
+    names = {p.stem for p in QUERIES_DIR.glob("*.sql")}
     assert {"consent", "tenants", "migrations", "settings"} <= names

@@ -25,10 +25,12 @@ import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from mailer import api_tokens, audit, imports, suppression_lists, tenants
+from mailer import api_tokens, audit, tenants
 from mailer.addresses import parse_address, suppression_key, tenant_hash_key
 from mailer.api_tokens import Principal
 from mailer.config import Settings
+from mailer.consent import imports, suppression_lists
+from mailer.consent.ledger import event_view
 from mailer.db import queries, rows
 from mailer.errors import (
     Conflict,
@@ -40,10 +42,10 @@ from mailer.errors import (
     UnknownSubscriber,
     UnknownTenant,
 )
-from mailer.ledger import event_view
-from unsubscribe_web import api_campaigns, openapi
-from unsubscribe_web.api_context import DEFAULT_LIMIT, MAX_LIMIT, Ctx, id_cursor, page
-from unsubscribe_web.api_spec import (
+from unsubscribe_web.api import campaigns as api_campaigns
+from unsubscribe_web.api import openapi
+from unsubscribe_web.api.context import DEFAULT_LIMIT, MAX_LIMIT, Ctx, id_cursor, page
+from unsubscribe_web.api.spec import (
     ANY_OBJECT,
     BOOLEAN,
     ID,

@@ -14,11 +14,12 @@ from typing import Any
 
 import asyncpg
 
-from mailer import campaigns, partners, policy, privacy
 from mailer.db import queries
 from mailer.errors import InvalidInput, NotFound, OptoutError
-from unsubscribe_web.api_context import Ctx
-from unsubscribe_web.api_spec import (
+from mailer.rights import partners, policy, privacy
+from mailer.sending import campaigns
+from unsubscribe_web.api.context import Ctx
+from unsubscribe_web.api.spec import (
     ANY_OBJECT,
     BOOLEAN,
     ID,

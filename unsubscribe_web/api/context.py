@@ -12,7 +12,7 @@ from aiohttp import web
 from mailer.api_tokens import Principal
 from mailer.config import Settings
 from mailer.errors import InvalidInput, NotFound
-from unsubscribe_web.api_spec import path_id
+from unsubscribe_web.api.spec import path_id
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500

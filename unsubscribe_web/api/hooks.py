@@ -21,9 +21,9 @@ from aiohttp import web
 
 from mailer.db import UNAVAILABLE_ERRORS
 from mailer.errors import DatabaseUnavailable, InvalidInput, NotFound
+from mailer.inbound.relay_reports import UnreadableReport, apply_reports, parse_reports
+from mailer.inbound.sns import cert_url_allowed, verify
 from mailer.inbound_settings import RELAYS
-from mailer.relay_reports import UnreadableReport, apply_reports, parse_reports
-from mailer.sns import cert_url_allowed, verify
 from unsubscribe_web.keys import POOL, SETTINGS
 
 log = logging.getLogger(__name__)

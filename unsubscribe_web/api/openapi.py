@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from unsubscribe_web.api_spec import Endpoint
+from unsubscribe_web.api.spec import Endpoint
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -21,18 +20,21 @@ import asyncpg
 from aiohttp import web
 from markupsafe import Markup
 
-from mailer import api_tokens, campaigns, deadlines, policy, privacy, tenants
+from mailer import api_tokens, tenants
 from mailer.addresses import mask
 from mailer.api_tokens import Principal
 from mailer.db import queries, rows
 from mailer.errors import Forbidden, InvalidAddress, Unauthorized, UnknownTenant
-from unsubscribe_web.api_spec import SLUG_PATTERN
+from mailer.resources import STATIC_DIR
+from mailer.rights import deadlines, policy, privacy
+from mailer.sending import campaigns
+from unsubscribe_web.api.spec import SLUG_PATTERN
+from unsubscribe_web.dashboard.svg_plot import bar_chart
 from unsubscribe_web.forms import RateLimiter
 from unsubscribe_web.keys import SETTINGS
 from unsubscribe_web.pages import connection, render
 from unsubscribe_web.security import client_ip
 from unsubscribe_web.static import add_stylesheet
-from unsubscribe_web.svg_plot import bar_chart
 
 COOKIE = "optout_dashboard"
 COOKIE_PATH = "/dashboard"
@@ -41,9 +43,7 @@ RECENT_CAMPAIGNS = 20
 RECENT_UNSUBSCRIBES = 50
 UNSUBSCRIBE_DAYS = 30
 SEND_MINUTES = 60
-STYLESHEET = (
-    Path(__file__).resolve().parent.parent / "templates" / "web" / "static" / "dashboard.css"
-)
+STYLESHEET = STATIC_DIR / "dashboard.css"
 
 # Sign-in attempts per client IP: a token cannot be guessed, but each attempt is a lookup.
 LOGINS_PER_IP_PER_10_MINUTES = 20

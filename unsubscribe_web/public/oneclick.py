@@ -15,8 +15,8 @@ import time
 import asyncpg
 from aiohttp import web
 
-from mailer import consent
 from mailer.addresses import mask
+from mailer.consent import writer as consent
 from mailer.db import queries
 from mailer.errors import DatabaseUnavailable
 from mailer.tokens import LinkClaims, Purpose

@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 import markupsafe
 from aiohttp import web
 
-from mailer import policy, tenants
+from mailer import tenants
+from mailer.rights import policy
 from unsubscribe_web.pages import connection, render
 
 Clock = Callable[[], dt.datetime]

@@ -13,9 +13,10 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from mailer import consent, privacy
+from mailer.consent import writer as consent
 from mailer.db import queries, rows
 from mailer.errors import NotFound
+from mailer.rights import privacy
 from mailer.tokens import LinkClaims, Purpose
 from unsubscribe_web.keys import CSRF, KEYRING, SETTINGS, SIGNUP_ADDRESS_LIMIT
 from unsubscribe_web.pages import connection, evidence, render

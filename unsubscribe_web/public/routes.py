@@ -3,14 +3,14 @@ confirmation, health and metrics, and the stylesheet the pages link to."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from aiohttp import web
 
-from unsubscribe_web import health, oneclick, preferences, subscribe
+from mailer.resources import STATIC_DIR
+from unsubscribe_web import health
+from unsubscribe_web.public import oneclick, preferences, subscribe
 from unsubscribe_web.static import add_stylesheet
 
-STYLESHEET = Path(__file__).resolve().parent.parent / "templates" / "web" / "static" / "site.css"
+STYLESHEET = STATIC_DIR / "site.css"
 
 
 def add_routes(app: web.Application) -> None:

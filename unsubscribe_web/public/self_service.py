@@ -15,11 +15,11 @@ import logging
 
 from aiohttp import web
 
-from mailer import erasure, privacy
 from mailer.db import queries
+from mailer.rights import erasure, privacy
 from unsubscribe_web.keys import KEYRING, SETTINGS
 from unsubscribe_web.pages import connection, render
-from unsubscribe_web.policy_pages import CLOCK
+from unsubscribe_web.public.policy_pages import CLOCK
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from mailer import consent
 from mailer.addresses import parse_address, suppression_key, tenant_hash_key
+from mailer.consent import writer as consent
 from mailer.db import queries
 from mailer.errors import InvalidAddress, NotFound, Suppressed
 from mailer.outbox import enqueue_transactional

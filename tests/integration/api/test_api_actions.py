@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from mailer import privacy
+from mailer.rights import privacy
 from tests.conftest import probes, subprocess_env
 from tests.support.api_world import bearer, build_world, sending_settings
 from unsubscribe_web.app import create_app

@@ -19,7 +19,7 @@ from tests.support.api_world import (
     role_objects,
     sending_settings,
 )
-from unsubscribe_web.api import ENDPOINTS
+from unsubscribe_web.api.admin import ENDPOINTS
 from unsubscribe_web.app import create_app
 
 ROLES = ("admin", "marketing", "compliance", "client")

@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from mailer.addresses import suppression_key, tenant_hash_key
-from mailer.sns import signed_string
+from mailer.inbound.sns import signed_string
 from tests.support.inbound_world import FIXTURES, make_world, probes, rows
+from unsubscribe_web.api.hooks import SNS_CERTS, SnsCertificates
 from unsubscribe_web.app import create_app
-from unsubscribe_web.hooks import SNS_CERTS, SnsCertificates
 
 CERT_URL = (
     "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-0000000000000000000000.pem"

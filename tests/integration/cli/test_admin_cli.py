@@ -7,8 +7,9 @@ import io
 import subprocess
 import sys
 
-from mailer import consent, tenants
+from mailer import tenants
 from mailer.addresses import suppression_key, tenant_hash_key
+from mailer.consent import writer as consent
 from tests.conftest import TEST_HASH_KEY, probes, subprocess_env
 from tests.support.api_world import bearer
 from tests.support.cli import optout

@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from mailer import consent, policy, tenants
+from mailer import tenants
+from mailer.consent import writer as consent
+from mailer.rights import policy
 from tests.conftest import TEST_HASH_KEY, probes, subprocess_env
 from tests.support.cli import optout
 

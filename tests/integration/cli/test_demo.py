@@ -14,7 +14,7 @@ from pathlib import Path
 import dkim
 import pytest
 
-from mailer.dkim import public_key_dns_record
+from mailer.sending.dkim import public_key_dns_record
 from tests.support.demo_process import DemoProcess
 
 pytestmark = pytest.mark.timeout(300)

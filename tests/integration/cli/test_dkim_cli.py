@@ -9,8 +9,9 @@ from pathlib import Path
 
 import dkim
 
-from mailer import compose, tenants
-from mailer.campaigns import signer_for
+from mailer import tenants
+from mailer.sending import compose
+from mailer.sending.campaigns import signer_for
 from tests.conftest import subprocess_env
 from tests.support.cli import optout
 

@@ -15,10 +15,17 @@ import aiohttp
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mailer import campaigns, consent
+from mailer.cli.services import (
+    CANCEL_GRACE_SECONDS,
+    ServeAddresses,
+    ServeFailed,
+    ServeOptions,
+    serve_all,
+)
+from mailer.consent import writer as consent
 from mailer.db import rows
-from mailer.serve import CANCEL_GRACE_SECONDS, ServeAddresses, ServeFailed, ServeOptions, serve_all
-from mailer.worker import Worker
+from mailer.sending import campaigns
+from mailer.sending.worker import Worker
 from tests.conftest import probes, subprocess_env
 from tests.support.fault_sink import FaultSink, start_fault_sink
 from tests.support.mailer_env import (

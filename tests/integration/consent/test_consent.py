@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from mailer import consent, tenants
+from mailer import tenants
 from mailer.addresses import suppression_key, tenant_hash_key
+from mailer.consent import writer as consent
 from mailer.db import queries, rows
 from mailer.errors import (
     AgeAttestationRequired,

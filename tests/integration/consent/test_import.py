@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from mailer import consent, imports, tenants
+from mailer import tenants
 from mailer.addresses import suppression_key, tenant_hash_key
+from mailer.consent import imports
+from mailer.consent import writer as consent
 from mailer.errors import InvalidInput
 from mailer.tokens import Purpose
 from tests.conftest import probes

@@ -10,13 +10,15 @@ from http.cookies import SimpleCookie
 
 import pytest
 
-from mailer import api_tokens, campaigns, policy, privacy
+from mailer import api_tokens
 from mailer.db import queries
+from mailer.rights import policy, privacy
+from mailer.sending import campaigns
 from tests.conftest import TEST_HASH_KEY, probes
 from tests.support.api_world import CONTENT, sending_settings
 from tests.support.web import World, seed
 from unsubscribe_web.app import create_app
-from unsubscribe_web.dashboard import COOKIE, LOGINS_PER_IP_PER_10_MINUTES
+from unsubscribe_web.dashboard.views import COOKIE, LOGINS_PER_IP_PER_10_MINUTES
 
 SVG = "{http://www.w3.org/2000/svg}"
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}

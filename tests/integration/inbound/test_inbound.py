@@ -193,7 +193,7 @@ async def test_outage_answers_451_and_the_retry_is_applied_once(world, conn, set
 
 
 async def test_partner_withdrawal_from_a_subscribed_address(world, conn, settings, db_dsn):
-    from mailer import consent
+    from mailer.consent import writer as consent
 
     ann = await world.person("Ann@Example.org")
     await consent.set_partner_consent(

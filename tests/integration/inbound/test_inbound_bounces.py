@@ -14,7 +14,7 @@ from tests.support.inbound_world import (
     rows,
     send_smtplib,
 )
-from tests.unit.test_bounce_parse import EXPECTED
+from tests.unit.inbound.test_bounce_parse import EXPECTED
 
 IMMEDIATE = {"5.1.1", "5.1.10"}
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailer.db import create_pool
-from mailer.inbound import REPLY_OK, InboundHandler
+from mailer.inbound.handler import REPLY_OK, InboundHandler
 from tests.support.inbound_world import DOMAIN, PARTNER, make_world, probes, rows
 
 HEADER_NAMES = [

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mailer.inbound_server import purge_expired_raw
+from mailer.inbound.server import purge_expired_raw
 from tests.conftest import subprocess_env
 from tests.support.inbound_world import (
     DOMAIN,

@@ -9,7 +9,9 @@ import json
 
 import pytest
 
-from mailer import consent, privacy, tenants
+from mailer import tenants
+from mailer.consent import writer as consent
+from mailer.rights import privacy
 from tests.conftest import TEST_HASH_KEY, probes
 from unsubscribe_web.app import create_app
 

@@ -9,8 +9,12 @@ import io
 
 import pytest
 
-from mailer import campaigns, consent, erasure, imports, outbox, partners, privacy, tenants
+from mailer import outbox, tenants
+from mailer.consent import imports
+from mailer.consent import writer as consent
 from mailer.errors import Suppressed
+from mailer.rights import erasure, partners, privacy
+from mailer.sending import campaigns
 from tests.conftest import TEST_HASH_KEY, probes
 from tests.support.mailer_env import address_key, mail_settings, make_tenant
 

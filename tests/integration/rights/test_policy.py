@@ -9,16 +9,19 @@ import io
 
 import pytest
 
-from mailer import campaigns, consent, erasure, policy, tenants
-from mailer.campaigns import CampaignRefused
+from mailer import tenants
+from mailer.consent import writer as consent
 from mailer.csv_safe import csv_text
 from mailer.db import create_pool
 from mailer.errors import Conflict, InvalidInput
-from mailer.worker import Worker
+from mailer.rights import erasure, policy
+from mailer.sending import campaigns
+from mailer.sending.campaigns import CampaignRefused
+from mailer.sending.worker import Worker
 from tests.conftest import TEST_HASH_KEY, probes
 from tests.support.mailer_env import address_key, mail_settings, make_tenant
 from unsubscribe_web.app import create_app
-from unsubscribe_web.policy_pages import CLOCK
+from unsubscribe_web.public.policy_pages import CLOCK
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 V1 = "# Privacy\n\nWe keep your address.\n\nWe never share it.\n"

@@ -11,9 +11,11 @@ import sys
 
 import pytest
 
-from mailer import consent, erasure, partners, privacy, tenants
-from mailer.deadlines import ExtensionRefused
+from mailer import tenants
+from mailer.consent import writer as consent
 from mailer.errors import Conflict, InvalidAddress
+from mailer.rights import erasure, partners, privacy
+from mailer.rights.deadlines import ExtensionRefused
 from tests.conftest import TEST_HASH_KEY, probes, subprocess_env
 
 RECEIVED = dt.datetime(2026, 1, 31, 12, 0, tzinfo=dt.UTC)

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from mailer.bounce_policy import BouncePolicy, record_bounce
 from mailer.errors import InvalidInput
+from mailer.sending.bounce_policy import BouncePolicy, record_bounce
 from tests.conftest import probes
 from tests.support.mailer_env import add_subscribers, address_key, make_tenant
 

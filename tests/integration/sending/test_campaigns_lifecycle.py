@@ -8,10 +8,11 @@ import datetime as dt
 
 import pytest
 
-from mailer import campaigns, consent
+from mailer.consent import writer as consent
 from mailer.db import create_pool, queries
 from mailer.errors import Conflict
-from mailer.worker import Worker
+from mailer.sending import campaigns
+from mailer.sending.worker import Worker
 from tests.conftest import probes
 from tests.support.fault_sink import FaultSink, start_fault_sink
 from tests.support.mailer_env import (

@@ -12,13 +12,15 @@ from typing import Literal
 import dkim
 import pytest
 
-from mailer import campaigns, consent, outbox
-from mailer.campaigns import CampaignRefused
+from mailer import outbox
+from mailer.consent import writer as consent
 from mailer.db import create_pool
-from mailer.dkim import ed25519_dns_record, generate_ed25519_key_pem, generate_rsa_key_pem
 from mailer.errors import UnknownTopic
+from mailer.sending import campaigns
+from mailer.sending.campaigns import CampaignRefused
+from mailer.sending.dkim import ed25519_dns_record, generate_ed25519_key_pem, generate_rsa_key_pem
+from mailer.sending.worker import Worker
 from mailer.tokens import CodeKind, Purpose
-from mailer.worker import Worker
 from tests.conftest import probes, subprocess_env
 from tests.support.cli import optout
 from tests.support.mailer_env import (

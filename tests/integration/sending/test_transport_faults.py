@@ -9,11 +9,11 @@ import ssl
 
 import pytest
 
-from mailer import campaigns
 from mailer.config import MailerSettings, SmtpRelay
 from mailer.db import create_pool
-from mailer.transport import Reply, SmtpPool, classify
-from mailer.worker import Worker
+from mailer.sending import campaigns
+from mailer.sending.transport import Reply, SmtpPool, classify
+from mailer.sending.worker import Worker
 from tests.conftest import probes
 from tests.support.fault_sink import FaultSink, start_fault_sink
 from tests.support.mailer_env import (

@@ -10,9 +10,10 @@ import sys
 import time
 from collections import Counter
 
-from mailer import campaigns, consent
+from mailer.consent import writer as consent
 from mailer.db import connect, create_pool
-from mailer.worker import Worker
+from mailer.sending import campaigns
+from mailer.sending.worker import Worker
 from tests.conftest import probes, subprocess_env
 from tests.support.mailer_env import (
     mail_settings,

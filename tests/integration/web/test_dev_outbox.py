@@ -7,8 +7,9 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from mailer import catcher, compose, tenants
-from mailer.dkim import DkimSigner, generate_rsa_key_pem
+from mailer import catcher, tenants
+from mailer.sending import compose
+from mailer.sending.dkim import DkimSigner, generate_rsa_key_pem
 from unsubscribe_web.app import create_app
 
 SENDER = compose.Sender(

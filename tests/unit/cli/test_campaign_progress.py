@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from mailer.campaigns import Stats
-from mailer.cli_campaigns import progress_line
+from mailer.cli.campaigns import progress_line
+from mailer.sending.campaigns import Stats
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailer.cli_admin import ProgressBar
+from mailer.cli.admin import ProgressBar
 
 
 def test_progress_bar_redraws_one_line_and_ends_it(capsys):

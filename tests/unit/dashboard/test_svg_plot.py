@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from unsubscribe_web.svg_plot import bar_chart, nice_ceiling
+from unsubscribe_web.dashboard.svg_plot import bar_chart, nice_ceiling
 
 SVG = "{http://www.w3.org/2000/svg}"
 # What XML 1.0 can carry: anything else in a label becomes U+FFFD.

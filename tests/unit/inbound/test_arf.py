@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer.arf import ComplaintReport, parse_complaint
+from mailer.inbound.arf import ComplaintReport, parse_complaint
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "arf"
-DSN_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "dsn"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "arf"
+DSN_FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "dsn"
 ALL_FIXTURES = sorted(p.name for p in FIXTURES.glob("*.eml"))
 VERP = "bounces+abcdef234567@news.example.com"
 

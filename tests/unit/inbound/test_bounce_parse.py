@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer.bounce_parse import BounceReport, parse_bounce, status_class
+from mailer.inbound.bounce_parse import BounceReport, parse_bounce, status_class
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "dsn"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "dsn"
 ALL_FIXTURES = sorted(p.name for p in FIXTURES.glob("*.eml"))
 VERP = "bounces+abcdef234567@news.example.com"
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailer import deadlines
-from mailer.deadlines import ExtensionRefused
 from mailer.errors import InvalidInput
+from mailer.rights import deadlines
+from mailer.rights.deadlines import ExtensionRefused
 
 UTC = dt.UTC
 

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer import compose
-from mailer.compose import (
+from mailer.errors import InvalidAddress, InvalidInput
+from mailer.sending import compose
+from mailer.sending.compose import (
     HeaderInjection,
     Recipient,
     Sender,
@@ -23,7 +24,6 @@ from mailer.compose import (
     prepare,
     prepare_transactional,
 )
-from mailer.errors import InvalidAddress, InvalidInput
 
 POSTAL = "Acme Inc.\n1 Main Street\nSpringfield, IL 62701"
 TOKEN_200 = "T" * 100 + "k" * 100

@@ -18,7 +18,8 @@ from dkim.util import parse_tag_value
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer.dkim import (
+from mailer.errors import ConfigError, InvalidInput
+from mailer.sending.dkim import (
     DEFAULT_SIGNED_HEADERS,
     DkimKeyError,
     DkimSigner,
@@ -28,7 +29,6 @@ from mailer.dkim import (
     generate_rsa_key_pem,
     public_key_dns_record,
 )
-from mailer.errors import ConfigError, InvalidInput
 
 DOMAIN = "example.com"
 SIGNED_AT = 1_700_000_000.75

@@ -1,0 +1,2 @@
+"""Consent: the only writer of consent state (subscribe, confirm, unsubscribe, suppress), the ledger
+view of it, CSV imports of subscribers, and suppression lists in bulk."""

@@ -1,0 +1,1 @@
+"""The staff dashboard (/dashboard), which grows into the workspace, and its plots (SVG)."""
