@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shlex
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -82,9 +83,9 @@ def _calls(commands: dict[str, str], tmp_path: Path, tenant: str) -> dict[str, l
     return {name: shlex.split(line.format(**values)) for name, line in commands.items()}
 
 
-def _one_line(result) -> str:
+def _one_line(result: subprocess.CompletedProcess[str]) -> str:
     assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.splitlines()
+    lines: list[str] = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     return lines[0]
 
