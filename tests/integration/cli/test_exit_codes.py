@@ -15,7 +15,7 @@ import pytest
 
 from mailer.cli.main import build_parser
 from mailer.db import with_database
-from tests.conftest import subprocess_env
+from tests.conftest import probes, subprocess_env
 from tests.support.cli import leaf_commands, optout, optout_many
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -106,14 +106,14 @@ def test_the_exit_code_table_is_in_the_commands_page():
 async def test_every_command_with_an_unknown_tenant_exits_2_naming_it(db_dsn, conn, tmp_path):
     """docs/commands.md: an unknown tenant is bad usage, exit 2, one line; nothing changes."""
     env = subprocess_env(db_dsn)
-    before = await conn.fetchval("SELECT count(*) FROM audit_log")
+    before = await probes().audit_count(conn)
     calls = _calls(TENANT_COMMANDS, tmp_path, "nosuch")
     results = await asyncio.to_thread(optout_many, list(calls.values()), env=env)
     for name, result in zip(calls, results, strict=True):
         assert result.returncode == 2, (name, result.stderr)
         assert "No tenant 'nosuch'" in _one_line(result), name
         assert result.stdout == "", name
-    assert await conn.fetchval("SELECT count(*) FROM audit_log") == before
+    assert await probes().audit_count(conn) == before
     assert not (tmp_path / "export.json").exists()
 
 
