@@ -43,7 +43,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     add = commands.add_parser(
         "import",
-        help="import subscribers from a CSV file",
+        help="import subscribers from a CSV file (`import correct`: fix its lawful basis)",
         epilog="To correct the lawful basis of a past import: "
         "optout import correct IMPORT_ID --tenant T --lawful-basis B",
     )

@@ -243,3 +243,30 @@ async def test_the_api_refuses_a_bad_basis_and_corrects_an_import(
     audited = [r async for r in probes().audit_entries(conn) if r["target_type"] == "import"]
     assert audited[-1]["action"] == "import.correct_basis"
     assert audited[-1]["detail"] == {"old_basis": "consent", "new_basis": "contract", "people": 3}
+
+
+async def test_the_same_file_with_another_basis_names_the_correction(db_dsn, conn, tmp_path):
+    """Re-running an import to change its basis imports nothing and says how to correct it."""
+    await _tenant(conn)
+    csv = tmp_path / "people.csv"
+    csv.write_text("email,name\n" + "".join(f"{a},X\n" for a in PEOPLE))
+    env = subprocess_env(db_dsn)
+
+    def run(basis: str):
+        return optout("import", str(csv), "--tenant", "acme", "--topic", "news",
+                      "--lawful-basis", basis, "--source", "fair", "--age-attested",
+                      env=env)  # fmt: skip
+
+    first = run("consent")
+    assert first.returncode == 0, first.stderr
+    import_id = first.stdout.split()[1]
+    again = run("contract")
+    assert again.returncode == 0
+    assert again.stdout == first.stdout  # the first import's own summary, nothing new
+    assert "this file was imported already" in again.stderr
+    assert (
+        f"to change it: optout import correct {import_id} --tenant acme --lawful-basis contract"
+    ) in again.stderr
+    tenant = await tenants.get_tenant(conn, "acme")
+    ledger = [r async for r in probes().basis_ledger(conn, tenant_id=tenant["id"])]
+    assert [r["lawful_basis"] for r in ledger] == ["consent"] * 3
