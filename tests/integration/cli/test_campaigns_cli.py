@@ -29,17 +29,22 @@ async def optout(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-async def test_create_preview_send_watch_and_test_send(conn, db_dsn, settings, smtp_sink, tmp_path):
+async def _draft(conn, db_dsn, settings, smtp_sink, tmp_path, intro: str):
+    """Tenant acme with 3 confirmed subscribers and a draft made with `campaign create`."""
     tenant, topic = await make_tenant(conn, tmp_path)
-    await add_subscribers(conn, settings, tenant["id"], topic["id"], 3)
+    people = await add_subscribers(conn, settings, tenant["id"], topic["id"], 3)
     env = sink_env(subprocess_env(db_dsn), smtp_sink.port, OPTOUT_POLL_SECONDS="0.2")
-    content = json.dumps({"headline": "Hi", "intro": "Hello", "blocks": []})
+    content = json.dumps({"headline": "Hi", "intro": intro, "blocks": []})
     code, out, err = await optout(
         "campaign", "create", "--tenant", "acme", "--topic", "newsletter", "--name", "First",
         "--subject", "First news", "--content-json", content, env=env,
     )  # fmt: skip
     assert code == 0, err
-    campaign_id = out.split()[2]
+    return tenant, topic, people, env, out.split()[2]
+
+
+async def test_create_preview_send_watch_and_test_send(conn, db_dsn, settings, smtp_sink, tmp_path):
+    *_, env, campaign_id = await _draft(conn, db_dsn, settings, smtp_sink, tmp_path, "Hello")
     code, out, _ = await optout("campaign", "preview", campaign_id, "--tenant", "acme", env=env)
     assert code == 0 and "List-Unsubscribe: <https://optout.test/u/PREVIEW>" in out
     assert "Subject: First news" in out and "1 Main Street" in out
@@ -101,16 +106,9 @@ async def test_preview_writes_html_and_eml_and_status_tables_unsubscribes(
 ):
     """The preview a person reads: the headers that matter and the text part, with --html and
     --eml files to open; status lists unsubscribes as channel and count, one per line."""
-    tenant, topic = await make_tenant(conn, tmp_path)
-    people = await add_subscribers(conn, settings, tenant["id"], topic["id"], 3)
-    env = sink_env(subprocess_env(db_dsn), smtp_sink.port, OPTOUT_POLL_SECONDS="0.2")
-    content = json.dumps({"headline": "Hi", "intro": "Hello there", "blocks": []})
-    code, out, err = await optout(
-        "campaign", "create", "--tenant", "acme", "--topic", "newsletter", "--name", "First",
-        "--subject", "First news", "--content-json", content, env=env,
-    )  # fmt: skip
-    assert code == 0, err
-    campaign_id = out.split()[2]
+    tenant, topic, people, env, campaign_id = await _draft(
+        conn, db_dsn, settings, smtp_sink, tmp_path, "Hello there"
+    )
     html, eml = tmp_path / "preview.html", tmp_path / "preview.eml"
     code, out, err = await optout(
         "campaign", "preview", campaign_id, "--tenant", "acme", "--html", str(html),
