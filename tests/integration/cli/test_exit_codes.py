@@ -96,11 +96,24 @@ def test_every_command_has_a_sample_call():
     assert sampled == set(leaf_commands(build_parser()))
 
 
-def test_the_exit_code_table_is_in_the_commands_page():
+def exit_code_table() -> dict[int, str]:
+    """docs/commands.md's table: exit code -> what it means."""
     page = (ROOT / "docs" / "commands.md").read_text()
-    table = dict(re.findall(r"^\| `(\d+)` \| (.+?) \|$", page, re.MULTILINE))
-    assert set(table) >= {"0", "1", "2", "3"}
-    assert "unknown tenant" in table["2"] and "not migrated" in table["2"]
+    rows = re.findall(r"^\| `(\d+)` \| (.+?) \|$", page, re.MULTILINE)
+    return {int(code): meaning for code, meaning in rows}
+
+
+def code_for(phrase: str) -> int:
+    """The one exit code whose meaning in the table names ``phrase``."""
+    codes = [code for code, meaning in exit_code_table().items() if phrase in meaning]
+    assert len(codes) == 1, (phrase, codes)
+    return codes[0]
+
+
+def test_the_exit_code_table_is_in_the_commands_page():
+    table = exit_code_table()
+    assert table[0] == "done" and set(table) >= {0, 1, 2, 3}
+    assert code_for("unknown tenant") == code_for("not migrated") == code_for("does not exist")
 
 
 async def test_every_command_with_an_unknown_tenant_exits_2_naming_it(db_dsn, conn, tmp_path):
@@ -110,7 +123,7 @@ async def test_every_command_with_an_unknown_tenant_exits_2_naming_it(db_dsn, co
     calls = _calls(TENANT_COMMANDS, tmp_path, "nosuch")
     results = await asyncio.to_thread(optout_many, list(calls.values()), env=env)
     for name, result in zip(calls, results, strict=True):
-        assert result.returncode == 2, (name, result.stderr)
+        assert result.returncode == code_for("unknown tenant"), (name, result.stderr)
         assert "No tenant 'nosuch'" in _one_line(result), name
         assert result.stdout == "", name
     assert await probes().audit_count(conn) == before
@@ -130,7 +143,7 @@ async def test_a_missing_database_is_one_line_naming_it_exit_2(missing_db, tmp_p
     calls = _calls(TENANT_COMMANDS | OTHER_COMMANDS, tmp_path, "acme")
     results = await asyncio.to_thread(optout_many, list(calls.values()), env=env)
     for command, result in zip(calls, results, strict=True):
-        assert result.returncode == 2, (command, result.stderr)
+        assert result.returncode == code_for("does not exist"), (command, result.stderr)
         line = _one_line(result)
         assert f"the database {name!r} does not exist" in line, command
         assert "create it" in line, command
@@ -142,7 +155,7 @@ async def test_an_unmigrated_database_says_to_migrate_and_migrate_migrates(empty
     calls = _calls({k: v for k, v in everything.items() if k != "db migrate"}, tmp_path, "acme")
     results = await asyncio.to_thread(optout_many, list(calls.values()), env=env)
     for command, result in zip(calls, results, strict=True):
-        assert result.returncode == 2, (command, result.stderr)
+        assert result.returncode == code_for("not migrated"), (command, result.stderr)
         assert _one_line(result) == (
             "optout: the database is not migrated: run `optout db migrate` first"
         ), command
