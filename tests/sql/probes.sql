@@ -228,3 +228,6 @@ SELECT count(*) FROM imports WHERE tenant_id = :tenant_id;
 
 -- name: subscription_states(tenant_id)
 SELECT state FROM subscriptions WHERE tenant_id = :tenant_id;
+
+-- name: table_names()
+SELECT table_name FROM information_schema.tables WHERE table_schema = 'public';

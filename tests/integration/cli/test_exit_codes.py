@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mailer.cli.main import build_parser
-from mailer.db import with_database
+from mailer.db import connect, with_database
 from tests.conftest import probes, subprocess_env
 from tests.support.cli import leaf_commands, optout, optout_many
 
@@ -159,9 +159,14 @@ async def test_an_unmigrated_database_says_to_migrate_and_migrate_migrates(empty
         assert _one_line(result) == (
             "optout: the database is not migrated: run `optout db migrate` first"
         ), command
-    # db status still lists what is pending before it says so
+    # db status still lists what is pending before it says so; nothing was written
     status = results[list(calls).index("db status")]
     assert "pending  0001_schema" in status.stdout
+    conn = await connect(empty_db_dsn)
+    try:
+        assert [r async for r in probes().table_names(conn)] == []
+    finally:
+        await conn.close()
     migrated = optout("db", "migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
     assert "the database is up to date" in migrated.stdout
