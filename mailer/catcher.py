@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.parser
 import email.policy
 import itertools
 import json
@@ -70,10 +71,56 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def list_messages(folder: Path, limit: int = 200) -> list[CaughtMessage]:
-    """Newest first."""
-    ids = sorted((p.stem for p in folder.glob("*.eml")), reverse=True)[:limit]
-    return [read_message(folder, message_id) for message_id in ids]
+@dataclass(frozen=True, slots=True)
+class MessageSummary:
+    """One line of the outbox: read from the envelope and the headers, never the body."""
+
+    id: str
+    rcpt_tos: tuple[str, ...]
+    subject: str
+    date: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxPage:
+    total: int  # messages caught
+    matching: int  # of those, the ones the search finds
+    messages: list[MessageSummary]
+
+
+def list_messages(
+    folder: Path, *, search: str = "", offset: int = 0, limit: int = 50
+) -> OutboxPage:
+    """Newest first; ``search`` keeps messages whose recipient or subject contains it (any
+    case). Only headers are parsed, so a few thousand messages list quickly."""
+    ids = sorted((p.stem for p in folder.glob("*.eml")), reverse=True)
+    needle = search.strip().casefold()
+    found = []
+    for message_id in ids:
+        summary = _summary(folder, message_id)
+        if summary is None:
+            continue  # removed while we listed (a --fresh demo)
+        if needle and not any(
+            needle in text.casefold() for text in (*summary.rcpt_tos, summary.subject)
+        ):
+            continue
+        found.append(summary)
+    return OutboxPage(len(ids), len(found), found[offset : offset + limit])
+
+
+def _summary(folder: Path, message_id: str) -> MessageSummary | None:
+    try:
+        meta = json.loads((folder / f"{message_id}.json").read_text())
+        with (folder / f"{message_id}.eml").open("rb") as raw:
+            headers = email.parser.BytesHeaderParser(policy=email.policy.default).parse(raw)
+    except FileNotFoundError:
+        return None
+    return MessageSummary(
+        id=message_id,
+        rcpt_tos=tuple(meta["rcpt_tos"]),
+        subject=str(headers.get("Subject", "")),
+        date=str(headers.get("Date", "")),
+    )
 
 
 def read_message(folder: Path, message_id: str) -> CaughtMessage:

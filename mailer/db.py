@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiosql
 import asyncpg
 
 from mailer.config import Settings
-from mailer.errors import ConfigError, DatabaseUnavailable, KeyMismatch
+from mailer.errors import ConfigError, DatabaseUnavailable, KeyMismatch, OptoutError
 from mailer.resources import QUERIES_DIR
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,13 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+)
+
+# The server answers, but not for this database or user: bad configuration, not an outage.
+# (InvalidPasswordError is a subclass of InvalidAuthorizationSpecificationError.)
+REFUSED_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
 )
 
 
@@ -106,11 +113,24 @@ async def _no_session_reset(conn: asyncpg.Connection) -> None:
     listeners (Connection._reset); nothing else is left to undo on a stateless pool."""
 
 
+def _not_there(dsn: str, exc: BaseException) -> OptoutError:
+    """A server that answers but refuses this database or login is a setting to fix."""
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        name = unquote(urlsplit(dsn).path.lstrip("/")) or "(the user's default)"
+        return ConfigError(
+            f"DATABASE_URL: the database {name!r} does not exist: create it "
+            f"(createdb {name}, or CREATE DATABASE in psql), then run `optout db migrate`"
+        )
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+        return ConfigError(f"DATABASE_URL: Postgres refused the login: {exc}")
+    return DatabaseUnavailable(f"cannot reach Postgres: {exc}")
+
+
 async def connect(dsn: str) -> asyncpg.Connection:
     try:
         conn = await asyncpg.connect(dsn)
-    except UNAVAILABLE_ERRORS as exc:
-        raise DatabaseUnavailable(f"cannot reach Postgres: {exc}") from exc
+    except (*UNAVAILABLE_ERRORS, *REFUSED_ERRORS) as exc:
+        raise _not_there(dsn, exc) from exc
     await _init_connection(conn)
     return conn
 
@@ -130,8 +150,8 @@ async def create_pool(
             init=_init_connection,
             reset=_no_session_reset if stateless else None,
         )
-    except UNAVAILABLE_ERRORS as exc:
-        raise DatabaseUnavailable(f"cannot reach Postgres: {exc}") from exc
+    except (*UNAVAILABLE_ERRORS, *REFUSED_ERRORS) as exc:
+        raise _not_there(dsn, exc) from exc
     assert pool is not None
     return pool
 
@@ -162,9 +182,12 @@ async def record_keys(conn: asyncpg.Connection, settings: Settings) -> None:
 async def check_keys(conn: asyncpg.Connection, settings: Settings) -> None:
     """Exit early when this process's keys differ from the ones recorded by `migrate`."""
     q = queries().settings
-    recorded = {row["key"]: row["value"] for row in await rows(q.list_settings(conn))}
+    try:
+        recorded = {row["key"]: row["value"] for row in await rows(q.list_settings(conn))}
+    except asyncpg.UndefinedTableError:  # a database no `optout db migrate` ever ran on
+        raise ConfigError(NOT_MIGRATED) from None
     if "hash_key" not in recorded:
-        raise ConfigError("the database is not migrated: run `optout db migrate` first")
+        raise ConfigError(NOT_MIGRATED)
     for name, value in settings.key_fingerprints().items():
         stored = recorded.get(name)
         if stored is None:
@@ -175,6 +198,9 @@ async def check_keys(conn: asyncpg.Connection, settings: Settings) -> None:
             )
         if stored != value:
             raise KeyMismatch(_mismatch_message(name))
+
+
+NOT_MIGRATED = "the database is not migrated: run `optout db migrate` first"
 
 
 def _mismatch_message(name: str) -> str:

@@ -73,12 +73,14 @@ class UnknownTenant(NotFound):
     """No such tenant."""
 
     code = "unknown_tenant"
+    exit_code = 2  # a wrong name on the command line is bad usage (docs/commands.md)
 
 
 class UnknownTopic(NotFound):
     """No such topic."""
 
     code = "unknown_topic"
+    exit_code = 2
 
 
 class UnknownSubscriber(NotFound):
@@ -103,6 +105,7 @@ class DatabaseUnavailable(OptoutError):
     """The database cannot be reached."""
 
     code = "database_unavailable"
+    exit_code = 3  # temporary: the same command may succeed later (docs/commands.md)
 
 
 class Unauthorized(OptoutError):

@@ -56,8 +56,10 @@ async def status(
     conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR
 ) -> list[MigrationState]:
     q = queries().migrations
-    await q.create_table(conn)
-    applied = {row["name"]: row for row in await rows(q.applied(conn))}
+    try:
+        applied = {row["name"]: row for row in await rows(q.applied(conn))}
+    except asyncpg.UndefinedTableError:  # never migrated: everything pending, nothing written
+        applied = {}
     states = []
     for migration in available(directory):
         row = applied.get(migration.name)

@@ -31,6 +31,8 @@ DEV_CSP = (
     "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src * data:; "
     "frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+PAGE_SIZE = 50
+MAX_SEARCH = 200
 HTTPS_URI = re.compile(r"<(https?://[^>\s]+)>")
 HEAD_TAG = re.compile(r"<head(\s[^>]*)?>", re.I)
 
@@ -43,17 +45,46 @@ def add_routes(app: web.Application, folder: Path) -> None:
 
 
 async def outbox(request: web.Request) -> web.Response:
-    messages = await asyncio.to_thread(catcher.list_messages, request.app[OUTBOX_DIR])
+    """Newest first, PAGE_SIZE a page, with the count and a search by recipient or subject."""
+    search = request.query.get("q", "")[:MAX_SEARCH]
+    raw_page = request.query.get("page", "1")
+    if not raw_page.isdigit() or int(raw_page) < 1:
+        raise InvalidInput("page must be a number from 1.", field="page")
+    number = int(raw_page)
+    found = await asyncio.to_thread(
+        catcher.list_messages,
+        request.app[OUTBOX_DIR],
+        search=search,
+        offset=(number - 1) * PAGE_SIZE,
+        limit=PAGE_SIZE,
+    )
+    pages = max(1, -(-found.matching // PAGE_SIZE))
+    if number > pages:  # past the end (the search narrowed it): the last page instead
+        raise web.HTTPFound(_outbox_url(request, search, pages))
     rows = [
-        {
-            "id": m.id,
-            "to": ", ".join(m.rcpt_tos),
-            "subject": m.headers.get("Subject", ""),
-            "date": m.headers.get("Date", ""),
-        }
-        for m in messages
+        {"id": m.id, "to": ", ".join(m.rcpt_tos), "subject": m.subject, "date": m.date}
+        for m in found.messages
     ]
-    return _page(request, "dev_outbox.html", messages=rows)
+    return _page(
+        request,
+        "dev_outbox.html",
+        messages=rows,
+        total=found.total,
+        matching=found.matching,
+        search=search,
+        page=number,
+        pages=pages,
+        first=(number - 1) * PAGE_SIZE + 1,
+        previous_url=_outbox_url(request, search, number - 1) if number > 1 else None,
+        next_url=_outbox_url(request, search, number + 1) if number < pages else None,
+    )
+
+
+def _outbox_url(request: web.Request, search: str, page: int) -> str:
+    query = {"q": search} if search else {}
+    if page > 1:
+        query["page"] = str(page)
+    return str(request.app.router["dev_outbox"].url_for().with_query(query))
 
 
 async def message(request: web.Request) -> web.Response:

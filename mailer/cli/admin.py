@@ -18,6 +18,9 @@ from mailer.cli.support import with_db
 from mailer.consent import imports, suppression_lists
 from mailer.errors import InvalidInput
 
+IMPORT_CORRECT = "import-correct"
+BASIS_HELP = "one of " + ", ".join(imports.LAWFUL_BASES)
+
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     token = commands.add_parser("token", help="API tokens").add_subparsers(metavar="ACTION")
@@ -38,11 +41,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add.add_argument("id", type=int)
     add.set_defaults(run=with_db(_token_revoke))
 
-    add = commands.add_parser("import", help="import subscribers from a CSV file")
+    add = commands.add_parser(
+        "import",
+        help="import subscribers from a CSV file (`import correct`: fix its lawful basis)",
+        epilog="To correct the lawful basis of a past import: "
+        "optout import correct IMPORT_ID --tenant T --lawful-basis B",
+    )
     add.add_argument("file", type=Path, help="UTF-8 CSV with a header: email[,name]")
     add.add_argument("--tenant", required=True)
     add.add_argument("--topic", required=True)
-    add.add_argument("--lawful-basis", required=True, help="e.g. consent, contract")
+    add.add_argument("--lawful-basis", required=True, help=BASIS_HELP)
     add.add_argument("--source", required=True, help="where the list comes from")
     add.add_argument(
         "--age-attested",
@@ -56,6 +64,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add.add_argument("--evidence", help="where and how they consented")
     add.set_defaults(run=with_db(_import))
+
+    # `optout import correct ...`: mailer.cli.main routes it here (`import` takes a FILE where
+    # other groups take an action); no help, so the command list shows it under `import`.
+    add = commands.add_parser(
+        IMPORT_CORRECT,
+        prog="optout import correct",
+        description="Correct the lawful basis of a past import: one ledger row per person, "
+        "naming the old and the new basis (the old rows stay).",
+    )
+    add.add_argument("import_id", type=int, metavar="IMPORT_ID")
+    add.add_argument("--tenant", required=True)
+    add.add_argument("--lawful-basis", required=True, help=BASIS_HELP)
+    add.set_defaults(run=with_db(_import_correct))
 
     sup = commands.add_parser("suppressions", help="suppression lists").add_subparsers(
         metavar="ACTION"
@@ -186,6 +207,14 @@ async def _import(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     )
     if result["already_done"]:
         print(f"import {result['id']}: this file was imported already", file=sys.stderr)
+        stated = imports.check_lawful_basis(args.lawful_basis)
+        if stated != result["lawful_basis"]:
+            print(
+                f"import {result['id']} states the lawful basis {result['lawful_basis']!r}; "
+                f"to change it: optout import correct {result['id']} --tenant {args.tenant} "
+                f"--lawful-basis {stated}",
+                file=sys.stderr,
+            )
     errors = await imports.list_errors(conn, result["id"], after_line=0, limit=1000)
     for error in errors:
         print(f"line {error['line']}: {error['reason']}", file=sys.stderr)
@@ -195,6 +224,21 @@ async def _import(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
         f"import {result['id']} {result['status']}"
         f"{' (resumed)' if result['resumed'] else ''}: {result['rows_imported']} imported, "
         f"{result['rows_skipped']} skipped, {result['rows_bad']} bad"
+    )
+    return 0
+
+
+async def _import_correct(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    tenant = await tenants.get_tenant(conn, args.tenant)
+    result = await imports.correct_lawful_basis(
+        conn, tenant["id"], args.import_id, args.lawful_basis, actor="cli"
+    )
+    if not result["changed"]:
+        print(f"import {result['id']} states {result['lawful_basis']!r} already; nothing changed")
+        return 0
+    print(
+        f"import {result['id']}: lawful basis {result['old_basis']!r} corrected to "
+        f"{result['lawful_basis']!r}; {result['people']} ledger rows appended"
     )
     return 0
 

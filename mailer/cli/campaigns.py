@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import email
+import email.message
+import email.policy
 import json
 import logging
 import signal
@@ -43,8 +46,13 @@ def register(commands: Commands[Any]) -> None:
     add.add_argument("--tenant", required=True)
     add.set_defaults(run=with_db(_list))
 
+    add = group.add_parser("preview", help="show the message as a sample recipient gets it")
+    _target(add)
+    add.add_argument("--html", type=Path, metavar="FILE", help="write the HTML part, for a browser")
+    add.add_argument("--eml", type=Path, metavar="FILE", help="write the whole message (.eml)")
+    add.set_defaults(run=with_db(_preview))
+
     for name, helptext, action in (
-        ("preview", "print the message as a sample recipient gets it", _preview),
         ("pause", "stop sending (within one batch)", _pause),
         ("resume", "continue a paused campaign", _resume),
         ("cancel", "stop for good; queued mail is dropped", _cancel),
@@ -130,10 +138,49 @@ async def _list(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     return 0
 
 
+# The headers a person checks in a preview: who it is from, what it says, how to leave.
+PREVIEW_HEADERS = (
+    "From",
+    "Reply-To",
+    "To",
+    "Subject",
+    "List-Id",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+)
+
+
 async def _preview(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     raw = await campaigns.preview(conn, args.settings, await _tenant_id(conn, args), args.campaign)
-    sys.stdout.write(raw.decode("ascii").replace("\r\n", "\n"))
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, email.message.EmailMessage)
+    html = message.get_body(("html",))
+    text = message.get_body(("plain",))
+    written = []
+    try:
+        if args.html is not None:
+            if html is None:
+                raise InvalidInput("the message has no HTML part", field="html")
+            args.html.write_text(html.get_content(), encoding="utf-8")
+            written.append(f"wrote the HTML part to {args.html} (open it in a browser)")
+        if args.eml is not None:
+            args.eml.write_bytes(raw)
+            written.append(f"wrote the message to {args.eml} (open it in a mail client)")
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {exc.filename}: {exc.strerror}") from None
+    for name in PREVIEW_HEADERS:
+        for value in message.get_all(name) or ():
+            print(f"{name}: {value}")
+    print(f"size: {len(raw):,} bytes; parts: {', '.join(_content_types(message))}")
+    print()
+    print(text.get_content().rstrip() if text is not None else "(no text part)")
+    for line in written:
+        print(line, file=sys.stderr)
     return 0
+
+
+def _content_types(message: email.message.EmailMessage) -> list[str]:
+    return [part.get_content_type() for part in message.walk() if not part.is_multipart()]
 
 
 async def _pause(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
@@ -198,9 +245,20 @@ async def _status(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_stats_dict(stats), default=str, indent=2))
         return 0
-    for name, value in _stats_dict(stats).items():
-        print(f"{name:14} {value if value is not None else '-'}")
+    print(format_stats(stats))
     return 0
+
+
+def format_stats(stats: campaigns.Stats) -> str:
+    """One line per figure; unsubscribes as a small table of channel and count below theirs."""
+    lines = []
+    for name, value in _stats_dict(stats).items():
+        if name == "unsubscribed":
+            lines.append(f"{name:14} {sum(value.values())}")
+            lines += [f"  {channel:20} {count:>8}" for channel, count in sorted(value.items())]
+        else:
+            lines.append(f"{name:14} {value if value is not None else '-'}")
+    return "\n".join(lines)
 
 
 def _stats_dict(stats: campaigns.Stats) -> dict[str, Any]:

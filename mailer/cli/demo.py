@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,24 @@ def register(commands: Commands[Any]) -> None:
         action="store_true",
         help="stop (exit 0) once the newsletter is in the catcher: a smoke test of an install",
     )
-    add.set_defaults(run=run)
+    add.set_defaults(run=run, environment=demo_environment)
+
+
+# What would point the demo at a real installation (README: the demo ignores them): its own
+# embedded database and keys, the catcher as relay, links to its own loopback port.
+IGNORED = (
+    "DATABASE_URL",
+    "SMTP_URL",
+    "OPTOUT_SMTP_FALLBACK_URLS",
+    "OPTOUT_BASE_URL",
+    "OPTOUT_SECRET_KEYS",
+    "OPTOUT_HASH_KEY",
+)
+
+
+def demo_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment the demo reads its settings from."""
+    return {name: value for name, value in env.items() if name not in IGNORED}
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -135,7 +153,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     # The demo folder is a data folder of its own, keys included, so that
     # `OPTOUT_DATA_DIR=<that folder> optout ...` works on the demo's data from another terminal.
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env = demo_environment(os.environ)
     demo_settings = dataclasses.replace(
         load_settings(env | {"OPTOUT_DATA_DIR": str(folder)}),
         base_url=f"http://127.0.0.1:{ports.web}",

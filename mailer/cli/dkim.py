@@ -60,6 +60,7 @@ def _generate(_settings: object, args: argparse.Namespace) -> int:
 async def _records(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     tenant = await tenants.get_tenant(conn, args.tenant)
     domain = tenant["sender_domain"]
+    from_domain = tenant["sender_address"].rpartition("@")[2].lower()
     lines = [f"; DNS records for {domain} (tenant {tenant['slug']})"]
     keys = (
         (tenant["dkim_selector"], tenant["dkim_key_path"], dkim.public_key_dns_record),
@@ -78,7 +79,9 @@ async def _records(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
         lines.append("; no DKIM key: set one with `optout tenant update --dkim-selector ...`")
     lines += [
         f'{domain}. TXT "v=spf1 include:YOUR-RELAY-SPF-DOMAIN -all"',
-        f'_dmarc.{domain}. TXT "v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain}"',
+        # DMARC is looked up at the From address's domain (README, DNS for each sender
+        # domain); a record at its organisational domain covers it too.
+        f'_dmarc.{from_domain}. TXT "v=DMARC1; p=none; rua=mailto:dmarc-reports@{from_domain}"',
         f"{domain}. MX 10 YOUR-INBOUND-HOST.  ; where `optout inbound` listens on port 25",
     ]
     print("\n".join(lines))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -26,17 +27,20 @@ from mailer.cli import serve as cli_serve
 from mailer.cli import web as cli_web
 from mailer.cli.support import with_db
 from mailer.config import load_settings
-from mailer.errors import InvalidInput, OptoutError
+from mailer.db import NOT_MIGRATED
+from mailer.errors import ConfigError, InvalidInput, OptoutError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(route(sys.argv[1:] if argv is None else argv))
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
     try:
-        settings = load_settings()
+        # `optout demo` reads its settings without the ones that would point it elsewhere.
+        environment = getattr(args, "environment", None)
+        settings = load_settings(environment(os.environ) if environment else None)
         code: int = args.run(settings, args)
         return code
     except OptoutError as exc:
@@ -44,6 +48,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+# Commands whose words argparse cannot nest: `optout import FILE` takes a file where other
+# groups take an action, so `optout import correct ID` goes to a parser of its own.
+ROUTES = {("import", "correct"): cli_admin.IMPORT_CORRECT}
+
+
+def route(argv: Sequence[str]) -> list[str]:
+    """The argument list argparse understands: ``import correct ...`` -> ``import-correct``."""
+    words = list(argv)
+    for prefix, name in ROUTES.items():
+        if tuple(words[: len(prefix)]) == prefix:
+            return [name, *words[len(prefix) :]]
+    return words
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,7 +155,8 @@ async def _migrate(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
 
 async def _status(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     pending = 0
-    for state in await migrations.status(conn):
+    states = await migrations.status(conn)
+    for state in states:
         if state.applied_at is None:
             pending += 1
             print(f"pending  {state.name}")
@@ -145,6 +164,8 @@ async def _status(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
             note = "  (file changed since it was applied)" if state.changed else ""
             print(f"applied  {state.name}  {state.applied_at:%Y-%m-%d %H:%M:%S%z}{note}")
     print(f"{pending} pending")
+    if pending == len(states):  # never migrated: the same answer every other command gives
+        raise ConfigError(NOT_MIGRATED)
     return 0
 
 

@@ -152,7 +152,7 @@ async def _publish(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
         except OptoutError as exc:
             print(
                 f"notice campaign {campaign['id']} created but not started: {exc.message}\n"
-                f"start it with: optout campaign start {campaign['id']} --tenant {tenant['slug']}",
+                f"start it with: optout campaign send {campaign['id']} --tenant {tenant['slug']}",
                 file=sys.stderr,
             )
     return 0

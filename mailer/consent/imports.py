@@ -30,7 +30,7 @@ from mailer.addresses import parse_address
 from mailer.config import Settings
 from mailer.consent import writer as consent
 from mailer.db import queries, rows
-from mailer.errors import Conflict, InvalidAddress, InvalidInput, NotFound
+from mailer.errors import Conflict, InvalidAddress, InvalidInput, NotFound, UnknownTopic
 from mailer.outbox import TRANSACTIONAL_PRIORITY
 from mailer.tokens import LinkClaims, Purpose
 
@@ -49,6 +49,22 @@ CHUNK = 1 << 20
 CONFIRM_SUBJECT = "Please confirm your subscription"
 
 Progress = Callable[[int, int], None]  # (lines done, lines in the file)
+
+# GDPR Art. 6(1) (b), (a), (c), (f): the grounds an importer can claim for writing to a list.
+# A constraint holds new ledger and import rows to the same set (0010_lawful_basis.sql).
+LAWFUL_BASES = ("consent", "contract", "legal_obligation", "legitimate_interests")
+
+
+def check_lawful_basis(value: str) -> str:
+    """``value`` as stored (``legal obligation`` and ``Legal-Obligation`` are accepted too),
+    or InvalidInput naming the allowed values."""
+    basis = "_".join(value.strip().lower().replace("-", " ").split())
+    if basis not in LAWFUL_BASES:
+        raise InvalidInput(
+            f"The lawful basis must be one of {', '.join(LAWFUL_BASES)}, not {value.strip()!r}.",
+            field="lawful_basis",
+        )
+    return basis
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +88,7 @@ class ImportOptions:
                     "characters.",
                     field=name,
                 )
+        lawful_basis = check_lawful_basis(self.lawful_basis)
         if not self.age_attested:
             raise InvalidInput(
                 "Confirm that everyone in the file is above the tenant's minimum age "
@@ -88,7 +105,7 @@ class ImportOptions:
                 f"The evidence is longer than {MAX_EVIDENCE} characters.", field="evidence"
             )
         return ImportOptions(
-            self.lawful_basis.strip(),
+            lawful_basis,
             self.source.strip(),
             self.age_attested,
             self.existing_consent,
@@ -242,7 +259,7 @@ async def run_import(
     options = options.checked()
     topic = await queries().tenants.get_topic(conn, tenant_id=tenant_id, id=topic_id)
     if topic is None:
-        raise NotFound("No such topic.", field="topic")
+        raise UnknownTopic("No such topic.", field="topic")
     facts = await asyncio.to_thread(scan, path)
     header = check_header(path)
     q = queries().imports
@@ -517,3 +534,60 @@ async def list_errors(
         queries().imports.list_errors(conn, import_id=import_id, after_line=after_line, lim=limit)
     )
     return [{"line": r["line"], "reason": r["reason"]} for r in found]
+
+
+async def correct_lawful_basis(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    import_id: int,
+    lawful_basis: str,
+    *,
+    actor: str,
+    token_id: int | None = None,
+    source: str = "staff",
+) -> dict[str, Any]:
+    """Correct the lawful basis an import stated: one ledger row per person it subscribed,
+    naming the old and the new basis (the old rows stay: the ledger is append-only), the
+    import's record updated, and an audit line, in one transaction."""
+    new_basis = check_lawful_basis(lawful_basis)
+    async with conn.transaction():
+        record = await queries().imports.get_import(conn, tenant_id=tenant_id, id=import_id)
+        if record is None:
+            raise NotFound("No such import.", field="import_id")
+        old_basis = record["lawful_basis"]
+        if old_basis == new_basis:  # done already (a repeated call): nothing to append
+            return {
+                "id": import_id,
+                "old_basis": old_basis,
+                "lawful_basis": new_basis,
+                "people": 0,
+                "changed": False,
+            }
+        people = await consent.correct_import_basis(
+            conn,
+            tenant_id=tenant_id,
+            import_id=import_id,
+            old_basis=old_basis,
+            new_basis=new_basis,
+            source=source,
+        )
+        await queries().imports.set_lawful_basis(
+            conn, tenant_id=tenant_id, id=import_id, lawful_basis=new_basis
+        )
+        await audit.record(
+            conn,
+            actor=actor,
+            token_id=token_id,
+            tenant_id=tenant_id,
+            action="import.correct_basis",
+            target_type="import",
+            target_id=import_id,
+            detail={"old_basis": old_basis, "new_basis": new_basis, "people": people},
+        )
+    return {
+        "id": import_id,
+        "old_basis": old_basis,
+        "lawful_basis": new_basis,
+        "people": people,
+        "changed": True,
+    }

@@ -624,3 +624,29 @@ async def unsubscribe_from_link(
     if row is None:
         raise UnknownTopic(field="topic")
     return row
+
+
+async def correct_import_basis(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: int,
+    import_id: int,
+    old_basis: str,
+    new_basis: str,
+    source: str,
+) -> int:
+    """Append one ``correct_basis`` row (effect ``none``: no state changes) per person the
+    import subscribed, its evidence naming the old and new basis. Returns how many."""
+    corrected = await rows(
+        queries().consent.correct_import_basis(
+            conn,
+            tenant_id=tenant_id,
+            import_id=import_id,
+            new_basis=new_basis,
+            source=source,
+            form_text=(
+                f"Lawful basis of import {import_id} corrected from {old_basis!r} to {new_basis!r}."
+            ),
+        )
+    )
+    return len(corrected)

@@ -18,7 +18,7 @@ import asyncpg
 from markdown_it import MarkdownIt
 
 from mailer.db import queries, rows
-from mailer.errors import Conflict, InvalidInput, NotFound
+from mailer.errors import Conflict, InvalidInput, NotFound, UnknownTopic
 from mailer.sending import campaigns
 
 log = logging.getLogger(__name__)
@@ -336,7 +336,7 @@ async def notice_topic(
         for topic in topics:
             if topic["slug"] == slug:
                 return topic
-        raise NotFound(f"No notice topic {slug!r} in this tenant.", field="topic")
+        raise UnknownTopic(f"No notice topic {slug!r} in this tenant.", field="topic")
     if not topics:
         raise Conflict(
             "The tenant has no notice topic (optout topic create SLUG --kind notice).",

@@ -265,14 +265,29 @@ async def test_send(
     )
 
 
+def check_schedule_time(at: dt.datetime, now: dt.datetime) -> None:
+    """Refuse a start time in the past: a worker would start the mass send at once."""
+    if at.tzinfo is None:
+        raise CampaignRefused("the start time needs a time zone offset, e.g. +02:00 or Z")
+    if at < now:
+        raise CampaignRefused(
+            f"the start time {at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC is in the past "
+            f"(now {now.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC); give a later time, "
+            "or start it now with `optout campaign send`"
+        )
+
+
 async def schedule(
     conn: asyncpg.Connection,
     settings: Settings,
     tenant_id: int,
     campaign_id: int,
     at: dt.datetime,
+    *,
+    now: dt.datetime | None = None,
 ) -> asyncpg.Record:
     """Start at ``at`` (a worker starts it); checked now, and again when it starts."""
+    check_schedule_time(at, now or dt.datetime.now(dt.UTC))
     campaign = await get(conn, tenant_id, campaign_id)
     await check(conn, settings, campaign)
     row = await queries().campaigns.schedule(

@@ -157,3 +157,32 @@ SELECT EXISTS (SELECT 1 FROM event) AS changed, t.sender_name, tp.name AS topic_
   JOIN topics tp ON tp.tenant_id = t.id AND tp.id = :topic_id
   LEFT JOIN subscribers s ON s.tenant_id = t.id AND s.id = :subscriber_id
  WHERE t.id = :tenant_id;
+
+-- name: correct_import_basis(tenant_id, import_id, new_basis, source, form_text)
+-- One correction row per person an import subscribed (found through the evidence rows that
+-- name the import; an erased person's evidence no longer does, so erased people get none),
+-- each with its own evidence row naming the old and new basis. A rare staff action: the scan
+-- of the tenant's imported ledger rows needs no index of its own.
+WITH people AS (
+    SELECT DISTINCT e.subscriber_id, e.topic_id, e.lawful_basis AS old_basis
+      FROM consent_events e
+      JOIN consent_evidence v ON v.tenant_id = e.tenant_id AND v.id = e.evidence_id
+     WHERE e.tenant_id = :tenant_id AND e.source = 'import' AND e.action = 'subscribe'
+       AND v.detail -> 'import_id' = to_jsonb(CAST(:import_id AS bigint))
+), evidence AS (
+    INSERT INTO consent_evidence (tenant_id, form_text, detail)
+    SELECT :tenant_id, :form_text,
+           jsonb_build_object('import_id', CAST(:import_id AS bigint),
+                              'old_basis', p.old_basis, 'new_basis', CAST(:new_basis AS text),
+                              'subscriber_id', p.subscriber_id, 'topic_id', p.topic_id)
+      FROM people p
+    RETURNING id, CAST(detail ->> 'subscriber_id' AS bigint) AS subscriber_id,
+              CAST(detail ->> 'topic_id' AS bigint) AS topic_id
+)
+INSERT INTO consent_events (tenant_id, subscriber_id, topic_id, action, effect, source,
+                            evidence_id, lawful_basis)
+SELECT :tenant_id, evidence.subscriber_id, evidence.topic_id, 'correct_basis', 'none', :source,
+       evidence.id, :new_basis
+  FROM evidence
+ ORDER BY evidence.subscriber_id
+RETURNING subscriber_id;

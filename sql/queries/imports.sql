@@ -73,3 +73,9 @@ SELECT pg_notify('optout_work', '');
 -- name: create_bench_table()!
 -- bench/import.py only: the bare table that Postgres COPY fills as the speed baseline.
 CREATE TEMPORARY TABLE bench_copy (email text, name text);
+
+-- name: set_lawful_basis(tenant_id, id, lawful_basis)^
+-- The import's record states the corrected basis; the ledger keeps both (correct_import_basis).
+UPDATE imports SET lawful_basis = :lawful_basis
+ WHERE tenant_id = :tenant_id AND id = :id
+RETURNING *;

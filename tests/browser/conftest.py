@@ -4,6 +4,7 @@ the real app on a real loopback port."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +16,8 @@ from playwright.async_api import Browser, Page, async_playwright
 from mailer.config import Settings
 from unsubscribe_web.app import create_app
 
-CHROMIUM = "/usr/bin/chromium"
+# ./dev test installs it there, or where OPTOUT_CHROMIUM says.
+CHROMIUM = os.environ.get("OPTOUT_CHROMIUM") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

@@ -212,3 +212,22 @@ UPDATE deliveries SET state = 'sent', sent_at = :sent_at WHERE id = :id;
 INSERT INTO deliveries (tenant_id, kind, subscriber_id, recipient, template)
 VALUES (:tenant_id, 'transactional', :subscriber_id, 'x@example.org', 'confirm')
 RETURNING id;
+
+-- name: audit_count()$
+SELECT count(*) FROM audit_log;
+
+-- name: basis_ledger(tenant_id)
+-- Ledger rows of imports and their corrections, with what their evidence says.
+SELECT e.subscriber_id, e.action, e.effect, e.source, e.lawful_basis, v.form_text, v.detail
+  FROM consent_events e LEFT JOIN consent_evidence v ON v.id = e.evidence_id
+ WHERE e.tenant_id = :tenant_id AND e.action IN ('subscribe', 'correct_basis')
+ ORDER BY e.id;
+
+-- name: import_count(tenant_id)$
+SELECT count(*) FROM imports WHERE tenant_id = :tenant_id;
+
+-- name: subscription_states(tenant_id)
+SELECT state FROM subscriptions WHERE tenant_id = :tenant_id;
+
+-- name: table_names()
+SELECT table_name FROM information_schema.tables WHERE table_schema = 'public';

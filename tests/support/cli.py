@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 
 def optout(
@@ -16,3 +18,27 @@ def optout(
         text=True,
         timeout=timeout,
     )
+
+
+def leaf_commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Every runnable command of the parser, by its words: {"campaign send": parser, ...}."""
+    found: dict[str, argparse.ArgumentParser] = {}
+
+    def walk(node: argparse.ArgumentParser, words: tuple[str, ...]) -> None:
+        groups = [a for a in node._actions if isinstance(a, argparse._SubParsersAction)]
+        if not groups:
+            found[" ".join(words)] = node
+        for group in groups:
+            for name, child in group.choices.items():
+                walk(child, (*words, name))
+
+    walk(parser, ())
+    return found
+
+
+def optout_many(
+    commands: list[list[str]], *, env: dict[str, str], timeout: float = 90
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run many `optout` commands, a few at a time (the machine is shared)."""
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return list(pool.map(lambda args: optout(*args, env=env, timeout=timeout), commands))

@@ -34,6 +34,8 @@ class DemoProcess:
     inbound_port: int = field(default_factory=free_port)
     lines: list[str] = field(default_factory=list)
     token: str = ""
+    # Set on top of a fresh machine's environment (which has no database URL and no keys).
+    environment: dict[str, str] = field(default_factory=dict)
     _process: subprocess.Popen[str] | None = None
     _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
 
@@ -49,6 +51,7 @@ class DemoProcess:
             for k, v in os.environ.items()
             if not k.startswith("OPTOUT_") and k not in ("DATABASE_URL", "SMTP_URL")
         }
+        env.update(self.environment)
         env["OPTOUT_DATA_DIR"] = str(self.data_dir)
         self._process = subprocess.Popen(
             [

@@ -374,6 +374,19 @@ async def import_errors(ctx: Ctx) -> Any:
     return page(items, limit, str(items[-1]["line"]) if items else None)
 
 
+async def correct_import(ctx: Ctx) -> Any:
+    import_id = ctx.path_id("import_id", NO_IMPORT)
+    return await imports.correct_lawful_basis(
+        ctx.conn,
+        ctx.tenant_id,
+        import_id,
+        ctx.body["lawful_basis"],
+        actor=ctx.principal.actor,
+        token_id=ctx.principal.token_id,
+        source="api",
+    )
+
+
 async def list_audit(ctx: Ctx) -> Any:
     q = ctx.query
     tenant_id = None
@@ -596,7 +609,7 @@ CORE_ENDPOINTS: tuple[Endpoint, ...] = (
         params=(
             TENANT,
             Param("topic", SLUG, required=True),
-            Param("lawful_basis", string(200, min_length=1), required=True),
+            Param("lawful_basis", string(enum=imports.LAWFUL_BASES), required=True),
             Param("source", string(200, min_length=1), required=True),
             Param("age_attested", BOOLEAN, description="everyone is above the minimum age"),
             Param("existing_consent", BOOLEAN, description="no confirmation mail; needs evidence"),
@@ -625,6 +638,18 @@ CORE_ENDPOINTS: tuple[Endpoint, ...] = (
         "imports.read",
         params=(TENANT, IMPORT, CURSOR, LIMIT),
         response=LIST,
+    ),
+    Endpoint(
+        "POST",
+        "/tenants/{tenant}/imports/{import_id}/correct",
+        "correct_import",
+        "Correct an import's lawful basis: one ledger row per person it subscribed, naming "
+        "the old and the new basis (the old rows stay)",
+        correct_import,
+        "imports.write",
+        params=(TENANT, IMPORT),
+        body=obj({"lawful_basis": string(enum=imports.LAWFUL_BASES)}, required=("lawful_basis",)),
+        domain_audit=True,
     ),
     Endpoint(
         "GET",

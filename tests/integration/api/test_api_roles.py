@@ -106,6 +106,11 @@ def example(
         ),
         "get_import": ("GET", f"{s}/imports/{imp}", {}),
         "import_errors": ("GET", f"{s}/imports/{imp}/errors", {}),
+        "correct_import": (
+            "POST",
+            f"{s}/imports/{imp}/correct",
+            {"json": {"lawful_basis": "legitimate_interests"}},
+        ),
         "list_audit": ("GET", "/api/v1/audit", {}),
         "list_campaigns": ("GET", c, {}),
         "create_campaign": (

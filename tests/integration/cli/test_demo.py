@@ -101,3 +101,27 @@ def test_ctrl_c_mid_send_then_a_second_run_mails_everyone_once_and_fresh_starts_
     demo.wait_for_messages(200)
     assert len(demo.caught()) == 200  # the old outbox went with the old data
     assert demo.stop() == 0
+
+
+def test_the_demo_ignores_a_real_installations_settings(tmp_path: Path) -> None:
+    """README: `optout demo` ignores DATABASE_URL, SMTP_URL and OPTOUT_BASE_URL (here all
+    pointing elsewhere, without the keys a DATABASE_URL needs): it runs on its own."""
+    demo = DemoProcess(
+        tmp_path / "data",
+        subscribers=5,
+        environment={
+            "DATABASE_URL": "postgresql://optout@127.0.0.1:1/production",
+            "SMTP_URL": "smtp://relay.invalid:587",
+            "OPTOUT_BASE_URL": "https://optout.example.com",
+        },
+    )
+    try:
+        demo.start()
+        files = demo.wait_for_messages(5)
+        raw = files[0].read_bytes()
+        assert f"<{demo.base_url}/u/".encode() in raw
+        assert b"optout.example.com" not in raw
+        assert demo.stop() == 0
+    finally:
+        demo.kill()
+    assert "Traceback" not in demo.output and "DATABASE_URL" not in demo.output

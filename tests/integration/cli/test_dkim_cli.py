@@ -3,6 +3,7 @@ records they publish are the ones receivers verify the signed mail with."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import stat
 from pathlib import Path
@@ -14,6 +15,8 @@ from mailer.sending import compose
 from mailer.sending.campaigns import signer_for
 from tests.conftest import subprocess_env
 from tests.support.cli import optout
+
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def published(records: str) -> dict[bytes, bytes]:
@@ -95,3 +98,26 @@ async def test_an_existing_key_is_never_overwritten(db_dsn, tmp_path: Path):
     weak = optout("dkim", "generate", str(tmp_path / "weak.pem"), "--bits", "1024", env=env)
     assert weak.returncode == 2 and "2048" in weak.stderr
     assert not (tmp_path / "weak.pem").exists()
+
+
+async def test_dmarc_is_printed_where_the_readme_puts_it(db_dsn, conn, tmp_path: Path):
+    """At the From address's domain, also when the sender (DKIM, envelope) domain differs."""
+    key = tmp_path / "k.pem"
+    assert optout("dkim", "generate", str(key), env=subprocess_env(db_dsn)).returncode == 0
+    await tenants.create_tenant(
+        conn,
+        "acme",
+        name="Acme",
+        sender_address="news@example.com",
+        sender_domain="news.example.com",
+        dkim_selector="s1",
+        dkim_key_path=str(key),
+    )
+    shown = optout("dkim", "records", "--tenant", "acme", env=subprocess_env(db_dsn))
+    assert shown.returncode == 0, shown.stderr
+    dmarc = [line for line in shown.stdout.splitlines() if "DMARC1" in line]
+    assert len(dmarc) == 1 and dmarc[0].startswith("_dmarc.example.com. TXT")
+    assert "s1._domainkey.news.example.com. TXT" in shown.stdout
+    readme = await asyncio.to_thread(README.read_text)
+    row = next(line for line in readme.splitlines() if line.startswith("| DMARC (TXT) |"))
+    assert "the From address's domain" in row and "optout dkim records" in row

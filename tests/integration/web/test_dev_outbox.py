@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.message
 from pathlib import Path
 
 import aiosmtplib
@@ -132,3 +133,50 @@ async def test_unknown_or_malformed_ids_are_404(outbox_client):
     client, _, _ = outbox_client
     for bad in ("../secrets.env", "1", "0000000000000000000-1"):
         assert (await client.get(f"/dev/outbox/{bad}")).status == 404
+
+
+async def test_the_outbox_counts_pages_and_searches(outbox_client):
+    """120 messages through real SMTP: the count, 50 a page (page 2 and 3 reachable), and a
+    search by recipient and by subject that finds exactly the one message."""
+    client, port, _ = outbox_client
+    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+    await smtp.connect()
+    try:
+        for n in range(120):
+            mail = email.message.EmailMessage()
+            mail["From"] = "news@acme.example.com"
+            mail["To"] = f"person-{n:03d}@example.com"
+            mail["Subject"] = "Your invoice is ready" if n == 77 else f"Weekly news {n:03d}"
+            mail.set_content("Hello.")
+            await smtp.send_message(mail)
+    finally:
+        await smtp.quit()
+
+    def rows(page: str) -> list[str]:
+        return page.split('href="/dev/outbox/')[1:]
+
+    first = await (await client.get("/dev/outbox")).text()
+    assert "120 messages; page 1 of 3 (from 1)" in first
+    assert len(rows(first)) == 50
+    assert "Weekly news 119" in first and "Weekly news 069" not in first  # newest first
+    assert 'href="/dev/outbox?page=2" rel="next"' in first
+    second = await (await client.get("/dev/outbox?page=2")).text()
+    assert "page 2 of 3 (from 51)" in second and len(rows(second)) == 50
+    assert "Weekly news 069" in second and "Weekly news 119" not in second
+    assert 'href="/dev/outbox" rel="prev"' in second
+    assert 'href="/dev/outbox?page=3" rel="next"' in second
+    third = await (await client.get("/dev/outbox?page=3")).text()
+    assert len(rows(third)) == 20 and 'rel="next"' not in third
+
+    by_recipient = await (await client.get("/dev/outbox", params={"q": "PERSON-077@"})).text()
+    assert "1 of 120 messages match" in by_recipient and len(rows(by_recipient)) == 1
+    assert "Your invoice is ready" in by_recipient
+    by_subject = await (await client.get("/dev/outbox", params={"q": "invoice"})).text()
+    assert len(rows(by_subject)) == 1 and "person-077@example.com" in by_subject
+    assert rows(by_subject)[0].split('"')[0] == rows(by_recipient)[0].split('"')[0]
+    nothing = await (await client.get("/dev/outbox", params={"q": "no such thing"})).text()
+    assert "0 of 120 messages match" in nothing and "No message matches." in nothing
+
+    assert (await client.get("/dev/outbox?page=0")).status == 400
+    past = await client.get("/dev/outbox", params={"page": "9", "q": "weekly"})
+    assert past.status == 200 and str(past.url).endswith("/dev/outbox?q=weekly&page=3")
