@@ -212,3 +212,16 @@ UPDATE deliveries SET state = 'sent', sent_at = :sent_at WHERE id = :id;
 INSERT INTO deliveries (tenant_id, kind, subscriber_id, recipient, template)
 VALUES (:tenant_id, 'transactional', :subscriber_id, 'x@example.org', 'confirm')
 RETURNING id;
+
+-- name: workspace_campaigns()
+-- Everything a workspace action can change (the isolation test compares before and after).
+SELECT * FROM campaigns ORDER BY id;
+
+-- name: workspace_deliveries()
+SELECT id, campaign_id, state, payload FROM deliveries ORDER BY id;
+
+-- name: audit_count()$
+SELECT count(*) FROM audit_log;
+
+-- name: audit_lines()
+SELECT action, actor, tenant_id, target_id, detail FROM audit_log ORDER BY id;
