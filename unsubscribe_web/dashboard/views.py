@@ -103,6 +103,11 @@ async def show(request: web.Request) -> web.Response:
         choices=[{"slug": t["slug"], "name": t["name"]} for t in choices],
         pick_tenant=principal.tenant_id is None,
         view=view,
+        campaigns_url=(
+            request.app.router["ws_campaigns"].url_for(tenant=view.tenant["slug"])
+            if view is not None and "campaigns" in view.sections
+            else None
+        ),
     )
 
 
