@@ -8,6 +8,7 @@ use a context with ``java_script_enabled=True`` (the pages' own CSP stays in for
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Page
@@ -22,16 +23,16 @@ def _axe() -> Axe:
     return Axe()
 
 
-async def violations(page: Page) -> list[dict[str, object]]:
+async def violations(page: Page) -> list[dict[str, Any]]:
     """axe-core's violations on ``page`` at or above the failing impacts."""
     results = await _axe().run(
         page, options={"runOnly": {"type": "tag", "values": TAGS}, "resultTypes": ["violations"]}
     )
-    found: list[dict[str, object]] = results.response["violations"]
+    found: list[dict[str, Any]] = results.response["violations"]
     return [v for v in found if v.get("impact") in FAILING_IMPACTS]
 
 
-def describe(found: list[dict[str, object]]) -> str:
+def describe(found: list[dict[str, Any]]) -> str:
     lines = []
     for v in found:
         nodes = v.get("nodes") or []
