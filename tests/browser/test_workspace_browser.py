@@ -301,6 +301,13 @@ async def test_every_workspace_page_passes_axe(browser, server, ws_settings, acm
     for path in pages:
         await page.goto(base + path)
         await assert_accessible(page)
+    # Reflow (WCAG 1.4.10): at 320 CSS px nothing scrolls sideways.
+    await page.set_viewport_size({"width": 320, "height": 640})
+    for path in pages:
+        await page.goto(base + path)
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 320, (path, width)
+    await page.set_viewport_size({"width": 1280, "height": 800})
     # A refused form and a refused action, with their error messages.
     await page.goto(f"{base}/dashboard/t/acme/campaigns/new")
     await page.get_by_label("Campaign name").fill("x")
