@@ -23,7 +23,7 @@ from mailer.addresses import parse_address
 from mailer.db import queries
 from mailer.errors import InvalidAddress, InvalidInput, NotFound, OptoutError
 from mailer.resources import STATIC_DIR
-from mailer.sending import body, campaigns, preview
+from mailer.sending import body, campaigns, compose, preview
 from unsubscribe_web.api.spec import path_id
 from unsubscribe_web.dashboard.workspace import (
     Workspace,
@@ -40,6 +40,10 @@ ONE = BASE + "/{campaign_id}"
 SCRIPT = STATIC_DIR / "workspace.js"
 NO_CAMPAIGN = NotFound("No such campaign.", field="campaign_id")
 ENDED = ("done", "cancelled")
+NOT_HERE = (
+    "This campaign uses a template whose content the workspace does not edit (made from the "
+    "command line or the API); change it there, or write a new campaign here."
+)
 EDITABLE = ("draft", "scheduled")
 # The preview frame: no script, no plugin, no remote load of any kind (images only as data:
 # URLs), styles only inline (an email's own); never shown outside our own pages.
@@ -192,6 +196,8 @@ async def update(request: web.Request) -> web.Response:
     """POST: save the editor; "Fill the text part from the body" saves and fills it."""
     async with posted(request, "update_campaign") as (ws, form):
         campaign = await _campaign(ws)
+        if campaign["template"] not in compose.BODY_TEMPLATES:
+            return await _campaign_view(ws, campaign, error=NOT_HERE, status=409)
         values = _form_values(form)
         fill = form.get("fill_text") == "1"
         try:
@@ -355,11 +361,9 @@ async def _editor(
     error: OptoutError | None = None,
     status: int = 200,
 ) -> web.Response:
-    if campaign is not None and campaign["template"] not in ("campaign",):
-        error = error or InvalidInput(
-            "This campaign was made from the command line with the newsletter template; "
-            "duplicate it or write a new one to edit it here."
-        )
+    editable = campaign is None or campaign["template"] in compose.BODY_TEMPLATES
+    if not editable:
+        error = error or InvalidInput(NOT_HERE)
     generated = ""
     with contextlib.suppress(OptoutError):  # the body's own problem is shown by the checks
         generated = body.generated_text(_content(values))
@@ -379,7 +383,7 @@ async def _editor(
         generated=generated,
         action=action,
         error=error,
-        editable=campaign is None or campaign["template"] == "campaign",
+        editable=editable,
     )
 
 
@@ -455,5 +459,5 @@ async def _campaign_view(
         scheduled=scheduled.astimezone(zone).strftime("%Y-%m-%d %H:%M") if scheduled else None,
         schedule_min=now_local.isoformat(timespec="minutes"),
         live=campaign["status"] not in ENDED and campaign["status"] != "draft",
-        editable=campaign["status"] in EDITABLE and campaign["template"] == "campaign",
+        editable=campaign["status"] in EDITABLE and campaign["template"] in compose.BODY_TEMPLATES,
     )

@@ -16,7 +16,7 @@ from mailer import tenants
 from mailer.api_tokens import RIGHTS
 from mailer.sending import campaigns
 from tests.conftest import probes
-from tests.support.api_world import sending_settings
+from tests.support.api_world import CONTENT, sending_settings
 from tests.support.mailer_env import DOMAIN
 from tests.support.workspace import BODY, Tenant, csrf_of, draft, ready_tenant, sign_in, state
 from unsubscribe_web.app import create_app
@@ -459,3 +459,29 @@ async def test_workspace_pages_without_a_session_go_to_sign_in(client, acme, con
     ):
         response = await client.get(path, allow_redirects=False)
         assert response.status == 303 and response.headers["Location"] == "/dashboard", path
+
+
+async def test_a_newsletter_made_by_the_api_shows_but_is_not_overwritten_by_the_editor(
+    client, conn, acme
+):
+    campaign = await campaigns.create(
+        conn,
+        tenant_id=acme.id,
+        topic_slug="newsletter",
+        name="From the CLI",
+        template="newsletter",
+        subject="Hello",
+        content=CONTENT,
+    )
+    cookie = await sign_in(client, acme.tokens["marketing"])
+    base = f"/dashboard/t/acme/campaigns/{campaign['id']}"
+    html = await get(client, cookie, base)
+    assert 'id="ready"' in html and 'id="edit"' not in html
+    assert "Hello Preview," in preview_text(html)
+    editor = await get(client, cookie, f"{base}/edit")
+    assert "does not edit" in editor and 'id="editor"' not in editor
+    before = await state(conn)
+    data = {"name": "X", "topic": "newsletter", "subject": "S", "format": "markdown", "body": BODY}
+    response = await post(client, cookie, base, data, csrf_of(html))
+    assert response.status == 409 and "does not edit" in await response.text()
+    assert await state(conn) == before
