@@ -485,3 +485,40 @@ async def test_a_newsletter_made_by_the_api_shows_but_is_not_overwritten_by_the_
     response = await post(client, cookie, base, data, csrf_of(html))
     assert response.status == 409 and "does not edit" in await response.text()
     assert await state(conn) == before
+
+
+async def test_workspace_pages_allow_only_our_own_script_and_no_inline_script(client, conn, acme):
+    campaign = await draft(conn, acme)
+    settings = client.app[SETTINGS]
+    await campaigns.start(conn, settings, acme.id, campaign["id"])
+    cookie = await sign_in(client, acme.tokens["marketing"])
+    response = await client.get(f"/dashboard/t/acme/campaigns/{campaign['id']}", headers=cookie)
+    csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    html = await response.text()
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, re.S)
+    assert scripts == [(' src="/static/workspace.js" defer', "")]
+    script = await client.get("/static/workspace.js")
+    assert script.headers["Content-Type"].startswith("text/javascript")
+    assert "progress" in await script.text()
+
+
+async def test_get_and_head_on_workspace_pages_change_nothing(client, conn, acme):
+    """G4: link scanners and prefetchers only read."""
+    campaign = await draft(conn, acme)
+    cookie = await sign_in(client, acme.tokens["marketing"])
+    base = f"/dashboard/t/acme/campaigns/{campaign['id']}"
+    before = await state(conn)
+    for path in (
+        "/dashboard/t/acme/campaigns",
+        "/dashboard/t/acme/campaigns/new",
+        base,
+        f"{base}/edit",
+        f"{base}/preview.html",
+        f"{base}/progress.json",
+        f"{base}/start",  # a POST route: GET is refused
+    ):
+        for method in ("GET", "HEAD"):
+            response = await client.request(method, path, headers=cookie, allow_redirects=False)
+            assert response.status in (200, 405), (method, path)
+    assert await state(conn) == before
