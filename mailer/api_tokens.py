@@ -45,6 +45,7 @@ RIGHTS: dict[str, frozenset[str]] = {
             "imports.write",
             "campaigns.read",
             "campaigns.write",
+            "campaigns.send",
             "policy.read",
             "policy.write",
             "requests.read",
@@ -64,6 +65,8 @@ RIGHTS: dict[str, frozenset[str]] = {
             "imports.write",
             "campaigns.read",
             "campaigns.write",
+            # Start or re-queue mail to the audience (the workspace's Send and Retry buttons).
+            "campaigns.send",
         }
     ),
     "compliance": frozenset(

@@ -28,12 +28,12 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     # Token URLs must not leak to other sites through the Referer header.
     "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 # Set unless the handler chose otherwise (the stylesheet is cacheable, policy pages indexable,
-# a developer page may need its own CSP).
+# a developer page may need its own CSP, the workspace's preview is framed by its own page).
 DEFAULT_HEADERS = {
+    "X-Frame-Options": "DENY",
     "Content-Security-Policy": CSP,
     "Cache-Control": "no-store",
     "X-Robots-Tag": "noindex, nofollow",

@@ -18,7 +18,7 @@ from mailer import outbox
 from mailer.config import Settings
 from mailer.db import queries, rows
 from mailer.errors import Conflict, InvalidInput, OptoutError
-from mailer.sending import compose
+from mailer.sending import body, compose
 from mailer.sending.campaign_status import UnknownCampaign as UnknownCampaign
 from mailer.sending.campaign_status import cancel as cancel
 from mailer.sending.campaign_status import pause as pause
@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 ANALYZE_AFTER = 1_000  # enqueued rows after which the deliveries statistics are refreshed
 STATUSES = ("draft", "scheduled", "sending", "paused", "done", "cancelled")
+MAX_NAME = 200
+EMPTY_AUDIENCE = (
+    "nobody would receive this campaign: the topic has no confirmed, unsuppressed subscribers"
+)
 
 
 class CampaignRefused(InvalidInput):
@@ -184,13 +188,155 @@ async def check(
         campaign["subject"],
         campaign["content"],
     )
+    _check_sending(tenant, settings)
+    return prepared
+
+
+def _check_sending(tenant: asyncpg.Record | dict[str, Any], settings: Settings) -> None:
     try:
         signer_for(tenant, settings)
     except OptoutError as exc:
-        raise CampaignRefused(f"cannot sign the campaign's mail: {exc.message}") from exc
+        raise CampaignRefused(
+            f"cannot sign the campaign's mail: {exc.message}", field="dkim_key_path"
+        ) from exc
     if settings.smtp is None:
         raise CampaignRefused("SMTP_URL is not set: there is no relay to send through")
-    return prepared
+
+
+async def problems(
+    conn: asyncpg.Connection, settings: Settings, campaign: asyncpg.Record
+) -> list[CampaignRefused]:
+    """Every refusal ``start`` would make now, all at once (``check`` stops at the first): the
+    workspace shows them beside the campaign before anyone presses Send."""
+    found: list[CampaignRefused] = []
+    tenant_id = campaign["tenant_id"]
+    tenant = await queries().tenants.get_tenant(conn, id=tenant_id)
+    topic = await queries().tenants.get_topic(conn, tenant_id=tenant_id, id=campaign["topic_id"])
+    if topic is None:
+        return [CampaignRefused("the campaign's topic no longer exists", field="topic")]
+    values = dict(tenant)
+    if not (tenant["postal_address"] or "").strip():
+        found.append(
+            CampaignRefused(
+                "the tenant has no postal address; CAN-SPAM requires one in every commercial "
+                "message",
+                field="postal_address",
+            )
+        )
+        values["postal_address"] = "-"  # to find the content's own problems too
+    try:
+        _prepare(
+            values,
+            topic,
+            campaign["id"],
+            campaign["template"],
+            campaign["subject"],
+            campaign["content"],
+        )
+    except CampaignRefused as exc:
+        found.append(exc)
+    try:
+        _check_sending(tenant, settings)
+    except CampaignRefused as exc:
+        found.append(exc)
+    audience: int = await queries().campaigns.audience_size(
+        conn, tenant_id=tenant_id, topic_id=topic["id"]
+    )
+    if audience == 0 and campaign["status"] in ("draft", "scheduled"):
+        found.append(CampaignRefused(EMPTY_AUDIENCE, field="topic"))
+    return found
+
+
+async def create_draft(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: int,
+    topic_slug: str,
+    name: str,
+    subject: str,
+    content: dict[str, Any],
+    template: str = "campaign",
+    created_by: str = "cli",
+) -> asyncpg.Record:
+    """A new draft as the workspace saves it: the form is checked, the content is not (a
+    draft may be unfinished; ``problems`` lists what stops it from being sent)."""
+    topic = await get_topic(conn, tenant_id, topic_slug)
+    _check_draft(name, subject, template, content)
+    return await queries().campaigns.create_campaign(
+        conn,
+        tenant_id=tenant_id,
+        topic_id=topic["id"],
+        name=name,
+        template=template,
+        subject=subject,
+        content=content,
+        priority=0,
+        created_by=created_by,
+    )
+
+
+async def update_draft(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: int,
+    campaign_id: int,
+    topic_slug: str,
+    name: str,
+    subject: str,
+    content: dict[str, Any],
+) -> asyncpg.Record:
+    """Change a campaign that has not started yet."""
+    campaign = await get(conn, tenant_id, campaign_id)
+    topic = await get_topic(conn, tenant_id, topic_slug)
+    _check_draft(name, subject, campaign["template"], content)
+    row = await queries().campaigns.update_draft(
+        conn,
+        tenant_id=tenant_id,
+        id=campaign_id,
+        topic_id=topic["id"],
+        name=name,
+        subject=subject,
+        content=content,
+    )
+    if row is None:
+        raise Conflict(
+            f"the campaign is {campaign['status']}; only a draft or a scheduled campaign "
+            "can be edited (duplicate it to send it again)"
+        )
+    return row
+
+
+async def duplicate(
+    conn: asyncpg.Connection, tenant_id: int, campaign_id: int, *, created_by: str = "cli"
+) -> asyncpg.Record:
+    """A new draft with the campaign's topic, subject and content."""
+    campaign = await get(conn, tenant_id, campaign_id)
+    name = f"Copy of {campaign['name']}"[:MAX_NAME]
+    return await queries().campaigns.create_campaign(
+        conn,
+        tenant_id=tenant_id,
+        topic_id=campaign["topic_id"],
+        name=name,
+        template=campaign["template"],
+        subject=campaign["subject"],
+        content=campaign["content"],
+        priority=campaign["priority"],
+        created_by=created_by,
+    )
+
+
+def _check_draft(name: str, subject: str, template: str, content: dict[str, Any]) -> None:
+    name, subject = name.strip(), subject.strip()
+    if not name or len(name) > MAX_NAME:
+        raise InvalidInput(f"the name must have 1 to {MAX_NAME} characters", field="name")
+    if not subject or len(subject) > compose.MAX_SUBJECT:
+        raise CampaignRefused(
+            f"the subject must have 1 to {compose.MAX_SUBJECT} characters", field="subject"
+        )
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name + subject):
+        raise InvalidInput("the name and subject must be one line of text", field="subject")
+    if template in compose.BODY_TEMPLATES:
+        body.check_values(content)
 
 
 async def preview(
@@ -235,10 +381,7 @@ async def start(
         await check(conn, settings, campaign)
         queued: int = await q.enqueue(conn, campaign_id=campaign_id)
         if queued == 0:
-            raise CampaignRefused(
-                "nobody would receive this campaign: the topic has no confirmed, "
-                "unsuppressed subscribers"
-            )
+            raise CampaignRefused(EMPTY_AUDIENCE, field="topic")
         await q.set_status(
             conn, tenant_id=tenant_id, id=campaign_id, status="sending", pause_reason=None
         )
@@ -268,12 +411,15 @@ async def test_send(
 def check_schedule_time(at: dt.datetime, now: dt.datetime) -> None:
     """Refuse a start time in the past: a worker would start the mass send at once."""
     if at.tzinfo is None:
-        raise CampaignRefused("the start time needs a time zone offset, e.g. +02:00 or Z")
+        raise CampaignRefused(
+            "the start time needs a time zone offset, e.g. +02:00 or Z", field="at"
+        )
     if at < now:
         raise CampaignRefused(
             f"the start time {at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC is in the past "
             f"(now {now.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC); give a later time, "
-            "or start it now with `optout campaign send`"
+            "or start it now with `optout campaign send`",
+            field="at",
         )
 
 

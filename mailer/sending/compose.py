@@ -29,6 +29,7 @@ import markupsafe
 from mailer.config import LOOPBACK_HOSTS
 from mailer.errors import InvalidAddress, InvalidInput
 from mailer.resources import EMAIL_TEMPLATES_DIR
+from mailer.sending import body as campaign_body
 
 TEMPLATE_DIR = EMAIL_TEMPLATES_DIR
 
@@ -43,7 +44,9 @@ SOFT_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be no longer
 _FORBIDDEN_VALUES: dict[str, dict[str, str]] = {
     "policy_notice": {"blocks": "policy notices cannot carry marketing content blocks"},
 }
-_RESERVED_NAMES = frozenset({"sender", "recipient", "subject"})
+_RESERVED_NAMES = frozenset({"sender", "recipient", "subject", "body_html", "body_text"})
+# Templates whose content is a body written in the workspace (mailer.sending.body).
+BODY_TEMPLATES = frozenset({"campaign"})
 _TEMPLATE_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -266,6 +269,16 @@ def _prepare(
             "sender": sender,
             "recipient": {**recipient, "extra": _ExtraSlots(extra_slot)},
         }
+        if template in BODY_TEMPLATES:
+            # The merge fields become the same slot markers as the template's own links.
+            merge = {
+                "name": recipient["name"],
+                "email": recipient["to_address"],
+                "unsubscribe_url": recipient["unsubscribe_url"],
+                "preferences_url": recipient["preferences_url"],
+            }
+            parts = campaign_body.render(values, merge)
+            context |= {"body_html": parts.html, "body_text": parts.text}
         text = _render(f"{template}.txt", context)
         html_text = _render(f"{template}.html", context)
         if list_mail:

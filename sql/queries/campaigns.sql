@@ -184,3 +184,26 @@ WITH released AS (
     RETURNING 1
 )
 SELECT count(*) FROM released;
+
+-- name: update_draft(tenant_id, id, topic_id, name, subject, content)^
+-- The workspace editor: only a campaign that has not started can change (a paused one has
+-- sent some of its mail already; its recipients must all get the same message).
+UPDATE campaigns
+   SET topic_id = :topic_id, name = :name, subject = :subject, content = :content,
+       updated_at = now()
+ WHERE tenant_id = :tenant_id AND id = :id AND status IN ('draft', 'scheduled')
+RETURNING *;
+
+-- name: audience_sample(tenant_id, topic_id, lim)
+-- The first recipients enqueue would pick (same filters), for the preview's recipient picker.
+SELECT p.id, p.email, p.name
+  FROM subscriptions s
+  JOIN topics t ON t.id = s.topic_id
+  JOIN subscribers p ON p.id = s.subscriber_id AND p.status = 'active'
+ WHERE s.tenant_id = :tenant_id AND s.topic_id = :topic_id AND s.state = 'confirmed'
+   AND NOT EXISTS (
+        SELECT 1 FROM suppressions x
+         WHERE x.tenant_id = s.tenant_id AND x.address_key = p.email_key
+           AND (x.scope = 'all' OR t.kind = 'marketing'))
+ ORDER BY p.id
+ LIMIT :lim;

@@ -231,3 +231,13 @@ SELECT state FROM subscriptions WHERE tenant_id = :tenant_id;
 
 -- name: table_names()
 SELECT table_name FROM information_schema.tables WHERE table_schema = 'public';
+
+-- name: workspace_campaigns()
+-- Everything a workspace action can change (the isolation test compares before and after).
+SELECT * FROM campaigns ORDER BY id;
+
+-- name: workspace_deliveries()
+SELECT id, campaign_id, state, payload FROM deliveries ORDER BY id;
+
+-- name: audit_lines()
+SELECT action, actor, tenant_id, target_id, detail FROM audit_log ORDER BY id;

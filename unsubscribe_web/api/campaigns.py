@@ -35,7 +35,7 @@ NO_CAMPAIGN = NotFound("No such campaign.", field="campaign_id")
 NO_VERSION = NotFound("No such policy version.", field="version")
 NO_REQUEST = NotFound("No such data request.", field="request_id")
 MAX_VERSION = 2**31 - 1  # policy_versions.version is an integer
-CAMPAIGN_TEMPLATES = ("newsletter",)
+CAMPAIGN_TEMPLATES = ("newsletter", "campaign")
 
 
 def _now() -> dt.datetime:
@@ -132,6 +132,55 @@ async def schedule_campaign(ctx: Ctx) -> Any:
         ctx.conn, ctx.settings, ctx.tenant_id, await _campaign_id(ctx), at
     )
     return _campaign(row)
+
+
+async def update_campaign(ctx: Ctx) -> Any:
+    """Change a draft or scheduled campaign (what the workspace editor saves)."""
+    campaign_id = await _campaign_id(ctx)
+    current = await campaigns.get(ctx.conn, ctx.tenant_id, campaign_id)
+    topic = await queries().tenants.get_topic(
+        ctx.conn, tenant_id=ctx.tenant_id, id=current["topic_id"]
+    )
+    body = ctx.body
+    row = await campaigns.update_draft(
+        ctx.conn,
+        tenant_id=ctx.tenant_id,
+        campaign_id=campaign_id,
+        topic_slug=body.get("topic", topic["slug"]),
+        name=body.get("name", current["name"]),
+        subject=body.get("subject", current["subject"]),
+        content=body.get("content", current["content"]),
+    )
+    return _campaign(row)
+
+
+async def duplicate_campaign(ctx: Ctx) -> Any:
+    row = await campaigns.duplicate(
+        ctx.conn, ctx.tenant_id, await _campaign_id(ctx), created_by=ctx.principal.actor
+    )
+    ctx.target = ("campaign", row["id"])
+    return _campaign(row)
+
+
+async def check_campaign(ctx: Ctx) -> Any:
+    """Every refusal a start would make now (empty when it can be sent)."""
+    campaign = await campaigns.get(ctx.conn, ctx.tenant_id, await _campaign_id(ctx))
+    found = await campaigns.problems(ctx.conn, ctx.settings, campaign)
+    return {"items": [{"message": p.message, "field": p.field} for p in found]}
+
+
+async def start_campaign(ctx: Ctx) -> Any:
+    """Check and queue every recipient now (like `optout campaign send`)."""
+    campaign_id = await _campaign_id(ctx)
+    queued = await campaigns.start(ctx.conn, ctx.settings, ctx.tenant_id, campaign_id)
+    return {"campaign_id": campaign_id, "queued": queued}
+
+
+async def retry_campaign(ctx: Ctx) -> Any:
+    """Queue the soft failures again (never bounces)."""
+    campaign_id = await _campaign_id(ctx)
+    count = await campaigns.retry_failed(ctx.conn, ctx.tenant_id, campaign_id)
+    return {"campaign_id": campaign_id, "queued": count}
 
 
 async def pause_campaign(ctx: Ctx) -> Any:
@@ -350,15 +399,18 @@ LIST = {"type": "object", "properties": {"items": {"type": "array"}}}
 CAMPAIGN_PATH = "/tenants/{tenant}/campaigns/{campaign_id}"
 
 
-def _campaign_action(verb: str, handler: Any, summary: str) -> Endpoint:
+def _campaign_action(
+    verb: str, handler: Any, summary: str, right: str = "campaigns.write", status: int = 200
+) -> Endpoint:
     return Endpoint(
         "POST",
         f"{CAMPAIGN_PATH}/{verb}",
         f"{verb}_campaign",
         summary,
         handler,
-        "campaigns.write",
+        right,
         params=(TENANT, CAMPAIGN),
+        status=status,
     )
 
 
@@ -454,9 +506,43 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         body=obj({"to": string(254, min_length=3)}, required=("to",)),
         status=202,
     ),
+    Endpoint(
+        "PATCH",
+        CAMPAIGN_PATH,
+        "update_campaign",
+        "Change a draft or scheduled campaign",
+        update_campaign,
+        "campaigns.write",
+        params=(TENANT, CAMPAIGN),
+        body=obj(
+            {
+                "topic": SLUG,
+                "name": string(200, min_length=1),
+                "subject": string(255, min_length=1),
+                "content": ANY_OBJECT,
+            }
+        ),
+    ),
+    Endpoint(
+        "GET",
+        f"{CAMPAIGN_PATH}/checks",
+        "check_campaign",
+        "Every refusal a start would make now",
+        check_campaign,
+        "campaigns.read",
+        params=(TENANT, CAMPAIGN),
+        response=LIST,
+    ),
+    _campaign_action(
+        "duplicate", duplicate_campaign, "A new draft with the same content", status=201
+    ),
+    _campaign_action(
+        "start", start_campaign, "Check and queue every recipient now", "campaigns.send"
+    ),
     _campaign_action("pause", pause_campaign, "Stop sending for now"),
     _campaign_action("resume", resume_campaign, "Go on sending"),
     _campaign_action("cancel", cancel_campaign, "Stop for good; queued mail is cancelled"),
+    _campaign_action("retry", retry_campaign, "Queue the soft failures again", "campaigns.send"),
     Endpoint(
         "GET",
         "/tenants/{tenant}/policy/versions",

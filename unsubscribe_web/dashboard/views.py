@@ -1,10 +1,12 @@
-"""The staff dashboard (/dashboard): a read-only page per tenant with campaigns and their
-progress, recent unsubscribes, the policy versions, overdue data requests and two plots.
+"""The staff dashboard (/dashboard): the workspace's home, a read-only page per tenant with
+campaigns and their progress, recent unsubscribes, the policy versions, overdue data requests
+and two plots; the workspace's pages (unsubscribe_web.dashboard.campaigns) hang below it.
 
-Staff sign in with their API token (admin, marketing or compliance; client tokens are
-refused). The token is kept in an HttpOnly, SameSite=Strict cookie scoped to /dashboard and
-checked again on every request, so a revoked or expired token stops working at once. Nothing
-here changes data: the page is read in one read-only transaction.
+Staff sign in with their API token; each role sees what its API rights read, a client token
+only its own tenant. The token is kept in an HttpOnly, SameSite=Strict cookie scoped to
+/dashboard and checked again on every request (unsubscribe_web.dashboard.workspace), so a
+revoked or expired token stops working at once. Nothing here changes data: the page is read
+in one read-only transaction.
 """
 
 from __future__ import annotations
@@ -13,32 +15,36 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import asyncpg
 from aiohttp import web
 from markupsafe import Markup
 
-from mailer import api_tokens, tenants
 from mailer.addresses import mask
 from mailer.api_tokens import Principal
 from mailer.db import queries, rows
-from mailer.errors import Forbidden, InvalidAddress, Unauthorized, UnknownTenant
+from mailer.errors import InvalidAddress, Unauthorized, UnknownTenant
 from mailer.resources import STATIC_DIR
 from mailer.rights import deadlines, policy, privacy
 from mailer.sending import campaigns
 from unsubscribe_web.api.spec import SLUG_PATTERN
 from unsubscribe_web.dashboard.svg_plot import bar_chart
+from unsubscribe_web.dashboard.workspace import (
+    COOKIE,
+    COOKIE_PATH,
+    CROSS_SITE,
+    WRONG_TOKEN,
+    from_another_site,
+    secure,
+    staff,
+    tenant_choices,
+)
 from unsubscribe_web.forms import RateLimiter
-from unsubscribe_web.keys import SETTINGS
 from unsubscribe_web.pages import connection, render
 from unsubscribe_web.security import client_ip
 from unsubscribe_web.static import add_stylesheet
 
-COOKIE = "optout_dashboard"
-COOKIE_PATH = "/dashboard"
-STAFF_ROLES = frozenset({"admin", "marketing", "compliance"})
 RECENT_CAMPAIGNS = 20
 RECENT_UNSUBSCRIBES = 50
 UNSUBSCRIBE_DAYS = 30
@@ -49,10 +55,6 @@ STYLESHEET = STATIC_DIR / "dashboard.css"
 LOGINS_PER_IP_PER_10_MINUTES = 20
 LOGIN_LIMIT = web.AppKey("dashboard_login_limit", RateLimiter)
 TOO_MANY = "Too many sign-in attempts from your address. Wait ten minutes and try again."
-CROSS_SITE = "Sign in from this site's own form."
-
-# One message for every bad token (unknown, revoked, expired, malformed): nothing is revealed.
-WRONG_TOKEN = "That token is not valid."
 SESSION_ENDED = "Your session has ended. Sign in again with a valid token."
 # What a ledger row with no topic withdrew from.
 WITHOUT_TOPIC = {
@@ -81,7 +83,7 @@ async def show(request: web.Request) -> web.Response:
         return _login_page(request)
     async with connection(request) as conn:
         try:
-            principal = await _staff(conn, token)
+            principal = await staff(conn, token)
         except Unauthorized:
             response = _login_page(request, status=401, message=SESSION_ENDED)
             _clear_cookie(request, response)
@@ -101,12 +103,17 @@ async def show(request: web.Request) -> web.Response:
         choices=[{"slug": t["slug"], "name": t["name"]} for t in choices],
         pick_tenant=principal.tenant_id is None,
         view=view,
+        campaigns_url=(
+            request.app.router["ws_campaigns"].url_for(tenant=view.tenant["slug"])
+            if view is not None and "campaigns" in view.sections
+            else None
+        ),
     )
 
 
 async def login(request: web.Request) -> web.Response:
     """POST /dashboard/login: check the token, keep it in the session cookie, back to the page."""
-    if _from_another_site(request):
+    if from_another_site(request):
         # Another site's form could sign a browser in with the other site's token.
         return _login_page(request, status=403, message=CROSS_SITE)
     if not request.app[LOGIN_LIMIT].allow(client_ip(request) or ""):
@@ -117,7 +124,7 @@ async def login(request: web.Request) -> web.Response:
         return _login_page(request, status=401, message=WRONG_TOKEN)
     async with connection(request) as conn:
         try:
-            await _staff(conn, token.strip())
+            await staff(conn, token.strip())
         except Unauthorized:
             return _login_page(request, status=401, message=WRONG_TOKEN)
     response = _see_other(request)
@@ -127,7 +134,7 @@ async def login(request: web.Request) -> web.Response:
         path=COOKIE_PATH,
         httponly=True,
         samesite="Strict",
-        secure=_secure(request),
+        secure=secure(request),
     )
     return response
 
@@ -300,27 +307,12 @@ def _overdue(row: asyncpg.Record, zone: ZoneInfo, now: dt.datetime) -> dict[str,
 # --- sessions -----------------------------------------------------------------------------------
 
 
-async def _staff(conn: asyncpg.Connection, token: str) -> Principal:
-    """The token's principal; Unauthorized (one message for every cause) or Forbidden."""
-    try:
-        principal = await api_tokens.authenticate(conn, f"Bearer {token}")
-    except Unauthorized:
-        raise Unauthorized(WRONG_TOKEN) from None
-    if principal.role not in STAFF_ROLES:
-        raise Forbidden(f"A {principal.role} token cannot open the staff dashboard.")
-    return principal
-
-
 async def _chosen_tenant(
     conn: asyncpg.Connection, principal: Principal, slug: str | None
 ) -> tuple[asyncpg.Record | None, list[asyncpg.Record]]:
     """The tenant to show and those the picker offers. Another tenant's slug answers 404, word
     for word like a tenant that does not exist (as the API does)."""
-    if principal.tenant_id is None:
-        choices = await tenants.list_tenants(conn)
-    else:
-        own = await queries().tenants.get_tenant(conn, id=principal.tenant_id)
-        choices = [own] if own is not None else []
+    choices = await tenant_choices(conn, principal)
     if not slug:
         return (choices[0] if choices else None), choices
     if not re.fullmatch(SLUG_PATTERN, slug):
@@ -331,13 +323,9 @@ async def _chosen_tenant(
     return chosen, choices
 
 
-def _secure(request: web.Request) -> bool:
-    return request.app[SETTINGS].base_url.startswith("https://")
-
-
 def _clear_cookie(request: web.Request, response: web.Response) -> None:
     response.del_cookie(
-        COOKIE, path=COOKIE_PATH, secure=_secure(request), httponly=True, samesite="Strict"
+        COOKIE, path=COOKIE_PATH, secure=secure(request), httponly=True, samesite="Strict"
     )
 
 
@@ -345,17 +333,6 @@ def _see_other(request: web.Request) -> web.Response:
     # A response, not a raised HTTPSeeOther, so the cookie header travels with it.
     location = str(request.app.router["dashboard"].url_for())
     return web.Response(status=303, headers={"Location": location})
-
-
-def _from_another_site(request: web.Request) -> bool:
-    """Browsers say where a form was sent from: Sec-Fetch-Site, and Origin, which is "null"
-    under our no-referrer policy, so only another host named there counts. Clients that send
-    neither (scripts, old browsers) are not refused for that alone."""
-    site = request.headers.get("Sec-Fetch-Site")
-    if site is not None and site not in ("same-origin", "none"):
-        return True
-    origin = request.headers.get("Origin")
-    return origin not in (None, "null") and urlsplit(origin).netloc != request.host
 
 
 def _login_page(

@@ -18,7 +18,8 @@ from tests.conftest import TEST_HASH_KEY, probes
 from tests.support.api_world import CONTENT, sending_settings
 from tests.support.web import World, seed
 from unsubscribe_web.app import create_app
-from unsubscribe_web.dashboard.views import COOKIE, LOGINS_PER_IP_PER_10_MINUTES
+from unsubscribe_web.dashboard.views import LOGINS_PER_IP_PER_10_MINUTES
+from unsubscribe_web.dashboard.workspace import COOKIE
 
 SVG = "{http://www.w3.org/2000/svg}"
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -202,16 +203,19 @@ async def test_a_wrong_token_gets_401_and_the_form_again(client, acme, conn, giv
     assert answers[0] == answers[1]
 
 
-async def test_a_client_token_is_refused_with_403(client, acme, conn):
+async def test_a_client_token_sees_its_own_tenant_read_only(client, acme, beta, conn):
+    """Issue 16: a role sees what its API rights allow; a client token only its own tenant,
+    and no form that changes anything."""
     secret = await token(conn, "client", acme)
-    response = await client.post("/dashboard/login", data={"token": secret}, allow_redirects=False)
-    html = await response.text()
-    assert response.status == 403
-    assert "Set-Cookie" not in response.headers
-    assert "cannot open the staff dashboard" in html and "Acme News" not in html
-    # A client token in a hand-made cookie gets no further.
-    response = await client.get("/dashboard", headers={"Cookie": f"{COOKIE}={secret}"})
-    assert response.status == 403 and "Acme News" not in await response.text()
+    cookie = await sign_in(client, secret)
+    html = await page(client, cookie)
+    assert "Acme News" in html and "Beta secret launch" not in html
+    response = await client.get("/dashboard?tenant=beta", headers=cookie)
+    assert response.status == 404
+    listing = await client.get("/dashboard/t/acme/campaigns", headers=cookie)
+    text = await listing.text()
+    assert listing.status == 200 and "New campaign" not in text
+    assert 'method="post"' not in text.replace('method="post" action="/dashboard/logout"', "")
 
 
 async def test_a_revoked_or_expired_token_sends_the_next_request_back_to_login(client, acme, conn):

@@ -1,0 +1,101 @@
+"""Helpers for the staff workspace's tests (integration and browser): two tenants ready to send
+(DKIM key, postal address, confirmed subscribers), a token per role, signing in, the CSRF
+token of a page, and a snapshot of everything a workspace POST could change."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from mailer import api_tokens
+from mailer.config import Settings
+from mailer.sending import campaigns
+from tests.conftest import probes
+from tests.support.mailer_env import add_subscribers, make_tenant
+from unsubscribe_web.dashboard.workspace import COOKIE
+
+ROLES = ("admin", "marketing", "compliance", "client")
+BODY = (
+    "# Spring news for {{ name }}\n\n"
+    "Our garden opens on **Monday**.\n\n"
+    "[Unsubscribe]({{ unsubscribe_url }}) · [Your preferences]({{ preferences_url }})\n"
+)
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+@dataclass
+class Tenant:
+    id: int
+    slug: str
+    topic_id: int
+    people: dict[int, str]
+    tokens: dict[str, str] = field(default_factory=dict)
+
+
+async def ready_tenant(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    tmp_path: Path,
+    slug: str,
+    *,
+    people: int = 3,
+    postal: str | None = "Acme Inc.\n1 Main Street\nSpringfield",
+) -> Tenant:
+    """A tenant that can send: DKIM key, postal address, ``people`` confirmed subscribers on
+    its topic ``newsletter``; a token per role (the admin's spans every tenant)."""
+    tenant, topic = await make_tenant(conn, tmp_path, slug=slug, postal=postal)
+    found = await add_subscribers(
+        conn, settings, tenant["id"], topic["id"], people, prefix=f"{slug}-r"
+    )
+    t = Tenant(tenant["id"], slug, topic["id"], found)
+    for role in ROLES:
+        token = await api_tokens.create_token(
+            conn, role=role, tenant_id=None if role == "admin" else tenant["id"]
+        )
+        t.tokens[role] = token.secret
+    return t
+
+
+async def draft(
+    conn: asyncpg.Connection, t: Tenant, *, name: str = "Spring", text: str = BODY
+) -> asyncpg.Record:
+    return await campaigns.create_draft(
+        conn,
+        tenant_id=t.id,
+        topic_slug="newsletter",
+        name=name,
+        subject="Spring news",
+        content={"format": "markdown", "body": text, "text": "", "preheader": "Hello"},
+    )
+
+
+def session_cookie(set_cookie: str) -> dict[str, str]:
+    """The Cookie header a browser sends after the sign-in's Set-Cookie."""
+    return {"Cookie": f"{COOKIE}={SimpleCookie(set_cookie)[COOKIE].value}"}
+
+
+async def sign_in(client: Any, secret: str) -> dict[str, str]:
+    response = await client.post("/dashboard/login", data={"token": secret}, allow_redirects=False)
+    assert response.status == 303, await response.text()
+    client.session.cookie_jar.clear()
+    return session_cookie(response.headers["Set-Cookie"])
+
+
+def csrf_of(html: str) -> str:
+    found = _CSRF.search(html)
+    assert found, "no CSRF field on the page"
+    return found.group(1)
+
+
+async def state(conn: asyncpg.Connection) -> dict[str, Any]:
+    """Everything a workspace action could change: campaigns, deliveries, the audit log."""
+    return {
+        "campaigns": [dict(r) async for r in probes().workspace_campaigns(conn)],
+        "deliveries": [dict(r) async for r in probes().workspace_deliveries(conn)],
+        "audit": await probes().audit_count(conn),
+    }

@@ -1,0 +1,238 @@
+"""The staff workspace's shell, shared by every workspace page: the session (the staff token in
+a cookie, checked on every request), the tenant in the URL, the role's rights, the CSRF token
+of every form, the audit line of every action, and post/redirect/get.
+
+Rights are the admin API's: each workspace action names the API endpoint that does the same
+thing, and takes that endpoint's right from the one table in ``unsubscribe_web.api``; so a
+role can do in the browser exactly what its token can do through the API, no more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import asyncpg
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from mailer import api_tokens, audit, tenants
+from mailer.api_tokens import Principal
+from mailer.db import queries
+from mailer.errors import Forbidden, Unauthorized, UnknownTenant
+from unsubscribe_web.api.admin import ENDPOINTS
+from unsubscribe_web.api.spec import SLUG_PATTERN
+from unsubscribe_web.keys import CSRF, SETTINGS
+from unsubscribe_web.pages import connection, render
+
+COOKIE = "optout_dashboard"
+COOKIE_PATH = "/dashboard"
+CSRF_FIELD = "csrf"
+CSRF_FORM = "workspace"
+# One message for every bad token (unknown, revoked, expired, malformed): nothing is revealed.
+WRONG_TOKEN = "That token is not valid."
+EXPIRED_FORM = "This form has expired or came from another page. Reload the page and try again."
+CROSS_SITE = "Sign in from this site's own form."
+# Pages may run our one script file and frame our own sandboxed preview; nothing else.
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; "
+    "connect-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
+
+# The admin API's right per endpoint name: the one rights table both faces use.
+API_RIGHTS: dict[str, str] = {e.name: e.right for e in ENDPOINTS if e.right is not None}
+
+
+def right_of(action: str) -> str:
+    """The right of the admin-API endpoint ``action`` (KeyError: no such endpoint)."""
+    return API_RIGHTS[action]
+
+
+@dataclass(slots=True)
+class Workspace:
+    """One signed-in request: who, in which tenant, on which connection."""
+
+    request: web.Request
+    conn: asyncpg.Connection
+    principal: Principal
+    tenant: asyncpg.Record
+    csrf: str
+
+    @property
+    def tenant_id(self) -> int:
+        tenant_id: int = self.tenant["id"]
+        return tenant_id
+
+    @property
+    def slug(self) -> str:
+        slug: str = self.tenant["slug"]
+        return slug
+
+    def may(self, action: str) -> bool:
+        return self.principal.may(right_of(action))
+
+    def url(self, route: str, query: Mapping[str, str] | None = None, **parts: Any) -> str:
+        path = self.request.app.router[route].url_for(
+            tenant=self.slug, **{k: str(v) for k, v in parts.items()}
+        )
+        return f"{path}?{urlencode(query)}" if query else str(path)
+
+    def page(self, template: str, *, status: int = 200, **context: Any) -> web.Response:
+        """A workspace page: the shell's values, and the workspace's CSP."""
+        router = self.request.app.router
+        response = render(
+            self.request,
+            template,
+            status=status,
+            ws=self,
+            css=router["dashboard_stylesheet"].url_for(),
+            logout=router["dashboard_logout"].url_for(),
+            home=f"{router['dashboard'].url_for()}?{urlencode({'tenant': self.slug})}",
+            **context,
+        )
+        response.headers["Content-Security-Policy"] = CSP
+        return response
+
+    async def audit(self, action: str, target: tuple[str, int] | None = None) -> None:
+        """The audit line of an action, as the API writes it (same action name), in the
+        action's own transaction."""
+        target_type, target_id = target or (None, None)
+        await audit.record(
+            self.conn,
+            actor=self.principal.actor,
+            token_id=self.principal.token_id,
+            tenant_id=self.tenant_id,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            detail={"via": "workspace"},
+        )
+
+
+def session_token(request: web.Request) -> str | None:
+    return request.cookies.get(COOKIE) or None
+
+
+def csrf_value(request: web.Request, token: str) -> str:
+    return csrf_for(request.app, token)
+
+
+def csrf_for(app: web.Application, token: str) -> str:
+    """The CSRF value of a session: bound to its token through a hash, so the form value never
+    carries the token, and a form of one session is refused in another."""
+    return app[CSRF].issue(hashlib.sha256(token.encode()).hexdigest(), CSRF_FORM)
+
+
+def csrf_ok(request: web.Request, token: str, given: object) -> bool:
+    bound = hashlib.sha256(token.encode()).hexdigest()
+    return request.app[CSRF].check(bound, CSRF_FORM, given)
+
+
+async def staff(conn: asyncpg.Connection, token: str) -> Principal:
+    """The token's principal; Unauthorized, one message for every cause."""
+    try:
+        return await api_tokens.authenticate(conn, f"Bearer {token}")
+    except Unauthorized:
+        raise Unauthorized(WRONG_TOKEN) from None
+
+
+async def tenant_choices(conn: asyncpg.Connection, principal: Principal) -> list[asyncpg.Record]:
+    """The tenants a principal may open: all for an admin, else its own."""
+    if principal.tenant_id is None:
+        return await tenants.list_tenants(conn)
+    own = await queries().tenants.get_tenant(conn, id=principal.tenant_id)
+    return [own] if own is not None else []
+
+
+async def visible_tenant(
+    conn: asyncpg.Connection, principal: Principal, slug: str
+) -> asyncpg.Record:
+    """The tenant named in the URL; another tenant's slug answers 404, word for word like a
+    tenant that does not exist (as the API does)."""
+    if not re.fullmatch(SLUG_PATTERN, slug):
+        raise UnknownTenant("No such tenant.", field="tenant")
+    chosen = next((t for t in await tenant_choices(conn, principal) if t["slug"] == slug), None)
+    if chosen is None:
+        raise UnknownTenant("No such tenant.", field="tenant")
+    return chosen
+
+
+def from_another_site(request: web.Request) -> bool:
+    """Browsers say where a form was sent from: Sec-Fetch-Site, and Origin, which is "null"
+    under our no-referrer policy, so only another host named there counts. Clients that send
+    neither (scripts, old browsers) are not refused for that alone."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return True
+    origin = request.headers.get("Origin")
+    return origin not in (None, "null") and urlsplit(origin).netloc != request.host
+
+
+def sign_in_again(request: web.Request) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther(str(request.app.router["dashboard"].url_for()))
+
+
+@contextlib.asynccontextmanager
+async def opened(request: web.Request, action: str) -> AsyncIterator[Workspace]:
+    """A workspace GET: signed in, the tenant visible to the token, the action's right held.
+    Without a session, back to the sign-in form."""
+    token = session_token(request)
+    if token is None:
+        raise sign_in_again(request)
+    async with connection(request) as conn:
+        try:
+            principal = await staff(conn, token)
+        except Unauthorized:
+            raise sign_in_again(request) from None
+        tenant = await visible_tenant(conn, principal, request.match_info["tenant"])
+        if not principal.may(right_of(action)):
+            raise Forbidden(f"A {principal.role} token may not do this ({right_of(action)}).")
+        yield Workspace(request, conn, principal, tenant, csrf_value(request, token))
+
+
+@contextlib.asynccontextmanager
+async def posted(
+    request: web.Request, action: str
+) -> AsyncIterator[tuple[Workspace, MultiDictProxy[Any]]]:
+    """A workspace POST: from our own page, with the session's CSRF token, signed in, in a
+    tenant the token sees, with the right of the API endpoint ``action``. Anything else is
+    refused before any change."""
+    if from_another_site(request):
+        raise Forbidden(EXPIRED_FORM)
+    token = session_token(request)
+    if token is None:
+        raise Unauthorized(WRONG_TOKEN)
+    form = await request.post()
+    if not csrf_ok(request, token, form.get(CSRF_FIELD)):
+        raise Forbidden(EXPIRED_FORM)
+    async with connection(request) as conn:
+        principal = await staff(conn, token)
+        tenant = await visible_tenant(conn, principal, request.match_info["tenant"])
+        if not principal.may(right_of(action)):
+            raise Forbidden(f"A {principal.role} token may not do this ({right_of(action)}).")
+        yield Workspace(request, conn, principal, tenant, csrf_value(request, token)), form
+
+
+def see_other(location: str) -> web.Response:
+    """Post/redirect/get: a reload shows the result and never repeats the action."""
+    return web.Response(status=303, headers={"Location": location})
+
+
+def secure(request: web.Request) -> bool:
+    return request.app[SETTINGS].base_url.startswith("https://")
+
+
+def text_field(form: MultiDictProxy[Any], name: str, *, multiline: bool = False) -> str:
+    """A form field as text ("" when absent); line breaks are normalised to LF."""
+    value = form.get(name, "")
+    if not isinstance(value, str):
+        return ""
+    if multiline:
+        return value.replace("\r\n", "\n").replace("\r", "\n")
+    return value.strip()
