@@ -18,7 +18,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiosql
 import asyncpg
+from asyncpg.transaction import Transaction
 
+from mailer import journal
 from mailer.config import Settings
 from mailer.errors import ConfigError, DatabaseUnavailable, KeyMismatch
 from mailer.resources import QUERIES_DIR
@@ -96,6 +98,87 @@ def with_database(dsn: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
+class JournalledTransaction(Transaction):  # type: ignore[misc]  # asyncpg is untyped
+    """A transaction that writes the consent journal of what it changed (mailer/journal.py):
+    the file's head recorded inside it, then COMMIT, then the lines written and fsynced once.
+    A savepoint rolled back takes its events with it; a rollback journals nothing."""
+
+    __slots__ = ("_journal_mark",)
+
+    async def __aenter__(self) -> None:
+        pending = _pending(self._connection)
+        self._journal_mark = len(pending)
+        await super().__aenter__()
+
+    async def __aexit__(self, extype: Any, ex: Any, tb: Any) -> None:
+        conn = self._connection
+        pending = _pending(conn)
+        if extype is not None or self._nested or not pending:
+            if extype is not None:
+                del pending[self._journal_mark :]
+            await super().__aexit__(extype, ex, tb)
+            return
+        events = list(pending)
+        pending.clear()
+        target = journal.current()
+        if target is None:
+            # Recorded on a journal connection while no journal is open: refuse rather than
+            # commit consent changes the journal will never know.
+            err = RuntimeError("consent events recorded but this process has no journal open")
+            await super().__aexit__(RuntimeError, err, None)
+            raise err
+        async with target.lock:
+            try:
+                time = await queries().journal.transaction_time(conn)
+                prepared = target.prepare(events, time)
+                await queries().journal.record_head(
+                    conn, file=target.name, last_seq=prepared.last_seq, head_hash=prepared.head
+                )
+            except BaseException as exc:
+                await super().__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+            try:
+                await super().__aexit__(None, None, None)
+            except BaseException:
+                # The COMMIT failed, or its outcome is unknown: if it did commit, the database
+                # now names lines this file will never hold; a new file keeps that visible.
+                target.abandon()
+                raise
+            target.write(prepared)
+
+
+class JournalConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
+    """Every connection of mailer.db: its transactions journal the consent events recorded
+    in them (``record_journal``)."""
+
+    def transaction(
+        self, *, isolation: str | None = None, readonly: bool = False, deferrable: bool = False
+    ) -> Transaction:
+        self._check_open()
+        return JournalledTransaction(self, isolation, readonly, deferrable)
+
+
+def _pending(conn: Any) -> list[journal.JournalEvent]:
+    found: list[journal.JournalEvent] | None = getattr(conn, "_optout_journal_pending", None)
+    if found is None:
+        found = []
+        conn._optout_journal_pending = found
+    return found
+
+
+def record_journal(conn: asyncpg.Connection, event: journal.JournalEvent) -> None:
+    """Add ``event`` to the journal of the transaction ``conn`` is in; it is written after
+    that transaction commits. Without an open journal (tests, a library user) nothing is kept."""
+    if journal.current() is None:
+        return
+    inner = getattr(conn, "_con", conn)  # a pool's connection proxy
+    if not isinstance(inner, JournalConnection):
+        raise RuntimeError("a journal is open but this connection does not come from mailer.db")
+    if not inner.is_in_transaction():
+        raise RuntimeError("journal events are recorded inside a transaction")
+    _pending(inner).append(event)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -108,7 +191,7 @@ async def _no_session_reset(conn: asyncpg.Connection) -> None:
 
 async def connect(dsn: str) -> asyncpg.Connection:
     try:
-        conn = await asyncpg.connect(dsn)
+        conn = await asyncpg.connect(dsn, connection_class=JournalConnection)
     except UNAVAILABLE_ERRORS as exc:
         raise DatabaseUnavailable(f"cannot reach Postgres: {exc}") from exc
     await _init_connection(conn)
@@ -128,6 +211,7 @@ async def create_pool(
             min_size=min_size,
             max_size=max_size,
             init=_init_connection,
+            connection_class=JournalConnection,
             reset=_no_session_reset if stateless else None,
         )
     except UNAVAILABLE_ERRORS as exc:

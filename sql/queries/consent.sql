@@ -157,3 +157,13 @@ SELECT EXISTS (SELECT 1 FROM event) AS changed, t.sender_name, tp.name AS topic_
   JOIN topics tp ON tp.tenant_id = t.id AND tp.id = :topic_id
   LEFT JOIN subscribers s ON s.tenant_id = t.id AND s.id = :subscriber_id
  WHERE t.id = :tenant_id;
+
+-- name: reconfirm_topic(tenant_id, subscriber_id, topic_id)^
+-- `optout journal reapply` only: the person's confirmed opt-in, journalled with the lift it
+-- made, brought back after a restore; whatever state the backup held becomes confirmed.
+INSERT INTO subscriptions (tenant_id, subscriber_id, topic_id, state, confirmed_at)
+VALUES (:tenant_id, :subscriber_id, :topic_id, 'confirmed', now())
+ON CONFLICT (subscriber_id, topic_id) DO UPDATE
+   SET state = 'confirmed', confirmed_at = now(), unsubscribed_at = NULL, updated_at = now()
+ WHERE subscriptions.state <> 'confirmed'
+RETURNING (xmax = 0) AS created;

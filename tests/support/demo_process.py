@@ -50,6 +50,7 @@ class DemoProcess:
             if not k.startswith("OPTOUT_") and k not in ("DATABASE_URL", "SMTP_URL")
         }
         env["OPTOUT_DATA_DIR"] = str(self.data_dir)
+        env["OPTOUT_JOURNAL_DIR"] = str(self.data_dir.parent / f"{self.data_dir.name}-journal")
         self._process = subprocess.Popen(
             [
                 str(ROOT / "dev"),
