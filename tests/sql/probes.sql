@@ -212,3 +212,12 @@ UPDATE deliveries SET state = 'sent', sent_at = :sent_at WHERE id = :id;
 INSERT INTO deliveries (tenant_id, kind, subscriber_id, recipient, template)
 VALUES (:tenant_id, 'transactional', :subscriber_id, 'x@example.org', 'confirm')
 RETURNING id;
+
+-- name: server_version_num()$
+SHOW server_version_num;
+
+-- name: requests_of_tenant(tenant_id)
+SELECT * FROM data_requests WHERE tenant_id = :tenant_id ORDER BY id;
+
+-- name: inbound_of_delivery(delivery_id)
+SELECT * FROM inbound_events WHERE delivery_id = :delivery_id ORDER BY id;
