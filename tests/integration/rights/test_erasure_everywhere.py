@@ -14,8 +14,6 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import pytest
-
 from mailer import api_tokens, journal
 from mailer.consent import writer as consent
 from mailer.db import create_pool
@@ -25,7 +23,7 @@ from mailer.sending.worker import Worker
 from tests.conftest import probes
 from tests.support.api_world import bearer
 from tests.support.inbound_world import fixture, inbound_server, send_smtplib
-from tests.support.mailer_env import DOMAIN, mail_settings, make_tenant
+from tests.support.mailer_env import mail_settings, make_tenant
 from tests.support.pg_tools import server_major, tool
 from unsubscribe_web.app import create_app
 
