@@ -67,3 +67,10 @@ CREATE TABLE journal_heads (
     head_hash   bytea NOT NULL CHECK (length(head_hash) = 32),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- The keyed hashes of the addresses an inbound message or relay report names (sender, From,
+-- reported recipient), for each tenant it may belong to: erasure finds the event by them when
+-- it matched no delivery, also for an address the person has since changed.
+ALTER TABLE inbound_events ADD COLUMN address_keys bytea[];
+CREATE INDEX inbound_events_address_keys ON inbound_events USING gin (address_keys)
+    WHERE address_keys IS NOT NULL;

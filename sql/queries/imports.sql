@@ -73,3 +73,12 @@ SELECT pg_notify('optout_work', '');
 -- name: create_bench_table()!
 -- bench/import.py only: the bare table that Postgres COPY fills as the speed baseline.
 CREATE TEMPORARY TABLE bench_copy (email text, name text);
+
+-- name: purge_old_reports(tenant_id, before)$
+-- The per-row report is kept 30 days after an import ends (the daily purge-unconfirmed job).
+WITH done AS (
+    DELETE FROM import_errors
+     WHERE import_id IN (SELECT id FROM imports
+                          WHERE tenant_id = :tenant_id AND finished_at < :before)
+    RETURNING 1)
+SELECT count(*) FROM done;

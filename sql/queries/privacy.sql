@@ -164,9 +164,10 @@ SELECT count(*) FROM done;
 
 -- name: scrub_inbound(tenant_id, ids, keys, emails)$
 -- Raw inbound mail and relay webhook bodies about these people, and what was parsed from
--- them: by subscriber, by the delivery it answered (a DSN or a reply to a test send), or, for
--- what matched nothing (another tenant's domain, an unknown message), by the address itself
--- in the envelope, the parsed fields or the raw bytes. :emails are lower-case. A scan of the
+-- them: by subscriber, by the delivery it answered (a DSN or a reply to a test send), by the
+-- keyed hashes of the addresses it names (any address the person had), or, as a last resort
+-- for what matched no tenant, by the current address itself in the envelope, the parsed
+-- fields or the raw bytes. :emails are lower-case. A scan of the
 -- tenant's inbound rows: erasure is rare and raw mail expires after a retention period.
 WITH mine AS (
     SELECT id FROM deliveries
@@ -179,6 +180,7 @@ WITH mine AS (
             OR ev.parsed <> '{}')
        AND (ev.subscriber_id = ANY(:ids)
             OR ev.delivery_id IN (SELECT id FROM mine)
+            OR ev.address_keys && CAST(:keys AS bytea[])
             OR EXISTS (SELECT 1 FROM unnest(CAST(:emails AS text[])) AS e(email)
                         WHERE strpos(lower(concat_ws(' ', ev.envelope_from, ev.envelope_rcpt,
                                                      ev.parsed::text)), e.email) > 0

@@ -9,6 +9,7 @@ import base64
 import dataclasses
 import datetime as dt
 import json
+import os
 import random
 import subprocess
 import uuid
@@ -23,7 +24,7 @@ from mailer.sending.worker import Worker
 from tests.conftest import probes
 from tests.support.api_world import bearer
 from tests.support.inbound_world import fixture, inbound_server, send_smtplib
-from tests.support.mailer_env import mail_settings, make_tenant
+from tests.support.mailer_env import DOMAIN, mail_settings, make_tenant
 from tests.support.pg_tools import server_major, tool
 from unsubscribe_web.app import create_app
 
@@ -229,3 +230,89 @@ async def test_erasure_leaves_no_address_name_or_ip_in_a_pg_dump_or_any_file(
         assert [(r["kind"], r["requester"], len(bytes(r["requester_key"]))) for r in requests] == [
             ("access", None, 32)
         ]
+
+
+async def test_mail_to_an_address_the_person_had_before_a_rectification_is_erased_too(
+    conn, db_dsn, settings, tmp_path
+):
+    """Found by the keyed hash of every address the person had: a test send to the old
+    address, and a reply from it that matched no delivery, go with the person."""
+    (tmp_path / "keys").mkdir()
+    tenant, topic = await make_tenant(conn, tmp_path / "keys")
+    old, new = "before.rectify@example.org", "after.rectify@example.org"
+    joined = await consent.subscribe(
+        conn, hash_key=settings.hash_key, tenant_id=tenant["id"], topic_id=topic["id"],
+        email=old, age_attested=True, source="import", confirmed=True, lawful_basis="consent",
+    )  # fmt: skip
+    person = joined.subscriber_id
+    campaign = await campaigns.create(
+        conn, tenant_id=tenant["id"], topic_slug="newsletter", name="Spring",
+        template="newsletter", subject="Spring news", content=CONTENT,
+    )  # fmt: skip
+    test_send = await campaigns.test_send(
+        conn, mail_settings(settings, 9), tenant["id"], campaign["id"], old
+    )
+    # A message from the old address to the postmaster: it names no delivery and no person.
+    async with inbound_server(settings, db_dsn) as inbound:
+        raw = f"From: <{old}>\r\nSubject: hello\r\n\r\nwho sent me this?\r\n".encode()
+        replies = await send_smtplib(inbound.port, old, [f"postmaster@{DOMAIN}"], raw)
+        assert replies.data[0] == 250
+    await privacy.request_address_change(
+        conn, settings, tenant=tenant, subscriber_id=person, new_email=new,
+        now=dt.datetime.now(dt.UTC),
+    )  # fmt: skip
+    session = privacy.DataSession(
+        tenant["id"], person, 0, "rectify", "t", dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    )
+    assert await privacy.confirm_address_change(conn, settings, session, dt.datetime.now(dt.UTC))
+    assert (await probes().subscriber_row(conn, id=person))["email"] == new
+
+    await erasure.erase_subscriber(conn, tenant_id=tenant["id"], subscriber_id=person, by="staff")
+
+    row = await probes().delivery_row(conn, id=test_send)
+    assert (row["recipient"], row["state"]) == (None, "cancelled")
+    await probes().define_find_anywhere(conn)
+    for needle in (old, new):
+        found = [
+            (r["tbl"], r["col"])
+            async for r in probes().find_anywhere(conn, needle=needle)
+            if r["hits"]
+        ]
+        assert found == [], needle
+
+
+async def test_uploads_left_by_a_crash_are_dropped_at_start_and_old_reports_after_30_days(
+    conn, settings, tmp_path
+):
+    """An upload holds addresses: one left behind by a process that died mid-import is
+    deleted when the web face starts; an import's per-row report goes 30 days after it ended."""
+    from mailer.consent import imports
+    from unsubscribe_web.api.admin import STALE_UPLOAD_SECONDS, drop_stale_uploads
+
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    left, fresh = uploads / "tmpleft.csv", uploads / "tmpfresh.csv"
+    left.write_text("email\nleft@example.org\n")
+    fresh.write_text("email\nbusy@example.org\n")
+    now = fresh.stat().st_mtime
+    os.utime(left, (now - STALE_UPLOAD_SECONDS - 1, now - STALE_UPLOAD_SECONDS - 1))
+    assert drop_stale_uploads(tmp_path, now=now) == 1
+    assert sorted(p.name for p in uploads.iterdir()) == ["tmpfresh.csv"]
+
+    (tmp_path / "keys").mkdir()
+    tenant, topic = await make_tenant(conn, tmp_path / "keys")
+    csv = tmp_path / "people.csv"
+    csv.write_text("email,name\nok@example.org,Ok\nnot-an-address,Bad\n")
+    done = await imports.run_import(
+        conn, settings, tenant_id=tenant["id"], topic_id=topic["id"], path=csv,
+        options=imports.ImportOptions(lawful_basis="consent", source="shop", age_attested=True),
+        filename="people.csv",
+    )  # fmt: skip
+    assert [r async for r in probes().import_error_rows(conn, import_id=done["id"])]
+    ended = await imports.get_import(conn, tenant["id"], done["id"])
+    finished = dt.datetime.fromisoformat(str(ended["finished_at"]))
+    day = dt.timedelta(days=1)
+    assert await imports.purge_old_reports(conn, tenant["id"], now=finished + 29 * day) == 0
+    assert await imports.purge_old_reports(conn, tenant["id"], now=finished + 31 * day) == 1
+    assert [r async for r in probes().import_error_rows(conn, import_id=done["id"])] == []
+    assert (await imports.get_import(conn, tenant["id"], done["id"]))["rows_bad"] == 1

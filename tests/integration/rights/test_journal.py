@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -67,7 +68,7 @@ async def join(conn, settings, shop: Shop, email: str, *topics: int) -> int:
     return subscriber_id
 
 
-async def state(conn, shop: Shop) -> tuple[list[dict], list[tuple]]:
+async def state(conn, shop: Shop) -> tuple[list[dict[str, Any]], list[tuple[bytes, str, str]]]:
     people = [dict(r) async for r in probes().people_state(conn, tenant_id=shop.tenant_id)]
     for person in people:
         if isinstance(person["topics"], str):
@@ -118,7 +119,7 @@ def counts(stdout: str) -> dict[str, int]:
     return found
 
 
-def lines_of(folder: Path) -> list[dict]:
+def lines_of(folder: Path) -> list[dict[str, Any]]:
     return [
         json.loads(line)
         for path in sorted(folder.glob("*.journal"))
@@ -193,7 +194,7 @@ async def test_only_committed_transactions_are_journalled_with_one_fsync_each(
             synced.append(fd)
             real_fsync(fd)
 
-        monkeypatch.setattr(journal.os, "fsync", counting_fsync)
+        monkeypatch.setattr(os, "fsync", counting_fsync)
         csv = tmp_path / "list.csv"
         csv.write_text("email\n" + "".join(f"gone{i}@example.net\n" for i in range(1000)))
         result = await suppression_lists.import_file(
