@@ -144,7 +144,8 @@ class JournalledTransaction(Transaction):  # type: ignore[misc]  # asyncpg is un
                 # now names lines this file will never hold; a new file keeps that visible.
                 target.abandon()
                 raise
-            target.write(prepared)
+            ticket = target.enqueue(prepared)
+        await target.durable(ticket)
 
 
 class JournalConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped

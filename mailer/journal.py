@@ -10,8 +10,10 @@ database recorded, is found by `optout journal reapply`.
 
 Order against the commit (mailer.db.JournalConnection does it for every transaction): the
 lines of a transaction are prepared, its file's head is recorded in the same transaction, the
-transaction commits, and only then are the lines written and fsynced, once per transaction.
-So an event whose transaction rolled back is never journalled. A crash between the commit and
+transaction commits, and only then are the lines written and fsynced, at most once per
+transaction (transactions that commit while an fsync is running share the next one, off the
+event loop), before the transaction's caller goes on. So an event whose transaction rolled
+back is never journalled. A crash between the commit and
 the fsync leaves the database's head ahead of the file, which `reapply` reports as a file cut
 short; a COMMIT that fails or whose outcome is unknown moves the process to a new file, so
 the same sequence numbers are never written twice.
@@ -121,6 +123,11 @@ class Journal:
         self.directory = directory
         self.broken_files: list[str] = []
         self._lock: asyncio.Lock | None = None
+        # Committed lines waiting for their fsync, in order: (file, bytes).
+        self._queued: list[tuple[Path, bytes]] = []
+        self._ticket = 0  # transactions queued so far
+        self._synced = 0  # ... of which on disk
+        self._flushing: asyncio.Future[None] | None = None
         self._new_file()
 
     def _new_file(self) -> None:
@@ -150,30 +157,71 @@ class Journal:
         return Prepared(bytes(out), seq, head)
 
     def write(self, prepared: Prepared) -> None:
-        """Append and fsync the lines of a committed transaction. A failure here leaves the
-        database's head ahead of the file (reported by `reapply`); the next transaction goes
-        to a new file rather than reuse numbers."""
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            created = not self.path.exists()
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, prepared.data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if created:
-                _fsync_dir(self.directory)
-        except OSError:
-            log.exception("journal write failed file=%s: moving to a new file", self.name)
-            self.abandon()
-            return
+        """Append and fsync the lines of a committed transaction, now (one process, no
+        concurrency: tests and tools); servers use ``enqueue`` and ``durable``."""
+        self.enqueue(prepared)
+        self._synced = self._ticket
+        batch, self._queued = self._queued, []
+        self._after_write(_write_batch(batch))
+
+    def enqueue(self, prepared: Prepared) -> int:
+        """Take the committed lines in file order (under ``lock``); returns the ticket to
+        wait on with ``durable``."""
+        self._queued.append((self.path, prepared.data))
         self.seq, self.head = prepared.last_seq, prepared.head
+        self._ticket += 1
+        return self._ticket
+
+    async def durable(self, ticket: int) -> None:
+        """Return once the lines of ``ticket`` are written and fsynced. One fsync covers every
+        transaction queued by then (group commit); it runs in a thread, so other transactions
+        commit meanwhile, and a cancelled waiter does not cancel it."""
+        while self._synced < ticket:
+            if self._flushing is None or self._flushing.done():
+                self._flushing = asyncio.ensure_future(self._flush())
+            await asyncio.shield(self._flushing)
+
+    async def _flush(self) -> None:
+        batch, upto = self._queued, self._ticket
+        self._queued = []
+        if batch:
+            self._after_write(await asyncio.to_thread(_write_batch, batch))
+        self._synced = max(self._synced, upto)
+
+    def _after_write(self, failed: set[Path]) -> None:
+        # A failed write leaves the database's head ahead of the file (reported by
+        # `reapply`); the next transaction goes to a new file rather than reuse numbers.
+        if self.path in failed:
+            self.abandon()
 
     def abandon(self) -> None:
         """Leave this file for a new one (after a failed write or a COMMIT of unknown outcome)."""
         self.broken_files.append(self.name)
         self._new_file()
+
+
+def _write_batch(batch: list[tuple[Path, bytes]]) -> set[Path]:
+    """Append each file's lines in one write and one fsync; returns the files that failed."""
+    by_file: dict[Path, list[bytes]] = {}
+    for path, data in batch:
+        by_file.setdefault(path, []).append(data)
+    failed: set[Path] = set()
+    for path, chunks in by_file.items():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            created = not path.exists()
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, b"".join(chunks))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                _fsync_dir(path.parent)
+        except OSError:
+            log.exception("journal write failed file=%s: moving to a new file", path.name)
+            failed.add(path)
+    return failed
 
 
 def _fsync_dir(directory: Path) -> None:

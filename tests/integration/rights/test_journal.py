@@ -5,6 +5,7 @@ and finds an edited line or a file cut short."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -374,3 +375,35 @@ async def test_an_edited_line_and_a_file_cut_short_are_reported_and_not_applied(
         assert states == ["unsubscribed", "unsubscribed", "unsubscribed", "confirmed", "confirmed"]
     finally:
         await restored.close()
+
+
+async def test_concurrent_one_click_opt_outs_are_each_journalled_once_in_one_chain(
+    conn, settings, aiohttp_client, tmp_path
+):
+    """Many one-click POSTs at once through the web face's pool: every acknowledged opt-out
+    is on disk in one unbroken chain whose head the database recorded (transactions that
+    commit during an fsync share the next one)."""
+    folder = tmp_path / "journal"
+    shop = await make_shop(conn)
+    people = [await join(conn, settings, shop, f"c{n}@example.org", shop.news) for n in range(40)]
+    with journal.journal_in(folder) as target:
+        client = await aiohttp_client(create_app(settings))
+        keyring = settings.keyring()
+
+        async def click(subscriber_id: int) -> int:
+            token = keyring.sign(
+                LinkClaims.issue(Purpose.ONE_CLICK, shop.tenant_id, subscriber_id, shop.news)
+            )
+            response = await client.post(f"/u/{token}", data=ONE_CLICK)
+            return response.status
+
+        statuses = await asyncio.gather(*(click(s) for s in people))
+        assert set(statuses) == {200}
+        check = journal.read_file(target.path)
+        assert check.problems == []
+        assert sorted(e.subscriber_id for e in check.entries) == sorted(people)
+        assert [e.seq for e in check.entries] == list(range(1, len(people) + 1))
+        heads = [r async for r in probes().journal_heads(conn)]
+        assert [(h["file"], h["last_seq"], bytes(h["head_hash"])) for h in heads] == [
+            (target.name, len(people), check.hashes[len(people)])
+        ]
