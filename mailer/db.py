@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from functools import cache
@@ -99,9 +100,10 @@ def with_database(dsn: str, database: str) -> str:
 
 
 class JournalledTransaction(Transaction):  # type: ignore[misc]  # asyncpg is untyped
-    """A transaction that writes the consent journal of what it changed (mailer/journal.py):
-    the file's head recorded inside it, then COMMIT, then the lines written and fsynced once.
-    A savepoint rolled back takes its events with it; a rollback journals nothing."""
+    """A transaction that journals the consent events recorded in it (mailer/journal.py): its
+    token inserted inside it, then COMMIT, then its lines written and fsynced, then the file's
+    head recorded. A savepoint rolled back takes its events with it; a rollback, or a COMMIT
+    that fails, journals nothing."""
 
     __slots__ = ("_journal_mark",)
 
@@ -127,25 +129,44 @@ class JournalledTransaction(Transaction):  # type: ignore[misc]  # asyncpg is un
             err = RuntimeError("consent events recorded but this process has no journal open")
             await super().__aexit__(RuntimeError, err, None)
             raise err
-        async with target.lock:
-            try:
-                time = await queries().journal.transaction_time(conn)
-                prepared = target.prepare(events, time)
-                await queries().journal.record_head(
-                    conn, file=target.name, last_seq=prepared.last_seq, head_hash=prepared.head
-                )
-            except BaseException as exc:
-                await super().__aexit__(type(exc), exc, exc.__traceback__)
-                raise
-            try:
-                await super().__aexit__(None, None, None)
-            except BaseException:
-                # The COMMIT failed, or its outcome is unknown: if it did commit, the database
-                # now names lines this file will never hold; a new file keeps that visible.
-                target.abandon()
-                raise
-            ticket = target.enqueue(prepared)
-        await target.durable(ticket)
+        token = uuid.uuid4()
+        try:
+            # The token commits with the events, or not at all: after a restore it tells
+            # which journal lines the backup already holds.
+            time = await queries().journal.mark_transaction(conn, token=token)
+        except BaseException as exc:
+            await super().__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        await super().__aexit__(None, None, None)
+        await journal_committed(conn, events, time, token)
+
+
+async def journal_committed(
+    conn: asyncpg.Connection,
+    events: list[journal.JournalEvent],
+    time: Any,
+    token: uuid.UUID,
+) -> None:
+    """Journal the events of a transaction that committed with ``token``: their lines on
+    disk, then the file's head recorded, before returning."""
+    target = journal.current()
+    if target is None:
+        raise RuntimeError("consent events committed but this process has no journal open")
+    ticket = target.append(events, time, token.hex)
+    for head in await target.durable(ticket):
+        await _record_head(conn, head)
+
+
+async def _record_head(conn: asyncpg.Connection, head: journal.Head) -> None:
+    """After the fsync, on the committed transaction's connection. Only a record that lags:
+    a failure here leaves the database's head behind the file, which nobody mistakes for a
+    file cut short."""
+    try:
+        await queries().journal.record_head(
+            conn, file=head.file, last_seq=head.last_seq, head_hash=head.head_hash
+        )
+    except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
+        log.warning("journal head not recorded file=%s: %s", head.file, type(exc).__name__)
 
 
 class JournalConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped

@@ -2,21 +2,21 @@
 database, so that a restore from a backup cannot bring back anyone who left or was erased.
 
 One append-only file per host and process in OPTOUT_JOURNAL_DIR, one JSON line per event:
-ids, the event, the database's transaction time and the keyed hashes of every address the
-person had; never a plain address, name or IP. Each line carries a sequence number and a
-hash chained over the previous line, and the database records each file's last sequence and
-head hash (table journal_heads), so an edited line, or a file cut short below what the
-database recorded, is found by `optout journal reapply`.
+ids, the event, the database's transaction time, a token naming the transaction, and the keyed
+hashes of every address the person had; never a plain address, name or IP. Each line carries
+a sequence number and a hash chained over the previous line; the database records each file's
+last sequence and head hash once the lines are on disk (journal_heads), so an edited line, or
+a file cut short below what the database recorded, is found by `optout journal reapply`.
 
-Order against the commit (mailer.db.JournalConnection does it for every transaction): the
-lines of a transaction are prepared, its file's head is recorded in the same transaction, the
-transaction commits, and only then are the lines written and fsynced, at most once per
-transaction (transactions that commit while an fsync is running share the next one, off the
-event loop), before the transaction's caller goes on. So an event whose transaction rolled
-back is never journalled. A crash between the commit and
-the fsync leaves the database's head ahead of the file, which `reapply` reports as a file cut
-short; a COMMIT that fails or whose outcome is unknown moves the process to a new file, so
-the same sequence numbers are never written twice.
+Order against the commit (mailer.db.JournalledTransaction does it for every transaction): the
+transaction's token is inserted in the transaction itself (journal_transactions), the
+transaction commits, and only then are its lines numbered, chained, written and fsynced (at
+most one fsync per transaction: those that commit while an fsync runs share the next one,
+off the event loop), before the transaction's caller goes on; so an acknowledged opt-out is
+committed and journalled. An event whose transaction rolled back is never journalled. After
+a restore, a line whose token the database holds is known to be in the backup; the others
+are re-applied. Nothing is held across the COMMIT, so commits of one process are not
+serialised behind each other.
 """
 
 from __future__ import annotations
@@ -67,13 +67,14 @@ class JournalEvent:
     reason: str | None = None
     source: str | None = None
 
-    def body(self, seq: int, prev: bytes, time: dt.datetime) -> dict[str, Any]:
+    def body(self, seq: int, prev: bytes, time: dt.datetime, txn: str) -> dict[str, Any]:
         if self.event not in EVENTS:
             raise ValueError(f"unknown journal event {self.event!r}")
         return {
             "v": FORMAT,
             "seq": seq,
             "prev": prev.hex(),
+            "txn": txn,
             "time": time.astimezone(dt.UTC).isoformat(),
             "tenant": self.tenant_id,
             "subscriber": self.subscriber_id,
@@ -87,12 +88,12 @@ class JournalEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class Prepared:
-    """The lines of one transaction, numbered and chained, not yet on disk."""
+class Head:
+    """A file's last line on disk: what the database records."""
 
-    data: bytes
+    file: str
     last_seq: int
-    head: bytes
+    head_hash: bytes
 
 
 def genesis(file_name: str) -> bytes:
@@ -114,20 +115,26 @@ def file_name_for(host: str, pid: int, started: dt.datetime) -> str:
     return f"{safe_host}-{pid}-{stamp}-{secrets.token_hex(3)}{SUFFIX}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    path: Path
+    data: bytes
+    head: Head
+
+
 class Journal:
-    """This process's journal file: numbering, chaining, one write and fsync per transaction.
+    """This process's journal file: numbering and chaining committed events, writing them with
+    one fsync per group of transactions.
 
     The file is created at the first write, so commands that change no consent leave none."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.broken_files: list[str] = []
-        self._lock: asyncio.Lock | None = None
-        # Committed lines waiting for their fsync, in order: (file, bytes).
-        self._queued: list[tuple[Path, bytes]] = []
+        self._queued: list[_Queued] = []  # committed lines waiting for their fsync, in order
         self._ticket = 0  # transactions queued so far
-        self._synced = 0  # ... of which on disk
-        self._flushing: asyncio.Future[None] | None = None
+        self._synced = 0  # ... of which on disk (or given up)
+        self._flushing: asyncio.Future[list[Head]] | None = None
         self._new_file()
 
     def _new_file(self) -> None:
@@ -136,92 +143,88 @@ class Journal:
         self.seq = 0
         self.head = genesis(self.name)
 
-    @property
-    def lock(self) -> asyncio.Lock:
-        """Held from recording the head in the transaction until its lines are on disk, so the
-        file's lines are in the order of the heads the database recorded."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
-
-    def prepare(self, events: Sequence[JournalEvent], time: dt.datetime) -> Prepared:
-        seq, head = self.seq, self.head
+    def append(self, events: Sequence[JournalEvent], time: dt.datetime, txn: str) -> int:
+        """Number and chain the events of a committed transaction and queue them; returns the
+        ticket to wait on with ``durable``. No await inside: the file's order is the order in
+        which this process's transactions committed."""
         out = bytearray()
         for event in events:
-            seq += 1
-            body = event.body(seq, head, time)
-            encoded = _encode(body)
-            head = chain(head, encoded)
-            body["hash"] = head.hex()
+            self.seq += 1
+            body = event.body(self.seq, self.head, time, txn)
+            self.head = chain(self.head, _encode(body))
+            body["hash"] = self.head.hex()
             out += _encode(body) + b"\n"
-        return Prepared(bytes(out), seq, head)
-
-    def write(self, prepared: Prepared) -> None:
-        """Append and fsync the lines of a committed transaction, now (one process, no
-        concurrency: tests and tools); servers use ``enqueue`` and ``durable``."""
-        self.enqueue(prepared)
-        self._synced = self._ticket
-        batch, self._queued = self._queued, []
-        self._after_write(_write_batch(batch))
-
-    def enqueue(self, prepared: Prepared) -> int:
-        """Take the committed lines in file order (under ``lock``); returns the ticket to
-        wait on with ``durable``."""
-        self._queued.append((self.path, prepared.data))
-        self.seq, self.head = prepared.last_seq, prepared.head
+        self._queued.append(_Queued(self.path, bytes(out), Head(self.name, self.seq, self.head)))
         self._ticket += 1
         return self._ticket
 
-    async def durable(self, ticket: int) -> None:
+    def write(self, events: Sequence[JournalEvent], time: dt.datetime, txn: str) -> list[Head]:
+        """``append`` and write at once, in this thread (tools and tests)."""
+        self.append(events, time, txn)
+        batch, upto = self._take()
+        heads, failed = _write_batch(batch)
+        self._written(failed, upto)
+        return heads
+
+    async def durable(self, ticket: int) -> list[Head]:
         """Return once the lines of ``ticket`` are written and fsynced. One fsync covers every
         transaction queued by then (group commit); it runs in a thread, so other transactions
-        commit meanwhile, and a cancelled waiter does not cancel it."""
+        commit meanwhile, and a cancelled waiter does not cancel it. Returns the heads written
+        by the flush this caller started (empty when another caller's flush covered it), for
+        the caller to record in the database."""
+        written: list[Head] = []
         while self._synced < ticket:
             if self._flushing is None or self._flushing.done():
                 self._flushing = asyncio.ensure_future(self._flush())
-            await asyncio.shield(self._flushing)
+                written = await asyncio.shield(self._flushing)
+            else:
+                await asyncio.shield(self._flushing)
+        return written
 
-    async def _flush(self) -> None:
-        batch, upto = self._queued, self._ticket
-        self._queued = []
-        if batch:
-            self._after_write(await asyncio.to_thread(_write_batch, batch))
+    async def _flush(self) -> list[Head]:
+        batch, upto = self._take()  # on the loop's thread, like every change of the queue
+        heads, failed = await asyncio.to_thread(_write_batch, batch)
+        self._written(failed, upto)
+        return heads
+
+    def _take(self) -> tuple[list[_Queued], int]:
+        batch, self._queued = self._queued, []
+        return batch, self._ticket
+
+    def _written(self, failed: set[Path], upto: int) -> None:
+        if self.path in failed:
+            # The database's head stays below what was lost (reported by `reapply` only if it
+            # recorded it); new lines go to a new file rather than break this one's chain.
+            self.broken_files.append(self.name)
+            self._new_file()
         self._synced = max(self._synced, upto)
 
-    def _after_write(self, failed: set[Path]) -> None:
-        # A failed write leaves the database's head ahead of the file (reported by
-        # `reapply`); the next transaction goes to a new file rather than reuse numbers.
-        if self.path in failed:
-            self.abandon()
 
-    def abandon(self) -> None:
-        """Leave this file for a new one (after a failed write or a COMMIT of unknown outcome)."""
-        self.broken_files.append(self.name)
-        self._new_file()
-
-
-def _write_batch(batch: list[tuple[Path, bytes]]) -> set[Path]:
-    """Append each file's lines in one write and one fsync; returns the files that failed."""
-    by_file: dict[Path, list[bytes]] = {}
-    for path, data in batch:
-        by_file.setdefault(path, []).append(data)
+def _write_batch(batch: list[_Queued]) -> tuple[list[Head], set[Path]]:
+    """Append each file's lines in one write and one fsync; returns the heads now on disk and
+    the files whose write failed."""
+    by_file: dict[Path, list[_Queued]] = {}
+    for item in batch:
+        by_file.setdefault(item.path, []).append(item)
+    heads: list[Head] = []
     failed: set[Path] = set()
-    for path, chunks in by_file.items():
+    for path, items in by_file.items():
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             created = not path.exists()
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, b"".join(chunks))
+                os.write(fd, b"".join(i.data for i in items))
                 os.fsync(fd)
             finally:
                 os.close(fd)
             if created:
                 _fsync_dir(path.parent)
+            heads.append(items[-1].head)
         except OSError:
             log.exception("journal write failed file=%s: moving to a new file", path.name)
             failed.add(path)
-    return failed
+    return heads, failed
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -278,6 +281,7 @@ class Entry:
 
     file: str
     seq: int
+    txn: str
     time: dt.datetime
     tenant_id: int
     subscriber_id: int | None
@@ -350,6 +354,7 @@ def _entry(file: str, body: dict[str, Any]) -> Entry:
     return Entry(
         file=file,
         seq=int(body["seq"]),
+        txn=str(body["txn"]),
         time=time,
         tenant_id=int(body["tenant"]),
         subscriber_id=None if body["subscriber"] is None else int(body["subscriber"]),

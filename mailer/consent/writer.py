@@ -9,6 +9,7 @@ database (mailer/journal.py), written once the transaction commits.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,7 +18,7 @@ import asyncpg
 
 from mailer import journal
 from mailer.addresses import Address, parse_address, suppression_key, tenant_hash_key
-from mailer.db import queries, record_journal, rows
+from mailer.db import journal_committed, queries, record_journal, rows
 from mailer.errors import (
     AgeAttestationRequired,
     Conflict,
@@ -720,29 +721,32 @@ async def unsubscribe_from_link(
     evidence: Evidence,
 ) -> asyncpg.Record:
     """``unsubscribe`` for the one-click and landing-page POST, in a single statement (the hot
-    path: one round trip, no explicit transaction). Same effect and idempotence: the ledger
-    and evidence rows are written only when the subscription changed. Returns ``changed`` with
-    the sender, topic name and address for the confirmation page; UnknownTopic when the topic
-    is not the tenant's."""
-    if journal.current() is None:
-        row = await _unsubscribe_from_link(
-            conn, tenant_id, subscriber_id, topic_id, source, evidence
-        )
-    else:
-        # With a journal the withdrawal must be journalled once it commits: one transaction.
-        async with conn.transaction():
-            row = await _unsubscribe_from_link(
-                conn, tenant_id, subscriber_id, topic_id, source, evidence
-            )
-            if row is not None and row["changed"]:
-                await journal_event(
-                    conn,
-                    tenant_id,
-                    subscriber_id,
-                    "withdraw_topic",
+    path: one round trip, no explicit transaction; with a journal, the same statement records
+    the journal's token, and the line is fsynced before this returns). Same effect and
+    idempotence: the ledger and evidence rows are written only when the subscription changed.
+    Returns ``changed`` with the sender, topic name and address for the confirmation page;
+    UnknownTopic when the topic is not the tenant's."""
+    token = uuid.uuid4() if journal.current() is not None else None
+    row = await _unsubscribe_from_link(
+        conn, tenant_id, subscriber_id, topic_id, source, evidence, token
+    )
+    if token is not None and row is not None and row["journal_time"] is not None:
+        # Committed by the statement itself: journalled now, before the answer goes out.
+        await journal_committed(
+            conn,
+            [
+                journal.JournalEvent(
+                    tenant_id=tenant_id,
+                    subscriber_id=subscriber_id,
+                    event="withdraw_topic",
+                    keys=tuple(bytes(k) for k in row["address_keys"] or ()),
                     topic_id=topic_id,
                     source=source,
                 )
+            ],
+            row["journal_time"],
+            token,
+        )
     if row is None:
         raise UnknownTopic(field="topic")
     return row
@@ -755,6 +759,7 @@ async def _unsubscribe_from_link(
     topic_id: int,
     source: str,
     evidence: Evidence,
+    token: uuid.UUID | None,
 ) -> asyncpg.Record | None:
     # Straight to asyncpg: aiosql's wrapper costs a dir() of the connection per call, a tenth
     # of this request's CPU. The SQL declares its parameters in positional order.
@@ -767,5 +772,6 @@ async def _unsubscribe_from_link(
         evidence.user_agent,
         evidence.detail,
         source,
+        token,
     )
     return row

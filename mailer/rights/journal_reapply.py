@@ -1,11 +1,12 @@
 """After a restore from a backup: re-apply what the consent journal (mailer/journal.py) says
 happened since, so nobody who opted out, was suppressed or was erased comes back.
 
-What the backup already holds is known exactly: the database records, for each journal file,
-the last line it committed with (journal_heads), in the same transaction as the events. Lines
-after that are re-applied, all files merged by the database's transaction time; a file the
-backup never heard of was started after it and is re-applied whole. Each re-applied line moves
-its file's recorded head in the same transaction, so a second run finds nothing to do.
+What the backup already holds is known exactly: every journalled transaction inserted its
+token into journal_transactions in the same transaction as its events, and each line names its
+token. Lines whose token the restored database holds are in the backup; the others are
+re-applied, transaction by transaction, all files merged by the database's transaction time.
+Re-applying a transaction inserts its token in the same transaction, so a second run finds
+nothing to do.
 
 Damage is reported, never silently skipped: a line whose chained hash does not match (and
 everything after it in that file) is not applied; a file shorter than the head the database
@@ -14,7 +15,9 @@ recorded, a file rewritten with a fresh chain, a recorded file missing from the 
 
 from __future__ import annotations
 
+import itertools
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,13 +34,14 @@ from mailer.rights import erasure
 log = logging.getLogger(__name__)
 
 ACTOR = "journal"
+TOKEN_PAGE = 10_000  # tokens looked up per query
 
 
 @dataclass(slots=True)
 class ReapplyReport:
     files: int = 0
     lines: int = 0  # intact lines read
-    pending: int = 0  # lines the restored database did not hold yet
+    pending: int = 0  # lines whose transaction the restored database did not hold
     changed: Counter[str] = field(default_factory=Counter)  # per event: what was re-applied
     problems: list[str] = field(default_factory=list)
 
@@ -72,18 +76,24 @@ async def reapply(conn: asyncpg.Connection, directories: Sequence[Path]) -> Reap
                 f"{name}: the database recorded {head['last_seq']} line(s) of this file, but it "
                 "is in none of the folders given"
             )
-    hashes = {c.name: c.hashes for c in checks}
-    for entry in journal.merged(checks):
-        head = heads.get(entry.file)
-        if head is not None and entry.seq <= head["last_seq"]:
-            continue  # the restored database committed with this line
-        report.pending += 1
+    entries = journal.merged(checks)
+    held: set[str] = set()
+    tokens = sorted({e.txn for e in entries})
+    for at in range(0, len(tokens), TOKEN_PAGE):
+        page = [uuid.UUID(t) for t in tokens[at : at + TOKEN_PAGE]]
+        found = await rows(queries().journal.committed_transactions(conn, tokens=page))
+        held |= {r["token"].hex for r in found}
+    for txn, group in itertools.groupby(entries, key=lambda e: e.txn):
+        if txn in held:
+            continue  # the restored database committed with this transaction
+        held.add(txn)
+        lines = list(group)
+        report.pending += len(lines)
         async with conn.transaction():
-            if await _apply(conn, entry):
-                report.changed[entry.event] += 1
-            await queries().journal.record_head(
-                conn, file=entry.file, last_seq=entry.seq, head_hash=hashes[entry.file][entry.seq]
-            )
+            for entry in lines:
+                if await _apply(conn, entry):
+                    report.changed[entry.event] += 1
+            await queries().journal.mark_transaction(conn, token=uuid.UUID(txn))
     log.info(
         "journal reapplied files=%s lines=%s pending=%s changed=%s problems=%s",
         report.files,

@@ -58,9 +58,17 @@ CREATE INDEX deliveries_recipient_key ON deliveries (tenant_id, recipient_key)
 ALTER TABLE data_requests ADD COLUMN requester_key bytea
     CHECK (requester_key IS NULL OR length(requester_key) = 32);
 
--- The journal outside the database (mailer/journal.py): for each journal file, the last line
--- this database committed with and the chained hash up to it. `optout journal reapply` finds
--- an edited line, or a file cut short below what was recorded here.
+-- The journal outside the database (mailer/journal.py). Each journalled transaction inserts
+-- its token here, so after a restore the lines whose token the backup holds are known to be in
+-- it, and only the others are re-applied (`optout journal reapply` inserts the token of each
+-- line it re-applies: a second run finds nothing to do).
+CREATE TABLE journal_transactions (
+    token         uuid PRIMARY KEY,
+    committed_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- For each journal file, the last line on disk and the chained hash up to it, recorded after
+-- the fsync: `optout journal reapply` finds an edited line, or a file cut short below it.
 CREATE TABLE journal_heads (
     file        text PRIMARY KEY CHECK (file ~ '^[A-Za-z0-9._-]{1,200}$'),
     last_seq    bigint NOT NULL CHECK (last_seq > 0),

@@ -245,3 +245,9 @@ CREATE TEMPORARY TABLE commit_trap (
 
 -- name: spring_commit_trap()!
 INSERT INTO commit_trap VALUES (1, 2);
+
+-- name: journal_transaction_count()$
+SELECT count(*) FROM journal_transactions;
+
+-- name: journal_transaction_held(token)$
+SELECT EXISTS (SELECT 1 FROM journal_transactions WHERE token = :token);

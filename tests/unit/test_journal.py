@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -34,7 +35,7 @@ SETTINGS = settings(
 def written(folder: Path, transactions: list[list[journal.JournalEvent]]) -> journal.Journal:
     target = journal.Journal(folder)
     for number, events in enumerate(transactions):
-        target.write(target.prepare(events, WHEN + dt.timedelta(seconds=number)))
+        target.write(events, WHEN + dt.timedelta(seconds=number), uuid.uuid4().hex)
     return target
 
 
@@ -99,7 +100,7 @@ def test_a_rewritten_file_with_a_fresh_chain_differs_from_the_recorded_head(tmp_
     forged.name, forged.path = original.name, original.path
     forged.seq, forged.head = 0, journal.genesis(original.name)
     original.path.unlink()
-    forged.write(forged.prepare([events[0], events[2], events[2]], WHEN))
+    forged.write([events[0], events[2], events[2]], WHEN, uuid.uuid4().hex)
     check = journal.read_file(original.path)
     assert check.problems == []  # the chain itself holds
     problem = journal.compare_with_head(check, *recorded)
@@ -111,7 +112,7 @@ def test_lines_hold_ids_times_and_keyed_hashes_only(tmp_path):
     target = written(tmp_path, [[journal.JournalEvent(7, 9, "erase", (key,), reason="erasure")]])
     line = json.loads(target.path.read_text())
     assert set(line) == {
-        "v", "seq", "prev", "time", "tenant", "subscriber", "event", "keys", "topic",
+        "v", "seq", "prev", "txn", "time", "tenant", "subscriber", "event", "keys", "topic",
         "scope", "reason", "source", "hash",
     }  # fmt: skip
     assert line["keys"] == [key.hex()] and line["subscriber"] == 9
