@@ -420,3 +420,17 @@ async def test_concurrent_one_click_opt_outs_are_each_journalled_once_in_one_cha
         assert [(h["file"], h["last_seq"], bytes(h["head_hash"])) for h in heads] == [
             (target.name, len(people), check.hashes[len(people)])
         ]
+
+
+async def test_reapply_of_a_missing_folder_is_one_clear_line_and_changes_nothing(
+    conn, db_dsn, settings, tmp_path
+):
+    shop = await make_shop(conn)
+    await join(conn, settings, shop, "ada@example.org")
+    before = await state(conn, shop)
+    (tmp_path / "journal").mkdir()
+    ran = reapply(db_dsn, tmp_path / "journal", tmp_path / "nowhere")
+    assert ran.returncode == 2
+    assert ran.stderr.splitlines() == [f"optout: journal: {tmp_path / 'nowhere'}: no such folder"]
+    assert ran.stdout == ""
+    assert await state(conn, shop) == before
