@@ -514,20 +514,34 @@ async def resubscribe(
             await _lift_marketing_suppression(
                 conn, tenant_id, subscriber_id, topic_id, key, source, evidence_id
             )
-        await q.insert_event(
-            conn,
-            tenant_id=tenant_id,
-            subscriber_id=subscriber_id,
-            topic_id=topic_id,
-            action="subscribe" if changed["created"] else "resubscribe",
-            effect="grant",
-            source=source,
-            policy_version_id=await q.current_policy_version(conn, tenant_id=tenant_id),
-            evidence_id=evidence_id,
-            campaign_id=None,
-            lawful_basis=None,
-        )
+        await _write_return(conn, tenant_id, subscriber_id, topic_id, changed, source, evidence_id)
         return True
+
+
+async def _write_return(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    subscriber_id: int,
+    topic_id: int,
+    changed: asyncpg.Record,
+    source: str,
+    evidence_id: int | None,
+) -> None:
+    """The ledger row of a person's own return to a topic (``changed``: from the upsert)."""
+    q = queries().consent
+    await q.insert_event(
+        conn,
+        tenant_id=tenant_id,
+        subscriber_id=subscriber_id,
+        topic_id=topic_id,
+        action="subscribe" if changed["created"] else "resubscribe",
+        effect="grant",
+        source=source,
+        policy_version_id=await q.current_policy_version(conn, tenant_id=tenant_id),
+        evidence_id=evidence_id,
+        campaign_id=None,
+        lawful_basis=None,
+    )
 
 
 async def reapply_lift(
@@ -556,18 +570,8 @@ async def reapply_lift(
             conn, tenant_id=tenant_id, subscriber_id=subscriber_id, topic_id=topic_id
         )
         if changed is not None:
-            await q.insert_event(
-                conn,
-                tenant_id=tenant_id,
-                subscriber_id=subscriber_id,
-                topic_id=topic_id,
-                action="subscribe" if changed["created"] else "resubscribe",
-                effect="grant",
-                source=source,
-                policy_version_id=await q.current_policy_version(conn, tenant_id=tenant_id),
-                evidence_id=evidence_id,
-                campaign_id=None,
-                lawful_basis=None,
+            await _write_return(
+                conn, tenant_id, subscriber_id, topic_id, changed, source, evidence_id
             )
         lifted = suppression is not None
         if lifted:

@@ -131,33 +131,12 @@ async def _apply(conn: asyncpg.Connection, entry: journal.Entry) -> bool:
             return not result.already_erased
         if entry.event == "suppress":
             scope: consent.Scope = "all" if entry.scope == "all" else "marketing"
-            changed = False
-            for key in entry.keys:
-                changed |= await consent.suppress(
-                    conn,
-                    tenant_id=entry.tenant_id,
-                    address_key=key,
-                    scope=scope,
-                    reason=entry.reason or "manual",
-                    source=source,
-                    subscriber_id=entry.subscriber_id if active else None,
-                    evidence=evidence,
-                )
-            return changed
+            who = entry.subscriber_id if active else None
+            return await _suppress(conn, entry, scope, entry.reason or "manual", who, evidence)
         if entry.event == "withdraw_marketing" and not active:
             # Not in this backup (signed up after it): the addresses still stay out of
             # marketing, as the person asked.
-            changed = False
-            for key in entry.keys:
-                changed |= await consent.suppress(
-                    conn,
-                    tenant_id=entry.tenant_id,
-                    address_key=key,
-                    scope="marketing",
-                    reason="unsubscribe",
-                    source=source,
-                )
-            return changed
+            return await _suppress(conn, entry, "marketing", "unsubscribe", None, evidence)
         if not active:
             return False  # the person is not in this backup, or was erased in it
         assert entry.subscriber_id is not None
@@ -210,3 +189,26 @@ async def _apply(conn: asyncpg.Connection, entry: journal.Entry) -> bool:
         )
         return False
     raise AssertionError(f"unknown journal event {entry.event}")
+
+
+async def _suppress(
+    conn: asyncpg.Connection,
+    entry: journal.Entry,
+    scope: consent.Scope,
+    reason: str,
+    subscriber_id: int | None,
+    evidence: consent.Evidence,
+) -> bool:
+    changed = False
+    for key in entry.keys:
+        changed |= await consent.suppress(
+            conn,
+            tenant_id=entry.tenant_id,
+            address_key=key,
+            scope=scope,
+            reason=reason,
+            source=entry.source or "erasure",
+            subscriber_id=subscriber_id,
+            evidence=evidence if subscriber_id is not None else None,
+        )
+    return changed
