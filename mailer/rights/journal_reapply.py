@@ -83,11 +83,24 @@ async def reapply(conn: asyncpg.Connection, directories: Sequence[Path]) -> Reap
         page = [uuid.UUID(t) for t in tokens[at : at + TOKEN_PAGE]]
         found = await rows(queries().journal.committed_transactions(conn, tokens=page))
         held |= {r["token"].hex for r in found}
+    tenants: dict[int, bool] = {}
     for txn, group in itertools.groupby(entries, key=lambda e: e.txn):
         if txn in held:
             continue  # the restored database committed with this transaction
         held.add(txn)
         lines = list(group)
+        for entry in lines:
+            if entry.tenant_id not in tenants:
+                found = await queries().tenants.get_tenant(conn, id=entry.tenant_id)
+                tenants[entry.tenant_id] = found is not None
+        strangers = [e for e in lines if not tenants[e.tenant_id]]
+        if strangers:
+            # Another installation's journal, or a tenant this backup predates: say so.
+            report.problems.append(
+                f"{lines[0].file}: seq {lines[0].seq}-{lines[-1].seq} name tenant "
+                f"{strangers[0].tenant_id}, which this database does not hold; not applied"
+            )
+            continue
         report.pending += len(lines)
         async with conn.transaction():
             for entry in lines:

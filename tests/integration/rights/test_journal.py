@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import json
 import os
 import subprocess
@@ -433,4 +434,25 @@ async def test_reapply_of_a_missing_folder_is_one_clear_line_and_changes_nothing
     assert ran.returncode == 2
     assert ran.stderr.splitlines() == [f"optout: journal: {tmp_path / 'nowhere'}: no such folder"]
     assert ran.stdout == ""
+    assert await state(conn, shop) == before
+
+
+async def test_lines_of_a_tenant_this_database_does_not_hold_are_reported_not_applied(
+    conn, db_dsn, settings, tmp_path
+):
+    """Another installation's journal mixed in (or a tenant the backup predates)."""
+    shop = await make_shop(conn)
+    await join(conn, settings, shop, "ada@example.org")
+    before = await state(conn, shop)
+    folder = tmp_path / "journal"
+    stranger = journal.Journal(folder)
+    event = journal.JournalEvent(shop.tenant_id + 1000, None, "suppress", (b"k" * 32,), scope="all")
+    stranger.write([event], dt.datetime.now(dt.UTC), uuid.uuid4().hex)
+    ran = reapply(db_dsn, folder)
+    assert ran.returncode == 1
+    assert ran.stderr.splitlines() == [
+        f"optout journal: {stranger.name}: seq 1-1 name tenant {shop.tenant_id + 1000}, which "
+        "this database does not hold; not applied"
+    ]
+    assert "total: 0 change(s)" in ran.stdout
     assert await state(conn, shop) == before
