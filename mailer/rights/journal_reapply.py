@@ -25,7 +25,7 @@ from pathlib import Path
 
 import asyncpg
 
-from mailer import journal
+from mailer import audit, journal
 from mailer.consent import writer as consent
 from mailer.db import queries, rows
 from mailer.errors import OptoutError
@@ -107,6 +107,20 @@ async def reapply(conn: asyncpg.Connection, directories: Sequence[Path]) -> Reap
                 if await _apply(conn, entry):
                     report.changed[entry.event] += 1
             await queries().journal.mark_transaction(conn, token=uuid.UUID(txn))
+    if report.pending or report.problems:
+        # One audit row per run that found something: who re-applied what, in counts.
+        await audit.record(
+            conn,
+            actor=ACTOR,
+            action="journal.reapply",
+            detail={
+                "files": report.files,
+                "lines": report.lines,
+                "pending": report.pending,
+                "changed": dict(report.changed),
+                "problems": len(report.problems),
+            },
+        )
     log.info(
         "journal reapplied files=%s lines=%s pending=%s changed=%s problems=%s",
         report.files,

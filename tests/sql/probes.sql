@@ -251,3 +251,6 @@ SELECT count(*) FROM journal_transactions;
 
 -- name: journal_transaction_held(token)$
 SELECT EXISTS (SELECT 1 FROM journal_transactions WHERE token = :token);
+
+-- name: audit_of_action(action)
+SELECT actor, detail FROM audit_log WHERE action = :action ORDER BY id;

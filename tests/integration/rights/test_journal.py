@@ -308,6 +308,8 @@ async def test_a_restore_is_brought_back_to_every_choice_made_since_the_backup(
             "erase": 3,
         }
         assert await state(restored, shop) == wanted
+        audited = [r async for r in probes().audit_of_action(restored, action="journal.reapply")]
+        assert [(a["actor"], a["detail"]["changed"]["erase"]) for a in audited] == [("journal", 3)]
         people = {p["id"]: p for p in (await state(restored, shop))[0]}
         assert people[bystander]["topics"] == {
             str(shop.news): "confirmed",
@@ -326,6 +328,10 @@ async def test_a_restore_is_brought_back_to_every_choice_made_since_the_backup(
         assert set(counts(second.stdout).values()) == {0}
         assert "total: 0 change(s)" in second.stdout
         assert await state(restored, shop) == wanted
+        assert (
+            len([r async for r in probes().audit_of_action(restored, action="journal.reapply")])
+            == 1
+        )
     finally:
         await restored.close()
 
