@@ -78,6 +78,7 @@ def run_import(dsn: str, path: Path, existing_consent: bool) -> tuple[float, flo
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPTOUT_")}
     env.update(
         DATABASE_URL=dsn,
+        OPTOUT_JOURNAL_DIR=str(Path(tempfile.gettempdir()) / "optout-bench-journal"),
         OPTOUT_SECRET_KEYS=",".join(f"{k}:{v.decode()}" for k, v in KEYS),
         OPTOUT_HASH_KEY=HASH_KEY.decode(),
         OPTOUT_BASE_URL="https://optout.example",

@@ -123,6 +123,8 @@ def bench(admin_dsn: str, args: argparse.Namespace) -> int:
         "OPTOUT_HASH_KEY": HASH_KEY.decode(),
         "OPTOUT_BASE_URL": "http://127.0.0.1:8080",
         "OPTOUT_DATA_DIR": str(work / "data"),
+        # Opt-outs are journalled (fsynced once per transaction), as in production.
+        "OPTOUT_JOURNAL_DIR": str(work / "journal"),
     }
     log = (work / "web.log").open("wb")
     servers = [

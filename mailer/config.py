@@ -71,6 +71,8 @@ class Settings:
     smtp: SmtpRelay | None = None
     mailer: MailerSettings = field(default_factory=lambda: MailerSettings())
     inbound: InboundSettings = field(default_factory=lambda: InboundSettings())
+    # The consent journal (mailer/journal.py); None: nothing is journalled (tests, libraries).
+    journal_dir: Path | None = None
 
     @property
     def embedded(self) -> bool:
@@ -121,6 +123,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             "OPTOUT_HASH_KEY is required with DATABASE_URL (every machine must share it)"
         )
+    journal_dir = _journal_dir(env, database_url, data_dir)
     smtp_url = env.get("SMTP_URL") or None
     smtp = parse_smtp_url(smtp_url) if smtp_url else None
     return Settings(
@@ -132,7 +135,29 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         smtp=smtp,
         mailer=_mailer_settings(env, smtp, base_url),
         inbound=load_inbound_settings(env),
+        journal_dir=journal_dir,
     )
+
+
+def _journal_dir(env: Mapping[str, str], database_url: str | None, data_dir: Path) -> Path:
+    """OPTOUT_JOURNAL_DIR: required with DATABASE_URL; by default in the user's state folder.
+    Never inside OPTOUT_DATA_DIR, which a restore of the embedded database brings back."""
+    raw = env.get("OPTOUT_JOURNAL_DIR") or None
+    if raw is None and database_url is not None:
+        raise ConfigError(
+            "OPTOUT_JOURNAL_DIR is required with DATABASE_URL (a folder outside the database "
+            "backups, where opt-outs and erasures are journalled)"
+        )
+    journal_dir = Path(
+        raw or Path(platformdirs.user_state_dir("optout", appauthor=False)) / "journal"
+    ).expanduser()
+    inside = journal_dir.resolve()
+    if inside == data_dir.resolve() or data_dir.resolve() in inside.parents:
+        raise ConfigError(
+            f"OPTOUT_JOURNAL_DIR: {journal_dir} is inside OPTOUT_DATA_DIR; keep the journal "
+            "apart from the data a restore brings back"
+        )
+    return journal_dir
 
 
 def _mailer_settings(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from functools import cache
@@ -18,7 +19,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiosql
 import asyncpg
+from asyncpg.transaction import Transaction
 
+from mailer import journal
 from mailer.config import Settings
 from mailer.errors import ConfigError, DatabaseUnavailable, KeyMismatch, OptoutError
 from mailer.resources import QUERIES_DIR
@@ -103,6 +106,108 @@ def with_database(dsn: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
+class JournalledTransaction(Transaction):  # type: ignore[misc]  # asyncpg is untyped
+    """A transaction that journals the consent events recorded in it (mailer/journal.py): its
+    token inserted inside it, then COMMIT, then its lines written and fsynced, then the file's
+    head recorded. A savepoint rolled back takes its events with it; a rollback, or a COMMIT
+    that fails, journals nothing."""
+
+    __slots__ = ("_journal_mark",)
+
+    async def __aenter__(self) -> None:
+        pending = _pending(self._connection)
+        self._journal_mark = len(pending)
+        await super().__aenter__()
+
+    async def __aexit__(self, extype: Any, ex: Any, tb: Any) -> None:
+        conn = self._connection
+        pending = _pending(conn)
+        if extype is not None or self._nested or not pending:
+            if extype is not None:
+                del pending[self._journal_mark :]
+            await super().__aexit__(extype, ex, tb)
+            return
+        events = list(pending)
+        pending.clear()
+        target = journal.current()
+        if target is None:
+            # Recorded on a journal connection while no journal is open: refuse rather than
+            # commit consent changes the journal will never know.
+            err = RuntimeError("consent events recorded but this process has no journal open")
+            await super().__aexit__(RuntimeError, err, None)
+            raise err
+        token = uuid.uuid4()
+        try:
+            # The token commits with the events, or not at all: after a restore it tells
+            # which journal lines the backup already holds.
+            time = await queries().journal.mark_transaction(conn, token=token)
+        except BaseException as exc:
+            await super().__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        await super().__aexit__(None, None, None)
+        await journal_committed(conn, events, time, token)
+
+
+async def journal_committed(
+    conn: asyncpg.Connection,
+    events: list[journal.JournalEvent],
+    time: Any,
+    token: uuid.UUID,
+) -> None:
+    """Journal the events of a transaction that committed with ``token``: their lines on
+    disk, then the file's head recorded, before returning."""
+    target = journal.current()
+    if target is None:
+        raise RuntimeError("consent events committed but this process has no journal open")
+    ticket = target.append(events, time, token.hex)
+    for head in await target.durable(ticket):
+        await _record_head(conn, head)
+
+
+async def _record_head(conn: asyncpg.Connection, head: journal.Head) -> None:
+    """After the fsync, on the committed transaction's connection. Only a record that lags:
+    a failure here leaves the database's head behind the file, which nobody mistakes for a
+    file cut short."""
+    try:
+        await queries().journal.record_head(
+            conn, file=head.file, last_seq=head.last_seq, head_hash=head.head_hash
+        )
+    except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
+        log.warning("journal head not recorded file=%s: %s", head.file, type(exc).__name__)
+
+
+class JournalConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
+    """Every connection of mailer.db: its transactions journal the consent events recorded
+    in them (``record_journal``)."""
+
+    def transaction(
+        self, *, isolation: str | None = None, readonly: bool = False, deferrable: bool = False
+    ) -> Transaction:
+        self._check_open()
+        return JournalledTransaction(self, isolation, readonly, deferrable)
+
+
+def _pending(conn: Any) -> list[journal.JournalEvent]:
+    found: list[journal.JournalEvent] | None = getattr(conn, "_optout_journal_pending", None)
+    if found is None:
+        found = []
+        conn._optout_journal_pending = found
+    return found
+
+
+def record_journal(conn: asyncpg.Connection, event: journal.JournalEvent) -> None:
+    """Add ``event`` to the journal of the transaction ``conn`` is in; it is written after
+    that transaction commits. Without an open journal (tests, a library user) nothing is kept."""
+    if journal.current() is None:
+        return
+    inner = getattr(conn, "_con", conn)  # a pool's connection proxy
+    if not isinstance(inner, JournalConnection):
+        raise RuntimeError("a journal is open but this connection does not come from mailer.db")
+    if not inner.is_in_transaction():
+        raise RuntimeError("journal events are recorded inside a transaction")
+    _pending(inner).append(event)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -128,7 +233,7 @@ def _not_there(dsn: str, exc: BaseException) -> OptoutError:
 
 async def connect(dsn: str) -> asyncpg.Connection:
     try:
-        conn = await asyncpg.connect(dsn)
+        conn = await asyncpg.connect(dsn, connection_class=JournalConnection)
     except (*UNAVAILABLE_ERRORS, *REFUSED_ERRORS) as exc:
         raise _not_there(dsn, exc) from exc
     await _init_connection(conn)
@@ -148,6 +253,7 @@ async def create_pool(
             min_size=min_size,
             max_size=max_size,
             init=_init_connection,
+            connection_class=JournalConnection,
             reset=_no_session_reset if stateless else None,
         )
     except (*UNAVAILABLE_ERRORS, *REFUSED_ERRORS) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from functools import cache
@@ -35,11 +36,19 @@ def make_settings(database_url: str | None, data_dir: Path) -> Settings:
     )
 
 
+@cache
+def session_journal_dir() -> Path:
+    """Where `optout` subprocesses of this test run journal (OPTOUT_JOURNAL_DIR is required
+    with DATABASE_URL); never the user's own state folder."""
+    return Path(tempfile.mkdtemp(prefix="optout-journal-"))
+
+
 def subprocess_env(database_url: str) -> dict[str, str]:
     """Environment for an `optout` subprocess against a test database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPTOUT_")}
     env.update(
         DATABASE_URL=database_url,
+        OPTOUT_JOURNAL_DIR=str(session_journal_dir()),
         OPTOUT_SECRET_KEYS=",".join(f"{k}:{v.decode()}" for k, v in TEST_KEYS),
         OPTOUT_HASH_KEY=TEST_HASH_KEY.decode(),
         OPTOUT_BASE_URL="https://optout.test",

@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from mailer import api_tokens, migrations, tenants
+from mailer import api_tokens, journal, migrations, tenants
 from mailer.addresses import parse_address
 from mailer.catcher import start_catcher
 from mailer.cli.services import ServeAddresses, ServeOptions, serve_all
@@ -148,19 +148,27 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
     ports = DemoPorts(args.port, args.smtp_port, args.inbound_port)
     folder = settings.data_dir / "demo"
-    if args.fresh and folder.exists():
-        shutil.rmtree(folder)
+    # The demo's consent journal: its own, next to (not inside) its data folder, never the
+    # journal of a real installation.
+    journal_folder = settings.data_dir / "demo-journal"
+    if args.fresh:
+        for old in (folder, journal_folder):
+            if old.exists():
+                shutil.rmtree(old)
     folder.mkdir(parents=True, exist_ok=True)
     # The demo folder is a data folder of its own, keys included, so that
     # `OPTOUT_DATA_DIR=<that folder> optout ...` works on the demo's data from another terminal.
     env = demo_environment(os.environ)
     demo_settings = dataclasses.replace(
-        load_settings(env | {"OPTOUT_DATA_DIR": str(folder)}),
+        load_settings(
+            env | {"OPTOUT_DATA_DIR": str(folder), "OPTOUT_JOURNAL_DIR": str(journal_folder)}
+        ),
         base_url=f"http://127.0.0.1:{ports.web}",
         smtp=parse_smtp_url(f"smtp://127.0.0.1:{ports.smtp}"),
         # The catcher is local: no reason to pace the demo like a real relay.
         mailer=dataclasses.replace(settings.mailer, per_second=500.0, poll_seconds=1.0),
     )
+    journal.open_journal(journal_folder)
     print(f"demo data folder: {folder}", flush=True)
     with database_url(demo_settings) as dsn:
         print("embedded Postgres is running", flush=True)

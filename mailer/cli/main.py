@@ -15,12 +15,13 @@ from typing import Any
 
 import asyncpg
 
-from mailer import audit, migrations, tenants
+from mailer import audit, journal, migrations, tenants
 from mailer.cli import admin as cli_admin
 from mailer.cli import campaigns as cli_campaigns
 from mailer.cli import demo
 from mailer.cli import dkim as cli_dkim
 from mailer.cli import inbound as cli_inbound
+from mailer.cli import journal as cli_journal
 from mailer.cli import ledger as cli_ledger
 from mailer.cli import policy as cli_policy
 from mailer.cli import serve as cli_serve
@@ -41,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `optout demo` reads its settings without the ones that would point it elsewhere.
         environment = getattr(args, "environment", None)
         settings = load_settings(environment(os.environ) if environment else None)
+        if settings.journal_dir is not None:
+            # This process's journal file; created at its first opt-out, suppression or erasure.
+            journal.open_journal(settings.journal_dir)
         code: int = args.run(settings, args)
         return code
     except OptoutError as exc:
@@ -109,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_policy.register(commands)
     cli_campaigns.register(commands)
     cli_ledger.register(commands)
+    cli_journal.register(commands)
     cli_web.register(commands)
     cli_dkim.register(commands)
     cli_serve.register(commands)

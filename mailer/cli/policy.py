@@ -16,6 +16,7 @@ import asyncpg
 
 from mailer import tenants
 from mailer.cli.support import Commands, with_db
+from mailer.consent import imports
 from mailer.csv_safe import write_csv
 from mailer.errors import InvalidInput, OptoutError
 from mailer.rights import deadlines, erasure, partners, policy, privacy
@@ -313,4 +314,6 @@ async def _purge_unconfirmed(conn: asyncpg.Connection, args: argparse.Namespace)
         conn, tenant_id=tenant["id"], now=_now(), older_than=dt.timedelta(days=days)
     )
     print(f"{count} unconfirmed sign-up(s) erased")
+    reports = await imports.purge_old_reports(conn, tenant["id"], now=_now())
+    print(f"{reports} import report row(s) older than {imports.REPORT_DAYS} days dropped")
     return 0

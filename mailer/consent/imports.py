@@ -591,3 +591,19 @@ async def correct_lawful_basis(
         "people": people,
         "changed": True,
     }
+
+
+# The per-row report of an import (its bad lines) is kept this long after the import ends;
+# the upload itself is deleted as soon as the import finishes.
+REPORT_DAYS = 30
+
+
+async def purge_old_reports(
+    conn: asyncpg.Connection, tenant_id: int, *, now: dt.datetime, days: int = REPORT_DAYS
+) -> int:
+    """Drop the per-row reports of the tenant's imports that ended more than ``days`` ago;
+    returns how many rows went (the import's counts stay)."""
+    dropped: int = await queries().imports.purge_old_reports(
+        conn, tenant_id=tenant_id, before=now - dt.timedelta(days=days)
+    )
+    return dropped

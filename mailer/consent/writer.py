@@ -1,20 +1,24 @@
 """The only code that changes consent: subscribe, confirm, unsubscribe, preferences, suppress.
 
 Every change writes its consent_events row (and evidence) in the same transaction as the state
-it changes, and is idempotent: repeating it changes nothing and writes no second row.
+it changes, and is idempotent: repeating it changes nothing and writes no second row. Every
+withdrawal, suppression and suppression lift is also recorded for the journal outside the
+database (mailer/journal.py), written once the transaction commits.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import asyncpg
 
+from mailer import journal
 from mailer.addresses import Address, parse_address, suppression_key, tenant_hash_key
-from mailer.db import queries, rows
+from mailer.db import journal_committed, queries, record_journal, rows
 from mailer.errors import (
     AgeAttestationRequired,
     Conflict,
@@ -206,6 +210,9 @@ async def unsubscribe(
             evidence=evidence,
             campaign_id=campaign_id,
         )
+        await journal_event(
+            conn, tenant_id, subscriber_id, "withdraw_topic", topic_id=topic_id, source=source
+        )
         return True
 
 
@@ -247,6 +254,9 @@ async def unsubscribe_all_marketing(
             evidence=evidence,
             campaign_id=campaign_id,
         )
+        await journal_event(
+            conn, tenant_id, subscriber_id, "withdraw_marketing", scope="marketing", source=source
+        )
         return True
 
 
@@ -277,6 +287,16 @@ async def suppress(
         )
         if added is None:
             return False
+        await journal_event(
+            conn,
+            tenant_id,
+            subscriber_id,
+            "suppress",
+            keys=(address_key,),
+            scope=added["scope"],
+            reason=reason,
+            source=source,
+        )
         if subscriber_id is not None:
             await _write_event(
                 conn,
@@ -320,6 +340,8 @@ async def set_partner_consent(
             source=source,
             evidence=evidence,
         )
+        if not granted:
+            await journal_event(conn, tenant_id, subscriber_id, "withdraw_partner", source=source)
         return True
 
 
@@ -365,6 +387,53 @@ async def _lift_marketing_suppression(
             campaign_id=None,
             lawful_basis=None,
         )
+        await journal_event(
+            conn,
+            tenant_id,
+            subscriber_id,
+            "lift_suppression",
+            keys=(address_key,),
+            topic_id=topic_id,
+            scope="marketing",
+            source=source,
+        )
+
+
+async def journal_event(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    subscriber_id: int | None,
+    event: str,
+    *,
+    keys: Sequence[bytes] | None = None,
+    topic_id: int | None = None,
+    scope: str | None = None,
+    reason: str | None = None,
+    source: str | None = None,
+) -> None:
+    """Record ``event`` for the journal of the current transaction. ``keys`` None: the keyed
+    hashes of every address the person had; a suppression or a lift names its own key."""
+    if journal.current() is None:
+        return
+    if keys is None:
+        assert subscriber_id is not None
+        found = await rows(
+            queries().journal.address_keys(conn, tenant_id=tenant_id, subscriber_id=subscriber_id)
+        )
+        keys = [bytes(r["address_key"]) for r in found]
+    record_journal(
+        conn,
+        journal.JournalEvent(
+            tenant_id=tenant_id,
+            subscriber_id=subscriber_id,
+            event=event,
+            keys=tuple(bytes(k) for k in keys),
+            topic_id=topic_id,
+            scope=scope,
+            reason=reason,
+            source=source,
+        ),
+    )
 
 
 async def _write_evidence(
@@ -445,20 +514,71 @@ async def resubscribe(
             await _lift_marketing_suppression(
                 conn, tenant_id, subscriber_id, topic_id, key, source, evidence_id
             )
-        await q.insert_event(
-            conn,
-            tenant_id=tenant_id,
-            subscriber_id=subscriber_id,
-            topic_id=topic_id,
-            action="subscribe" if changed["created"] else "resubscribe",
-            effect="grant",
-            source=source,
-            policy_version_id=await q.current_policy_version(conn, tenant_id=tenant_id),
-            evidence_id=evidence_id,
-            campaign_id=None,
-            lawful_basis=None,
-        )
+        await _write_return(conn, tenant_id, subscriber_id, topic_id, changed, source, evidence_id)
         return True
+
+
+async def _write_return(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    subscriber_id: int,
+    topic_id: int,
+    changed: asyncpg.Record,
+    source: str,
+    evidence_id: int | None,
+) -> None:
+    """The ledger row of a person's own return to a topic (``changed``: from the upsert)."""
+    q = queries().consent
+    await q.insert_event(
+        conn,
+        tenant_id=tenant_id,
+        subscriber_id=subscriber_id,
+        topic_id=topic_id,
+        action="subscribe" if changed["created"] else "resubscribe",
+        effect="grant",
+        source=source,
+        policy_version_id=await q.current_policy_version(conn, tenant_id=tenant_id),
+        evidence_id=evidence_id,
+        campaign_id=None,
+        lawful_basis=None,
+    )
+
+
+async def reapply_lift(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: int,
+    subscriber_id: int,
+    topic_id: int,
+    address_key: bytes,
+    source: str,
+    evidence: Evidence | None = None,
+) -> bool:
+    """A journalled lift brought back after a restore (`optout journal reapply`): the
+    person's own confirmed opt-in to ``topic_id`` lifted the marketing suppression of
+    ``address_key``; both are made true again. A scope `all` suppression refuses it, as it
+    refused the original. Returns False when both already hold."""
+    q = queries().consent
+    async with conn.transaction():
+        await _subscriber(conn, tenant_id, subscriber_id)
+        await _topic(conn, tenant_id, topic_id)
+        suppression = await q.get_suppression(conn, tenant_id=tenant_id, address_key=address_key)
+        if suppression is not None and suppression["scope"] == "all":
+            return False
+        evidence_id = await _write_evidence(conn, tenant_id, evidence)
+        changed = await q.reconfirm_topic(
+            conn, tenant_id=tenant_id, subscriber_id=subscriber_id, topic_id=topic_id
+        )
+        if changed is not None:
+            await _write_return(
+                conn, tenant_id, subscriber_id, topic_id, changed, source, evidence_id
+            )
+        lifted = suppression is not None
+        if lifted:
+            await _lift_marketing_suppression(
+                conn, tenant_id, subscriber_id, topic_id, address_key, source, evidence_id
+            )
+        return lifted or changed is not None
 
 
 # --- set-based sign-up for imports -------------------------------------------------------------
@@ -605,13 +725,49 @@ async def unsubscribe_from_link(
     evidence: Evidence,
 ) -> asyncpg.Record:
     """``unsubscribe`` for the one-click and landing-page POST, in a single statement (the hot
-    path: one round trip, no explicit transaction). Same effect and idempotence: the ledger
-    and evidence rows are written only when the subscription changed. Returns ``changed`` with
-    the sender, topic name and address for the confirmation page; UnknownTopic when the topic
-    is not the tenant's."""
+    path: one round trip, no explicit transaction; with a journal, the same statement records
+    the journal's token, and the line is fsynced before this returns). Same effect and
+    idempotence: the ledger and evidence rows are written only when the subscription changed.
+    Returns ``changed`` with the sender, topic name and address for the confirmation page;
+    UnknownTopic when the topic is not the tenant's."""
+    token = uuid.uuid4() if journal.current() is not None else None
+    row = await _unsubscribe_from_link(
+        conn, tenant_id, subscriber_id, topic_id, source, evidence, token
+    )
+    if token is not None and row is not None and row["journal_time"] is not None:
+        # Committed by the statement itself: journalled now, before the answer goes out.
+        await journal_committed(
+            conn,
+            [
+                journal.JournalEvent(
+                    tenant_id=tenant_id,
+                    subscriber_id=subscriber_id,
+                    event="withdraw_topic",
+                    keys=tuple(bytes(k) for k in row["address_keys"] or ()),
+                    topic_id=topic_id,
+                    source=source,
+                )
+            ],
+            row["journal_time"],
+            token,
+        )
+    if row is None:
+        raise UnknownTopic(field="topic")
+    return row
+
+
+async def _unsubscribe_from_link(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    subscriber_id: int,
+    topic_id: int,
+    source: str,
+    evidence: Evidence,
+    token: uuid.UUID | None,
+) -> asyncpg.Record | None:
     # Straight to asyncpg: aiosql's wrapper costs a dir() of the connection per call, a tenth
     # of this request's CPU. The SQL declares its parameters in positional order.
-    row = await conn.fetchrow(
+    row: asyncpg.Record | None = await conn.fetchrow(
         queries().consent.unsubscribe_from_link.sql,
         tenant_id,
         subscriber_id,
@@ -620,9 +776,8 @@ async def unsubscribe_from_link(
         evidence.user_agent,
         evidence.detail,
         source,
+        token,
     )
-    if row is None:
-        raise UnknownTopic(field="topic")
     return row
 
 

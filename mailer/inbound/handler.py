@@ -37,6 +37,7 @@ from mailer.inbound.matching import (
     delivery_address_key,
     locate,
     read_local_code,
+    remember_addresses,
     split_address,
 )
 from mailer.sending.bounce_policy import record_bounce
@@ -255,6 +256,10 @@ class InboundHandler:
                 if event_id is None:
                     log.info("inbound duplicate skipped kind=%s", target.kind)
                     continue
+                await remember_addresses(
+                    conn, event_id, self.settings.hash_key, target.tenant_ids,
+                    (None if is_null_sender(mail_from) else mail_from, headers[1]),
+                )  # fmt: skip
                 context = _Context(event_id, mail_from, raw, *headers, received_at=when)
                 processor = self._processors.get(target.kind)
                 if processor is None:

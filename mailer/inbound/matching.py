@@ -164,3 +164,23 @@ def delivery_address_key(hash_key: bytes, delivery: Any) -> bytes | None:
     if delivery["email_key"] is not None:
         return bytes(delivery["email_key"])
     return address_key_for(hash_key, delivery["tenant_id"], delivery["address"])
+
+
+async def remember_addresses(
+    conn: asyncpg.Connection,
+    event_id: int,
+    hash_key: bytes,
+    tenant_ids: Sequence[int],
+    addresses: Iterable[str | None],
+) -> None:
+    """Keep the keyed hashes of the addresses an inbound event names, for each tenant it may
+    belong to: erasure finds the event by them, even when it matched no delivery and the
+    person has changed address since."""
+    keys = {
+        key
+        for tenant_id in tenant_ids
+        for address in addresses
+        if (key := address_key_for(hash_key, tenant_id, address)) is not None
+    }
+    if keys:
+        await queries().inbound.set_address_keys(conn, id=event_id, address_keys=sorted(keys))

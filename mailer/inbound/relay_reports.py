@@ -22,7 +22,13 @@ from mailer.db import queries, rows
 from mailer.inbound.bounce_parse import status_class
 from mailer.inbound.complaints import apply_complaint
 from mailer.inbound.handler import clean_json, clean_text, plain
-from mailer.inbound.matching import Match, address_key_for, delivery_address_key, locate
+from mailer.inbound.matching import (
+    Match,
+    address_key_for,
+    delivery_address_key,
+    locate,
+    remember_addresses,
+)
 from mailer.sending.bounce_policy import record_bounce
 
 __all__ = ["PARSERS", "RelayReport", "UnreadableReport", "apply_reports", "parse_reports"]
@@ -224,6 +230,9 @@ async def apply_reports(
             recorded += 1
             domain = (report.sender or "").rpartition("@")[2].lower()
             tenant_ids = by_domain.get(domain) or all_ids
+            await remember_addresses(
+                conn, event_id, settings.hash_key, tenant_ids, (report.recipient,)
+            )
             match = await locate(
                 conn,
                 keyring,

@@ -1,11 +1,15 @@
 """Erasure (GDPR Art. 17) of one person, of stale unconfirmed sign-ups, and of a whole tenant
 at the end of its contract (Art. 28(3)(g)); and the tenant-wide export for the controller.
 
-One transaction removes the person's name, address and every personal field it reaches:
-subscribers, consent evidence, queued and past deliveries, raw inbound mail, request texts.
-What stays: a scope-`all` keyed-hash suppression (so the address is never mailed again nor
-re-imported), the ledger's ids and anonymous counts, the access log (the policy says so), and an
-erasure receipt with ids and counts only. The receipt lists the partner exports that included
+One transaction removes the person's name, address and every personal field it reaches, found
+by subscriber id and by the keyed hash of every address the person had: subscribers, consent
+evidence, queued and past deliveries (staff test sends included), raw and parsed inbound mail
+and relay webhook bodies, import reports, request texts (a request keeps the requester as a
+keyed hash). The erasure is also journalled outside the database (mailer/journal.py), so a
+restore from an older backup can be erased again. What stays: a scope-`all` keyed-hash
+suppression (so the address is never mailed again nor re-imported), the keyed hashes of the
+person's addresses, the ledger's ids and anonymous counts, the access log (the policy says so),
+and an erasure receipt with ids and counts only. The receipt lists the partner exports that included
 the person, so staff can tell those recipients (Art. 19).
 """
 
@@ -119,6 +123,12 @@ async def _erase(
     transaction; returns what was removed, as counts per table."""
     q = queries().privacy
     ids = [p["id"] for p in people]
+    keys = [
+        bytes(r["address_key"])
+        for r in await rows(q.address_keys_of(conn, tenant_id=tenant_id, ids=ids))
+    ]
+    emails = [p["email"].lower() for p in people if p["email"]]
+    requests = 0
     for person in people:
         if suppress:
             # Before the key is gone: the suppression is computed from the stored email_key,
@@ -144,12 +154,26 @@ async def _erase(
                 source="erasure",
             )
         await q.scrub_import_errors(conn, tenant_id=tenant_id, email=person["email"])
+        requests += await q.scrub_requests(
+            conn,
+            tenant_id=tenant_id,
+            subscriber_id=person["id"],
+            email=person["email"],
+            email_key=person["email_key"],
+        )
+        await consent.journal_event(conn, tenant_id, person["id"], "erase", reason="erasure")
     removed = {
         "consent_evidence": await q.erase_evidence(conn, tenant_id=tenant_id, ids=ids, now=now),
-        "deliveries_cancelled": await q.cancel_deliveries(conn, tenant_id=tenant_id, ids=ids),
-        "deliveries_scrubbed": await q.scrub_deliveries(conn, tenant_id=tenant_id, ids=ids),
-        "inbound_events": await q.scrub_inbound(conn, tenant_id=tenant_id, ids=ids),
-        "data_requests": await q.scrub_requests(conn, tenant_id=tenant_id, ids=ids),
+        "deliveries_cancelled": await q.cancel_deliveries(
+            conn, tenant_id=tenant_id, ids=ids, keys=keys
+        ),
+        "deliveries_scrubbed": await q.scrub_deliveries(
+            conn, tenant_id=tenant_id, ids=ids, keys=keys
+        ),
+        "inbound_events": await q.scrub_inbound(
+            conn, tenant_id=tenant_id, ids=ids, keys=keys, emails=emails
+        ),
+        "data_requests": requests,
         "subscribers": await q.erase_subscribers(conn, tenant_id=tenant_id, ids=ids, now=now),
     }
     await q.close_links_of(conn, tenant_id=tenant_id, ids=ids, now=now)

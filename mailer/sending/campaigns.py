@@ -405,6 +405,7 @@ async def test_send(
         recipient=to,
         template=campaign["template"],
         payload={"campaign_id": campaign["id"], "test": True},
+        hash_key=settings.hash_key,  # names no subscriber: erasure finds it by the address
     )
 
 

@@ -126,11 +126,14 @@ ON CONFLICT (subscriber_id, topic_id) DO UPDATE
  WHERE subscriptions.state = 'unsubscribed'
 RETURNING (xmax = 0) AS created;
 
--- name: unsubscribe_from_link(tenant_id, subscriber_id, topic_id, ip, user_agent, detail, source)^
+-- name: unsubscribe_from_link(tenant_id, subscriber_id, topic_id, ip, user_agent, detail, source, journal_token)^
 -- The one-click hot path in ONE statement (one round trip, atomic without BEGIN/COMMIT): the
 -- idempotent UPDATE, then evidence and ledger rows only for a row it changed, then who and
 -- what for the confirmation page. No row back means the topic is not the tenant's.
--- The parameters are declared in the order they first appear ($1..$7): mailer.consent calls
+-- With a journal (:journal_token not NULL), a change also records the journal's transaction
+-- token and returns the transaction time and the person's address keys for its line, so the
+-- journalled path needs no BEGIN, COMMIT or extra query either (mailer/journal.py).
+-- The parameters are declared in the order they first appear ($1..$8): mailer.consent calls
 -- the statement with asyncpg directly, in that order.
 WITH changed AS (
     UPDATE subscriptions SET state = 'unsubscribed', unsubscribed_at = now(), updated_at = now()
@@ -151,8 +154,18 @@ WITH changed AS (
            e.id
       FROM changed c CROSS JOIN evidence e
     RETURNING id
+), journalled AS (
+    INSERT INTO journal_transactions (token)
+    SELECT CAST(:journal_token AS uuid) FROM event WHERE :journal_token IS NOT NULL
+    RETURNING committed_at
 )
-SELECT EXISTS (SELECT 1 FROM event) AS changed, t.sender_name, tp.name AS topic_name, s.email
+SELECT EXISTS (SELECT 1 FROM event) AS changed, t.sender_name, tp.name AS topic_name, s.email,
+       (SELECT committed_at FROM journalled) AS journal_time,
+       CASE WHEN EXISTS (SELECT 1 FROM journalled)
+            THEN (SELECT array_agg(a.address_key ORDER BY a.address_key)
+                    FROM subscriber_addresses a
+                   WHERE a.tenant_id = :tenant_id AND a.subscriber_id = :subscriber_id)
+       END AS address_keys
   FROM tenants t
   JOIN topics tp ON tp.tenant_id = t.id AND tp.id = :topic_id
   LEFT JOIN subscribers s ON s.tenant_id = t.id AND s.id = :subscriber_id
@@ -186,3 +199,13 @@ SELECT :tenant_id, evidence.subscriber_id, evidence.topic_id, 'correct_basis', '
   FROM evidence
  ORDER BY evidence.subscriber_id
 RETURNING subscriber_id;
+
+-- name: reconfirm_topic(tenant_id, subscriber_id, topic_id)^
+-- `optout journal reapply` only: the person's confirmed opt-in, journalled with the lift it
+-- made, brought back after a restore; whatever state the backup held becomes confirmed.
+INSERT INTO subscriptions (tenant_id, subscriber_id, topic_id, state, confirmed_at)
+VALUES (:tenant_id, :subscriber_id, :topic_id, 'confirmed', now())
+ON CONFLICT (subscriber_id, topic_id) DO UPDATE
+   SET state = 'confirmed', confirmed_at = now(), unsubscribed_at = NULL, updated_at = now()
+ WHERE subscriptions.state <> 'confirmed'
+RETURNING (xmax = 0) AS created;

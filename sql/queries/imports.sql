@@ -79,3 +79,12 @@ CREATE TEMPORARY TABLE bench_copy (email text, name text);
 UPDATE imports SET lawful_basis = :lawful_basis
  WHERE tenant_id = :tenant_id AND id = :id
 RETURNING *;
+
+-- name: purge_old_reports(tenant_id, before)$
+-- The per-row report is kept 30 days after an import ends (the daily purge-unconfirmed job).
+WITH done AS (
+    DELETE FROM import_errors
+     WHERE import_id IN (SELECT id FROM imports
+                          WHERE tenant_id = :tenant_id AND finished_at < :before)
+    RETURNING 1)
+SELECT count(*) FROM done;

@@ -114,3 +114,8 @@ SELECT EXISTS (SELECT 1 FROM audit_log
 -- API see it, and so it is raised once per campaign, not on every later complaint.
 INSERT INTO audit_log (actor, tenant_id, action, target_type, target_id, detail)
 VALUES ('inbound', :tenant_id, :action, 'campaign', :campaign_id, :detail);
+
+-- name: set_address_keys(id, address_keys)!
+-- Keyed hashes of the addresses the event names (mailer/inbound/matching.py): erasure looks
+-- events up by them (inbound_events_address_keys, migration 0050).
+UPDATE inbound_events SET address_keys = :address_keys WHERE id = :id;

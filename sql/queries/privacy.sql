@@ -133,46 +133,73 @@ WITH done AS (
     RETURNING 1)
 SELECT count(*) FROM done;
 
--- name: cancel_deliveries(tenant_id, ids)$
--- Queued mail of these people will never go out; a message being sent right now (leased)
--- is left to its worker, which reads the address at send time and finds none.
+-- name: address_keys_of(tenant_id, ids)
+-- The keyed hash of every address these people ever had (kept by triggers, migration 0050).
+SELECT DISTINCT address_key FROM subscriber_addresses
+ WHERE tenant_id = :tenant_id AND subscriber_id = ANY(:ids);
+
+-- name: cancel_deliveries(tenant_id, ids, keys)$
+-- Queued mail of these people will never go out, whether it names them by id or only by
+-- address (a staff test send); a message being sent right now (leased) is left to its worker,
+-- which reads the address at send time and finds none.
 WITH done AS (
     UPDATE deliveries SET state = 'cancelled', updated_at = now()
-     WHERE tenant_id = :tenant_id AND subscriber_id = ANY(:ids)
+     WHERE tenant_id = :tenant_id
+       AND (subscriber_id = ANY(:ids) OR recipient_key = ANY(:keys))
        AND state IN ('queued', 'deferred')
     RETURNING 1)
 SELECT count(*) FROM done;
 
--- name: scrub_deliveries(tenant_id, ids)$
--- The address of transactional mail, its payload (links) and the remote reply, which often
--- quotes the address ("550 <bob@example.com>: no such user").
+-- name: scrub_deliveries(tenant_id, ids, keys)$
+-- The address of transactional mail (test sends included, found by the keyed hash of any
+-- address the person had), its payload (links) and the remote reply, which often quotes the
+-- address ("550 <bob@example.com>: no such user").
 WITH done AS (
     UPDATE deliveries SET recipient = NULL, payload = '{}', last_reply = NULL, updated_at = now()
-     WHERE tenant_id = :tenant_id AND subscriber_id = ANY(:ids) AND state <> 'sending'
+     WHERE tenant_id = :tenant_id
+       AND (subscriber_id = ANY(:ids) OR recipient_key = ANY(:keys)) AND state <> 'sending'
        AND (recipient IS NOT NULL OR payload <> '{}' OR last_reply IS NOT NULL)
     RETURNING 1)
 SELECT count(*) FROM done;
 
--- name: scrub_inbound(tenant_id, ids)$
--- Raw inbound mail (bounces, complaints, replies) about these people, by subscriber or by
--- the delivery it answered.
-WITH done AS (
-    UPDATE inbound_events SET raw = NULL, raw_expires_at = NULL, envelope_from = NULL,
+-- name: scrub_inbound(tenant_id, ids, keys, emails)$
+-- Raw inbound mail and relay webhook bodies about these people, and what was parsed from
+-- them: by subscriber, by the delivery it answered (a DSN or a reply to a test send), by the
+-- keyed hashes of the addresses it names (any address the person had), or, as a last resort
+-- for what matched no tenant, by the current address itself in the envelope, the parsed
+-- fields or the raw bytes. :emails are lower-case. A scan of the
+-- tenant's inbound rows: erasure is rare and raw mail expires after a retention period.
+WITH mine AS (
+    SELECT id FROM deliveries
+     WHERE tenant_id = :tenant_id AND (subscriber_id = ANY(:ids) OR recipient_key = ANY(:keys))
+), done AS (
+    UPDATE inbound_events ev SET raw = NULL, raw_expires_at = NULL, envelope_from = NULL,
            envelope_rcpt = NULL, parsed = '{}'
-     WHERE tenant_id = :tenant_id
-       AND (subscriber_id = ANY(:ids)
-            OR delivery_id IN (SELECT id FROM deliveries
-                                WHERE tenant_id = :tenant_id AND subscriber_id = ANY(:ids)))
-       AND (raw IS NOT NULL OR envelope_from IS NOT NULL OR envelope_rcpt IS NOT NULL
-            OR parsed <> '{}')
+     WHERE (ev.tenant_id = :tenant_id OR ev.tenant_id IS NULL)
+       AND (ev.raw IS NOT NULL OR ev.envelope_from IS NOT NULL OR ev.envelope_rcpt IS NOT NULL
+            OR ev.parsed <> '{}')
+       AND (ev.subscriber_id = ANY(:ids)
+            OR ev.delivery_id IN (SELECT id FROM mine)
+            OR ev.address_keys && CAST(:keys AS bytea[])
+            OR EXISTS (SELECT 1 FROM unnest(CAST(:emails AS text[])) AS e(email)
+                        WHERE strpos(lower(concat_ws(' ', ev.envelope_from, ev.envelope_rcpt,
+                                                     ev.parsed::text)), e.email) > 0
+                           OR strpos(lower(encode(coalesce(ev.raw, ''::bytea), 'escape')),
+                                     e.email) > 0))
     RETURNING 1)
 SELECT count(*) FROM done;
 
--- name: scrub_requests(tenant_id, ids)$
--- The requester as they wrote it and a pending new address live in the request rows.
+-- name: scrub_requests(tenant_id, subscriber_id, email, email_key)$
+-- A request keeps its kind, dates, outcome and receipt; the requester's address as they wrote
+-- it (also on a request that matched nobody then) becomes its keyed hash, the proof that the
+-- request was handled; a pending new address in the detail goes.
 WITH done AS (
-    UPDATE data_requests SET requester = NULL, detail = '{}'
-     WHERE tenant_id = :tenant_id AND subscriber_id = ANY(:ids)
+    UPDATE data_requests
+       SET requester_key = CASE WHEN requester IS NULL THEN requester_key
+                                ELSE CAST(:email_key AS bytea) END,
+           requester = NULL, detail = '{}'
+     WHERE tenant_id = :tenant_id
+       AND (subscriber_id = :subscriber_id OR strpos(lower(requester), lower(:email)) > 0)
        AND (requester IS NOT NULL OR detail <> '{}')
     RETURNING 1)
 SELECT count(*) FROM done;
@@ -225,7 +252,7 @@ SELECT id, email, email_key FROM subscribers
 
 -- name: stale_unconfirmed(tenant_id, before, lim)
 -- Sign-ups never confirmed: every subscription still pending, the newest older than :before.
-SELECT s.id, s.email FROM subscribers s
+SELECT s.id, s.email, s.email_key FROM subscribers s
  WHERE s.tenant_id = :tenant_id AND s.status = 'active'
    AND EXISTS (SELECT 1 FROM subscriptions p WHERE p.subscriber_id = s.id)
    AND NOT EXISTS (SELECT 1 FROM subscriptions p

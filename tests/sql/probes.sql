@@ -241,3 +241,45 @@ SELECT id, campaign_id, state, payload FROM deliveries ORDER BY id;
 
 -- name: audit_lines()
 SELECT action, actor, tenant_id, target_id, detail FROM audit_log ORDER BY id;
+
+-- name: server_version_num()$
+SHOW server_version_num;
+
+-- name: requests_of_tenant(tenant_id)
+SELECT * FROM data_requests WHERE tenant_id = :tenant_id ORDER BY id;
+
+-- name: inbound_of_delivery(delivery_id)
+SELECT * FROM inbound_events WHERE delivery_id = :delivery_id ORDER BY id;
+
+-- name: people_state(tenant_id)
+-- What a restore must not undo, per person: status, address, partner consent, topics.
+SELECT s.id, s.status, s.email, s.name, s.partner_consent,
+       coalesce((SELECT jsonb_object_agg(p.topic_id::text, p.state)
+                   FROM subscriptions p WHERE p.subscriber_id = s.id), '{}') AS topics
+  FROM subscribers s WHERE s.tenant_id = :tenant_id ORDER BY s.id;
+
+-- name: suppression_state(tenant_id)
+SELECT address_key, scope, reason FROM suppressions WHERE tenant_id = :tenant_id
+ ORDER BY address_key;
+
+-- name: journal_heads()
+SELECT file, last_seq, head_hash FROM journal_heads ORDER BY file;
+
+-- name: make_commit_trap()!
+-- A deferred foreign key that fails at COMMIT, not before: a transaction whose COMMIT fails.
+CREATE TEMPORARY TABLE commit_trap (
+    id int PRIMARY KEY,
+    ref int REFERENCES commit_trap (id) DEFERRABLE INITIALLY DEFERRED
+);
+
+-- name: spring_commit_trap()!
+INSERT INTO commit_trap VALUES (1, 2);
+
+-- name: journal_transaction_count()$
+SELECT count(*) FROM journal_transactions;
+
+-- name: journal_transaction_held(token)$
+SELECT EXISTS (SELECT 1 FROM journal_transactions WHERE token = :token);
+
+-- name: audit_of_action(action)
+SELECT actor, detail FROM audit_log WHERE action = :action ORDER BY id;

@@ -53,6 +53,7 @@ class DemoProcess:
         }
         env.update(self.environment)
         env["OPTOUT_DATA_DIR"] = str(self.data_dir)
+        env["OPTOUT_JOURNAL_DIR"] = str(self.data_dir.parent / f"{self.data_dir.name}-journal")
         self._process = subprocess.Popen(
             [
                 str(ROOT / "dev"),

@@ -11,7 +11,10 @@ from mailer.config import load_settings, parse_smtp_url
 from mailer.errors import ConfigError
 
 KEYS = {"OPTOUT_SECRET_KEYS": "k1:" + "a" * 40, "OPTOUT_HASH_KEY": "h" * 40}
-PG = {"DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test"}
+PG = {
+    "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test",
+    "OPTOUT_JOURNAL_DIR": "/var/lib/optout-journal",
+}
 
 
 def test_embedded_setup_generates_keys_once_and_keeps_them_private(tmp_path: Path):
@@ -86,3 +89,20 @@ def test_smtp_url_forms():
     implicit = parse_smtp_url("smtps://relay.example")
     assert (implicit.port, implicit.use_tls, implicit.starttls) == (465, True, "off")
     assert "p:ss" not in repr(relay)
+
+
+def test_database_url_requires_a_journal_folder_outside_the_data_folder(tmp_path: Path):
+    """The journal must survive what a restore brings back: required with DATABASE_URL, and
+    refused inside OPTOUT_DATA_DIR; by default it is in the user's state folder."""
+    env = PG | KEYS | {"OPTOUT_DATA_DIR": str(tmp_path / "data")}
+    del env["OPTOUT_JOURNAL_DIR"]
+    with pytest.raises(ConfigError, match=r"^OPTOUT_JOURNAL_DIR is required with DATABASE_URL"):
+        load_settings(env)
+    inside = env | {"OPTOUT_JOURNAL_DIR": str(tmp_path / "data" / "journal")}
+    with pytest.raises(ConfigError, match=r"^OPTOUT_JOURNAL_DIR: .* is inside OPTOUT_DATA_DIR"):
+        load_settings(inside)
+    apart = env | {"OPTOUT_JOURNAL_DIR": str(tmp_path / "journal")}
+    assert load_settings(apart).journal_dir == tmp_path / "journal"
+    embedded = load_settings({"OPTOUT_DATA_DIR": str(tmp_path / "data")}).journal_dir
+    assert embedded is not None and (tmp_path / "data") not in embedded.parents
+    assert embedded.name == "journal"

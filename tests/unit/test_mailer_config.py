@@ -14,6 +14,7 @@ BASE = {
     "OPTOUT_SECRET_KEYS": "k1:" + "a" * 40,
     "OPTOUT_HASH_KEY": "h" * 40,
     "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test",
+    "OPTOUT_JOURNAL_DIR": "/var/lib/optout-journal",
 }
 
 

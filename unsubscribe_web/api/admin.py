@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -814,3 +815,30 @@ def build_api() -> web.Application:
 def add_routes(app: web.Application) -> None:
     """Mount the API at /api/v1 (its own middlewares stay off the public pages)."""
     app.add_subapp(PREFIX, build_api())
+    app.on_startup.append(_drop_stale_uploads)
+
+
+# An upload is deleted when its import finishes; one older than this at start was left by a
+# process that died mid-import (its client must send it again), and it holds addresses.
+STALE_UPLOAD_SECONDS = 3600.0
+
+
+async def _drop_stale_uploads(app: web.Application) -> None:
+    drop_stale_uploads(app[SETTINGS].data_dir)
+
+
+def drop_stale_uploads(data_dir: Path, *, now: float | None = None) -> int:
+    """Delete upload files left by a crash (older than STALE_UPLOAD_SECONDS); how many."""
+    folder = data_dir / "uploads"
+    if not folder.is_dir():
+        return 0
+    cutoff = (time.time() if now is None else now) - STALE_UPLOAD_SECONDS
+    dropped = 0
+    for path in folder.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                dropped += 1
+    if dropped:
+        log.warning("dropped %d upload(s) left by an import that never finished", dropped)
+    return dropped
