@@ -19,7 +19,7 @@ from tests.conftest import probes, subprocess_env
 from tests.support.cli import leaf_commands, optout, optout_many
 
 ROOT = Path(__file__).resolve().parents[3]
-# A valid call of every command; {tenant}, {csv}, {md} and {out} are filled in by _calls.
+# A valid call of every command; {tenant}, {csv}, {md}, {out} and {journal} are filled in by _calls.
 TENANT_COMMANDS: dict[str, str] = {
     "tenant update": "tenant update {tenant} --name 'New name'",
     "tenant show": "tenant show {tenant}",
@@ -69,6 +69,7 @@ OTHER_COMMANDS: dict[str, str] = {
     "worker": "worker --until-idle",
     "web": "web --port 0",
     "serve": "serve --no-worker --port 0 --inbound-port 0",
+    "journal reapply": "journal reapply {journal}",
 }
 # Commands that never open DATABASE_URL: demo has its own database, dkim generate none.
 NO_DATABASE = {"demo", "dkim generate"}
@@ -79,7 +80,15 @@ def _calls(commands: dict[str, str], tmp_path: Path, tenant: str) -> dict[str, l
     csv.write_text("email,name\nada@example.com,Ada\n")
     md = tmp_path / "policy.md"
     md.write_text("# Privacy\n\nWe keep your address.\n")
-    values = {"tenant": tenant, "csv": csv, "md": md, "out": tmp_path / "export.json"}
+    journal = tmp_path / "journal"
+    journal.mkdir(exist_ok=True)
+    values = {
+        "tenant": tenant,
+        "csv": csv,
+        "md": md,
+        "out": tmp_path / "export.json",
+        "journal": journal,
+    }
     return {name: shlex.split(line.format(**values)) for name, line in commands.items()}
 
 
