@@ -28,6 +28,7 @@ from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.config import Settings, SmtpRelay
 from mailer.db import UNAVAILABLE_ERRORS, queries, rows
 from mailer.errors import ConfigError, OptoutError
+from mailer.limits import purge_expired
 from mailer.sending import bounce_policy, compose
 from mailer.sending.campaigns import sender_for, signer_for
 from mailer.sending.dkim import DkimSigner
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 TRANSACTIONAL_SUBJECTS = {
     "confirm": "Please confirm your subscription",
 }
+# Ended rate-limit windows (mailer.limits) are deleted this often by the housekeeping.
+LIMITS_PURGE_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +280,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._recording: asyncio.Task[None] | None = None
+        self._limits_purged_at = float("-inf")
 
     def _smtp_pool(self, relay: SmtpRelay, size: int) -> SmtpPool:
         return SmtpPool(
@@ -372,6 +376,11 @@ class Worker:
             if freed:
                 log.warning("leases_expired count=%s (a worker died or stalled)", freed)
             await campaigns.start_due(conn, self.settings)
+            if time.monotonic() - self._limits_purged_at >= LIMITS_PURGE_SECONDS:
+                purged = await purge_expired(conn)
+                self._limits_purged_at = time.monotonic()
+                if purged:
+                    log.info("rate_limits_purged count=%s", purged)
 
     async def _renew_leases(self) -> None:
         interval = self.config.lease_seconds / 3

@@ -212,3 +212,13 @@ UPDATE deliveries SET state = 'sent', sent_at = :sent_at WHERE id = :id;
 INSERT INTO deliveries (tenant_id, kind, subscriber_id, recipient, template)
 VALUES (:tenant_id, 'transactional', :subscriber_id, 'x@example.org', 'confirm')
 RETURNING id;
+
+-- name: rate_limit_rows()
+-- Every column of every limit row as text, to show what the table holds.
+SELECT name, encode(subject_key, 'hex') AS subject_key_hex, row_to_json(r)::text AS whole,
+       hits, window_end > clock_timestamp() AS live
+  FROM rate_limits r ORDER BY name, subject_key;
+
+-- name: rate_limit_columns()
+SELECT column_name FROM information_schema.columns WHERE table_name = 'rate_limits'
+ ORDER BY ordinal_position;

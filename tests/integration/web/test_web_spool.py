@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import socket
-import sys
 import time
 
 import aiohttp
@@ -16,6 +13,7 @@ import pytest
 from mailer.db import create_pool, rows
 from tests.conftest import make_settings, probes, subprocess_env
 from tests.support.pg_proxy import PgProxy
+from tests.support.processes import free_port, web_process
 from tests.support.web import seed
 from unsubscribe_web.app import create_app
 from unsubscribe_web.keys import SPOOL
@@ -104,39 +102,6 @@ async def test_outage_spools_then_replays_each_once(aiohttp_client, conn, world,
 
 async def _depth_zero(client):
     return (await (await client.get("/healthz")).json())["spool_depth"] == 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.asynccontextmanager
-async def web_process(env, port):
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mailer.cli",
-        "web",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
-    try:
-        line = await asyncio.wait_for(process.stdout.readline(), 30)
-        assert b"listening on" in line, line
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
 
 
 async def test_killed_after_202_replays_on_next_start(conn, world, proxy, tmp_path):
