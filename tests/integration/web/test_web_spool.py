@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import json
 import os
 import signal
 import time
@@ -17,7 +19,7 @@ from tests.support.processes import free_port, web_process
 from tests.support.web import seed
 from unsubscribe_web.app import create_app
 from unsubscribe_web.keys import SPOOL
-from unsubscribe_web.spool import Spool, SpooledOptOut
+from unsubscribe_web.spool import RETRY_SECONDS, Spool, SpooledOptOut
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
@@ -176,3 +178,47 @@ async def test_a_crash_while_clearing_loses_nothing_new(conn, world, db_dsn, tmp
     finally:
         await pool.close()
     assert await unsubscribe_events(conn) == [(a, world.topics["news"], "one_click")]
+
+
+def full_disk(fd: int, data: bytes) -> int:
+    """The spool's write on a full disk: part of the line goes down, then ENOSPC."""
+    os.write(fd, data[: len(data) // 2])
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+async def test_a_full_disk_while_postgres_is_away_answers_503_never_202(
+    aiohttp_client, conn, world, proxy, tmp_path
+):
+    """Postgres away and the spool's disk full: the one-click is answered 503 with
+    Retry-After, not 202; the half-written line is cut back, so the spool holds only what
+    was acknowledged, and an opt-out taken once the disk has room is replayed alone."""
+    app = create_app(make_settings(proxy.dsn, tmp_path))
+    client = await aiohttp_client(app)
+    a, b = world.subscribers[:2]
+    spool = app[SPOOL]
+    await proxy.cut()
+    spool.write = full_disk
+    for _ in range(2):  # a sender retrying into the same full disk gets the same answer
+        refused = await client.post(f"/u/{world.one_click(a)}", data=ONE_CLICK)
+        assert refused.status == 503
+        assert int(refused.headers["Retry-After"]) > 0
+        assert "could not be recorded" in await refused.text()
+    assert spool.depth == 0 and spool.path.read_bytes() == b""
+    health = await client.get("/healthz")
+    assert await health.json() == {"database": "unavailable", "spool_depth": 0}
+
+    spool.write = os.write  # room on the disk again
+    taken = await client.post(f"/u/{world.one_click(b)}", data=ONE_CLICK)
+    assert taken.status == 202
+    lines = spool.path.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 1 and lines[0].endswith(b"\n")
+    assert json.loads(lines[0])["subscriber_id"] == b
+
+    await proxy.restore()
+
+    async def replayed():
+        return len(await unsubscribe_events(conn)) == 1
+
+    assert await wait_until(replayed)
+    await asyncio.sleep(RETRY_SECONDS + 0.5)  # one more replay round: nothing else appears
+    assert await unsubscribe_events(conn) == [(b, world.topics["news"], "one_click")]
