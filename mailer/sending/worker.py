@@ -282,6 +282,10 @@ class Worker:
         self.relay = self.routes[0].name
         self.gate = self.routes[0].gate
         self.owner = owner or worker_id()
+        # A relay that keeps failing is set aside, but never for longer than the first retry
+        # wait: when every relay is away, the retry schedule, not the set-aside, decides when
+        # the mail is tried again, so a short schedule resumes as soon as a relay is back.
+        self.set_aside_seconds = min(SET_ASIDE_SECONDS, self.config.retry_schedule[0])
         self.composer = Composer(settings)
         self.stats = WorkerStats()
         self._wake = asyncio.Event()
@@ -561,8 +565,9 @@ class Worker:
             if reply.stage == "connect" and reply.outcome == "retry":
                 route.connect_failures += 1
                 if route.connect_failures >= SET_ASIDE_AFTER:
-                    route.down_until = time.monotonic() + SET_ASIDE_SECONDS
-                    log.warning("relay_set_aside relay=%s error=%s", route.name, reply.text)
+                    if route.down_until <= time.monotonic():  # once per setting aside
+                        log.warning("relay_set_aside relay=%s error=%s", route.name, reply.text)
+                    route.down_until = time.monotonic() + self.set_aside_seconds
                 continue  # nothing was sent: the next relay may take it
             route.connect_failures = 0
             break
@@ -628,7 +633,7 @@ class Worker:
                 # Shared health: other workers see a relay that keeps failing as set aside.
                 if route.down_until > time.monotonic():
                     await queries().relays.relay_failed(
-                        conn, name=route.name, after=1, seconds=SET_ASIDE_SECONDS
+                        conn, name=route.name, after=1, seconds=self.set_aside_seconds
                     )
                 elif any(r.state == "sent" and r.relay == route.name for r in results):
                     await queries().relays.relay_ok(conn, name=route.name)
