@@ -99,6 +99,8 @@ def run_sink() -> None:
             if command == "reset":
                 counter.reset()
             stats = {"count": counter.count, "seconds": counter.last - counter.first}
+            # The monotonic clock is the host's: bench/workers.py spans several sinks with it.
+            stats |= {"first": counter.first, "last": counter.last}
             print(json.dumps(stats | {"bytes": counter.bytes}), flush=True)
         server.close()
 
