@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import re
@@ -39,12 +38,9 @@ import aiohttp
 import aiosmtplib
 import aiosql
 
-from bench.common import HASH_KEY, KEYS, server_dsn, settings_for
-from bench.send import DOMAIN, Sink, _drop, prepare
-from mailer import tenants
-from mailer.config import SmtpRelay
+from bench.common import HASH_KEY, KEYS, server_dsn
+from bench.send import DOMAIN, Sink, _drop, begin, prepare
 from mailer.db import connect
-from mailer.sending import campaigns
 from mailer.tokens import CodeClaims, CodeKind, Keyring, LinkClaims, Purpose
 
 BENCH_SQL = aiosql.from_path(Path(__file__).parent / "sql" / "soak.sql", "asyncpg")
@@ -137,21 +133,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise SystemExit("no VmRSS for the serve process")
-
-
-async def start_campaign(dsn: str, folder: Path, campaign_id: int, port: int) -> int:
-    settings = dataclasses.replace(
-        settings_for(dsn, folder, "https://optout.bench.example"),
-        smtp=SmtpRelay("127.0.0.1", port, False, "off"),
-    )
-    conn = await connect(dsn)
-    try:
-        tenant = await tenants.get_tenant(conn, "bench")
-        await campaigns.start(conn, settings, tenant["id"], campaign_id)
-        tenant_id: int = tenant["id"]
-        return tenant_id
-    finally:
-        await conn.close()
 
 
 class Driver:
@@ -328,12 +309,13 @@ def report(load: Load, minutes: int, log_path: Path, sent: int, left: dict[str, 
     print("answered as expected: " + ", ".join(f"{k} {n}" for k, n in sorted(load.done.items())))
     baseline_p99 = percentile(load.one_click_ms.get(0, []), 0.99)
     print("minute  one-click p99   vs minute 1   requests   RSS at end of minute")
-    worst = 1.0
+    worst = 0.0  # the slowest minute after the first, against the first
     for minute in range(minutes):
         values = load.one_click_ms.get(minute, [])
         p99 = percentile(values, 0.99)
         ratio = p99 / baseline_p99 if baseline_p99 else 0.0
-        worst = max(worst, ratio)
+        if minute:
+            worst = max(worst, ratio)
         at = [mb for t, mb in load.rss_mb if t <= (minute + 1) * 60]
         print(
             f"{minute + 1:6d}  {p99:9.1f} ms   {ratio:8.2f}x   {len(values):8d}   "
@@ -347,7 +329,8 @@ def report(load: Load, minutes: int, log_path: Path, sent: int, left: dict[str, 
         f"RSS: {base_rss:.1f} MB after minute 1 (baseline), at most {top:.1f} MB after: "
         f"growth {growth:+.1f}%   (target < 10%)"
     )
-    print(f"one-click p99: worst minute {worst:.2f}x minute 1 ({baseline_p99:.1f} ms)")
+    if minutes > 1:
+        print(f"one-click p99: slowest later minute {worst:.2f}x minute 1 ({baseline_p99:.1f} ms)")
     unexpected = {k: v for k, v in load.unexpected.items() if v}
     print(f"unexpected answers: {sum(len(v) for v in unexpected.values())}", end="")
     for kind, answers in unexpected.items():
@@ -382,7 +365,7 @@ def main() -> None:
         sink = Sink()
         process: subprocess.Popen[bytes] | None = None
         try:
-            tenant_id = asyncio.run(start_campaign(dsn, folder, campaign_id, sink.port))
+            tenant_id = asyncio.run(begin(dsn, folder, campaign_id, sink.port))
             process = start_serve(serve_env(dsn, sink.port, folder / "data"), log_path)
             web, inbound_port = wait_for_addresses(log_path, process)
             print(f"optout serve (pid {process.pid}) at {web}; soaking {args.minutes} min ...")

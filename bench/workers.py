@@ -30,12 +30,9 @@ from pathlib import Path
 
 import aiosql
 
-from bench.common import HASH_KEY, KEYS, server_dsn, settings_for
-from bench.send import Sink, _drop, _sent, prepare
-from mailer import tenants
-from mailer.config import SmtpRelay
+from bench.common import HASH_KEY, KEYS, server_dsn
+from bench.send import Sink, _drop, _sent, begin, prepare
 from mailer.db import connect
-from mailer.sending import campaigns
 
 BENCH_SQL = aiosql.from_path(Path(__file__).parent / "sql" / "workers.sql", "asyncpg")
 SAMPLE_SECONDS = 0.01
@@ -71,19 +68,6 @@ def worker_env(dsn: str, port: int, name: str) -> dict[str, str]:
         "OPTOUT_RELAY_PER_HOUR": "100000000",
     }
     return env
-
-
-async def _start(dsn: str, folder: Path, campaign_id: int, port: int) -> None:
-    settings = dataclasses.replace(
-        settings_for(dsn, folder, "https://optout.bench.example"),
-        smtp=SmtpRelay("127.0.0.1", port, False, "off"),
-    )
-    conn = await connect(dsn)
-    try:
-        tenant = await tenants.get_tenant(conn, "bench")
-        await campaigns.start(conn, settings, tenant["id"], campaign_id)
-    finally:
-        await conn.close()
 
 
 async def _sample_locks(
@@ -159,7 +143,7 @@ def run_count(admin: str, recipients: int, count: int, concurrency: int) -> Run:
         dsn, campaign_id = asyncio.run(prepare(admin, folder, recipients))
         sinks = [Sink(), Sink()]
         try:
-            asyncio.run(_start(dsn, folder, campaign_id, sinks[0].port))
+            asyncio.run(begin(dsn, folder, campaign_id, sinks[0].port))
             for sink in sinks:
                 sink.ask("reset")
             print(f"{count} worker(s): sending ...", flush=True)

@@ -1,5 +1,5 @@
 """`optout serve` through a database outage (issue 21, item 2): Postgres is cut for 5 s (a TCP
-proxy in front of the test's database: no server is stopped) in the middle of a campaign sent
+pg_proxy in front of the test's database: no server is stopped) in the middle of a campaign sent
 at 100 messages/s. Worker, web face and inbound server recover without a restart."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from mailer.tokens import CodeClaims, CodeKind, LinkClaims, Purpose
 from tests.conftest import probes, subprocess_env
 from tests.support.inbound_world import send_smtplib
 from tests.support.mailer_env import DOMAIN, mail_settings, newsletter_campaign, sink_env
-from tests.support.pg_proxy import PgProxy
 from tests.support.processes import serve
 from tests.support.smtp_sink import start_sink
 
@@ -28,16 +27,6 @@ CUT_SECONDS = 5.0
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 
-@pytest.fixture
-async def proxy(db_dsn):
-    proxy = PgProxy(db_dsn)
-    await proxy.start()
-    try:
-        yield proxy
-    finally:
-        await proxy.close()
-
-
 async def states_of(conn, campaign_id):
     return {
         r["state"]: r["n"]
@@ -46,7 +35,9 @@ async def states_of(conn, campaign_id):
 
 
 @pytest.mark.timeout(120)
-async def test_a_5_second_database_cut_mid_campaign_loses_nothing(conn, settings, proxy, tmp_path):
+async def test_a_5_second_database_cut_mid_campaign_loses_nothing(
+    conn, settings, pg_proxy, tmp_path
+):
     """DESIGN G2, G3: every recipient gets the campaign, duplicates bounded by the messages
     in flight at the cut (printed); one-clicks during the cut are answered 202, spooled and
     applied once; inbound mail during the cut gets 451 and is applied when retried; the batch
@@ -60,7 +51,7 @@ async def test_a_5_second_database_cut_mid_campaign_loses_nothing(conn, settings
         mail = mail_settings(settings, sink.port)
         await campaigns.start(conn, mail, tenant["id"], campaign["id"])
         env = sink_env(
-            subprocess_env(proxy.dsn),
+            subprocess_env(pg_proxy.dsn),
             sink.port,
             OPTOUT_POLL_SECONDS="0.2",
             OPTOUT_DATA_DIR=str(tmp_path / "data"),
@@ -74,7 +65,7 @@ async def test_a_5_second_database_cut_mid_campaign_loses_nothing(conn, settings
             await served.wait_for_line("worker sending through", 30)
             await sink.wait_for(RATE * 4, timeout=30)
             in_flight = (await states_of(conn, campaign["id"])).get("sending", 0)
-            await proxy.cut()
+            await pg_proxy.cut()
             cut_at = time.monotonic()
             delivered_at_cut = len(sink.messages)
             mailed = [by_address[m.rcpt_tos[0]] for m in sink.messages[:4]]
@@ -96,7 +87,7 @@ async def test_a_5_second_database_cut_mid_campaign_loses_nothing(conn, settings
             replies = await send_smtplib(inbound_port, reader, [mailto], body)
             assert replies.data[0] == 451, replies
             await asyncio.sleep(max(0.0, CUT_SECONDS - (time.monotonic() - cut_at)))
-            await proxy.restore()
+            await pg_proxy.restore()
 
             # The sender's retry: queued mail is tried again until it is taken.
             for _ in range(40):

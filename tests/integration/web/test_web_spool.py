@@ -14,7 +14,6 @@ import pytest
 
 from mailer.db import create_pool, rows
 from tests.conftest import make_settings, probes, subprocess_env
-from tests.support.pg_proxy import PgProxy
 from tests.support.processes import free_port, web_process
 from tests.support.web import seed
 from unsubscribe_web.app import create_app
@@ -27,16 +26,6 @@ ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 @pytest.fixture
 async def world(conn):
     return await seed(conn, subscribers=3)
-
-
-@pytest.fixture
-async def proxy(db_dsn):
-    proxy = PgProxy(db_dsn)
-    await proxy.start()
-    try:
-        yield proxy
-    finally:
-        await proxy.close()
 
 
 async def unsubscribe_events(conn):
@@ -56,13 +45,15 @@ async def wait_until(predicate, timeout=20.0):
     return False
 
 
-async def test_outage_spools_then_replays_each_once(aiohttp_client, conn, world, proxy, tmp_path):
-    app = create_app(make_settings(proxy.dsn, tmp_path))
+async def test_outage_spools_then_replays_each_once(
+    aiohttp_client, conn, world, pg_proxy, tmp_path
+):
+    app = create_app(make_settings(pg_proxy.dsn, tmp_path))
     client = await aiohttp_client(app)
     a, b, c = world.subscribers
     assert (await client.post(f"/u/{world.one_click(a, 'offers')}", data=ONE_CLICK)).status == 200
 
-    await proxy.cut()
+    await pg_proxy.cut()
     taken = [(a, "news"), (b, "news"), (c, "offers"), (a, "news")]  # a repeat, too
     for subscriber, topic in taken:
         response = await client.post(f"/u/{world.one_click(subscriber, topic)}", data=ONE_CLICK)
@@ -82,7 +73,7 @@ async def test_outage_spools_then_replays_each_once(aiohttp_client, conn, world,
     assert "optout_spool_depth 5" in await (await client.get("/metrics")).text()
     assert len(await unsubscribe_events(conn)) == 1  # nothing applied yet
 
-    await proxy.restore()
+    await pg_proxy.restore()
 
     async def replayed():
         return len(await unsubscribe_events(conn)) == 5
@@ -106,20 +97,20 @@ async def _depth_zero(client):
     return (await (await client.get("/healthz")).json())["spool_depth"] == 0
 
 
-async def test_killed_after_202_replays_on_next_start(conn, world, proxy, tmp_path):
+async def test_killed_after_202_replays_on_next_start(conn, world, pg_proxy, tmp_path):
     """A process killed right after a 202 replays its spool when it starts again."""
-    env = subprocess_env(proxy.dsn) | {"OPTOUT_DATA_DIR": str(tmp_path)}
+    env = subprocess_env(pg_proxy.dsn) | {"OPTOUT_DATA_DIR": str(tmp_path)}
     port = free_port()
     a = world.subscribers[0]
     url = f"http://127.0.0.1:{port}/u/{world.one_click(a)}"
     async with web_process(env, port) as process, aiohttp.ClientSession() as http:
-        await proxy.cut()
+        await pg_proxy.cut()
         async with http.post(url, data=ONE_CLICK) as response:
             assert response.status == 202
         os.kill(process.pid, signal.SIGKILL)
         await process.wait()
     assert await unsubscribe_events(conn) == []
-    await proxy.restore()
+    await pg_proxy.restore()
     async with web_process(env, port):
 
         async def replayed():
@@ -187,16 +178,16 @@ def full_disk(fd: int, data: bytes) -> int:
 
 
 async def test_a_full_disk_while_postgres_is_away_answers_503_never_202(
-    aiohttp_client, conn, world, proxy, tmp_path
+    aiohttp_client, conn, world, pg_proxy, tmp_path
 ):
     """Postgres away and the spool's disk full: the one-click is answered 503 with
     Retry-After, not 202; the half-written line is cut back, so the spool holds only what
     was acknowledged, and an opt-out taken once the disk has room is replayed alone."""
-    app = create_app(make_settings(proxy.dsn, tmp_path))
+    app = create_app(make_settings(pg_proxy.dsn, tmp_path))
     client = await aiohttp_client(app)
     a, b = world.subscribers[:2]
     spool = app[SPOOL]
-    await proxy.cut()
+    await pg_proxy.cut()
     spool.write = full_disk
     for _ in range(2):  # a sender retrying into the same full disk gets the same answer
         refused = await client.post(f"/u/{world.one_click(a)}", data=ONE_CLICK)
@@ -214,7 +205,7 @@ async def test_a_full_disk_while_postgres_is_away_answers_503_never_202(
     assert len(lines) == 1 and lines[0].endswith(b"\n")
     assert json.loads(lines[0])["subscriber_id"] == b
 
-    await proxy.restore()
+    await pg_proxy.restore()
 
     async def replayed():
         return len(await unsubscribe_events(conn)) == 1
