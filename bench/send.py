@@ -36,7 +36,7 @@ from typing import Any
 
 import aiosql
 
-from bench.common import HASH_KEY, KEYS, server_dsn, settings_for
+from bench.common import HASH_KEY, optout_env, server_dsn, settings_for
 from mailer import migrations, tenants
 from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.admin_db import create_database, drop_database
@@ -320,16 +320,12 @@ def run_size(n: int, concurrency: int, admin: str) -> Figures:
             sample = asyncio.run(start_campaign(dsn, folder, campaign_id, sink.port))
             sample_path = folder / "sample.json"
             sample_path.write_text(json.dumps(sample))
-            env = {k: v for k, v in os.environ.items() if not k.startswith("OPTOUT_")}
-            env |= {
-                "DATABASE_URL": dsn,
-                "OPTOUT_SECRET_KEYS": ",".join(f"{k}:{v.decode()}" for k, v in KEYS),
-                "OPTOUT_HASH_KEY": HASH_KEY.decode(),
-                "OPTOUT_BASE_URL": "https://optout.bench.example",
-                "SMTP_URL": f"smtp://127.0.0.1:{sink.port}?starttls=off",
-                "OPTOUT_RELAY_PER_SECOND": "100000",
-                "OPTOUT_RELAY_PER_HOUR": "100000000",
-            }
+            env = optout_env(
+                dsn,
+                sink.port,
+                OPTOUT_RELAY_PER_SECOND="100000",
+                OPTOUT_RELAY_PER_HOUR="100000000",
+            )
             sink.ask("reset")
             print("worker: sending the campaign ...", flush=True)
             worker_cmd = [sys.executable, "-m", "mailer.cli", "worker", "--until-idle", "--quiet"]

@@ -38,7 +38,7 @@ import aiohttp
 import aiosmtplib
 import aiosql
 
-from bench.common import HASH_KEY, KEYS, server_dsn
+from bench.common import KEYS, optout_env, server_dsn
 from bench.send import DOMAIN, Sink, _drop, begin, prepare
 from mailer.db import connect
 from mailer.tokens import CodeClaims, CodeKind, Keyring, LinkClaims, Purpose
@@ -96,17 +96,12 @@ class Load:
 
 
 def serve_env(dsn: str, sink_port: int, data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTOUT_")}
-    env |= {
-        "DATABASE_URL": dsn,
-        "OPTOUT_SECRET_KEYS": ",".join(f"{k}:{v.decode()}" for k, v in KEYS),
-        "OPTOUT_HASH_KEY": HASH_KEY.decode(),
-        "OPTOUT_BASE_URL": "https://optout.bench.example",
-        "OPTOUT_DATA_DIR": str(data_dir),
-        "SMTP_URL": f"smtp://127.0.0.1:{sink_port}?starttls=off",
-        "OPTOUT_RELAY_PER_SECOND": str(CAMPAIGN_RATE),
-    }
-    return env
+    return optout_env(
+        dsn,
+        sink_port,
+        OPTOUT_DATA_DIR=str(data_dir),
+        OPTOUT_RELAY_PER_SECOND=str(CAMPAIGN_RATE),
+    )
 
 
 def start_serve(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -126,6 +121,17 @@ def wait_for_addresses(log_path: Path, process: subprocess.Popen[bytes]) -> tupl
             raise SystemExit(f"optout serve exited with {process.returncode}:\n{text[-2000:]}")
         time.sleep(0.1)
     raise SystemExit("optout serve did not start within 60 s")
+
+
+def stop_serve(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (serve drains its work), then kill if it has not stopped in 30 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def rss_mb(pid: int) -> float:
@@ -372,16 +378,12 @@ def main() -> None:
             load = Load()
             driver = Driver(web, inbound_port, tenant_id, subscribers, load)
             asyncio.run(driver.run(args.minutes * 60, process.pid))
+            stop_serve(process)  # drains: the batch in hand is recorded before the count
             sent = sink.ask("stats")["count"]
             left = asyncio.run(outcomes(dsn))
         finally:
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            if process is not None:
+                stop_serve(process)
             sink.close()
         with contextlib.suppress(Exception):
             asyncio.run(_drop(admin))

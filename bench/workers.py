@@ -30,7 +30,7 @@ from pathlib import Path
 
 import aiosql
 
-from bench.common import HASH_KEY, KEYS, server_dsn
+from bench.common import optout_env, server_dsn
 from bench.send import Sink, _drop, _sent, begin, prepare
 from mailer.db import connect
 
@@ -54,20 +54,15 @@ class Run:
 
 
 def worker_env(dsn: str, port: int, name: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTOUT_")}
     separator = "&" if "?" in dsn else "?"
-    env |= {
-        # asyncpg passes unknown DSN parameters on as server settings: each worker's backends
-        # carry its name in pg_stat_activity.
-        "DATABASE_URL": f"{dsn}{separator}application_name={name}",
-        "OPTOUT_SECRET_KEYS": ",".join(f"{k}:{v.decode()}" for k, v in KEYS),
-        "OPTOUT_HASH_KEY": HASH_KEY.decode(),
-        "OPTOUT_BASE_URL": "https://optout.bench.example",
-        "SMTP_URL": f"smtp://127.0.0.1:{port}?starttls=off",
-        "OPTOUT_RELAY_PER_SECOND": "100000",
-        "OPTOUT_RELAY_PER_HOUR": "100000000",
-    }
-    return env
+    # asyncpg passes unknown DSN parameters on as server settings: each worker's backends
+    # carry its name in pg_stat_activity.
+    return optout_env(
+        f"{dsn}{separator}application_name={name}",
+        port,
+        OPTOUT_RELAY_PER_SECOND="100000",
+        OPTOUT_RELAY_PER_HOUR="100000000",
+    )
 
 
 async def _sample_locks(
