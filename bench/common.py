@@ -40,3 +40,19 @@ def settings_for(dsn: str, data_dir: Path, base_url: str = "https://optout.examp
         secret_keys=KEYS,
         hash_key=HASH_KEY,
     )
+
+
+def optout_env(dsn: str, sink_port: int, **values: str) -> dict[str, str]:
+    """Environment of an `optout` process of a benchmark: the bench keys, sending to the sink
+    at ``sink_port``; ``values`` add or override OPTOUT_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTOUT_")}
+    env |= {
+        "DATABASE_URL": dsn,
+        # Required with DATABASE_URL: the consent journal, outside the benchmark's database.
+        "OPTOUT_JOURNAL_DIR": str(Path(tempfile.gettempdir()) / "optout-bench-journal"),
+        "OPTOUT_SECRET_KEYS": ",".join(f"{k}:{v.decode()}" for k, v in KEYS),
+        "OPTOUT_HASH_KEY": HASH_KEY.decode(),
+        "OPTOUT_BASE_URL": "https://optout.bench.example",
+        "SMTP_URL": f"smtp://127.0.0.1:{sink_port}?starttls=off",
+    }
+    return env | values

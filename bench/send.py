@@ -36,11 +36,11 @@ from typing import Any
 
 import aiosql
 
-from bench.common import HASH_KEY, KEYS, server_dsn, settings_for
+from bench.common import HASH_KEY, optout_env, server_dsn, settings_for
 from mailer import migrations, tenants
 from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.admin_db import create_database, drop_database
-from mailer.config import SmtpRelay
+from mailer.config import Settings, SmtpRelay
 from mailer.db import connect, with_database
 from mailer.sending import campaigns
 from mailer.sending.dkim import generate_rsa_key_pem
@@ -99,6 +99,8 @@ def run_sink() -> None:
             if command == "reset":
                 counter.reset()
             stats = {"count": counter.count, "seconds": counter.last - counter.first}
+            # The monotonic clock is the host's: bench/workers.py spans several sinks with it.
+            stats |= {"first": counter.first, "last": counter.last}
             print(json.dumps(stats | {"bytes": counter.bytes}), flush=True)
         server.close()
 
@@ -218,24 +220,40 @@ async def prepare(admin_dsn: str, folder: Path, recipients: int) -> tuple[str, i
         await conn.close()
 
 
+def sink_settings(dsn: str, folder: Path, port: int) -> Settings:
+    """The benchmark's settings, mailing through the sink at ``port``."""
+    return dataclasses.replace(
+        settings_for(dsn, folder, "https://optout.bench.example"),
+        smtp=SmtpRelay("127.0.0.1", port, False, "off"),
+    )
+
+
+async def begin(dsn: str, folder: Path, campaign_id: int, port: int) -> int:
+    """Start the benchmark's campaign (its deliveries are queued); returns the tenant's id."""
+    conn = await connect(dsn)
+    try:
+        tenant = await tenants.get_tenant(conn, "bench")
+        await campaigns.start(conn, sink_settings(dsn, folder, port), tenant["id"], campaign_id)
+        tenant_id: int = tenant["id"]
+        return tenant_id
+    finally:
+        await conn.close()
+
+
 async def start_campaign(
     dsn: str, folder: Path, campaign_id: int, port: int
 ) -> list[dict[str, str]]:
     """Start the campaign; return 50 messages built as the worker builds them, for the raw
     baseline to send pre-built (same sizes, same headers, already signed)."""
-    settings = dataclasses.replace(
-        settings_for(dsn, folder, "https://optout.bench.example"),
-        smtp=SmtpRelay("127.0.0.1", port, False, "off"),
-    )
+    tenant_id = await begin(dsn, folder, campaign_id, port)
+    settings = sink_settings(dsn, folder, port)
     conn = await connect(dsn)
     try:
-        tenant = await tenants.get_tenant(conn, "bench")
-        await campaigns.start(conn, settings, tenant["id"], campaign_id)
         rows: list[Any] = [
             {
                 "id": i + 1,
                 "kind": "campaign",
-                "tenant_id": tenant["id"],
+                "tenant_id": tenant_id,
                 "campaign_id": campaign_id,
                 "subscriber_id": i + 1,
                 "template": None,
@@ -302,17 +320,12 @@ def run_size(n: int, concurrency: int, admin: str) -> Figures:
             sample = asyncio.run(start_campaign(dsn, folder, campaign_id, sink.port))
             sample_path = folder / "sample.json"
             sample_path.write_text(json.dumps(sample))
-            env = {k: v for k, v in os.environ.items() if not k.startswith("OPTOUT_")}
-            env |= {
-                "DATABASE_URL": dsn,
-                "OPTOUT_JOURNAL_DIR": str(Path(tempfile.gettempdir()) / "optout-bench-journal"),
-                "OPTOUT_SECRET_KEYS": ",".join(f"{k}:{v.decode()}" for k, v in KEYS),
-                "OPTOUT_HASH_KEY": HASH_KEY.decode(),
-                "OPTOUT_BASE_URL": "https://optout.bench.example",
-                "SMTP_URL": f"smtp://127.0.0.1:{sink.port}?starttls=off",
-                "OPTOUT_RELAY_PER_SECOND": "100000",
-                "OPTOUT_RELAY_PER_HOUR": "100000000",
-            }
+            env = optout_env(
+                dsn,
+                sink.port,
+                OPTOUT_RELAY_PER_SECOND="100000",
+                OPTOUT_RELAY_PER_HOUR="100000000",
+            )
             sink.ask("reset")
             print("worker: sending the campaign ...", flush=True)
             worker_cmd = [sys.executable, "-m", "mailer.cli", "worker", "--until-idle", "--quiet"]

@@ -20,6 +20,7 @@ from mailer import migrations
 from mailer.admin_db import create_database, drop_database
 from mailer.config import Settings
 from mailer.db import connect, start_embedded, with_database
+from tests.support.pg_proxy import PgProxy
 from tests.support.smtp_sink import SmtpSink, start_sink
 
 TEST_KEYS = (("k1", b"test-link-key-0123456789abcdefghijklmnop"),)
@@ -176,3 +177,15 @@ async def smtp_sink() -> AsyncIterator[SmtpSink]:
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.fixture
+async def pg_proxy(db_dsn: str) -> AsyncIterator[PgProxy]:
+    """A TCP proxy in front of the test's database: ``cut()`` is an outage of Postgres as the
+    app sees it (tests/support/pg_proxy.py), without stopping the shared server."""
+    proxy = PgProxy(db_dsn)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()

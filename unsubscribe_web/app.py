@@ -18,23 +18,23 @@ from aiohttp import web
 from mailer.config import Settings
 from mailer.db import create_pool
 from mailer.errors import ConfigError
+from mailer.limits import RateLimits
 from mailer.resources import WEB_TEMPLATES_DIR
 from unsubscribe_web import dev_outbox, errors, security
 from unsubscribe_web.api import admin as api
 from unsubscribe_web.api import hooks
 from unsubscribe_web.dashboard import campaigns as workspace_campaigns
 from unsubscribe_web.dashboard import views as dashboard
-from unsubscribe_web.forms import CsrfTokens, RateLimiter
+from unsubscribe_web.forms import CsrfTokens
 from unsubscribe_web.keys import (
     CSRF,
     KEYRING,
+    LIMITS,
     METRICS,
     ONE_CLICK_PAGES,
     PAGES,
     POOL,
     SETTINGS,
-    SIGNUP_ADDRESS_LIMIT,
-    SIGNUP_IP_LIMIT,
     SPOOL,
 )
 from unsubscribe_web.metrics import Metrics
@@ -46,9 +46,6 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = WEB_TEMPLATES_DIR
 MAX_BODY_BYTES = 64 * 1024
-# Sign-ups: per client IP, and per address (confirmation mails to one mailbox).
-SIGNUP_IP_PER_10_MINUTES = 20
-SIGNUP_ADDRESS_PER_HOUR = 3
 
 
 def page_environment() -> jinja2.Environment:
@@ -76,8 +73,7 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     app[METRICS] = Metrics()
     app[SPOOL] = Spool(settings.data_dir)
     app[CSRF] = CsrfTokens(settings.secret_keys)
-    app[SIGNUP_IP_LIMIT] = RateLimiter(SIGNUP_IP_PER_10_MINUTES, 600)
-    app[SIGNUP_ADDRESS_LIMIT] = RateLimiter(SIGNUP_ADDRESS_PER_HOUR, 3600)
+    app[LIMITS] = RateLimits(settings.hash_key)
     app[ONE_CLICK_PAGES] = {}
     app.cleanup_ctx.append(_pool)
     app.cleanup_ctx.append(_spool_replay)

@@ -7,8 +7,9 @@ import jinja2
 from aiohttp import web
 
 from mailer.config import Settings
+from mailer.limits import RateLimits
 from mailer.tokens import Keyring
-from unsubscribe_web.forms import CsrfTokens, RateLimiter
+from unsubscribe_web.forms import CsrfTokens
 from unsubscribe_web.metrics import Metrics
 from unsubscribe_web.spool import Spool
 
@@ -21,6 +22,6 @@ PAGES = web.AppKey("pages", jinja2.Environment)
 METRICS = web.AppKey("metrics", Metrics)
 SPOOL = web.AppKey("spool", Spool)
 CSRF = web.AppKey("csrf", CsrfTokens)
-SIGNUP_IP_LIMIT = web.AppKey("signup_ip_limit", RateLimiter)
-SIGNUP_ADDRESS_LIMIT = web.AppKey("signup_address_limit", RateLimiter)
+# Rate limits shared by every web process, counted in Postgres (mailer.limits).
+LIMITS = web.AppKey("limits", RateLimits)
 ONE_CLICK_PAGES = web.AppKey("one_click_pages", dict[tuple[str, str], str])

@@ -9,6 +9,10 @@ Progress is a byte offset in ``unsubscribes.offset``, written after each applied
 crash during replay repeats at most one entry (harmless: it is idempotent). When everything is
 applied both files are emptied. One spool belongs to one process: give each web process on a
 machine its own OPTOUT_DATA_DIR.
+
+A write or fsync that fails (a full disk: ENOSPC, EDQUOT, EIO) raises SpoolWriteFailed after
+cutting the file back to its last whole entry: the caller must then answer 503, never 202,
+since the opt-out is neither committed nor on disk.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,6 +44,10 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+class SpoolWriteFailed(Exception):
+    """The opt-out could not be made durable in the spool (the disk is full, or failing)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SpooledOptOut:
     """Ids only (no address): what the token said, how it came, when."""
@@ -53,12 +62,15 @@ class SpooledOptOut:
 class Spool:
     """Append-only, fsynced file of opt-outs and its replay; one asyncio lock serialises both."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, write: Callable[[int, bytes], int] = os.write) -> None:
         self.directory = data_dir / "spool"
         self.path = self.directory / SPOOL_FILE
         self.offset_path = self.directory / OFFSET_FILE
         self._lock = asyncio.Lock()
         self.depth = 0
+        # The one seam of the write path: tests put a full disk here (no mount, no root).
+        self.write = write
+        self._torn = False  # a failed write may have left part of a line behind
 
     def open(self) -> None:
         """Create the folder, drop a torn last line, count what is waiting (at start)."""
@@ -97,17 +109,29 @@ class Spool:
         """Write and fsync one entry; returns only once it is on disk."""
         line = (json.dumps(asdict(entry), separators=(",", ":")) + "\n").encode()
         async with self._lock:
+            if self._torn:
+                self._drop_torn_tail()  # cut what a failed write left before appending
+                self._torn = False
             # A few hundred microseconds of blocking I/O; a thread would not make it durable
             # sooner, and the outage path is not the fast path.
-            created = not self.path.exists()
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if created:
-                _fsync_dir(self.directory)
+                created = not self.path.exists()
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    size = os.fstat(fd).st_size
+                    try:
+                        self._write_all(fd, line)
+                        os.fsync(fd)
+                    except OSError:
+                        self._cut_back(fd, size)
+                        raise
+                finally:
+                    os.close(fd)
+                if created:
+                    _fsync_dir(self.directory)
+            except OSError as exc:
+                log.error("spool write failed, opt-out not taken: %s", exc)
+                raise SpoolWriteFailed(str(exc)) from exc
             self.depth += 1
         log.warning(
             "opt-out spooled: tenant=%s subscriber=%s topic=%s source=%s depth=%d",
@@ -117,6 +141,23 @@ class Spool:
             entry.source,
             self.depth,
         )
+
+    def _write_all(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = self.write(fd, bytes(view))
+            if written <= 0:
+                raise OSError("spool write made no progress")
+            view = view[written:]
+
+    def _cut_back(self, fd: int, size: int) -> None:
+        """Remove the part of a line a failed write left, so the next entry starts clean."""
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        except OSError as exc:
+            self._torn = True  # cut at the next append, or at the next start
+            log.error("spool could not cut a failed write back: %s", exc)
 
     async def replay(self, pool: asyncpg.Pool, *, timeout: float = 5.0) -> int:
         """Apply waiting entries in order; returns how many were applied. Stops (raising

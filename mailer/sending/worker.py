@@ -5,6 +5,11 @@ claims are ``FOR UPDATE SKIP LOCKED`` with a lease that is renewed while the bat
 expired leases (a killed worker) go back to the queue, and each result is recorded only by
 the lease's owner. A batch is never larger than what the relay's shared budget lets this
 worker send in half a lease, so a lease does not run out under a live worker.
+
+A lost connection to Postgres never strands a batch: a live worker keeps renewing its leases,
+so nothing else would return it. Results of messages already sent are kept in memory and
+recorded as soon as Postgres answers again (so they are not sent twice); whatever else the
+worker still holds (a claim whose reply was lost, deliveries not sent) is then handed back.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.config import Settings, SmtpRelay
 from mailer.db import UNAVAILABLE_ERRORS, queries, rows
 from mailer.errors import ConfigError, OptoutError
+from mailer.limits import purge_expired
 from mailer.sending import bounce_policy, compose
 from mailer.sending.campaigns import sender_for, signer_for
 from mailer.sending.dkim import DkimSigner
@@ -47,6 +53,10 @@ log = logging.getLogger(__name__)
 TRANSACTIONAL_SUBJECTS = {
     "confirm": "Please confirm your subscription",
 }
+# A delivery that met no relay budget because Postgres was away goes back after this long.
+UNAVAILABLE_RETRY_SECONDS = 1.0
+# Ended rate-limit windows (mailer.limits) are deleted this often by the housekeeping.
+LIMITS_PURGE_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,11 +282,20 @@ class Worker:
         self.relay = self.routes[0].name
         self.gate = self.routes[0].gate
         self.owner = owner or worker_id()
+        # A relay that keeps failing is set aside, but never for longer than the first retry
+        # wait: when every relay is away, the retry schedule, not the set-aside, decides when
+        # the mail is tried again, so a short schedule resumes as soon as a relay is back.
+        self.set_aside_seconds = min(SET_ASIDE_SECONDS, self.config.retry_schedule[0])
         self.composer = Composer(settings)
         self.stats = WorkerStats()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._recording: asyncio.Task[None] | None = None
+        self._limits_purged_at = float("-inf")
+        # Set when Postgres went away mid-batch; cleared once the batch is finished or handed back.
+        self._interrupted = False
+        self._unrecorded: list[_Result] = []  # sent (or tried), result not yet in Postgres
+        self._unsettled: set[int] = set()  # campaigns whose completion check is owed
 
     def _smtp_pool(self, relay: SmtpRelay, size: int) -> SmtpPool:
         return SmtpPool(
@@ -313,6 +332,8 @@ class Worker:
             housekeeping_at = 0.0
             while not self._stop.is_set():
                 try:
+                    if self._interrupted:
+                        await self._recover()
                     if time.monotonic() >= housekeeping_at:
                         await self._housekeeping()
                         housekeeping_at = time.monotonic() + min(self.config.poll_seconds, 5.0)
@@ -320,7 +341,8 @@ class Worker:
                     if not claimed:
                         await self.flush()  # idle: record now (and finish campaigns) first
                 except UNAVAILABLE_ERRORS as exc:
-                    # Postgres went away: what was claimed comes back when its lease expires.
+                    # Postgres went away: finish or hand back the batch once it answers again.
+                    self._interrupted = True
                     log.error("database_unavailable error=%s; retrying", exc)
                     await asyncio.sleep(min(self.config.poll_seconds, 5.0))
                     continue
@@ -334,6 +356,8 @@ class Worker:
         finally:
             with contextlib.suppress(*UNAVAILABLE_ERRORS):
                 await self.flush()
+                if self._interrupted:
+                    await self._recover()
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
@@ -372,6 +396,11 @@ class Worker:
             if freed:
                 log.warning("leases_expired count=%s (a worker died or stalled)", freed)
             await campaigns.start_due(conn, self.settings)
+            if time.monotonic() - self._limits_purged_at >= LIMITS_PURGE_SECONDS:
+                purged = await purge_expired(conn)
+                self._limits_purged_at = time.monotonic()
+                if purged:
+                    log.info("rate_limits_purged count=%s", purged)
 
     async def _renew_leases(self) -> None:
         interval = self.config.lease_seconds / 3
@@ -417,7 +446,7 @@ class Worker:
             # round trips overlap the SMTP ones. At most one batch waits to be recorded, so a
             # crash duplicates at most that batch and the one in flight.
             await self.flush()
-            self._recording = asyncio.create_task(self._record(results))
+            self._recording = asyncio.create_task(self._record_or_keep(results))
             log.info(
                 "batch claimed=%d sending=%d claim_ms=%.0f send_ms=%.0f",
                 len(claimed),
@@ -428,10 +457,32 @@ class Worker:
         return len(claimed)
 
     async def flush(self) -> None:
-        """Wait until the last batch's results are recorded."""
+        """Wait until the last batch's results are recorded (or kept, if Postgres is away)."""
         task, self._recording = self._recording, None
         if task is not None:
             await task
+
+    async def _recover(self) -> None:
+        """After an outage: record the results kept in memory, settle their campaigns, then hand
+        back whatever this worker still holds. Raises while Postgres is still away."""
+        await self.flush()
+        recorded = len(self._unrecorded)
+        if self._unrecorded:
+            pending, self._unrecorded = self._unrecorded, []
+            try:
+                await self._record(pending)
+            except UNAVAILABLE_ERRORS:
+                self._unrecorded = pending + self._unrecorded
+                raise
+        async with self.pool.acquire() as conn:
+            await self._settle(conn)
+            # Nothing of this worker is in flight here (the batch ended, its results are in):
+            # what it still leases was claimed by a statement whose reply was lost, or not sent.
+            back = await queries().deliveries.release_owner(conn, owner=self.owner)
+        self._interrupted = False
+        log.warning(
+            "worker_recovered owner=%s recorded=%d handed_back=%d", self.owner, recorded, back
+        )
 
     async def _recheck(
         self, conn: asyncpg.Connection, batch: list[asyncpg.Record]
@@ -498,7 +549,13 @@ class Worker:
         wait = max(1.0, self.config.lease_seconds / 2)
         route = via = self.routes[0]
         for route in self._usable_routes():
-            if not await route.gate.acquire(max_wait=self.config.lease_seconds / 2):
+            try:
+                budget = await route.gate.acquire(max_wait=self.config.lease_seconds / 2)
+            except UNAVAILABLE_ERRORS as exc:
+                # The budget lives in Postgres: nothing is sent without it. Handed back unsent.
+                waiting = Reply("retry", None, f"database unavailable: {exc}"[:200], "connect")
+                return _Result(row, "queued", waiting, None, UNAVAILABLE_RETRY_SECONDS, route.name)
+            if not budget:
                 if route.gate.set_aside_for > 0:
                     route.down_until = time.monotonic() + route.gate.set_aside_for
                     wait = max(1.0, min(wait, route.gate.set_aside_for))
@@ -508,8 +565,9 @@ class Worker:
             if reply.stage == "connect" and reply.outcome == "retry":
                 route.connect_failures += 1
                 if route.connect_failures >= SET_ASIDE_AFTER:
-                    route.down_until = time.monotonic() + SET_ASIDE_SECONDS
-                    log.warning("relay_set_aside relay=%s error=%s", route.name, reply.text)
+                    if route.down_until <= time.monotonic():  # once per setting aside
+                        log.warning("relay_set_aside relay=%s error=%s", route.name, reply.text)
+                    route.down_until = time.monotonic() + self.set_aside_seconds
                 continue  # nothing was sent: the next relay may take it
             route.connect_failures = 0
             break
@@ -538,23 +596,28 @@ class Worker:
         attempt: int = row["attempts"]
         return schedule[min(max(attempt - 1, 0), len(schedule) - 1)]
 
-    async def _record(self, results: list[_Result]) -> None:
-        """All results of the batch in one statement, then bounces, completion, auto-pause."""
-        async with self.pool.acquire() as conn:
-            recorded = await rows(
-                queries().deliveries.record(
-                    conn,
-                    owner=self.owner,
-                    relays=[r.relay or self.relay for r in results],
-                    give_up_seconds=self.config.give_up_after,
-                    ids=[r.row["id"] for r in results],
-                    states=[r.state for r in results],
-                    codes=[r.reply.code if r.reply else None for r in results],
-                    replies=[r.reply.text if r.reply else None for r in results],
-                    message_ids=[r.message_id for r in results],
-                    delays=[r.delay for r in results],
-                )
+    async def _record_or_keep(self, results: list[_Result]) -> None:
+        """Record; if Postgres went away, keep the results to record when it is back."""
+        try:
+            await self._record(results)
+        except UNAVAILABLE_ERRORS as exc:
+            self._unrecorded.extend(results)
+            # The record may have committed with its reply lost: then the retry matches no row,
+            # so the completion check is owed for these campaigns whatever the retry returns.
+            self._unsettled |= {r.row["campaign_id"] for r in results if r.row["campaign_id"]}
+            self._interrupted = True
+            log.error(
+                "record_interrupted results=%d error=%s; kept until Postgres answers",
+                len(results),
+                exc,
             )
+
+    async def _record(self, results: list[_Result]) -> None:
+        """All results of the batch and their bounces in one transaction (so a lost connection
+        leaves all or nothing, and the retry repeats nothing), then completion, auto-pause."""
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                recorded = await self._record_results(conn, results)
             final = {r["id"]: r["state"] for r in recorded}
             for state in final.values():
                 if state == "sent":
@@ -565,25 +628,50 @@ class Worker:
                     self.stats.bounced += 1
                 elif state == "failed":
                     self.stats.failed += 1
-            for result in results:
-                if result.state == "bounced" and result.row["id"] in final:
-                    await self._bounce(conn, result)
+            self._unsettled |= {r["campaign_id"] for r in recorded if r["campaign_id"]}
             for route in self.routes:
                 # Shared health: other workers see a relay that keeps failing as set aside.
                 if route.down_until > time.monotonic():
                     await queries().relays.relay_failed(
-                        conn, name=route.name, after=1, seconds=SET_ASIDE_SECONDS
+                        conn, name=route.name, after=1, seconds=self.set_aside_seconds
                     )
                 elif any(r.state == "sent" and r.relay == route.name for r in results):
                     await queries().relays.relay_ok(conn, name=route.name)
-            campaign_ids = list({r["campaign_id"] for r in recorded if r["campaign_id"]})
-            if campaign_ids:
-                await rows(queries().campaigns.finish_campaigns(conn, ids=campaign_ids))
+            await self._settle(conn)
             troubled = list(
                 {r["campaign_id"] for r in recorded if r["campaign_id"] and r["state"] != "sent"}
             )
             if troubled:
                 await self._auto_pause(conn, troubled)
+
+    async def _settle(self, conn: asyncpg.Connection) -> None:
+        """Mark done the campaigns with nothing left; owed until it runs, even across an outage."""
+        if self._unsettled:
+            await rows(queries().campaigns.finish_campaigns(conn, ids=list(self._unsettled)))
+            self._unsettled.clear()
+
+    async def _record_results(
+        self, conn: asyncpg.Connection, results: list[_Result]
+    ) -> list[asyncpg.Record]:
+        recorded = await rows(
+            queries().deliveries.record(
+                conn,
+                owner=self.owner,
+                relays=[r.relay or self.relay for r in results],
+                give_up_seconds=self.config.give_up_after,
+                ids=[r.row["id"] for r in results],
+                states=[r.state for r in results],
+                codes=[r.reply.code if r.reply else None for r in results],
+                replies=[r.reply.text if r.reply else None for r in results],
+                message_ids=[r.message_id for r in results],
+                delays=[r.delay for r in results],
+            )
+        )
+        final = {r["id"] for r in recorded}
+        for result in results:
+            if result.state == "bounced" and result.row["id"] in final:
+                await self._bounce(conn, result)
+        return recorded
 
     async def _bounce(self, conn: asyncpg.Connection, result: _Result) -> None:
         row, reply = result.row, result.reply

@@ -283,3 +283,13 @@ SELECT EXISTS (SELECT 1 FROM journal_transactions WHERE token = :token);
 
 -- name: audit_of_action(action)
 SELECT actor, detail FROM audit_log WHERE action = :action ORDER BY id;
+
+-- name: rate_limit_rows()
+-- Every column of every limit row as text, to show what the table holds.
+SELECT name, encode(subject_key, 'hex') AS subject_key_hex, row_to_json(r)::text AS whole,
+       hits, window_end > clock_timestamp() AS live
+  FROM rate_limits r ORDER BY name, subject_key;
+
+-- name: rate_limit_columns()
+SELECT column_name FROM information_schema.columns WHERE table_name = 'rate_limits'
+ ORDER BY ordinal_position;

@@ -25,6 +25,7 @@ from mailer.addresses import mask
 from mailer.api_tokens import Principal
 from mailer.db import queries, rows
 from mailer.errors import InvalidAddress, Unauthorized, UnknownTenant
+from mailer.limits import Limit
 from mailer.resources import STATIC_DIR
 from mailer.rights import deadlines, policy, privacy
 from mailer.sending import campaigns
@@ -40,7 +41,7 @@ from unsubscribe_web.dashboard.workspace import (
     staff,
     tenant_choices,
 )
-from unsubscribe_web.forms import RateLimiter
+from unsubscribe_web.keys import LIMITS
 from unsubscribe_web.pages import connection, render
 from unsubscribe_web.security import client_ip
 from unsubscribe_web.static import add_stylesheet
@@ -51,9 +52,9 @@ UNSUBSCRIBE_DAYS = 30
 SEND_MINUTES = 60
 STYLESHEET = STATIC_DIR / "dashboard.css"
 
-# Sign-in attempts per client IP: a token cannot be guessed, but each attempt is a lookup.
-LOGINS_PER_IP_PER_10_MINUTES = 20
-LOGIN_LIMIT = web.AppKey("dashboard_login_limit", RateLimiter)
+# Sign-in attempts per client IP, counted across every web process (mailer.limits): a token
+# cannot be guessed, but each attempt is a lookup.
+SIGN_INS_PER_IP = Limit("dashboard_login", count=20, window=600)
 TOO_MANY = "Too many sign-in attempts from your address. Wait ten minutes and try again."
 SESSION_ENDED = "Your session has ended. Sign in again with a valid token."
 # What a ledger row with no topic withdrew from.
@@ -65,7 +66,6 @@ WITHOUT_TOPIC = {
 
 
 def add_routes(app: web.Application) -> None:
-    app[LOGIN_LIMIT] = RateLimiter(LOGINS_PER_IP_PER_10_MINUTES, 600)
     app.router.add_get("/dashboard", show, name="dashboard")
     app.router.add_post("/dashboard/login", login, name="dashboard_login")
     app.router.add_post("/dashboard/logout", logout, name="dashboard_logout")
@@ -116,7 +116,9 @@ async def login(request: web.Request) -> web.Response:
     if from_another_site(request):
         # Another site's form could sign a browser in with the other site's token.
         return _login_page(request, status=403, message=CROSS_SITE)
-    if not request.app[LOGIN_LIMIT].allow(client_ip(request) or ""):
+    async with connection(request) as conn:
+        allowed = await request.app[LIMITS].allow(conn, SIGN_INS_PER_IP, client_ip(request) or "")
+    if not allowed:
         return _login_page(request, status=429, message=TOO_MANY)
     form = await request.post()
     token = form.get("token")

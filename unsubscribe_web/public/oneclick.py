@@ -4,7 +4,8 @@
 GET and HEAD only read (link scanners fetch every URL in a message: STANDARDS 15-17). Any POST
 with a valid token unsubscribes at once, whatever its body; no cookie, CSRF token or redirect
 is involved (STANDARDS 8-13). When Postgres cannot be reached the opt-out goes to the spool and
-the answer is 202 (DESIGN G2).
+the answer is 202 (DESIGN G2); when the spool cannot take it either (a full disk), 503 with
+Retry-After: nothing claims a success that is neither committed nor on disk.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from mailer.errors import DatabaseUnavailable
 from mailer.tokens import LinkClaims, Purpose
 from unsubscribe_web.keys import KEYRING, METRICS, ONE_CLICK_PAGES, PAGES, SPOOL
 from unsubscribe_web.pages import connection, evidence, render
-from unsubscribe_web.spool import SpooledOptOut
+from unsubscribe_web.spool import SpooledOptOut, SpoolWriteFailed
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 ONE_CLICK_BODY = f"{ONE_CLICK_FIELD}={ONE_CLICK_VALUE}".encode()
 PAGE_MARKER = f"{PAGE_FIELD}={PAGE_VALUE}".encode()
 ONE_CLICK_PAGE_CACHE = 4096  # rendered answers kept (one per sender and topic)
+# Postgres away and the spool's disk full: the sender (or the person) must try again.
+NOT_TAKEN = "Your unsubscribe could not be recorded just now. Please try again in a minute."
 
 
 def add_routes(app: web.Application) -> None:
@@ -85,7 +88,10 @@ async def unsubscribe(request: web.Request) -> web.Response:
         entry = SpooledOptOut(
             claims.tenant_id, claims.subscriber_id, claims.object_id, source, time.time()
         )
-        await request.app[SPOOL].append(entry)
+        try:
+            await request.app[SPOOL].append(entry)
+        except SpoolWriteFailed as exc:
+            raise DatabaseUnavailable(NOT_TAKEN) from exc
         request.app[METRICS].unsubscribed(source)
         return render(request, "unsubscribed_spooled.html", status=202)
     if row["changed"]:

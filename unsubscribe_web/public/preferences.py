@@ -16,14 +16,17 @@ from aiohttp import web
 from mailer.consent import writer as consent
 from mailer.db import queries, rows
 from mailer.errors import NotFound
+from mailer.limits import Limit
 from mailer.rights import privacy
 from mailer.tokens import LinkClaims, Purpose
-from unsubscribe_web.keys import CSRF, KEYRING, SETTINGS, SIGNUP_ADDRESS_LIMIT
+from unsubscribe_web.keys import CSRF, KEYRING, LIMITS, SETTINGS
 from unsubscribe_web.pages import connection, evidence, render
 
 FORM = "preferences"
 ACTIVE = ("pending", "confirmed")
 MAX_NAME = 200
+# Data links mailed to one subscriber: a few an hour, then the same answer and no more mail.
+DATA_LINKS = Limit("data_link", count=3, window=3600)
 
 
 def add_routes(app: web.Application) -> None:
@@ -131,7 +134,7 @@ async def _mail_data_link(
     request: web.Request, conn: asyncpg.Connection, claims: LinkClaims
 ) -> str:
     """Mail a single-use, one-hour link to the person's own address; show nothing here."""
-    if not request.app[SIGNUP_ADDRESS_LIMIT].allow(f"data:{claims.subscriber_id}"):
+    if not await request.app[LIMITS].allow(conn, DATA_LINKS, str(claims.subscriber_id)):
         return "sent"  # already sent several: do not flood the mailbox, answer the same
     await privacy.send_data_link(
         conn,

@@ -3,7 +3,8 @@ the confirmation link, whose button POSTs (a GET never confirms: STANDARDS 19).
 
 The answer to a sign-up is the same whether the address was new, pending, confirmed or
 suppressed, so the form cannot be used to learn who is on a list. Rate-limited per client IP
-(429) and per address (silently: the answer stays the same, no more mail goes out).
+(429) and per address (silently: the answer stays the same, no more mail goes out); the
+counts live in Postgres (mailer.limits), so the limits hold across every web process.
 """
 
 from __future__ import annotations
@@ -14,19 +15,14 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from mailer.addresses import parse_address, suppression_key, tenant_hash_key
+from mailer.addresses import parse_address
 from mailer.consent import writer as consent
 from mailer.db import queries
 from mailer.errors import InvalidAddress, NotFound, Suppressed
+from mailer.limits import Limit
 from mailer.outbox import enqueue_transactional
 from mailer.tokens import LinkClaims, Purpose
-from unsubscribe_web.keys import (
-    KEYRING,
-    PAGES,
-    SETTINGS,
-    SIGNUP_ADDRESS_LIMIT,
-    SIGNUP_IP_LIMIT,
-)
+from unsubscribe_web.keys import KEYRING, LIMITS, PAGES, SETTINGS
 from unsubscribe_web.pages import absolute, connection, evidence, render
 from unsubscribe_web.security import client_ip
 
@@ -34,6 +30,9 @@ log = logging.getLogger(__name__)
 
 AGE_FIELD = "age"
 AGE_VALUE = "yes"
+# Sign-ups per client IP, and per address (confirmation mails to one mailbox).
+SIGNUP_PER_IP = Limit("signup_ip", count=20, window=600)
+SIGNUP_PER_ADDRESS = Limit("signup_address", count=3, window=3600)
 
 
 def add_routes(app: web.Application) -> None:
@@ -54,8 +53,10 @@ async def form(request: web.Request) -> web.Response:
 
 
 async def sign_up(request: web.Request) -> web.Response:
-    if not request.app[SIGNUP_IP_LIMIT].allow(client_ip(request) or ""):
-        raise web.HTTPTooManyRequests(headers={"Retry-After": "600"})
+    async with connection(request) as conn:
+        allowed = await request.app[LIMITS].allow(conn, SIGNUP_PER_IP, client_ip(request) or "")
+    if not allowed:
+        raise web.HTTPTooManyRequests(headers={"Retry-After": str(SIGNUP_PER_IP.retry_after)})
     data = await request.post()
     email = str(data.get("email", "")).strip()
     name = str(data.get("name", "")).strip()[:200] or None
@@ -68,9 +69,8 @@ async def sign_up(request: web.Request) -> web.Response:
             address = parse_address(email)
         except InvalidAddress:
             return _form_page(request, context, values=values, error="email", status=400)
-        settings = request.app[SETTINGS]
-        key = suppression_key(tenant_hash_key(settings.hash_key, context["tenant_id"]), address)
-        if request.app[SIGNUP_ADDRESS_LIMIT].allow(key.hex()):
+        mailbox = f"{context['tenant_id']}:{address.normalised}"
+        if await request.app[LIMITS].allow(conn, SIGNUP_PER_ADDRESS, mailbox):
             await _subscribe(request, conn, context, address.as_given, name)
         else:
             log.info("sign-up over the per-address limit: tenant=%s", context["tenant_id"])

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import errno
+import json
 import os
 import signal
-import socket
-import sys
 import time
 
 import aiohttp
@@ -15,11 +14,11 @@ import pytest
 
 from mailer.db import create_pool, rows
 from tests.conftest import make_settings, probes, subprocess_env
-from tests.support.pg_proxy import PgProxy
+from tests.support.processes import free_port, web_process
 from tests.support.web import seed
 from unsubscribe_web.app import create_app
 from unsubscribe_web.keys import SPOOL
-from unsubscribe_web.spool import Spool, SpooledOptOut
+from unsubscribe_web.spool import RETRY_SECONDS, Spool, SpooledOptOut
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
@@ -27,16 +26,6 @@ ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 @pytest.fixture
 async def world(conn):
     return await seed(conn, subscribers=3)
-
-
-@pytest.fixture
-async def proxy(db_dsn):
-    proxy = PgProxy(db_dsn)
-    await proxy.start()
-    try:
-        yield proxy
-    finally:
-        await proxy.close()
 
 
 async def unsubscribe_events(conn):
@@ -56,13 +45,15 @@ async def wait_until(predicate, timeout=20.0):
     return False
 
 
-async def test_outage_spools_then_replays_each_once(aiohttp_client, conn, world, proxy, tmp_path):
-    app = create_app(make_settings(proxy.dsn, tmp_path))
+async def test_outage_spools_then_replays_each_once(
+    aiohttp_client, conn, world, pg_proxy, tmp_path
+):
+    app = create_app(make_settings(pg_proxy.dsn, tmp_path))
     client = await aiohttp_client(app)
     a, b, c = world.subscribers
     assert (await client.post(f"/u/{world.one_click(a, 'offers')}", data=ONE_CLICK)).status == 200
 
-    await proxy.cut()
+    await pg_proxy.cut()
     taken = [(a, "news"), (b, "news"), (c, "offers"), (a, "news")]  # a repeat, too
     for subscriber, topic in taken:
         response = await client.post(f"/u/{world.one_click(subscriber, topic)}", data=ONE_CLICK)
@@ -82,7 +73,7 @@ async def test_outage_spools_then_replays_each_once(aiohttp_client, conn, world,
     assert "optout_spool_depth 5" in await (await client.get("/metrics")).text()
     assert len(await unsubscribe_events(conn)) == 1  # nothing applied yet
 
-    await proxy.restore()
+    await pg_proxy.restore()
 
     async def replayed():
         return len(await unsubscribe_events(conn)) == 5
@@ -106,53 +97,20 @@ async def _depth_zero(client):
     return (await (await client.get("/healthz")).json())["spool_depth"] == 0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.asynccontextmanager
-async def web_process(env, port):
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mailer.cli",
-        "web",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
-    try:
-        line = await asyncio.wait_for(process.stdout.readline(), 30)
-        assert b"listening on" in line, line
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
-
-
-async def test_killed_after_202_replays_on_next_start(conn, world, proxy, tmp_path):
+async def test_killed_after_202_replays_on_next_start(conn, world, pg_proxy, tmp_path):
     """A process killed right after a 202 replays its spool when it starts again."""
-    env = subprocess_env(proxy.dsn) | {"OPTOUT_DATA_DIR": str(tmp_path)}
+    env = subprocess_env(pg_proxy.dsn) | {"OPTOUT_DATA_DIR": str(tmp_path)}
     port = free_port()
     a = world.subscribers[0]
     url = f"http://127.0.0.1:{port}/u/{world.one_click(a)}"
     async with web_process(env, port) as process, aiohttp.ClientSession() as http:
-        await proxy.cut()
+        await pg_proxy.cut()
         async with http.post(url, data=ONE_CLICK) as response:
             assert response.status == 202
         os.kill(process.pid, signal.SIGKILL)
         await process.wait()
     assert await unsubscribe_events(conn) == []
-    await proxy.restore()
+    await pg_proxy.restore()
     async with web_process(env, port):
 
         async def replayed():
@@ -211,3 +169,47 @@ async def test_a_crash_while_clearing_loses_nothing_new(conn, world, db_dsn, tmp
     finally:
         await pool.close()
     assert await unsubscribe_events(conn) == [(a, world.topics["news"], "one_click")]
+
+
+def full_disk(fd: int, data: bytes) -> int:
+    """The spool's write on a full disk: part of the line goes down, then ENOSPC."""
+    os.write(fd, data[: len(data) // 2])
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+async def test_a_full_disk_while_postgres_is_away_answers_503_never_202(
+    aiohttp_client, conn, world, pg_proxy, tmp_path
+):
+    """Postgres away and the spool's disk full: the one-click is answered 503 with
+    Retry-After, not 202; the half-written line is cut back, so the spool holds only what
+    was acknowledged, and an opt-out taken once the disk has room is replayed alone."""
+    app = create_app(make_settings(pg_proxy.dsn, tmp_path))
+    client = await aiohttp_client(app)
+    a, b = world.subscribers[:2]
+    spool = app[SPOOL]
+    await pg_proxy.cut()
+    spool.write = full_disk
+    for _ in range(2):  # a sender retrying into the same full disk gets the same answer
+        refused = await client.post(f"/u/{world.one_click(a)}", data=ONE_CLICK)
+        assert refused.status == 503
+        assert int(refused.headers["Retry-After"]) > 0
+        assert "could not be recorded" in await refused.text()
+    assert spool.depth == 0 and spool.path.read_bytes() == b""
+    health = await client.get("/healthz")
+    assert await health.json() == {"database": "unavailable", "spool_depth": 0}
+
+    spool.write = os.write  # room on the disk again
+    taken = await client.post(f"/u/{world.one_click(b)}", data=ONE_CLICK)
+    assert taken.status == 202
+    lines = spool.path.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 1 and lines[0].endswith(b"\n")
+    assert json.loads(lines[0])["subscriber_id"] == b
+
+    await pg_proxy.restore()
+
+    async def replayed():
+        return len(await unsubscribe_events(conn)) == 1
+
+    assert await wait_until(replayed)
+    await asyncio.sleep(RETRY_SECONDS + 0.5)  # one more replay round: nothing else appears
+    assert await unsubscribe_events(conn) == [(b, world.topics["news"], "one_click")]
