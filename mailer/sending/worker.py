@@ -43,6 +43,8 @@ from mailer.tokens import CodeClaims, CodeKind, Keyring, LinkClaims, Purpose
 
 log = logging.getLogger(__name__)
 
+MAINTAIN_EVERY = 3600.0  # seconds between retention runs (mailer/sending/retention.py)
+
 # Subjects of transactional templates when the payload gives none.
 TRANSACTIONAL_SUBJECTS = {
     "confirm": "Please confirm your subscription",
@@ -277,6 +279,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._recording: asyncio.Task[None] | None = None
+        self._maintain_at = time.monotonic() + MAINTAIN_EVERY / 60  # not at the very start
 
     def _smtp_pool(self, relay: SmtpRelay, size: int) -> SmtpPool:
         return SmtpPool(
@@ -365,13 +368,19 @@ class Worker:
         await self.pool.release(conn)
 
     async def _housekeeping(self) -> None:
-        from mailer.sending import campaigns
+        from mailer.sending import campaigns, retention
 
         async with self.pool.acquire() as conn:
             freed = await queries().deliveries.release_expired_leases(conn)
             if freed:
                 log.warning("leases_expired count=%s (a worker died or stalled)", freed)
             await campaigns.start_due(conn, self.settings)
+            # Counter rows are folded often (reads stay short); retention runs hourly, by
+            # one worker at a time (an advisory lock), in short chunked transactions.
+            await retention.compact_counts(conn)
+            if time.monotonic() >= self._maintain_at:
+                self._maintain_at = time.monotonic() + MAINTAIN_EVERY
+                await retention.maintain(conn, now_utc())
 
     async def _renew_leases(self) -> None:
         interval = self.config.lease_seconds / 3
