@@ -68,14 +68,16 @@ SELECT s.id AS subscriber_id,
   FROM subscribers s
   -- Live deliveries, and the proof rows the retention job kept when it removed them.
   LEFT JOIN LATERAL (
-        SELECT d.id, d.state, d.sent_at FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id
-         WHERE c.tenant_id = :tenant_id AND c.policy_version_id = :policy_version_id
-           AND d.subscriber_id = s.id
-        UNION ALL
-        SELECT n.delivery_id, n.state, n.sent_at FROM notice_proofs n
-         WHERE n.tenant_id = :tenant_id AND n.policy_version_id = :policy_version_id
-           AND n.subscriber_id = s.id
-         ORDER BY 2 = 'sent' DESC, 1 LIMIT 1) d ON true
+        SELECT * FROM (
+            SELECT d.id, d.state, d.sent_at FROM deliveries d
+              JOIN campaigns c ON c.id = d.campaign_id
+             WHERE c.tenant_id = :tenant_id AND c.policy_version_id = :policy_version_id
+               AND d.subscriber_id = s.id
+            UNION ALL
+            SELECT n.delivery_id, n.state, n.sent_at FROM notice_proofs n
+             WHERE n.tenant_id = :tenant_id AND n.policy_version_id = :policy_version_id
+               AND n.subscriber_id = s.id) AS both_kinds
+         ORDER BY (state = 'sent') DESC, id LIMIT 1) d ON true
  WHERE s.tenant_id = :tenant_id
    AND (d.id IS NOT NULL OR s.status = 'active')
  ORDER BY s.id;
