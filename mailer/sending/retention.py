@@ -44,9 +44,10 @@ class Maintenance:
     skipped: bool = False  # another run held the lock
 
 
-async def compact_counts(conn: asyncpg.Connection) -> int:
-    """Fold campaigns' counter rows into one per state (cheap; safe next to sending workers)."""
-    count: int = await queries().campaigns.compact_counts(conn, min_rows=COMPACT_AFTER)
+async def compact_counts(conn: asyncpg.Connection, min_rows: int = COMPACT_AFTER) -> int:
+    """Fold the counter rows of campaigns with more than ``min_rows`` into one per state
+    (cheap; safe next to sending workers). Returns how many rows were folded."""
+    count: int = await queries().campaigns.compact_counts(conn, min_rows=min_rows)
     return count
 
 
