@@ -65,3 +65,15 @@ SELECT count(*) FROM deliveries WHERE subscriber_id = :subscriber_id;
 
 -- name: notice_proof_rows(tenant_id)$
 SELECT count(*) FROM notice_proofs WHERE tenant_id = :tenant_id;
+
+-- name: add_complaint(tenant_id, subscriber_id, delivery_id)!
+INSERT INTO inbound_events (tenant_id, kind, subscriber_id, delivery_id, parsed)
+VALUES (:tenant_id, 'complaint', :subscriber_id, :delivery_id, '{}');
+
+-- name: add_late_bounce(tenant_id, delivery_id)!
+INSERT INTO bounce_events (tenant_id, address_key, delivery_id, status, permanent, source)
+VALUES (:tenant_id, sha256(('late' || CAST(:delivery_id AS bigint))::bytea),
+        CAST(:delivery_id AS bigint), '5.1.1', true, 'dsn');
+
+-- name: first_deliveries(campaign_id, lim)
+SELECT id, subscriber_id FROM deliveries WHERE campaign_id = :campaign_id ORDER BY id LIMIT :lim;
