@@ -30,7 +30,7 @@ async def send_all(db_dsn, settings) -> None:
         await pool.close()
 
 
-def proof(people) -> list[tuple]:
+def proof(people) -> list[tuple[object, ...]]:
     return [
         (p["subscriber_id"], p["delivery_id"], p["state"], p["sent_at"], p["notified_by"])
         for p in people
