@@ -18,6 +18,7 @@ import os
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,7 +101,8 @@ class WorkerStats:
     bounced: int = 0
     suppressed: int = 0
     batches: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
+    # The last batches' sizes only: a worker runs for months (one entry per batch otherwise).
+    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
 
 
 class Composer:
