@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from collections import Counter
 
 from mailer.sending import campaigns, retention
 from tests.conftest import probes, subprocess_env
 from tests.integration.scale.conftest import scale
-from tests.support.mailer_env import mail_settings, newsletter_campaign, sink_env, wait_until
+from tests.support.mailer_env import (
+    mail_settings,
+    newsletter_campaign,
+    sink_env,
+    spawn_worker,
+    wait_until,
+)
 
 STATES = ("queued", "sending", "sent", "deferred", "failed", "bounced", "suppressed", "cancelled")
 
@@ -26,18 +31,6 @@ def counted(stats: campaigns.Stats) -> dict[str, int]:
     """The statistics by state (no bounce arrives after a 250 here, so bounced is rows only)."""
     values = {s: getattr(stats, s) for s in STATES}
     return {s: n for s, n in values.items() if n}
-
-
-async def spawn(env):
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mailer.cli",
-        "worker",
-        "--quiet",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-    )
 
 
 async def test_counters_match_the_rows_after_a_kill_mid_batch_and_after_the_restart(
@@ -57,7 +50,7 @@ async def test_counters_match_the_rows_after_a_kill_mid_batch_and_after_the_rest
         OPTOUT_LEASE_SECONDS="3",
         OPTOUT_BATCH_SIZE="100",
     )
-    first = await spawn(env)
+    first = await spawn_worker(env)
     await smtp_sink.wait_for(850, timeout=60)  # inside the ninth batch
     first.kill()  # mid-batch: claims leased, results of a batch possibly unrecorded
     await first.wait()
@@ -75,7 +68,7 @@ async def test_counters_match_the_rows_after_a_kill_mid_batch_and_after_the_rest
     assert await scale().counter_rows(conn, campaign_id=campaign["id"]) <= len(STATES)
     assert counted(await campaigns.stats(conn, tenant["id"], campaign["id"])) == at_kill
 
-    second = await spawn(env)
+    second = await spawn_worker(env)
     try:
         assert await wait_until(conn, campaign["id"], 120, "done") == "done"
     finally:

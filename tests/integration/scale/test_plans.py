@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 
 from mailer.db import queries
-from mailer.sending import campaigns
 from tests.integration.scale.conftest import scale
-from tests.support.mailer_env import make_tenant
+from tests.support.mailer_env import newsletter_campaign
 
 ROWS = 200_000
 WATCHED = {"deliveries", "subscriptions", "subscribers", "consent_events"}
@@ -48,17 +47,8 @@ async def explain(conn, group: str, name: str, **params: Any) -> Any:
 
 
 @pytest.fixture
-async def big(conn, tmp_path):
-    tenant, topic = await make_tenant(conn, tmp_path)
-    campaign = await campaigns.create(
-        conn,
-        tenant_id=tenant["id"],
-        topic_slug="newsletter",
-        name="Big",
-        template="newsletter",
-        subject="Big news",
-        content={"headline": "News", "intro": "Hello.", "blocks": []},
-    )
+async def big(conn, settings, tmp_path):
+    tenant, topic, campaign, _ = await newsletter_campaign(conn, settings, tmp_path, 0)
     await scale().seed_people(conn, tenant_id=tenant["id"], topic_id=topic["id"], n=ROWS)
     await scale().seed_deliveries(
         conn, tenant_id=tenant["id"], campaign_id=campaign["id"], topic_id=topic["id"]

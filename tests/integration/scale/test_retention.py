@@ -17,9 +17,12 @@ from mailer.sending.worker import Worker
 from tests.conftest import subprocess_env
 from tests.integration.scale.conftest import scale
 from tests.support.cli import optout
-from tests.support.mailer_env import add_subscribers, mail_settings, make_tenant
-
-CONTENT = {"headline": "News", "intro": "Hello.", "blocks": []}
+from tests.support.mailer_env import (
+    add_subscribers,
+    mail_settings,
+    make_tenant,
+    newsletter_campaign,
+)
 
 
 async def send_all(db_dsn, settings) -> None:
@@ -45,23 +48,12 @@ async def test_old_deliveries_are_folded_with_figures_proof_and_pinned_people_un
     campaign figures (counts, complaint, later bounce, unsubscribe) and the proof of notice
     read the same, and a person with an open data request keeps every row. A second run
     changes nothing."""
-    tenant, topic = await make_tenant(conn, tmp_path)
+    tenant, topic, news, readers = await newsletter_campaign(conn, settings, tmp_path, 20)
     notices = await tenants.create_topic(
         conn, tenant["id"], slug="notices", name="Notices", kind="notice"
     )
-    readers = await add_subscribers(conn, settings, tenant["id"], topic["id"], 20)
     await add_subscribers(conn, settings, tenant["id"], notices["id"], 10, prefix="n")
     s = mail_settings(settings, smtp_sink.port)
-
-    news = await campaigns.create(
-        conn,
-        tenant_id=tenant["id"],
-        topic_slug="newsletter",
-        name="News",
-        template="newsletter",
-        subject="News",
-        content=CONTENT,
-    )
     await campaigns.start(conn, s, tenant["id"], news["id"])
     now = dt.datetime.now(dt.UTC)
     version = await policy.publish(
