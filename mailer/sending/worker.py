@@ -282,6 +282,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._recording: asyncio.Task[None] | None = None
         self._maintain_at = time.monotonic() + MAINTAIN_EVERY / 60  # not at the very start
+        self._maintaining: asyncio.Task[None] | None = None
 
     def _smtp_pool(self, relay: SmtpRelay, size: int) -> SmtpPool:
         return SmtpPool(
@@ -342,6 +343,10 @@ class Worker:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+            if self._maintaining is not None:
+                self._maintaining.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._maintaining
             async with self.pool.acquire() as conn:
                 await queries().deliveries.release_owner(conn, owner=self.owner)
             if listener is not None:
@@ -377,12 +382,24 @@ class Worker:
             if freed:
                 log.warning("leases_expired count=%s (a worker died or stalled)", freed)
             await campaigns.start_due(conn, self.settings)
-            # Counter rows are folded often (reads stay short); retention runs hourly, by
-            # one worker at a time (an advisory lock), in short chunked transactions.
+            # Counter rows are folded often, so statistics reads stay short.
             await retention.compact_counts(conn)
-            if time.monotonic() >= self._maintain_at:
-                self._maintain_at = time.monotonic() + MAINTAIN_EVERY
+        if time.monotonic() >= self._maintain_at and (
+            self._maintaining is None or self._maintaining.done()
+        ):
+            # Retention runs hourly beside the sending loop, never in its way: one worker at
+            # a time (an advisory lock), in short chunked transactions.
+            self._maintain_at = time.monotonic() + MAINTAIN_EVERY
+            self._maintaining = asyncio.create_task(self._maintain())
+
+    async def _maintain(self) -> None:
+        from mailer.sending import retention
+
+        try:
+            async with self.pool.acquire() as conn:
                 await retention.maintain(conn, now_utc())
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("maintenance_failed error=%s", exc)
 
     async def _renew_leases(self) -> None:
         interval = self.config.lease_seconds / 3
