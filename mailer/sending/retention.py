@@ -63,6 +63,13 @@ async def maintain(conn: asyncpg.Connection, now: dt.datetime) -> Maintenance:
         for tenant in await rows(q.retention_tenants(conn)):
             cutoff = now - dt.timedelta(days=tenant["retention_days"])
             await _tenant(conn, tenant["id"], cutoff, now, done)
+        # Mail that matched no tenant is kept for the default retention.
+        cutoff = now - dt.timedelta(days=DEFAULT_RETENTION_DAYS)
+        for _ in range(MAX_CHUNKS):
+            removed: int = await q.remove_old_unmatched(conn, cutoff=cutoff, lim=CHUNK)
+            done.inbound_removed += removed
+            if removed < CHUNK:
+                break
     finally:
         await q.unlock_maintenance(conn)
     log.info(

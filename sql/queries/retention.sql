@@ -109,6 +109,17 @@ WITH old AS (
 )
 SELECT count(*) FROM gone;
 
+-- name: remove_old_unmatched(cutoff, lim)$
+-- Inbound mail that matched no tenant, past the default retention (inbound_events_tenant_time
+-- serves tenant_id IS NULL).
+WITH gone AS (
+    DELETE FROM inbound_events
+     WHERE id IN (SELECT id FROM inbound_events
+                   WHERE tenant_id IS NULL AND received_at < :cutoff LIMIT :lim)
+    RETURNING 1
+)
+SELECT count(*) FROM gone;
+
 -- name: try_maintenance_lock()$
 -- One maintenance run at a time across workers and `optout db maintain` (released at the
 -- end of the session's use by unlock_maintenance).

@@ -77,3 +77,11 @@ VALUES (:tenant_id, sha256(('late' || CAST(:delivery_id AS bigint))::bytea),
 
 -- name: first_deliveries(campaign_id, lim)
 SELECT id, subscriber_id FROM deliveries WHERE campaign_id = :campaign_id ORDER BY id LIMIT :lim;
+
+-- name: add_unmatched(days)!
+INSERT INTO inbound_events (kind, received_at, parsed)
+VALUES ('unmatched', now() - make_interval(days => :days), '{}');
+
+-- name: unmatched_ages()
+SELECT (now() - received_at) > interval '300 days' AS old FROM inbound_events
+ WHERE tenant_id IS NULL ORDER BY received_at;

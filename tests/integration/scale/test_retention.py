@@ -46,8 +46,8 @@ async def test_old_deliveries_are_folded_with_figures_proof_and_pinned_people_un
     """Issue 20: a newsletter and a policy notice sent 401 days ago. With a tenant retention
     of 500 days nothing moves; at the default 400 the deliveries and the complaint go, the
     campaign figures (counts, complaint, later bounce, unsubscribe) and the proof of notice
-    read the same, and a person with an open data request keeps every row. A second run
-    changes nothing."""
+    read the same, and a person with an open data request keeps every row; unmatched inbound
+    mail goes after the default 400 days. A second run changes nothing."""
     tenant, topic, news, readers = await newsletter_campaign(conn, settings, tmp_path, 20)
     notices = await tenants.create_topic(
         conn, tenant["id"], slug="notices", name="Notices", kind="notice"
@@ -94,6 +94,8 @@ async def test_old_deliveries_are_folded_with_figures_proof_and_pinned_people_un
         await scale().open_request(conn, tenant_id=tenant["id"], subscriber_id=person)
     for campaign in (news, notice):
         await scale().age_campaign(conn, id=campaign["id"], days=401)
+    for days in (401, 10):  # inbound mail that matched no tenant: default retention
+        await scale().add_unmatched(conn, days=days)
 
     before = {c["id"]: await campaigns.stats(conn, tenant["id"], c["id"]) for c in (news, notice)}
     assert (before[news["id"]].sent, before[news["id"]].complained) == (20, 1)
@@ -120,6 +122,7 @@ async def test_old_deliveries_are_folded_with_figures_proof_and_pinned_people_un
     assert await scale().deliveries_of_subscriber(conn, subscriber_id=pinned["subscriber_id"]) == 1
     assert await scale().inbound_of(conn, campaign_id=news["id"]) == 0
     assert await scale().notice_proof_rows(conn, tenant_id=tenant["id"]) == 10
+    assert [r["old"] async for r in scale().unmatched_ages(conn)] == [False]
     after = {c["id"]: await campaigns.stats(conn, tenant["id"], c["id"]) for c in (news, notice)}
     assert after == before
     _, people = await policy.proof_of_notice(conn, tenant["id"], version["version"])
