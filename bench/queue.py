@@ -8,7 +8,8 @@ in a temporary folder) gets N confirmed subscribers (generate_series) and a star
 to them. Then, on one connection, BATCHES rounds of what a worker does per batch run without
 SMTP: claim BATCH deliveries (the real query, consent tests included), renew the lease, record
 them sent, check completion; each query is timed. It is done twice per size: at the head of the
-outbox, and again after half of it was claimed and recorded (the dead index entries a long send
+outbox, and again after half of it was claimed and recorded (each point takes at most a tenth
+of the outbox, so BATCHES is lowered for small sizes) (the dead index entries a long send
 leaves behind until autovacuum), with ``EXPLAIN (ANALYZE, BUFFERS)`` of the claim at both
 points. Printed: milliseconds per batch of each query (median), the deliveries per second one
 connection claims and records, the large size against the small one (target: within 10%), and
@@ -150,13 +151,15 @@ async def run_size(admin: str, n: int, batches: int, batch: int) -> list[dict[st
         await queries().campaigns.enqueue(conn, campaign_id=campaign["id"])
         await queries().campaigns.analyze_deliveries(conn)
         out = []
+        # Each point consumes rounds x batch deliveries: at most a tenth of the outbox each.
+        rounds = max(1, min(batches, n // (10 * batch)))
         for label in ("head", "half"):
             if label == "half":
                 # Claim and record half the outbox the way the worker does, in big batches.
                 await BENCH_SQL.claim_half(conn, campaign_id=campaign["id"], n=n // 2)
                 await BENCH_SQL.record_half(conn)
             plan = await claim_plan(conn, batch)
-            figures = await measure(conn, campaign["id"], tenant["id"], batches, batch)
+            figures = await measure(conn, campaign["id"], tenant["id"], rounds, batch)
             print(f"\n{n} recipients, at the {label} of the outbox: claim plan\n{plan}", flush=True)
             out.append(figures)
         return out
