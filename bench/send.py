@@ -15,8 +15,10 @@ message SAMPLE). Then, each in its own process so its CPU time and peak RSS are 
    tests), in the same run;
 2. the real worker (``optout worker --until-idle``) sends the campaign: claim, render, sign,
    send, record. Meanwhile the campaign statistics are read every 0.2 s the way
-   ``campaign status`` reads them (``campaigns.stats``) and through the admin API's
-   ``GET .../campaigns/{id}/stats`` of the real app, and their latencies are kept;
+   ``campaign status`` reads them (``campaigns.stats``), through the admin API's
+   ``GET .../campaigns/{id}/stats`` and the staff dashboard's page of the real app, and their
+   latencies are kept (``--watch DSN CAMPAIGN SECONDS`` does only this, against the database
+   of a run in progress);
 3. the baseline: a plain aiosmtplib loop sending pre-built messages (same sizes, same number of
    connections) into the same sink: SAMPLE of them (all N when N <= SAMPLE), compared with the
    worker's rate over its first SAMPLE messages.
@@ -312,6 +314,7 @@ class Watcher:
         self.dsn, self.folder, self.campaign_id, self.started = dsn, folder, campaign_id, started
         self.status_ms: list[float] = []
         self.api_ms: list[float] = []
+        self.dashboard_ms: list[float] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -338,6 +341,9 @@ class Watcher:
         port = runner.addresses[0][1]
         url = f"http://127.0.0.1:{port}/api/v1/tenants/bench/campaigns/{self.campaign_id}/stats"
         headers = {"Authorization": f"Bearer {self.started.token}"}
+        # The staff dashboard's page: the session cookie holds the same token.
+        page = f"http://127.0.0.1:{port}/dashboard"
+        cookie = {"Cookie": f"optout_dashboard={self.started.token}"}
         conn = await connect(self.dsn)
         deadline = time.monotonic() + self.LIMIT
         try:
@@ -352,6 +358,12 @@ class Watcher:
                         if response.status != 200:
                             self.errors.append(f"API answered {response.status}")
                     self.api_ms.append((time.perf_counter() - began) * 1000)
+                    began = time.perf_counter()
+                    async with http.get(page, headers=cookie) as response:
+                        body = await response.text()
+                        if response.status != 200 or "Bench" not in body:
+                            self.errors.append(f"dashboard answered {response.status}")
+                    self.dashboard_ms.append((time.perf_counter() - began) * 1000)
                     await asyncio.sleep(0.2)
         finally:
             await conn.close()
@@ -410,6 +422,7 @@ class Figures:
     counter_bytes: int
     status_ms: list[float]
     api_ms: list[float]
+    dashboard_ms: list[float]
 
     @property
     def ratio(self) -> float:
@@ -483,6 +496,7 @@ def run_size(n: int, concurrency: int, admin: str, sample_limit: int) -> Figures
         counter_bytes=size["counters"],
         status_ms=watcher.status_ms,
         api_ms=watcher.api_ms,
+        dashboard_ms=watcher.dashboard_ms,
     )
 
 
@@ -514,12 +528,46 @@ def report(f: Figures, concurrency: int) -> None:
         f"Postgres per delivery      {f.bytes_per_delivery:.0f} bytes (table, TOAST and indexes); "
         f"counter rows {f.counter_bytes / 1024:.0f} kB"
     )
-    for name, values in (("campaign status", f.status_ms), ("admin API stats", f.api_ms)):
+    print_latencies(f.status_ms, f.api_ms, f.dashboard_ms)
+
+
+def print_latencies(status_ms: list[float], api_ms: list[float], dashboard_ms: list[float]) -> None:
+    for name, values in (
+        ("campaign status", status_ms),
+        ("admin API stats", api_ms),
+        ("dashboard page", dashboard_ms),
+    ):
         print(
             f"{name:<16} while sending: p50 {percentile(values, 50):.1f} ms, "
             f"p95 {percentile(values, 95):.1f} ms, max {max(values, default=0):.1f} ms "
             f"over {len(values)} reads   (target p95 < 100 ms)"
         )
+
+
+async def _watch_token(dsn: str) -> Started:
+    conn = await connect(dsn)
+    try:
+        tenant = await tenants.get_tenant(conn, "bench")
+        token = await api_tokens.create_token(
+            conn, role="marketing", tenant_id=tenant["id"], label="bench watch"
+        )
+        return Started([], 0.0, 0.0, tenant["id"], token.secret)
+    finally:
+        await conn.close()
+
+
+def watch(dsn: str, campaign_id: int, seconds: float) -> None:
+    """Only the statistics reads, for ``seconds``, against a running benchmark's database
+    (``--watch DSN CAMPAIGN SECONDS``): the figures at the size a long run has reached."""
+    started = asyncio.run(_watch_token(dsn))
+    with (
+        tempfile.TemporaryDirectory(prefix="optout-bench-") as tmp,
+        Watcher(dsn, Path(tmp), campaign_id, started) as watcher,
+    ):
+        time.sleep(seconds)
+    if watcher.errors:
+        raise SystemExit(f"statistics reads failed: {watcher.errors[:3]}")
+    print_latencies(watcher.status_ms, watcher.api_ms, watcher.dashboard_ms)
 
 
 def summary(results: list[Figures]) -> None:
@@ -586,9 +634,19 @@ def main() -> None:
     )
     parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--raw", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--watch",
+        nargs=3,
+        metavar=("DSN", "CAMPAIGN", "SECONDS"),
+        help="only read a running benchmark's statistics for SECONDS and print the latencies",
+    )
     args = parser.parse_args()
     if args.sink:
         run_sink()
+        return
+    if args.watch:
+        dsn, campaign, seconds = args.watch
+        watch(dsn, int(campaign), float(seconds))
         return
     if args.raw:
         port, count, concurrency, sample = args.raw

@@ -30,6 +30,7 @@ CHUNK = 5_000  # rows removed per transaction
 MAX_CHUNKS = 2_000  # per kind and tenant in one run: 10 million rows, then the next run goes on
 CAMPAIGNS_PER_RUN = 100
 COMPACT_AFTER = 64  # counter rows of one campaign before housekeeping folds them
+SEND_MINUTES_DAYS = 7  # per-minute send counts kept (the dashboard plots the last hour)
 
 
 @dataclass
@@ -45,9 +46,11 @@ class Maintenance:
 
 
 async def compact_counts(conn: asyncpg.Connection, min_rows: int = COMPACT_AFTER) -> int:
-    """Fold the counter rows of campaigns with more than ``min_rows`` into one per state
-    (cheap; safe next to sending workers). Returns how many rows were folded."""
+    """Fold the counter rows of campaigns (and the per-minute send counts of tenants) with
+    more than ``min_rows`` into one per state (per minute): cheap, and safe next to sending
+    workers. Returns how many rows were folded."""
     count: int = await queries().campaigns.compact_counts(conn, min_rows=min_rows)
+    count += await queries().campaigns.compact_send_minutes(conn, min_rows=min_rows)
     return count
 
 
@@ -63,6 +66,7 @@ async def maintain(conn: asyncpg.Connection, now: dt.datetime) -> Maintenance:
         for tenant in await rows(q.retention_tenants(conn)):
             cutoff = now - dt.timedelta(days=tenant["retention_days"])
             await _tenant(conn, tenant["id"], cutoff, now, done)
+        await q.prune_send_minutes(conn, before=now - dt.timedelta(days=SEND_MINUTES_DAYS))
         # Mail that matched no tenant is kept for the default retention.
         cutoff = now - dt.timedelta(days=DEFAULT_RETENTION_DAYS)
         for _ in range(MAX_CHUNKS):

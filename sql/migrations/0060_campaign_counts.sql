@@ -17,12 +17,27 @@ CREATE TABLE campaign_counts (
 );
 CREATE INDEX campaign_counts_campaign ON campaign_counts (campaign_id);
 
+-- Sends per tenant and minute (the dashboard's sending plot), kept the same way: deltas of
+-- deliveries gaining or losing a send time, appended per statement, summed on read, folded
+-- by housekeeping, pruned after a week by the retention job.
+CREATE TABLE send_minutes (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id  bigint NOT NULL,
+    minute     timestamptz NOT NULL,
+    n          bigint NOT NULL
+);
+CREATE INDEX send_minutes_tenant_minute ON send_minutes (tenant_id, minute);
+
 CREATE FUNCTION deliveries_count_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO campaign_counts (campaign_id, state, n, first_sent_at, last_sent_at)
     SELECT campaign_id, state, count(*), min(sent_at), max(sent_at)
       FROM new_rows WHERE campaign_id IS NOT NULL
      GROUP BY campaign_id, state;
+    INSERT INTO send_minutes (tenant_id, minute, n)
+    SELECT tenant_id, date_trunc('minute', sent_at), count(*)
+      FROM new_rows WHERE sent_at IS NOT NULL
+     GROUP BY 1, 2;
     RETURN NULL;
 END $$;
 
@@ -39,6 +54,15 @@ BEGIN
               FROM new_rows WHERE campaign_id IS NOT NULL) AS moved
      GROUP BY campaign_id, state
     HAVING sum(delta) <> 0;
+    INSERT INTO send_minutes (tenant_id, minute, n)
+    SELECT tenant_id, minute, sum(delta)
+      FROM (SELECT tenant_id, date_trunc('minute', sent_at) AS minute, -1 AS delta
+              FROM old_rows WHERE sent_at IS NOT NULL
+            UNION ALL
+            SELECT tenant_id, date_trunc('minute', sent_at), 1
+              FROM new_rows WHERE sent_at IS NOT NULL) AS moved
+     GROUP BY tenant_id, minute
+    HAVING sum(delta) <> 0;
     RETURN NULL;
 END $$;
 
@@ -53,6 +77,10 @@ BEGIN
     SELECT campaign_id, state, -count(*)
       FROM old_rows WHERE campaign_id IS NOT NULL
      GROUP BY campaign_id, state;
+    INSERT INTO send_minutes (tenant_id, minute, n)
+    SELECT tenant_id, date_trunc('minute', sent_at), -count(*)
+      FROM old_rows WHERE sent_at IS NOT NULL
+     GROUP BY 1, 2;
     RETURN NULL;
 END $$;
 
@@ -71,6 +99,10 @@ INSERT INTO campaign_counts (campaign_id, state, n, first_sent_at, last_sent_at)
 SELECT campaign_id, state, count(*), min(sent_at), max(sent_at)
   FROM deliveries WHERE campaign_id IS NOT NULL
  GROUP BY campaign_id, state;
+INSERT INTO send_minutes (tenant_id, minute, n)
+SELECT tenant_id, date_trunc('minute', sent_at), count(*)
+  FROM deliveries WHERE sent_at IS NOT NULL
+ GROUP BY 1, 2;
 
 -- Retention: a campaign whose deliveries were removed keeps the figures that were read
 -- through them (complaints, later bounces, unsubscribes by channel), frozen when folded.

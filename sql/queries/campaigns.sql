@@ -222,3 +222,19 @@ WITH busy AS (
     RETURNING 1
 )
 SELECT count(*) FROM gone;
+
+-- name: compact_send_minutes(min_rows)$
+-- send_minutes folded like compact_counts: one row per tenant and minute.
+WITH busy AS (
+    SELECT tenant_id FROM send_minutes GROUP BY tenant_id HAVING count(*) > :min_rows
+), gone AS (
+    DELETE FROM send_minutes k USING busy
+     WHERE k.tenant_id = busy.tenant_id
+    RETURNING k.tenant_id, k.minute, k.n
+), folded AS (
+    INSERT INTO send_minutes (tenant_id, minute, n)
+    SELECT tenant_id, minute, sum(n) FROM gone GROUP BY tenant_id, minute
+    HAVING sum(n) <> 0
+    RETURNING 1
+)
+SELECT count(*) FROM gone;

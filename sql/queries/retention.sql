@@ -120,6 +120,11 @@ WITH gone AS (
 )
 SELECT count(*) FROM gone;
 
+-- name: prune_send_minutes(before)$
+-- The dashboard plots the last hour; a week of minutes is plenty.
+WITH gone AS (DELETE FROM send_minutes WHERE minute < :before RETURNING 1)
+SELECT count(*) FROM gone;
+
 -- name: try_maintenance_lock()$
 -- One maintenance run at a time across workers and `optout db maintain` (released at the
 -- end of the session's use by unlock_maintenance).

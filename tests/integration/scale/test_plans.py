@@ -7,6 +7,7 @@ passes: Postgres 18 and 15)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -111,6 +112,12 @@ def hot_queries(tenant, topic, campaign, ids) -> list[tuple[str, str, dict[str, 
         ("campaigns", "unsubscribes_by_channel", {"campaign_id": cid}),
         ("campaigns", "complaints", {"campaign_id": cid}),
         ("campaigns", "later_bounces", {"campaign_id": cid}),
+        # the dashboard's sending plot
+        (
+            "dashboard",
+            "sends_per_minute",
+            {"tenant_id": tid, "now": dt.datetime.now(dt.UTC), "minutes": 60},
+        ),
     ]
 
 
