@@ -102,10 +102,13 @@ SELECT count(*) FROM again;
 
 -- name: finish_campaigns(ids)
 -- A sending campaign with nothing left to send is done; deferred deliveries keep it open.
+-- Asked of campaign_counts, which the deliveries triggers keep in the same transactions as
+-- the rows: asking deliveries_campaign_state walked the dead 'queued' entries of everything
+-- sent since the last vacuum, after every batch (a quarter of a second at a million).
 UPDATE campaigns c SET status = 'done', finished_at = now(), updated_at = now()
  WHERE c.id = ANY(:ids) AND c.status = 'sending'
-   AND NOT EXISTS (SELECT 1 FROM deliveries d
-                    WHERE d.campaign_id = c.id AND d.state IN ('queued', 'deferred', 'sending'))
+   AND (SELECT COALESCE(sum(k.n), 0) FROM campaign_counts k
+         WHERE k.campaign_id = c.id AND k.state IN ('queued', 'deferred', 'sending')) = 0
 RETURNING c.id;
 
 -- name: error_rates(ids)
