@@ -21,7 +21,8 @@ message SAMPLE). Then, each in its own process so its CPU time and peak RSS are 
    of a run in progress);
 3. the baseline: a plain aiosmtplib loop sending pre-built messages (same sizes, same number of
    connections) into the same sink: SAMPLE of them (all N when N <= SAMPLE), compared with the
-   worker's rate over its first SAMPLE messages.
+   worker's rate over its first SAMPLE messages. The statistics reads run beside it as well,
+   so both sides share the machine with them alike.
 
 Printed per run: messages/s of both and their ratio, the sender's CPU seconds per 1,000
 messages (user+sys), one RSA-2048 signature's cost through OpenSSL, the overhead factor (worker
@@ -465,7 +466,10 @@ def run_size(n: int, concurrency: int, admin: str, sample_limit: int) -> Figures
             print(f"baseline: raw aiosmtplib loop, {sample_n} messages ...", flush=True)
             raw_cmd = [sys.executable, "-m", "bench.send", "--raw", str(sink.port), str(sample_n)]
             raw_cmd += [str(concurrency), str(sample_path)]
-            _, raw_cpu, _ = run_child(raw_cmd, env)
+            # The same statistics reads run beside the baseline too, so both sides of the
+            # ratio share the machine with them alike.
+            with Watcher(dsn, folder, campaign_id, started):
+                _, raw_cpu, _ = run_child(raw_cmd, env)
             raw = sink.ask("stats")
         finally:
             sink.close()
