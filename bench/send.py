@@ -1,22 +1,37 @@
 """Benchmark of campaign sending, end to end, against a raw aiosmtplib baseline in the same run.
 
-    .venv/bin/python -m bench.send [--recipients 20000[,100000]] [--concurrency 4]
+    .venv/bin/python -m bench.send [--recipients 20000[,1000000]] [--concurrency 4]
+                                   [--repeat 3] [--sample 200000]
 
 A fresh database ``optout_bench_send`` is migrated (on DATABASE_URL, or an embedded Postgres in
 a temporary folder) with a tenant that has a 2048-bit DKIM key and N confirmed subscribers. An
-aiosmtpd sink runs in its own process and times the first and last arrival. Then, each in its
-own process so its CPU time and peak RSS are its own (``wait4``):
+aiosmtpd sink runs in its own process and times the first and last arrival (and the arrival of
+message SAMPLE). Then, each in its own process so its CPU time and peak RSS are its own
+(``wait4``):
 
-1. the real worker (``optout worker --until-idle``) sends the campaign: claim, render, sign,
-   send, record;
-2. the baseline: a plain aiosmtplib loop sending pre-built messages (same sizes, same number of
-   connections) into the same sink.
+1. ``campaign send``'s work (``campaigns.start``: checks, the set-based enqueue, ANALYZE) is
+   timed, next to a bare ``INSERT ... SELECT`` of the same rows into a table shaped like
+   deliveries (same columns, indexes and checks; no foreign keys, no counters, no consent
+   tests), in the same run;
+2. the real worker (``optout worker --until-idle``) sends the campaign: claim, render, sign,
+   send, record. Meanwhile the campaign statistics are read every 0.2 s the way
+   ``campaign status`` reads them (``campaigns.stats``), through the admin API's
+   ``GET .../campaigns/{id}/stats`` and the staff dashboard's page of the real app, and their
+   latencies are kept (``--watch DSN CAMPAIGN SECONDS`` does only this, against the database
+   of a run in progress);
+3. the baseline: a plain aiosmtplib loop sending pre-built messages (same sizes, same number of
+   connections) into the same sink: SAMPLE of them (all N when N <= SAMPLE), compared with the
+   worker's rate over its first SAMPLE messages. The statistics reads run beside it as well,
+   so both sides share the machine with them alike.
 
-Printed: messages/s of both and their ratio, the sender's CPU seconds per 1,000 messages
-(user+sys), one RSA-2048 signature's cost through OpenSSL, the overhead factor (worker CPU per
-message / (one signature + one raw send)), and the worker's peak RSS. With several sizes
-(``--recipients 20000,100000``) each runs in turn in a fresh database, and the growth of the
-worker's peak RSS from the first size to the last is printed too.
+Printed per run: messages/s of both and their ratio, the sender's CPU seconds per 1,000
+messages (user+sys), one RSA-2048 signature's cost through OpenSSL, the overhead factor (worker
+CPU per message / (one signature + one raw send)), the worker's peak RSS, the enqueue time and
+its ratio to the bare insert, the bytes Postgres holds per delivery (table plus indexes), and
+the statistics' p50/p95 latency while sending. With several sizes each runs in turn in a fresh
+database; ``--repeat R`` runs the whole list R times, alternating the sizes, and prints each
+size's median and spread, the median rate of the last size against the first, and the growth
+of the worker's peak RSS.
 """
 
 from __future__ import annotations
@@ -27,9 +42,11 @@ import contextlib
 import dataclasses
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +54,7 @@ from typing import Any
 import aiosql
 
 from bench.common import HASH_KEY, optout_env, server_dsn, settings_for
-from mailer import migrations, tenants
+from mailer import api_tokens, migrations, tenants
 from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.admin_db import create_database, drop_database
 from mailer.config import Settings, SmtpRelay
@@ -75,6 +92,8 @@ def run_sink() -> None:
             self.bytes = 0
             self.first = 0.0
             self.last = 0.0
+            self.mark = 0  # the arrival whose time is kept (the sample's end)
+            self.marked = 0.0
 
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             now = time.monotonic()
@@ -82,6 +101,8 @@ def run_sink() -> None:
                 self.first = now
             self.last = now
             self.count += 1
+            if self.count == self.mark:
+                self.marked = now
             self.bytes += len(envelope.original_content or b"")
             return "250 2.0.0 OK"
 
@@ -98,9 +119,12 @@ def run_sink() -> None:
             command = line.decode().strip()
             if command == "reset":
                 counter.reset()
+            elif command.startswith("mark "):
+                counter.mark = int(command.split()[1])
             stats = {"count": counter.count, "seconds": counter.last - counter.first}
             # The monotonic clock is the host's: bench/workers.py spans several sinks with it.
             stats |= {"first": counter.first, "last": counter.last}
+            stats["marked"] = counter.marked - counter.first if counter.marked else 0.0
             print(json.dumps(stats | {"bytes": counter.bytes}), flush=True)
         server.close()
 
@@ -240,20 +264,41 @@ async def begin(dsn: str, folder: Path, campaign_id: int, port: int) -> int:
         await conn.close()
 
 
-async def start_campaign(
-    dsn: str, folder: Path, campaign_id: int, port: int
-) -> list[dict[str, str]]:
-    """Start the campaign; return 50 messages built as the worker builds them, for the raw
-    baseline to send pre-built (same sizes, same headers, already signed)."""
-    tenant_id = await begin(dsn, folder, campaign_id, port)
+@dataclasses.dataclass(frozen=True)
+class Started:
+    """What starting the campaign measured, and what the rest of the run needs."""
+
+    sample: list[dict[str, str]]  # messages built as the worker builds them
+    enqueue_seconds: float  # campaigns.start: checks, enqueue, ANALYZE
+    bare_seconds: float  # INSERT ... SELECT of the same rows into a bare copy
+    tenant_id: int
+    token: str  # an API token of the tenant, for the statistics watcher
+
+
+async def start_campaign(dsn: str, folder: Path, campaign_id: int, port: int) -> Started:
+    """Start the campaign (timed, next to the bare insert of the same rows); build 50 messages
+    as the worker builds them, for the raw baseline to send pre-built (same sizes, same
+    headers, already signed)."""
     settings = sink_settings(dsn, folder, port)
     conn = await connect(dsn)
     try:
+        tenant = await tenants.get_tenant(conn, "bench")
+        started = time.perf_counter()
+        await campaigns.start(conn, settings, tenant["id"], campaign_id)
+        enqueue_seconds = time.perf_counter() - started
+        await BENCH_SQL.bare_table(conn)
+        started = time.perf_counter()
+        await BENCH_SQL.bare_insert(conn, campaign_id=campaign_id)
+        bare_seconds = time.perf_counter() - started
+        await BENCH_SQL.drop_bare(conn)
+        token = await api_tokens.create_token(
+            conn, role="marketing", tenant_id=tenant["id"], label="bench"
+        )
         rows: list[Any] = [
             {
                 "id": i + 1,
                 "kind": "campaign",
-                "tenant_id": tenant_id,
+                "tenant_id": tenant["id"],
                 "campaign_id": campaign_id,
                 "subscriber_id": i + 1,
                 "template": None,
@@ -268,7 +313,89 @@ async def start_campaign(
         built = [composer.build(row) for row in rows]
     finally:
         await conn.close()
-    return [{"from": m.mail_from, "to": m.rcpt, "data": m.data.decode("ascii")} for m in built]
+    return Started(
+        [{"from": m.mail_from, "to": m.rcpt, "data": m.data.decode("ascii")} for m in built],
+        enqueue_seconds,
+        bare_seconds,
+        tenant["id"],
+        token.secret,
+    )
+
+
+class Watcher:
+    """Reads the campaign's statistics every 0.2 s while the worker sends, in a thread of its
+    own: ``campaigns.stats`` on a connection (what ``campaign status`` runs, without the
+    interpreter's start) and ``GET /api/v1/tenants/bench/campaigns/{id}/stats`` of the real
+    app over loopback HTTP. Keeps each read's latency in milliseconds."""
+
+    LIMIT = 6 * 3600.0  # seconds: a bound on the loop whatever happens to the worker
+
+    def __init__(self, dsn: str, folder: Path, campaign_id: int, started: Started) -> None:
+        self.dsn, self.folder, self.campaign_id, self.started = dsn, folder, campaign_id, started
+        self.status_ms: list[float] = []
+        self.api_ms: list[float] = []
+        self.dashboard_ms: list[float] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    async def _run(self) -> None:
+        import aiohttp
+        from aiohttp import web
+
+        from unsubscribe_web.app import create_app
+
+        settings = settings_for(self.dsn, self.folder, "https://optout.bench.example")
+        runner = web.AppRunner(create_app(settings), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        url = f"http://127.0.0.1:{port}/api/v1/tenants/bench/campaigns/{self.campaign_id}/stats"
+        headers = {"Authorization": f"Bearer {self.started.token}"}
+        # The staff dashboard's page: the session cookie holds the same token.
+        page = f"http://127.0.0.1:{port}/dashboard"
+        cookie = {"Cookie": f"optout_dashboard={self.started.token}"}
+        conn = await connect(self.dsn)
+        deadline = time.monotonic() + self.LIMIT
+        try:
+            async with aiohttp.ClientSession() as http:
+                while not self._stop.is_set() and time.monotonic() < deadline:
+                    began = time.perf_counter()
+                    await campaigns.stats(conn, self.started.tenant_id, self.campaign_id)
+                    self.status_ms.append((time.perf_counter() - began) * 1000)
+                    began = time.perf_counter()
+                    async with http.get(url, headers=headers) as response:
+                        await response.read()
+                        if response.status != 200:
+                            self.errors.append(f"API answered {response.status}")
+                    self.api_ms.append((time.perf_counter() - began) * 1000)
+                    began = time.perf_counter()
+                    async with http.get(page, headers=cookie) as response:
+                        body = await response.text()
+                        if response.status != 200 or "Bench" not in body:
+                            self.errors.append(f"dashboard answered {response.status}")
+                    self.dashboard_ms.append((time.perf_counter() - began) * 1000)
+                    await asyncio.sleep(0.2)
+        finally:
+            await conn.close()
+            await runner.cleanup()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by nearest rank; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 def signature_cost(key_pem: bytes, rounds: int = 300) -> float:
@@ -301,25 +428,39 @@ class Figures:
     """What one size's run measured."""
 
     recipients: int
-    worker_rate: float
+    sample: int  # the worker's rate and the baseline are compared over this many messages
+    worker_rate: float  # over the whole campaign
+    worker_sample_rate: float  # over its first `sample` messages
     raw_rate: float
     worker_cpu: float
     raw_cpu: float
     signature: float
     worker_rss: float
+    enqueue_seconds: float
+    bare_seconds: float
+    bytes_per_delivery: float
+    counter_bytes: int
+    status_ms: list[float]
+    api_ms: list[float]
+    dashboard_ms: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return self.worker_sample_rate / self.raw_rate
 
 
-def run_size(n: int, concurrency: int, admin: str) -> Figures:
+def run_size(n: int, concurrency: int, admin: str, sample_limit: int) -> Figures:
     """Set up N subscribers, send the campaign with the worker, then the raw baseline."""
+    sample_n = min(n, sample_limit)
     with tempfile.TemporaryDirectory(prefix="optout-bench-") as tmp:
         folder = Path(tmp)
         print(f"setting up {n} subscribers ...", flush=True)
         dsn, campaign_id = asyncio.run(prepare(admin, folder, n))
         sink = Sink()
         try:
-            sample = asyncio.run(start_campaign(dsn, folder, campaign_id, sink.port))
+            started = asyncio.run(start_campaign(dsn, folder, campaign_id, sink.port))
             sample_path = folder / "sample.json"
-            sample_path.write_text(json.dumps(sample))
+            sample_path.write_text(json.dumps(started.sample))
             env = optout_env(
                 dsn,
                 sink.port,
@@ -327,35 +468,54 @@ def run_size(n: int, concurrency: int, admin: str) -> Figures:
                 OPTOUT_RELAY_PER_HOUR="100000000",
             )
             sink.ask("reset")
+            sink.ask(f"mark {sample_n}")
             print("worker: sending the campaign ...", flush=True)
             worker_cmd = [sys.executable, "-m", "mailer.cli", "worker", "--until-idle", "--quiet"]
             worker_cmd += ["--concurrency", str(concurrency)]
-            _, worker_cpu, worker_rss = run_child(worker_cmd, env)
+            with Watcher(dsn, folder, campaign_id, started) as watcher:
+                _, worker_cpu, worker_rss = run_child(worker_cmd, env)
+            if watcher.errors:
+                raise SystemExit(f"statistics reads failed: {watcher.errors[:3]}")
             worker = sink.ask("stats")
             sink.ask("reset")
-            print("baseline: raw aiosmtplib loop ...", flush=True)
-            raw_cmd = [sys.executable, "-m", "bench.send", "--raw", str(sink.port), str(n)]
+            print(f"baseline: raw aiosmtplib loop, {sample_n} messages ...", flush=True)
+            raw_cmd = [sys.executable, "-m", "bench.send", "--raw", str(sink.port), str(sample_n)]
             raw_cmd += [str(concurrency), str(sample_path)]
-            _, raw_cpu, _ = run_child(raw_cmd, env)
+            # The same statistics reads run beside the baseline too, so both sides of the
+            # ratio share the machine with them alike.
+            with Watcher(dsn, folder, campaign_id, started):
+                _, raw_cpu, _ = run_child(raw_cmd, env)
             raw = sink.ask("stats")
         finally:
             sink.close()
-        sent = asyncio.run(_sent(dsn, campaign_id))
+        sent, size = asyncio.run(_after(dsn, campaign_id))
         signature = signature_cost((folder / "dkim.pem").read_bytes())
         with contextlib.suppress(Exception):
             asyncio.run(_drop(admin))
-    if worker["count"] != n or sent != n or raw["count"] != n:
+    if worker["count"] != n or sent != n or raw["count"] != sample_n:
         raise SystemExit(
             f"incomplete run: worker {worker['count']} (recorded {sent}), raw {raw['count']}"
         )
+    worker_rate = n / max(worker["seconds"], 1e-9)
     return Figures(
         recipients=n,
-        worker_rate=n / max(worker["seconds"], 1e-9),
-        raw_rate=n / max(raw["seconds"], 1e-9),
+        sample=sample_n,
+        worker_rate=worker_rate,
+        worker_sample_rate=(
+            sample_n / max(worker["marked"], 1e-9) if sample_n < n else worker_rate
+        ),
+        raw_rate=sample_n / max(raw["seconds"], 1e-9),
         worker_cpu=worker_cpu,
-        raw_cpu=raw_cpu,
+        raw_cpu=raw_cpu * n / sample_n,  # scaled to N messages, as the worker's
         signature=signature,
         worker_rss=worker_rss,
+        enqueue_seconds=started.enqueue_seconds,
+        bare_seconds=started.bare_seconds,
+        bytes_per_delivery=size["total"] / max(size["rows"], 1),
+        counter_bytes=size["counters"],
+        status_ms=watcher.status_ms,
+        api_ms=watcher.api_ms,
+        dashboard_ms=watcher.dashboard_ms,
     )
 
 
@@ -363,11 +523,18 @@ def report(f: Figures, concurrency: int) -> None:
     n = f.recipients
     raw_cpu_per = f.raw_cpu / n
     overhead = (f.worker_cpu / n) / (f.signature + raw_cpu_per)
+    over = f"its first {f.sample}" if f.sample < n else "all"
     print()
     print(f"recipients                 {n}  (concurrency {concurrency})")
-    print(f"worker (claim/render/sign/send/record)  {f.worker_rate:8.1f} msg/s")
-    print(f"baseline (raw aiosmtplib, pre-built)    {f.raw_rate:8.1f} msg/s")
-    print(f"ratio                      {f.worker_rate / f.raw_rate:.2f}   (target >= 0.6)")
+    print(f"campaign send (enqueue)    {f.enqueue_seconds:8.2f} s   (target < 20 s at 1,000,000)")
+    print(
+        f"bare INSERT ... SELECT     {f.bare_seconds:8.2f} s   "
+        f"(enqueue / bare = {f.enqueue_seconds / f.bare_seconds:.2f})"
+    )
+    print(f"worker, whole campaign     {f.worker_rate:8.1f} msg/s")
+    print(f"worker (claim/render/sign/send/record)  {f.worker_sample_rate:8.1f} msg/s over {over}")
+    print(f"baseline (raw aiosmtplib, pre-built)    {f.raw_rate:8.1f} msg/s over {f.sample}")
+    print(f"ratio                      {f.ratio:.2f}   (target >= 0.6)")
     print(
         f"worker CPU per 1,000       {f.worker_cpu / n * 1000:.2f} s "
         "(user+sys of the worker process)"
@@ -376,6 +543,86 @@ def report(f: Figures, concurrency: int) -> None:
     print(f"one RSA-2048 signature     {f.signature * 1000:.2f} ms")
     print(f"overhead factor            {overhead:.2f}   (target <= 1.5)")
     print(f"worker peak RSS            {f.worker_rss:.1f} MB")
+    print(
+        f"Postgres per delivery      {f.bytes_per_delivery:.0f} bytes (table, TOAST and indexes); "
+        f"counter rows {f.counter_bytes / 1024:.0f} kB"
+    )
+    print_latencies(f.status_ms, f.api_ms, f.dashboard_ms)
+
+
+def print_latencies(status_ms: list[float], api_ms: list[float], dashboard_ms: list[float]) -> None:
+    for name, values in (
+        ("campaign status", status_ms),
+        ("admin API stats", api_ms),
+        ("dashboard page", dashboard_ms),
+    ):
+        print(
+            f"{name:<16} while sending: p50 {percentile(values, 50):.1f} ms, "
+            f"p95 {percentile(values, 95):.1f} ms, max {max(values, default=0):.1f} ms "
+            f"over {len(values)} reads   (target p95 < 100 ms)"
+        )
+
+
+async def _watch_token(dsn: str) -> Started:
+    conn = await connect(dsn)
+    try:
+        tenant = await tenants.get_tenant(conn, "bench")
+        token = await api_tokens.create_token(
+            conn, role="marketing", tenant_id=tenant["id"], label="bench watch"
+        )
+        return Started([], 0.0, 0.0, tenant["id"], token.secret)
+    finally:
+        await conn.close()
+
+
+def watch(dsn: str, campaign_id: int, seconds: float) -> None:
+    """Only the statistics reads, for ``seconds``, against a running benchmark's database
+    (``--watch DSN CAMPAIGN SECONDS``): the figures at the size a long run has reached."""
+    started = asyncio.run(_watch_token(dsn))
+    with (
+        tempfile.TemporaryDirectory(prefix="optout-bench-") as tmp,
+        Watcher(dsn, Path(tmp), campaign_id, started) as watcher,
+    ):
+        time.sleep(seconds)
+    if watcher.errors:
+        raise SystemExit(f"statistics reads failed: {watcher.errors[:3]}")
+    print_latencies(watcher.status_ms, watcher.api_ms, watcher.dashboard_ms)
+
+
+def summary(results: list[Figures]) -> None:
+    """Per size: median and spread (min-max) of the rates; the last size against the first."""
+    by_size: dict[int, list[Figures]] = {}
+    for f in results:
+        by_size.setdefault(f.recipients, []).append(f)
+    print()
+    print(
+        f"{'recipients':>10} {'runs':>4}  {'worker msg/s median (min-max)':<32} "
+        f"{'raw msg/s median':<18} {'ratio median (min-max)':<24} peak RSS"
+    )
+    medians: dict[int, float] = {}
+    for n, runs in by_size.items():
+        rates = [f.worker_sample_rate for f in runs]
+        ratios = [f.ratio for f in runs]
+        medians[n] = statistics.median(rates)
+        print(
+            f"{n:>10} {len(runs):>4}  "
+            f"{medians[n]:8.1f} ({min(rates):.1f}-{max(rates):.1f}){'':<11} "
+            f"{statistics.median(f.raw_rate for f in runs):8.1f}{'':<10} "
+            f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}){'':<10} "
+            f"{max(f.worker_rss for f in runs):.1f} MB"
+        )
+    sizes_run = list(by_size)
+    if len(sizes_run) > 1:
+        first, last = sizes_run[0], sizes_run[-1]
+        change = (medians[last] / medians[first] - 1) * 100
+        print(f"median worker rate {last} vs {first}: {change:+.1f}%   (target within 10%)")
+        rss_first = max(f.worker_rss for f in by_size[first])
+        rss_last = max(f.worker_rss for f in by_size[last])
+        growth = (rss_last / rss_first - 1) * 100
+        print(
+            f"worker peak RSS growth     {rss_first:.1f} MB ({first}) -> "
+            f"{rss_last:.1f} MB ({last}): {growth:+.1f}%   (target < 20%)"
+        )
 
 
 def sizes(text: str) -> list[int]:
@@ -395,36 +642,54 @@ def main() -> None:
         help="one size, or several separated by commas: the peak RSS growth is printed",
     )
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run the list of sizes this many times, alternating"
+    )
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=200_000,
+        help="compare the worker and the raw loop over this many messages (default 200,000)",
+    )
     parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--raw", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--watch",
+        nargs=3,
+        metavar=("DSN", "CAMPAIGN", "SECONDS"),
+        help="only read a running benchmark's statistics for SECONDS and print the latencies",
+    )
     args = parser.parse_args()
     if args.sink:
         run_sink()
+        return
+    if args.watch:
+        dsn, campaign, seconds = args.watch
+        watch(dsn, int(campaign), float(seconds))
         return
     if args.raw:
         port, count, concurrency, sample = args.raw
         run_raw(int(port), int(count), int(concurrency), Path(sample))
         return
     results: list[Figures] = []
+    print(f"load average at the start: {os.getloadavg()}", flush=True)
     with server_dsn() as admin:
-        for n in args.recipients:
-            results.append(run_size(n, args.concurrency, admin))
-            report(results[-1], args.concurrency)
-    if len(results) > 1:
-        first, last = results[0], results[-1]
-        growth = (last.worker_rss / first.worker_rss - 1) * 100
-        print()
-        print(
-            f"worker peak RSS growth     {first.worker_rss:.1f} MB ({first.recipients}) -> "
-            f"{last.worker_rss:.1f} MB ({last.recipients}): {growth:+.1f}%   (target < 20%)"
-        )
+        for round_ in range(max(1, args.repeat)):
+            for n in args.recipients:
+                print(f"\n--- run {round_ + 1} of {args.repeat}, {n} recipients", flush=True)
+                results.append(run_size(n, args.concurrency, admin, args.sample))
+                report(results[-1], args.concurrency)
+                print(f"load average: {os.getloadavg()}", flush=True)
+    summary(results)
 
 
-async def _sent(dsn: str, campaign_id: int) -> int:
+async def _after(dsn: str, campaign_id: int) -> tuple[int, dict[str, int]]:
+    """Deliveries recorded sent, and the bytes the outbox takes."""
     conn = await connect(dsn)
     try:
         count: int = await BENCH_SQL.sent_count(conn, campaign_id=campaign_id)
-        return count
+        size = dict(await BENCH_SQL.delivery_bytes(conn))
+        return count, size
     finally:
         await conn.close()
 

@@ -161,6 +161,7 @@ def check_fields(values: dict[str, Any]) -> dict[str, Any]:
     out["holidays"] = [_as_date(day) for day in out.get("holidays") or []]
     if not isinstance(out.get("limits"), dict):
         raise InvalidInput("limits must be a JSON object.", field="limits")
+    _check_retention(out["limits"])
     for name in ("minimum_age", "notice_period_days"):
         try:
             out[name] = int(out[name])
@@ -172,6 +173,22 @@ def check_fields(values: dict[str, Any]) -> dict[str, Any]:
             field="minimum_age",
         )
     return {name: out.get(name) for name in TENANT_FIELDS}
+
+
+RETENTION_DAYS = (30, 3650)  # limits.retention_days bounds (mailer/sending/retention.py)
+
+
+def _check_retention(limits: dict[str, Any]) -> None:
+    """``retention_days``: how long deliveries and inbound events are kept (default 400)."""
+    if "retention_days" not in limits:
+        return
+    days = limits["retention_days"]
+    low, high = RETENTION_DAYS
+    if isinstance(days, bool) or not isinstance(days, int) or not low <= days <= high:
+        raise InvalidInput(
+            f"limits.retention_days must be a whole number of days from {low} to {high}.",
+            field="limits",
+        )
 
 
 def _as_date(value: object) -> dt.date:

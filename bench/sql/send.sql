@@ -12,3 +12,26 @@ SELECT :tenant_id, id, :topic_id, 'confirmed', now() FROM s;
 
 -- name: sent_count(campaign_id)$
 SELECT count(*) FROM deliveries WHERE campaign_id = :campaign_id AND state = 'sent';
+
+-- name: bare_table#
+-- The enqueue's baseline: a table shaped like deliveries (columns, defaults, identity,
+-- indexes, checks) without foreign keys or the counter triggers.
+DROP TABLE IF EXISTS bench_bare;
+CREATE TABLE bench_bare (LIKE deliveries INCLUDING ALL);
+
+-- name: bare_insert(campaign_id)!
+-- The same rows the enqueue writes, without its consent and suppression tests.
+INSERT INTO bench_bare (tenant_id, kind, campaign_id, subscriber_id, priority)
+SELECT c.tenant_id, 'campaign', c.id, s.subscriber_id, c.priority
+  FROM campaigns c JOIN subscriptions s ON s.topic_id = c.topic_id AND s.state = 'confirmed'
+ WHERE c.id = :campaign_id;
+
+-- name: drop_bare#
+DROP TABLE IF EXISTS bench_bare;
+
+-- name: delivery_bytes()^
+-- What Postgres holds for the outbox: heap, TOAST and every index, and the counter rows.
+SELECT pg_total_relation_size('deliveries') AS total,
+       pg_relation_size('deliveries') AS heap,
+       (SELECT count(*) FROM deliveries) AS rows,
+       pg_total_relation_size('campaign_counts') AS counters;

@@ -7,6 +7,7 @@ configuration or input), never a traceback.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -30,6 +31,7 @@ from mailer.cli.support import with_db
 from mailer.config import load_settings
 from mailer.db import NOT_MIGRATED
 from mailer.errors import ConfigError, InvalidInput, OptoutError
+from mailer.sending import retention
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     add.set_defaults(run=with_db(_migrate, check=False))
     add = db.add_parser("status", help="list migrations and whether each is applied")
     add.set_defaults(run=with_db(_status, check=False))
+    add = db.add_parser(
+        "maintain",
+        help="retention: fold deliveries and inbound events older than each tenant's "
+        "retention into campaign figures and remove them",
+    )
+    add.set_defaults(run=with_db(_maintain))
 
     tenant = commands.add_parser("tenant", help="tenants").add_subparsers(metavar="ACTION")
     add = tenant.add_parser("create", help="create a tenant")
@@ -155,6 +163,19 @@ async def _migrate(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     for name in applied:
         print(f"applied {name}")
     print(f"{len(applied)} migration(s) applied; the database is up to date")
+    return 0
+
+
+async def _maintain(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    done = await retention.maintain(conn, dt.datetime.now(dt.UTC))
+    if done.skipped:
+        print("another maintenance run is in progress; nothing done")
+        return 0
+    print(
+        f"{done.campaigns_folded} campaign(s) folded, {done.notice_proofs} proof(s) of notice "
+        f"kept, {done.deliveries_removed} deliveries and {done.inbound_removed} inbound "
+        f"events removed, {done.counter_rows_compacted} counter rows compacted"
+    )
     return 0
 
 

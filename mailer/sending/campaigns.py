@@ -486,14 +486,22 @@ async def retry_failed(conn: asyncpg.Connection, tenant_id: int, campaign_id: in
 
 
 async def stats(conn: asyncpg.Connection, tenant_id: int, campaign_id: int) -> Stats:
+    """A campaign's figures: counts summed from its counter rows (no scan of its deliveries),
+    and, once the retention job folded it, the figures frozen then."""
     campaign = await get(conn, tenant_id, campaign_id)
     q = queries().campaigns
     counts = await q.delivery_counts(conn, campaign_id=campaign_id)
-    unsubscribed = {
-        r["source"]: r["people"]
-        for r in await rows(q.unsubscribes_by_channel(conn, campaign_id=campaign_id))
-    }
-    later_bounces: int = await q.later_bounces(conn, campaign_id=campaign_id)
+    if campaign["folded_at"] is not None:
+        unsubscribed = dict(campaign["folded_unsubscribed"] or {})
+        later_bounces: int = campaign["folded_later_bounces"]
+        complained: int = campaign["folded_complaints"]
+    else:
+        unsubscribed = {
+            r["source"]: r["people"]
+            for r in await rows(q.unsubscribes_by_channel(conn, campaign_id=campaign_id))
+        }
+        later_bounces = await q.later_bounces(conn, campaign_id=campaign_id)
+        complained = await q.complaints(conn, campaign_id=campaign_id)
     return Stats(
         status=campaign["status"],
         total=counts["total"],
@@ -505,7 +513,7 @@ async def stats(conn: asyncpg.Connection, tenant_id: int, campaign_id: int) -> S
         bounced=counts["bounced"] + later_bounces,
         suppressed=counts["suppressed"],
         cancelled=counts["cancelled"],
-        complained=await q.complaints(conn, campaign_id=campaign_id),
+        complained=complained,
         unsubscribed=unsubscribed,
         first_sent_at=counts["first_sent_at"],
         last_sent_at=counts["last_sent_at"],

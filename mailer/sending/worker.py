@@ -23,6 +23,7 @@ import os
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,8 @@ from mailer.sending.transport import Reply, SmtpPool
 from mailer.tokens import CodeClaims, CodeKind, Keyring, LinkClaims, Purpose
 
 log = logging.getLogger(__name__)
+
+MAINTAIN_EVERY = 3600.0  # seconds between retention runs (mailer/sending/retention.py)
 
 # Subjects of transactional templates when the payload gives none.
 TRANSACTIONAL_SUBJECTS = {
@@ -108,7 +111,8 @@ class WorkerStats:
     bounced: int = 0
     suppressed: int = 0
     batches: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
+    # The last batches' sizes only: a worker runs for months (one entry per batch otherwise).
+    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
 
 
 class Composer:
@@ -296,6 +300,8 @@ class Worker:
         self._interrupted = False
         self._unrecorded: list[_Result] = []  # sent (or tried), result not yet in Postgres
         self._unsettled: set[int] = set()  # campaigns whose completion check is owed
+        self._maintain_at = time.monotonic() + MAINTAIN_EVERY / 60  # not at the very start
+        self._maintaining: asyncio.Task[None] | None = None
 
     def _smtp_pool(self, relay: SmtpRelay, size: int) -> SmtpPool:
         return SmtpPool(
@@ -361,6 +367,10 @@ class Worker:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+            if self._maintaining is not None:
+                self._maintaining.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._maintaining
             async with self.pool.acquire() as conn:
                 await queries().deliveries.release_owner(conn, owner=self.owner)
             if listener is not None:
@@ -389,7 +399,7 @@ class Worker:
         await self.pool.release(conn)
 
     async def _housekeeping(self) -> None:
-        from mailer.sending import campaigns
+        from mailer.sending import campaigns, retention
 
         async with self.pool.acquire() as conn:
             freed = await queries().deliveries.release_expired_leases(conn)
@@ -401,6 +411,24 @@ class Worker:
                 self._limits_purged_at = time.monotonic()
                 if purged:
                     log.info("rate_limits_purged count=%s", purged)
+            # Counter rows are folded often, so statistics reads stay short.
+            await retention.compact_counts(conn)
+        if time.monotonic() >= self._maintain_at and (
+            self._maintaining is None or self._maintaining.done()
+        ):
+            # Retention runs hourly beside the sending loop, never in its way: one worker at
+            # a time (an advisory lock), in short chunked transactions.
+            self._maintain_at = time.monotonic() + MAINTAIN_EVERY
+            self._maintaining = asyncio.create_task(self._maintain())
+
+    async def _maintain(self) -> None:
+        from mailer.sending import retention
+
+        try:
+            async with self.pool.acquire() as conn:
+                await retention.maintain(conn, now_utc())
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("maintenance_failed error=%s", exc)
 
     async def _renew_leases(self) -> None:
         interval = self.config.lease_seconds / 3

@@ -65,17 +65,18 @@ SELECT d.day::date AS day, coalesce(c.n, 0) AS n
 -- name: sends_per_minute(tenant_id, now, minutes)
 -- One row per minute, the last :minutes minutes up to the minute of :now, zero-filled.
 -- Every delivery of the tenant with a send time counts (campaign and transactional mail).
--- Served by deliveries_tenant_sent (migration 0006).
+-- Summed from send_minutes (migration 0060): the deliveries triggers' per-minute deltas, so
+-- an hour of a million-recipient send is a few thousand rows, not every delivery it sent.
 WITH span AS (
     SELECT date_trunc('minute', CAST(:now AS timestamptz)) AS last_minute,
            date_trunc('minute', CAST(:now AS timestamptz))
                - make_interval(mins => CAST(:minutes AS integer) - 1) AS first_minute
 ), counted AS (
-    SELECT date_trunc('minute', d.sent_at) AS minute, count(*) AS n
-      FROM deliveries d, span
-     WHERE d.tenant_id = :tenant_id
-       AND d.sent_at >= span.first_minute
-       AND d.sent_at < span.last_minute + interval '1 minute'
+    SELECT k.minute, sum(k.n)::bigint AS n
+      FROM send_minutes k, span
+     WHERE k.tenant_id = :tenant_id
+       AND k.minute >= span.first_minute
+       AND k.minute <= span.last_minute
      GROUP BY 1
 )
 SELECT m.minute, coalesce(c.n, 0) AS n

@@ -3,7 +3,9 @@ settings that point the worker at a loopback sink, and a dkimpy resolver for the
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -140,3 +142,18 @@ async def newsletter_campaign(
         content={"headline": "News", "intro": "Hello.", "blocks": []},
     )
     return tenant, topic, campaign, people
+
+
+async def spawn_worker(env: dict[str, str], *extra: str) -> asyncio.subprocess.Process:
+    """``optout worker --quiet`` as its own process (to be killed, or stopped with SIGTERM)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mailer.cli",
+        "worker",
+        "--quiet",
+        *extra,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=None,
+    )

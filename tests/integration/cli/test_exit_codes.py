@@ -61,6 +61,7 @@ TENANT_COMMANDS: dict[str, str] = {
 OTHER_COMMANDS: dict[str, str] = {
     "db migrate": "db migrate",
     "db status": "db status",
+    "db maintain": "db maintain",
     "tenant create": "tenant create acme --name Acme --sender-address n@acme.example",
     "tenant list": "tenant list",
     "token expire": "token expire 1",

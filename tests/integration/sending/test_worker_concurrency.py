@@ -6,7 +6,6 @@ import asyncio
 import os
 import random
 import signal
-import sys
 import time
 from collections import Counter
 
@@ -19,6 +18,7 @@ from tests.support.mailer_env import (
     mail_settings,
     newsletter_campaign,
     sink_env,
+    spawn_worker,
     wait_until,
 )
 
@@ -27,20 +27,6 @@ CONTENT = {"headline": "News", "intro": "Hello.", "blocks": []}
 
 async def _rows(gen):
     return [r async for r in gen]
-
-
-async def _spawn_worker(env, *extra):
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mailer.cli",
-        "worker",
-        "--quiet",
-        *extra,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=None,
-    )
 
 
 async def _stop(process, sig=signal.SIGTERM, timeout=20.0):
@@ -134,7 +120,7 @@ async def test_two_worker_processes_mail_every_recipient_exactly_once(
     s = mail_settings(settings, smtp_sink.port)
     await campaigns.start(conn, s, tenant["id"], campaign["id"])
     env = sink_env(subprocess_env(db_dsn), smtp_sink.port, OPTOUT_POLL_SECONDS="0.2")
-    processes = [await _spawn_worker(env, "--concurrency", "4") for _ in range(2)]
+    processes = [await spawn_worker(env, "--concurrency", "4") for _ in range(2)]
     try:
         status = await wait_until(conn, campaign["id"], 100, "done")
     finally:
@@ -165,7 +151,7 @@ async def test_a_killed_worker_loses_nobody_and_duplicates_only_its_in_flight_me
         OPTOUT_LEASE_SECONDS="3",
         OPTOUT_BATCH_SIZE="200",
     )
-    first = await _spawn_worker(env)
+    first = await spawn_worker(env)
     await smtp_sink.wait_for(1500, timeout=60)
     first.kill()  # SIGKILL: no cleanup, no lease handed back
     await first.wait()
@@ -177,7 +163,7 @@ async def test_a_killed_worker_loses_nobody_and_duplicates_only_its_in_flight_me
     }
     in_flight = delivered_at_kill - states.get("sent", 0)
     assert states.get("sending", 0) > 0, "the kill left claims behind"
-    second = await _spawn_worker(env)
+    second = await spawn_worker(env)
     try:
         status = await wait_until(conn, campaign["id"], 100, "done")
     finally:
@@ -204,7 +190,7 @@ async def test_two_workers_share_one_relay_budget(conn, db_dsn, settings, smtp_s
         OPTOUT_RELAY_PER_SECOND=str(rate),
         OPTOUT_LEASE_SECONDS="2",
     )
-    processes = [await _spawn_worker(env) for _ in range(2)]
+    processes = [await spawn_worker(env) for _ in range(2)]
     arrivals = []
     started = time.monotonic()
     try:
