@@ -23,4 +23,7 @@ SPOOL = web.AppKey("spool", Spool)
 CSRF = web.AppKey("csrf", CsrfTokens)
 SIGNUP_IP_LIMIT = web.AppKey("signup_ip_limit", RateLimiter)
 SIGNUP_ADDRESS_LIMIT = web.AppKey("signup_address_limit", RateLimiter)
-ONE_CLICK_PAGES = web.AppKey("one_click_pages", dict[tuple[str, str], str])
+# Rendered one-click answers, keyed by sender, topic and language.
+ONE_CLICK_PAGES = web.AppKey("one_click_pages", dict[tuple[str, str, str], str])
+# The subscriber pages' environments, one per shipped language (issue 19).
+LOCALIZED_PAGES = web.AppKey("localized_pages", dict[str, jinja2.Environment])

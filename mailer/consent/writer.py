@@ -39,6 +39,8 @@ class Evidence:
     form_text: str | None = None
     message_id: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    # The language form_text was shown in: the evidence is the exact text the person read.
+    form_language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +380,7 @@ async def _write_evidence(
         ip=evidence.ip,
         user_agent=evidence.user_agent,
         form_text=evidence.form_text,
+        form_language=evidence.form_language,
         message_id=evidence.message_id,
         detail=evidence.detail,
     )

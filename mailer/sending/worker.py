@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import os
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.config import Settings, SmtpRelay
 from mailer.db import UNAVAILABLE_ERRORS, queries, rows
 from mailer.errors import ConfigError, OptoutError
+from mailer.i18n import N_, choose, translations
 from mailer.sending import bounce_policy, compose
 from mailer.sending.campaigns import sender_for, signer_for
 from mailer.sending.dkim import DkimSigner
@@ -45,7 +47,7 @@ log = logging.getLogger(__name__)
 
 # Subjects of transactional templates when the payload gives none.
 TRANSACTIONAL_SUBJECTS = {
-    "confirm": "Please confirm your subscription",
+    "confirm": N_("Please confirm your subscription"),
 }
 
 
@@ -61,11 +63,21 @@ class Outgoing:
 
 @dataclass(slots=True)
 class _CampaignMail:
-    prepared: compose.PreparedMessage
+    prepared: compose.PreparedMessage  # in the tenant's default language
     signer: DkimSigner | None
     tenant_id: int
     topic_id: int
     domain: str
+    # The same campaign prepared in each other language its recipients read (the footer and
+    # greeting are Optout's words), made on first need: still once per campaign and language.
+    remake: Callable[[str], compose.PreparedMessage]
+    by_language: dict[str, compose.PreparedMessage] = field(default_factory=dict)
+
+    def prepared_in(self, language: str) -> compose.PreparedMessage:
+        found = self.by_language.get(language)
+        if found is None:
+            found = self.by_language[language] = self.remake(language)
+        return found
 
 
 @dataclass(slots=True)
@@ -127,18 +139,19 @@ class Composer:
                 topic = await queries().tenants.get_topic(
                     conn, tenant_id=campaign["tenant_id"], id=campaign["topic_id"]
                 )
-                prepared = compose.prepare(
-                    campaign["template"],
-                    sender_for(tenant, topic, campaign_id),
-                    campaign["subject"],
-                    campaign["content"],
+                remake = functools.partial(
+                    _prepare_campaign, campaign, sender_for(tenant, topic, campaign_id)
                 )
+                default = choose(tenant["default_language"])
+                prepared = remake(default)
                 self._campaigns[campaign_id] = _CampaignMail(
                     prepared,
                     self.signer(tenant),
                     tenant["id"],
                     topic["id"],
                     tenant["sender_domain"],
+                    remake,
+                    {default: prepared},
                 )
 
     def signer(self, tenant: asyncpg.Record) -> DkimSigner | None:
@@ -175,7 +188,9 @@ class Composer:
             code = ring.make_code(
                 CodeClaims(CodeKind.UNSUBSCRIBE, (tenant_id, subscriber_id, mail.topic_id))
             )
-            data = mail.prepared.render(
+            # Rows built by hand (preview, bench) may name no language: the tenant's default.
+            language = choose(row.get("language"), self._tenants[tenant_id]["default_language"])
+            data = mail.prepared_in(language).render(
                 compose.Recipient(
                     to_address=row["address"],
                     to_name=row["name"],
@@ -190,8 +205,13 @@ class Composer:
             tenant = self._tenants[tenant_id]
             domain = tenant["sender_domain"]
             message_id = f"<t{row['id']}@{domain}>"
-            values = {k: v for k, v in payload.items() if k != "subject"}
+            # The language is chosen once per message: the one the mail was queued in (the
+            # page the person used), else the tenant's default.
+            language = choose(payload.get("language"), tenant["default_language"])
+            values = {k: v for k, v in payload.items() if k not in ("subject", "language")}
+            values["greeting_name"] = row["name"] or ""
             template = row["template"]
+            subject = str(payload.get("subject") or TRANSACTIONAL_SUBJECTS.get(template, template))
             prepared = compose.prepare_transactional(
                 template,
                 compose.Sender(
@@ -202,8 +222,11 @@ class Composer:
                     list_id="",
                     feedback_id=f"t{row['id']}:{tenant_id}:{template}:optout",
                 ),
-                str(payload.get("subject") or TRANSACTIONAL_SUBJECTS.get(template, template)),
+                # Our own subjects are in the catalogs; a subject queued already translated
+                # (the sign-up's) is not a msgid and comes back as it is.
+                translations(language).gettext(subject),
                 values,
+                language=language,
             )
             extra = {k: str(v) for k, v in values.items() if isinstance(v, str | int)}
             data = prepared.render(
@@ -222,6 +245,18 @@ class Composer:
             data = signer.sign(data)
         bounce = self.keyring.make_code(CodeClaims(CodeKind.BOUNCE, (tenant_id, row["id"])))
         return Outgoing(f"bounces+{bounce}@{domain}", row["address"], data, message_id)
+
+
+def _prepare_campaign(
+    campaign: asyncpg.Record, sender: compose.Sender, language: str
+) -> compose.PreparedMessage:
+    return compose.prepare(
+        campaign["template"],
+        sender,
+        campaign["subject"],
+        campaign["content"],
+        language=language,
+    )
 
 
 def _payload(row: asyncpg.Record) -> dict[str, Any]:

@@ -241,3 +241,12 @@ SELECT id, campaign_id, state, payload FROM deliveries ORDER BY id;
 
 -- name: audit_lines()
 SELECT action, actor, tenant_id, target_id, detail FROM audit_log ORDER BY id;
+
+-- name: set_subscriber_language(subscriber_id, language)!
+UPDATE subscribers SET language = :language WHERE id = :subscriber_id;
+
+-- name: set_tenant_language(tenant_id, language)!
+UPDATE tenants SET default_language = :language WHERE id = :tenant_id;
+
+-- name: subscriber_language(email)$
+SELECT language FROM subscribers WHERE email = :email;

@@ -22,12 +22,20 @@ from mailer.outbox import enqueue_transactional
 from mailer.tokens import LinkClaims, Purpose
 from unsubscribe_web.keys import (
     KEYRING,
-    PAGES,
     SETTINGS,
     SIGNUP_ADDRESS_LIMIT,
     SIGNUP_IP_LIMIT,
 )
-from unsubscribe_web.pages import absolute, connection, evidence, render
+from unsubscribe_web.pages import (
+    absolute,
+    connection,
+    environment,
+    evidence,
+    form_action,
+    page_language,
+    render,
+    use_language,
+)
 from unsubscribe_web.security import client_ip
 
 log = logging.getLogger(__name__)
@@ -87,6 +95,7 @@ async def _subscribe(
     """Sign up and queue the confirmation in one transaction; a refusal changes nothing and
     is not shown (the answer must not reveal the address's state)."""
     consent_text = _consent_text(request, context)
+    language = page_language(request)
     try:
         async with conn.transaction():
             result = await consent.subscribe(
@@ -101,12 +110,20 @@ async def _subscribe(
                 evidence=evidence(
                     request,
                     form_text=consent_text,
+                    form_language=language,
                     detail={
                         "form": request.path,
                         "policy_version": context["policy_version"],
                         "minimum_age": context["minimum_age"],
                     },
                 ),
+            )
+            # The form's language becomes the person's: their confirmation, pages and mail.
+            await queries().web.set_subscriber_language(
+                conn,
+                tenant_id=context["tenant_id"],
+                subscriber_id=result.subscriber_id,
+                language=language,
             )
             if result.needs_confirmation:
                 await _queue_confirmation(request, conn, context, email, result.subscriber_id)
@@ -124,7 +141,7 @@ async def _queue_confirmation(
     token = request.app[KEYRING].sign(
         LinkClaims.issue(Purpose.CONFIRM, context["tenant_id"], subscriber_id, context["topic_id"])
     )
-    subject = request.app[PAGES].get_template("mail/confirm_subject.txt")
+    subject = environment(request).get_template("mail/confirm_subject.txt")
     await enqueue_transactional(
         conn,
         tenant_id=context["tenant_id"],
@@ -134,6 +151,7 @@ async def _queue_confirmation(
             "subject": subject.render(topic=context["topic_name"]).strip(),
             "list_name": context["topic_name"],
             "confirm_url": absolute(request, "confirm", token=token),
+            "language": page_language(request),
         },
         subscriber_id=subscriber_id,
     )
@@ -144,7 +162,8 @@ async def confirm_page(request: web.Request) -> web.Response:
     claims = request.app[KEYRING].verify(request.match_info["token"], Purpose.CONFIRM)
     async with connection(request) as conn:
         context = await _confirm_context(conn, claims)
-    return render(request, "confirm.html", context=context, action=request.path)
+    use_language(request, context["language"])
+    return render(request, "confirm.html", context=context, action=form_action(request))
 
 
 async def confirm(request: web.Request) -> web.Response:
@@ -159,6 +178,7 @@ async def confirm(request: web.Request) -> web.Response:
             topic_id=claims.object_id,
             evidence=evidence(request, detail={"channel": "confirm_link"}),
         )
+    use_language(request, context["language"])
     preferences = request.app[KEYRING].sign(
         LinkClaims.issue(Purpose.PREFERENCES, claims.tenant_id, claims.subscriber_id)
     )
@@ -176,6 +196,8 @@ async def _signup_context(conn: asyncpg.Connection, request: web.Request) -> asy
     )
     if context is None:
         raise NotFound("There is no such list.")
+    # No person yet: ?lang=, the browser's languages, then the tenant's default.
+    use_language(request, page_language(request, context["default_language"]))
     return context
 
 
@@ -193,7 +215,7 @@ async def _confirm_context(conn: asyncpg.Connection, claims: LinkClaims) -> asyn
 
 def _consent_text(request: web.Request, context: asyncpg.Record) -> str:
     """The consent statement shown next to the box; the same text is kept as evidence."""
-    template = request.app[PAGES].get_template("consent_text.txt")
+    template = environment(request).get_template("consent_text.txt")
     return template.render(context=context).strip()
 
 
@@ -213,5 +235,5 @@ def _form_page(
         consent_text=_consent_text(request, context),
         values=values,
         error=error,
-        action=request.path,
+        action=form_action(request),
     )
