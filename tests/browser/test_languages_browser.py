@@ -14,7 +14,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Page, ViewportSize
 
 from mailer import catcher, tenants
 from mailer.db import create_pool
@@ -29,7 +29,8 @@ from tests.support.mailer_env import mail_settings
 from tests.support.web import seed
 from unsubscribe_web.app import create_app
 
-PHONE = {"width": 320, "height": 640}
+PHONE: ViewportSize = {"width": 320, "height": 640}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 
 # Known strings of each page, per language (the catalogs' words, checked as a reader sees them).
 WORDS = {
@@ -152,7 +153,7 @@ async def check(page: Page, language: str, text: str) -> None:
     await page.set_viewport_size(PHONE)
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"{page.url} is {width}px wide at 320px"
-    await page.set_viewport_size({"width": 1280, "height": 800})
+    await page.set_viewport_size(DESKTOP)
 
 
 async def send_mail(settings, db_dsn, port: int) -> None:
