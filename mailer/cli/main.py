@@ -29,6 +29,7 @@ from mailer.cli.support import with_db
 from mailer.config import load_settings
 from mailer.db import NOT_MIGRATED
 from mailer.errors import ConfigError, InvalidInput, OptoutError
+from mailer.i18n import LANGUAGES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,6 +129,11 @@ def _tenant_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dkim-ed25519-selector", help="optional second signature (RFC 8463)")
     parser.add_argument("--dkim-ed25519-key-path", help="PEM file of the Ed25519 key")
     parser.add_argument("--partner-address", help="where people withdraw partner sharing")
+    parser.add_argument(
+        "--default-language",
+        choices=LANGUAGES,
+        help="pages and mail of subscribers with no language of their own (default en)",
+    )
     parser.add_argument("--time-zone", help="IANA name, e.g. Europe/Paris")
     parser.add_argument("--minimum-age", type=int, help="sign-up attests being above it")
     parser.add_argument("--notice-period-days", type=int, help="before a policy takes effect")

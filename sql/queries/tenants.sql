@@ -1,16 +1,17 @@
 -- Tenants (the organisations whose lists these are) and their topics.
 
--- name: create_tenant(slug, name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits)^
+-- name: create_tenant(slug, name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits, default_language)^
 INSERT INTO tenants (slug, name, sender_name, sender_address, sender_domain, postal_address,
                      dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path,
                      partner_address, time_zone, minimum_age, notice_period_days, holidays,
-                     limits)
+                     limits, default_language)
 VALUES (:slug, :name, :sender_name, :sender_address, :sender_domain, :postal_address,
         :dkim_selector, :dkim_key_path, :dkim_ed25519_selector, :dkim_ed25519_key_path,
-        :partner_address, :time_zone, :minimum_age, :notice_period_days, :holidays, :limits)
+        :partner_address, :time_zone, :minimum_age, :notice_period_days, :holidays, :limits,
+        :default_language)
 RETURNING *;
 
--- name: update_tenant(name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits, id)^
+-- name: update_tenant(name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits, default_language, id)^
 -- Every field is written: the caller merges the changes into the current row first.
 UPDATE tenants
    SET name = :name, sender_name = :sender_name, sender_address = :sender_address,
@@ -20,7 +21,8 @@ UPDATE tenants
        dkim_ed25519_key_path = :dkim_ed25519_key_path,
        partner_address = :partner_address, time_zone = :time_zone,
        minimum_age = :minimum_age, notice_period_days = :notice_period_days,
-       holidays = :holidays, limits = :limits, updated_at = now()
+       holidays = :holidays, limits = :limits, default_language = :default_language,
+       updated_at = now()
  WHERE id = :id
 RETURNING *;
 

@@ -42,6 +42,7 @@ from mailer.errors import (
     UnknownSubscriber,
     UnknownTenant,
 )
+from mailer.i18n import LANGUAGES
 from unsubscribe_web.api import campaigns as api_campaigns
 from unsubscribe_web.api import openapi
 from unsubscribe_web.api.context import DEFAULT_LIMIT, MAX_LIMIT, Ctx, id_cursor, page
@@ -432,6 +433,8 @@ TENANT_FIELDS = {
         "items": string(10, pattern="^[0-9]{4}-[0-9]{2}-[0-9]{2}$"),
     },
     "limits": ANY_OBJECT,
+    # Subscriber pages and mail of people with no language of their own (issue 19).
+    "default_language": string(enum=LANGUAGES),
 }
 TOPIC_BODY = obj(
     {

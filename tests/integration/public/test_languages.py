@@ -11,7 +11,9 @@ from email.message import EmailMessage
 
 import pytest
 
+from mailer import tenants
 from mailer.db import create_pool
+from mailer.errors import InvalidInput
 from mailer.rights import privacy
 from mailer.sending import campaigns
 from mailer.sending.worker import Worker
@@ -208,3 +210,19 @@ async def test_an_expired_data_link_says_to_ask_for_a_new_one(client, conn, sett
     text = await again.text()
     assert "<h1>This link has expired</h1>" in text
     assert "Email me a link to my data" in text
+
+
+async def test_a_tenants_default_language_is_set_like_its_other_fields(client, conn):
+    """`default_language` (API PATCH /tenants/{slug}, `optout tenant update
+    --default-language`) speaks to everyone without a language of their own; an unshipped
+    code is refused with one line and changes nothing."""
+    world = await seed(conn)
+    ada = world.subscribers[0]
+    with pytest.raises(InvalidInput, match="default_language must be one of en, de, fr, es"):
+        await tenants.update_tenant(conn, "acme", {"default_language": "xx"})
+    assert (await tenants.get_tenant(conn, "acme"))["default_language"] == "en"
+    await tenants.update_tenant(conn, "acme", {"default_language": "de"})
+    page = await client.get(f"/p/{world.preferences(ada)}")
+    assert "Was Acme Ihnen sendet" in await page.text()
+    form = await client.get(SIGNUP, headers={"Accept-Language": "it"})
+    assert "Weekly news abonnieren" in await form.text()
