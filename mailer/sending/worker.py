@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 
+from mailer import wording
 from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.config import Settings, SmtpRelay
 from mailer.db import UNAVAILABLE_ERRORS, queries, rows
@@ -46,6 +47,8 @@ from mailer.tokens import CodeClaims, CodeKind, Keyring, LinkClaims, Purpose
 log = logging.getLogger(__name__)
 
 # Subjects of transactional templates when the payload gives none.
+# The tenant wording keys that go into mail (mailer.wording); signup_intro is a page's.
+MAIL_WORDING = ("greeting", "footer_reason")
 TRANSACTIONAL_SUBJECTS = {
     "confirm": N_("Please confirm your subscription"),
 }
@@ -124,6 +127,8 @@ class Composer:
         self._signers: dict[int, DkimSigner | None] = {}
         self._tenants: dict[int, asyncpg.Record] = {}
         self._tenant_keys: dict[int, bytes] = {}
+        # Each tenant's own wording (greeting, footer reason) per language: mailer.wording.
+        self._wording: dict[int, dict[str, dict[str, str]]] = {}
 
     async def load(self, conn: asyncpg.Connection, batch: Sequence[asyncpg.Record]) -> None:
         """Fetch what the batch needs that is not cached yet (a few queries per campaign)."""
@@ -132,6 +137,7 @@ class Composer:
             if tenant_id not in self._tenants:
                 tenant = await queries().tenants.get_tenant(conn, id=tenant_id)
                 self._tenants[tenant_id] = tenant
+                self._wording[tenant_id] = await wording.by_language(conn, tenant_id)
             campaign_id = row["campaign_id"] or _payload(row).get("campaign_id")
             if campaign_id and campaign_id not in self._campaigns:
                 campaign = await queries().campaigns.get_campaign_by_id(conn, id=campaign_id)
@@ -140,7 +146,10 @@ class Composer:
                     conn, tenant_id=campaign["tenant_id"], id=campaign["topic_id"]
                 )
                 remake = functools.partial(
-                    _prepare_campaign, campaign, sender_for(tenant, topic, campaign_id)
+                    _prepare_campaign,
+                    campaign,
+                    sender_for(tenant, topic, campaign_id),
+                    self._wording[tenant["id"]],
                 )
                 default = choose(tenant["default_language"])
                 prepared = remake(default)
@@ -210,6 +219,7 @@ class Composer:
             language = choose(payload.get("language"), tenant["default_language"])
             values = {k: v for k, v in payload.items() if k not in ("subject", "language")}
             values["greeting_name"] = row["name"] or ""
+            values |= _tenant_words(self._wording[tenant_id], language, values)
             template = row["template"]
             subject = str(payload.get("subject") or TRANSACTIONAL_SUBJECTS.get(template, template))
             prepared = compose.prepare_transactional(
@@ -247,15 +257,25 @@ class Composer:
         return Outgoing(f"bounces+{bounce}@{domain}", row["address"], data, message_id)
 
 
+def _tenant_words(
+    words: dict[str, dict[str, str]], language: str, values: dict[str, Any]
+) -> dict[str, str]:
+    """The tenant's greeting and footer reason in ``language``, unless the message's own values
+    already set them."""
+    found = words.get(language, {})
+    return {key: found[key] for key in MAIL_WORDING if key in found and key not in values}
+
+
 def _prepare_campaign(
-    campaign: asyncpg.Record, sender: compose.Sender, language: str
+    campaign: asyncpg.Record,
+    sender: compose.Sender,
+    words: dict[str, dict[str, str]],
+    language: str,
 ) -> compose.PreparedMessage:
+    content = dict(campaign["content"])
+    content |= _tenant_words(words, language, content)
     return compose.prepare(
-        campaign["template"],
-        sender,
-        campaign["subject"],
-        campaign["content"],
-        language=language,
+        campaign["template"], sender, campaign["subject"], content, language=language
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from mailer import wording
 from mailer.addresses import parse_address, suppression_key, tenant_hash_key
 from mailer.consent import writer as consent
 from mailer.db import queries
@@ -58,7 +59,8 @@ def add_routes(app: web.Application) -> None:
 async def form(request: web.Request) -> web.Response:
     async with connection(request) as conn:
         context = await _signup_context(conn, request)
-    return _form_page(request, context, values={}, error=None)
+        intro = await _intro(request, conn, context)
+    return _form_page(request, context, values={}, error=None, intro=intro)
 
 
 async def sign_up(request: web.Request) -> web.Response:
@@ -71,11 +73,15 @@ async def sign_up(request: web.Request) -> web.Response:
     async with connection(request) as conn:
         context = await _signup_context(conn, request)
         if data.get(AGE_FIELD) != AGE_VALUE:
-            return _form_page(request, context, values=values, error="age", status=400)
+            intro = await _intro(request, conn, context)
+            return _form_page(request, context, values=values, error="age", status=400, intro=intro)
         try:
             address = parse_address(email)
         except InvalidAddress:
-            return _form_page(request, context, values=values, error="email", status=400)
+            intro = await _intro(request, conn, context)
+            return _form_page(
+                request, context, values=values, error="email", status=400, intro=intro
+            )
         settings = request.app[SETTINGS]
         key = suppression_key(tenant_hash_key(settings.hash_key, context["tenant_id"]), address)
         if request.app[SIGNUP_ADDRESS_LIMIT].allow(key.hex()):
@@ -213,6 +219,14 @@ async def _confirm_context(conn: asyncpg.Connection, claims: LinkClaims) -> asyn
     return context
 
 
+async def _intro(
+    request: web.Request, conn: asyncpg.Connection, context: asyncpg.Record
+) -> str | None:
+    """The tenant's own introduction to its sign-up form in the page's language, if any."""
+    texts = await wording.by_language(conn, context["tenant_id"])
+    return texts.get(page_language(request), {}).get("signup_intro")
+
+
 def _consent_text(request: web.Request, context: asyncpg.Record) -> str:
     """The consent statement shown next to the box; the same text is kept as evidence."""
     template = environment(request).get_template("consent_text.txt")
@@ -226,6 +240,7 @@ def _form_page(
     values: dict[str, Any],
     error: str | None,
     status: int = 200,
+    intro: str | None = None,
 ) -> web.Response:
     return render(
         request,
@@ -235,5 +250,6 @@ def _form_page(
         consent_text=_consent_text(request, context),
         values=values,
         error=error,
+        intro=intro,
         action=form_action(request),
     )

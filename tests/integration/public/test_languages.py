@@ -8,10 +8,11 @@ import email
 import email.policy
 import re
 from email.message import EmailMessage
+from typing import Any
 
 import pytest
 
-from mailer import tenants
+from mailer import api_tokens, tenants
 from mailer.db import create_pool
 from mailer.errors import InvalidInput
 from mailer.rights import privacy
@@ -226,3 +227,77 @@ async def test_a_tenants_default_language_is_set_like_its_other_fields(client, c
     assert "Was Acme Ihnen sendet" in await page.text()
     form = await client.get(SIGNUP, headers={"Accept-Language": "it"})
     assert "Weekly news abonnieren" in await form.text()
+
+
+async def test_tenant_wording_is_plain_text_per_language_and_never_the_legal_labels(
+    client, conn, settings, db_dsn, smtp_sink
+):
+    """A tenant rewords its greeting, sign-up intro and footer reason per language, by API
+    (and `optout tenant wording`); HTML, template syntax, an unshipped language or a legally
+    required label get a one-line 400 and change nothing; the text is escaped where shown,
+    and the unsubscribe label and postal address stay in the footer."""
+    world = await seed(conn)
+    token = await api_tokens.create_token(conn, role="marketing", tenant_id=world.tenant)
+    auth = {"Authorization": f"Bearer {token.secret}"}
+    base = "/api/v1/tenants/acme/wording"
+
+    async def put(key: str, language: str, text: str) -> tuple[int, dict[str, Any]]:
+        response = await client.put(f"{base}/{key}/{language}", json={"text": text}, headers=auth)
+        return response.status, await response.json()
+
+    for key, language, text, error in (
+        ("unsubscribe_label", "de", "Weg hier", "legally required label"),
+        ("postal_address", "de", "Nirgendwo", "legally required label"),
+        ("greeting", "it", "Ciao,", "language must be one of en, de, fr, es"),
+        ("greeting", "de", "{{ 7 * 7 }}", "no template syntax"),
+        ("greeting", "de", "<b>Hallo</b>", "no HTML"),
+        ("signup_intro", "de", "Zeile eins\nZeile zwei", "control character"),
+    ):
+        status, body = await put(key, language, text)
+        assert status == 400, (key, text)
+        assert error in body["error"]["message"]
+    listed = await client.get(base, headers=auth)
+    assert (await listed.json())["items"] == []
+
+    assert (await put("signup_intro", "de", "Einmal pro Woche & kostenlos."))[0] == 200
+    assert (await put("footer_reason", "de", "Sie haben sich bei Acme angemeldet."))[0] == 200
+    assert (await put("greeting", "de", "Guten Tag,"))[0] == 200
+    listed = await client.get(base, headers=auth)
+    assert [(w["key"], w["language"]) for w in (await listed.json())["items"]] == [
+        ("footer_reason", "de"),
+        ("greeting", "de"),
+        ("signup_intro", "de"),
+    ]
+
+    german = await (await client.get(SIGNUP, headers=GERMAN)).text()
+    assert '<p id="intro">Einmal pro Woche &amp; kostenlos.</p>' in german
+    english = await (await client.get(SIGNUP)).text()
+    assert 'id="intro"' not in english
+
+    ada = world.subscribers[0]
+    await probes().set_subscriber_language(conn, subscriber_id=ada, language="de")
+    campaign = await campaigns.create(
+        conn,
+        tenant_id=world.tenant,
+        topic_slug="news",
+        name="Weekly",
+        template="newsletter",
+        subject="Weekly news",
+        content={"headline": "News", "intro": "Hallo.", "blocks": []},
+    )
+    sending = mail_settings(settings, smtp_sink.port, allow_unsigned=True)
+    assert await campaigns.start(conn, sending, world.tenant, campaign["id"]) == 1
+    await send_queued(db_dsn, settings, smtp_sink.port)
+    [message] = [parse(m.data) for m in await smtp_sink.wait_for(1)]
+    text = part(message, "plain")
+    assert "Guten Tag," in text and "Hallo " not in text.split("Guten Tag,")[0]
+    assert "Sie haben sich bei Acme angemeldet." in text
+    assert "Sie erhalten diese Nachricht" not in text
+    assert "Abbestellen: http" in text and "1 Road, Town" in text
+
+    cleared = await client.delete(f"{base}/greeting/de", headers=auth)
+    assert (await cleared.json()) == {"cleared": True}
+    # Every change is audited; the refused ones are not (they changed nothing).
+    audit = [a["action"] async for a in probes().audit_entries(conn)]
+    assert audit.count("set_tenant_wording") == 3
+    assert audit.count("clear_tenant_wording") == 1
