@@ -4,7 +4,10 @@ compiled .mo up to date; Accept-Language is read as RFC 9110 says."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from hypothesis import strategies as st
 
 from mailer.i18n import LANGUAGES, SOURCE_LANGUAGE, choose, negotiate, supported, translations
 from mailer.resources import LOCALE_DIR
+from mailer.sending import compose
 from mailer.sending.compose import one_stop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,3 +117,49 @@ def test_a_sentence_never_ends_with_two_periods(name):
     sentence = one_stop(f"You receive this because you subscribed to {name}.")
     assert not sentence.endswith("..") or name.endswith("..")
     assert sentence.rstrip(".") == f"You receive this because you subscribed to {name}".rstrip(".")
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [
+        ("en", "You receive this because you subscribed to Demo Newsletter Co."),
+        ("de", "Sie erhalten diese Nachricht, weil Sie Demo Newsletter Co. abonniert haben."),
+    ],
+)
+def test_the_footer_of_a_name_ending_in_a_period_reads_right(language, expected):
+    """The demo tenant "Demo Newsletter Co." got "Co.." in its footer; now one period, in every
+    language, with the message's Content-Language and its HTML part's lang."""
+    sender = compose.Sender(
+        from_name="Demo Newsletter Co.",
+        from_address="news@demo.example",
+        domain="demo.example",
+        postal_address="1 Road, Town",
+        list_id="News <news.demo.example>",
+        feedback_id="1:1:1:optout",
+    )
+    prepared = compose.prepare(
+        "newsletter",
+        sender,
+        "News",
+        {"headline": "News", "intro": "Hi.", "blocks": []},
+        language=language,
+    )
+    raw = prepared.render(
+        compose.Recipient(
+            to_address="ada@example.org",
+            to_name="Ada",
+            message_id="<c1.s1@demo.example>",
+            unsubscribe_url="https://optout.test/u/T",
+            mailto_unsubscribe="unsubscribe+abc@demo.example",
+            preferences_url="https://optout.test/p/P",
+        )
+    )
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    assert message["Content-Language"] == language
+    text = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert text is not None and html is not None
+    assert expected in text.get_content()
+    assert "Co.." not in text.get_content() and "Co.." not in html.get_content()
+    assert f'<html lang="{language}">' in html.get_content()

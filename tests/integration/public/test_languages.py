@@ -54,6 +54,22 @@ async def send_queued(db_dsn, settings, port) -> None:
         await pool.close()
 
 
+async def send_newsletter(conn, tenant_id, settings, db_dsn, port, *, audience: int) -> None:
+    """A newsletter to the seeded "news" topic, started and sent to the loopback sink."""
+    campaign = await campaigns.create(
+        conn,
+        tenant_id=tenant_id,
+        topic_slug="news",
+        name="Weekly",
+        template="newsletter",
+        subject="Weekly news",
+        content={"headline": "News", "intro": "Hello.", "blocks": []},
+    )
+    sending = mail_settings(settings, port, allow_unsigned=True)
+    assert await campaigns.start(conn, sending, tenant_id, campaign["id"]) == audience
+    await send_queued(db_dsn, settings, port)
+
+
 async def test_a_german_sign_up_gets_german_pages_mail_and_evidence(
     client, conn, settings, db_dsn, smtp_sink
 ):
@@ -107,18 +123,7 @@ async def test_a_german_sign_up_gets_german_pages_mail_and_evidence(
     assert "Sie haben Acme um einen Link zu Ihren Daten gebeten." in part(data_mail, "plain")
 
     # A newsletter to the topic: Lena's footer is German, the English reader's is English.
-    campaign = await campaigns.create(
-        conn,
-        tenant_id=world.tenant,
-        topic_slug="news",
-        name="Weekly",
-        template="newsletter",
-        subject="Weekly news",
-        content={"headline": "News", "intro": "Hello.", "blocks": []},
-    )
-    sending = mail_settings(settings, smtp_sink.port, allow_unsigned=True)
-    assert await campaigns.start(conn, sending, world.tenant, campaign["id"]) == 2
-    await send_queued(db_dsn, settings, smtp_sink.port)
+    await send_newsletter(conn, world.tenant, settings, db_dsn, smtp_sink.port, audience=2)
     newsletters = {m.rcpt_tos[0]: parse(m.data) for m in (await smtp_sink.wait_for(4))[2:]}
     german = newsletters["leser@example.de"]
     assert german["Content-Language"] == "de"
@@ -276,18 +281,7 @@ async def test_tenant_wording_is_plain_text_per_language_and_never_the_legal_lab
 
     ada = world.subscribers[0]
     await probes().set_subscriber_language(conn, subscriber_id=ada, language="de")
-    campaign = await campaigns.create(
-        conn,
-        tenant_id=world.tenant,
-        topic_slug="news",
-        name="Weekly",
-        template="newsletter",
-        subject="Weekly news",
-        content={"headline": "News", "intro": "Hallo.", "blocks": []},
-    )
-    sending = mail_settings(settings, smtp_sink.port, allow_unsigned=True)
-    assert await campaigns.start(conn, sending, world.tenant, campaign["id"]) == 1
-    await send_queued(db_dsn, settings, smtp_sink.port)
+    await send_newsletter(conn, world.tenant, settings, db_dsn, smtp_sink.port, audience=1)
     [message] = [parse(m.data) for m in await smtp_sink.wait_for(1)]
     text = part(message, "plain")
     assert "Guten Tag," in text and "Hallo " not in text.split("Guten Tag,")[0]
