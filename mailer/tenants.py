@@ -59,8 +59,16 @@ async def create_tenant(conn: asyncpg.Connection, slug: str, **fields: Any) -> a
             raise InvalidInput(f"A tenant needs a {required.replace('_', ' ')}.", field=required)
     values.setdefault("sender_name", values["name"])
     checked = check_fields(values)
+    language = checked.pop("default_language")
+    q = queries().tenants
     with domain_errors():
-        return await queries().tenants.create_tenant(conn, slug=slug, **checked)
+        async with conn.transaction():
+            row: asyncpg.Record = await q.create_tenant(conn, slug=slug, **checked)
+            if language != SOURCE_LANGUAGE:
+                row = await q.set_default_language(
+                    conn, id=row["id"], default_language=language
+                )
+            return row
 
 
 async def update_tenant(

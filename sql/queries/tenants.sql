@@ -1,14 +1,20 @@
 -- Tenants (the organisations whose lists these are) and their topics.
 
--- name: create_tenant(slug, name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits, default_language)^
+-- name: create_tenant(slug, name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits)^
 INSERT INTO tenants (slug, name, sender_name, sender_address, sender_domain, postal_address,
                      dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path,
                      partner_address, time_zone, minimum_age, notice_period_days, holidays,
-                     limits, default_language)
+                     limits)
 VALUES (:slug, :name, :sender_name, :sender_address, :sender_domain, :postal_address,
         :dkim_selector, :dkim_key_path, :dkim_ed25519_selector, :dkim_ed25519_key_path,
-        :partner_address, :time_zone, :minimum_age, :notice_period_days, :holidays, :limits,
-        :default_language)
+        :partner_address, :time_zone, :minimum_age, :notice_period_days, :holidays, :limits)
+RETURNING *;
+
+-- name: set_default_language(id, default_language)^
+-- Apart from create_tenant, which leaves the column's default ('en'): a tenant created with
+-- another language gets it in the same transaction.
+UPDATE tenants SET default_language = :default_language, updated_at = now()
+ WHERE id = :id
 RETURNING *;
 
 -- name: update_tenant(name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits, default_language, id)^

@@ -295,3 +295,13 @@ async def test_tenant_wording_is_plain_text_per_language_and_never_the_legal_lab
     audit = [a["action"] async for a in probes().audit_entries(conn)]
     assert audit.count("set_tenant_wording") == 3
     assert audit.count("clear_tenant_wording") == 1
+
+
+async def test_a_tenant_created_with_a_language_keeps_it(conn):
+    """`optout tenant create --default-language fr` / POST /tenants with default_language."""
+    row = await tenants.create_tenant(
+        conn, "lyon", name="Lyon", sender_address="news@lyon.example", default_language="fr"
+    )
+    assert row["default_language"] == "fr"
+    plain = await tenants.create_tenant(conn, "york", name="York", sender_address="n@york.example")
+    assert plain["default_language"] == "en"
