@@ -65,9 +65,7 @@ async def create_tenant(conn: asyncpg.Connection, slug: str, **fields: Any) -> a
         async with conn.transaction():
             row: asyncpg.Record = await q.create_tenant(conn, slug=slug, **checked)
             if language != SOURCE_LANGUAGE:
-                row = await q.set_default_language(
-                    conn, id=row["id"], default_language=language
-                )
+                row = await q.set_default_language(conn, id=row["id"], default_language=language)
             return row
 
 
