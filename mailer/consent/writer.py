@@ -474,6 +474,7 @@ class BatchRow:
     line: int
     address: Address
     name: str | None = None
+    language: str | None = None  # a shipped language code, from the import's language column
 
 
 @dataclass(slots=True)
@@ -546,6 +547,14 @@ async def subscribe_batch(
             )
         )
         ids = {bytes(r["email_key"]): r["id"] for r in people}
+        spoken = sorted((ids[k], row.language) for k, row in candidates.items() if row.language)
+        if spoken:
+            await qb.set_languages(
+                conn,
+                tenant_id=tenant_id,
+                ids=[i for i, _ in spoken],
+                languages=[lang for _, lang in spoken],
+            )
         created = {r["id"] for r in people if r["created"]}
         state = "confirmed" if confirmed else "pending"
         new = {

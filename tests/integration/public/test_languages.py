@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from mailer import api_tokens, tenants
+from mailer.consent import imports
 from mailer.db import create_pool
 from mailer.errors import InvalidInput
 from mailer.rights import privacy
@@ -305,3 +306,37 @@ async def test_a_tenant_created_with_a_language_keeps_it(conn):
     assert row["default_language"] == "fr"
     plain = await tenants.create_tenant(conn, "york", name="York", sender_address="n@york.example")
     assert plain["default_language"] == "en"
+
+
+async def test_an_import_language_column_sets_each_persons_language(conn, settings, tmp_path):
+    """The import's `language` column stores each person's language; an unshipped one is
+    that line's error, and the others are imported."""
+    world = await seed(conn)
+    csv_path = tmp_path / "people.csv"
+    csv_path.write_text(
+        "email,name,language\n"
+        "ute@example.de,Ute,de\n"
+        "ana@example.es,Ana,es-MX\n"
+        "sam@example.org,Sam,\n"
+        "ida@example.it,Ida,it\n"
+    )
+    result = await imports.run_import(
+        conn,
+        settings,
+        tenant_id=world.tenant,
+        topic_id=world.topics["news"],
+        path=csv_path,
+        options=imports.ImportOptions("consent", "trade fair", age_attested=True),
+    )
+    errors = [
+        (r["line"], r["reason"])
+        async for r in probes().import_error_rows(conn, import_id=result["id"])
+    ]
+    assert errors == [(5, "the language must be one of en, de, fr, es")]
+    for address, language in (
+        ("ute@example.de", "de"),
+        ("ana@example.es", "es"),
+        ("sam@example.org", None),
+    ):
+        assert await probes().subscriber_language(conn, email=address) == language
+    assert await probes().subscriber_language(conn, email="ida@example.it") is None
