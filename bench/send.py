@@ -694,6 +694,16 @@ async def _after(dsn: str, campaign_id: int) -> tuple[int, dict[str, int]]:
         await conn.close()
 
 
+async def _sent(dsn: str, campaign_id: int) -> int:
+    """Messages of the campaign recorded as sent (bench/workers.py waits on it)."""
+    conn = await connect(dsn)
+    try:
+        count: int = await BENCH_SQL.sent_count(conn, campaign_id=campaign_id)
+        return count
+    finally:
+        await conn.close()
+
+
 async def _drop(admin_dsn: str) -> None:
     conn = await connect(admin_dsn)
     try:

@@ -27,3 +27,21 @@ TEMPLATES_DIR = package_folder("mailer.templates")
 EMAIL_TEMPLATES_DIR = TEMPLATES_DIR / "email"
 WEB_TEMPLATES_DIR = TEMPLATES_DIR / "web"
 STATIC_DIR = WEB_TEMPLATES_DIR / "static"
+
+
+def _locale_folder() -> Path:
+    """The gettext catalogs. The wheel ships the top-level locale/ as mailer/locale/ (package
+    data of `mailer.locale`). locale/ has no __init__.py on purpose: a package named `locale`
+    at the top of a checkout would shadow the standard library's `locale` for anything run
+    from there (pytest, Babel), and setuptools' editable finder maps only regular packages
+    into `mailer`, so a checkout finds the folder next to the `mailer` package instead."""
+    installed = files("mailer") / "locale"
+    if isinstance(installed, Path) and installed.is_dir():
+        return installed
+    checkout = package_folder("mailer").parent / "locale"
+    if checkout.is_dir():
+        return checkout
+    raise ConfigError("the gettext catalogs (mailer/locale) are missing; reinstall Optout")
+
+
+LOCALE_DIR = _locale_folder()

@@ -14,6 +14,7 @@ from mailer.addresses import parse_address
 from mailer.db import queries, rows
 from mailer.db_errors import domain_errors
 from mailer.errors import InvalidInput, UnknownTenant, UnknownTopic
+from mailer.i18n import LANGUAGES, SOURCE_LANGUAGE, supported
 
 TENANT_FIELDS = (
     "name",
@@ -31,6 +32,7 @@ TENANT_FIELDS = (
     "notice_period_days",
     "holidays",
     "limits",
+    "default_language",
 )
 TOPIC_KINDS = ("marketing", "notice")
 _SELECTOR = re.compile(r"[a-z0-9._-]+")  # the tenants table's CHECK on both selectors
@@ -46,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "notice_period_days": 30,
     "holidays": [],
     "limits": {},
+    "default_language": SOURCE_LANGUAGE,
 }
 
 
@@ -56,8 +59,14 @@ async def create_tenant(conn: asyncpg.Connection, slug: str, **fields: Any) -> a
             raise InvalidInput(f"A tenant needs a {required.replace('_', ' ')}.", field=required)
     values.setdefault("sender_name", values["name"])
     checked = check_fields(values)
+    language = checked.pop("default_language")
+    q = queries().tenants
     with domain_errors():
-        return await queries().tenants.create_tenant(conn, slug=slug, **checked)
+        async with conn.transaction():
+            row: asyncpg.Record = await q.create_tenant(conn, slug=slug, **checked)
+            if language != SOURCE_LANGUAGE:
+                row = await q.set_default_language(conn, id=row["id"], default_language=language)
+            return row
 
 
 async def update_tenant(
@@ -158,6 +167,11 @@ def check_fields(values: dict[str, Any]) -> dict[str, Any]:
             field="time_zone",
         ) from None
     _check_dkim(out)
+    language = supported(out.get("default_language"))
+    if language is None or language != out.get("default_language"):
+        raise InvalidInput(
+            f"default_language must be one of {', '.join(LANGUAGES)}.", field="default_language"
+        )
     out["holidays"] = [_as_date(day) for day in out.get("holidays") or []]
     if not isinstance(out.get("limits"), dict):
         raise InvalidInput("limits must be a JSON object.", field="limits")

@@ -18,6 +18,7 @@ from aiohttp import web
 from mailer.config import Settings
 from mailer.db import create_pool
 from mailer.errors import ConfigError
+from mailer.i18n import SOURCE_LANGUAGE
 from mailer.limits import RateLimits
 from mailer.resources import WEB_TEMPLATES_DIR
 from unsubscribe_web import dev_outbox, errors, security
@@ -30,6 +31,7 @@ from unsubscribe_web.keys import (
     CSRF,
     KEYRING,
     LIMITS,
+    LOCALIZED_PAGES,
     METRICS,
     ONE_CLICK_PAGES,
     PAGES,
@@ -37,6 +39,7 @@ from unsubscribe_web.keys import (
     SETTINGS,
     SPOOL,
 )
+from unsubscribe_web.language import localized_environments
 from unsubscribe_web.metrics import Metrics
 from unsubscribe_web.public import policy_pages, self_service
 from unsubscribe_web.public import routes as public
@@ -49,13 +52,19 @@ MAX_BODY_BYTES = 64 * 1024
 
 
 def page_environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=jinja2.select_autoescape(["html"]),
         undefined=jinja2.StrictUndefined,
         # Templates do not change while the process runs: no stat() of them per request.
         auto_reload=False,
+        # Subscriber pages are translated (issue 19); this environment speaks the source
+        # language, unsubscribe_web.pages makes one per shipped language from it.
+        extensions=["jinja2.ext.i18n"],
     )
+    env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+    env.globals["lang"] = SOURCE_LANGUAGE
+    return env
 
 
 def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.Application:
@@ -70,6 +79,7 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     app[SETTINGS] = settings
     app[KEYRING] = settings.keyring()
     app[PAGES] = page_environment()
+    app[LOCALIZED_PAGES] = localized_environments(page_environment)
     app[METRICS] = Metrics()
     app[SPOOL] = Spool(settings.data_dir)
     app[CSRF] = CsrfTokens(settings.secret_keys)

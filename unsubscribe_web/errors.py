@@ -16,12 +16,24 @@ from mailer.errors import (
     OptoutError,
     Unauthorized,
 )
-from unsubscribe_web.keys import PAGES
+from mailer.i18n import N_, translations
+from mailer.rights.privacy import LinkUsed
+from mailer.tokens import ExpiredToken, InvalidToken
+from unsubscribe_web.language import environment, page_language
 
 log = logging.getLogger(__name__)
 
 # Routes whose clients are programs: they get {"error": {"code", "message", "field"}}.
 JSON_PREFIXES = ("/api/", "/hooks/")
+
+
+# The messages of the link errors, shown on the error page in the reader's language (their
+# default messages are their docstrings: mailer/tokens.py, mailer/rights/privacy.py).
+LINK_MESSAGES = (
+    N_("The link is not valid."),
+    N_("The link has expired."),
+    N_("This link was already used or has expired; ask for a new one from the preference page."),
+)
 
 
 def status_for(error: OptoutError) -> int:
@@ -46,12 +58,14 @@ def error_response(request: web.Request, error: OptoutError) -> web.Response:
     if request.path.startswith(JSON_PREFIXES):
         body = {"error": {"code": error.code, "message": error.message, "field": error.field}}
         return web.json_response(body, status=status, headers=headers)
-    page = (
-        request.app[PAGES].get_template("error.html").render(status=status, message=error.message)
-    )
-    return web.Response(
-        text=page, status=status, content_type="text/html", charset="utf-8", headers=headers
-    )
+    link = None
+    if isinstance(error, ExpiredToken | LinkUsed):
+        link = "expired"  # a used single-use link reads the same: ask for a new one
+    elif isinstance(error, InvalidToken):
+        link = "invalid"
+    response = localized_error_page(request, status, error.message, link=link)
+    response.headers.update(headers)
+    return response
 
 
 @web.middleware
@@ -62,3 +76,24 @@ async def domain_errors(request: web.Request, handler: Handler) -> web.StreamRes
         if status_for(error) >= 500:
             log.warning("request failed: %s %s", error.code, error.message)
         return error_response(request, error)
+
+
+def localized_error_page(
+    request: web.Request, status: int, message: str, *, link: str | None = None
+) -> web.Response:
+    """The error page in the reader's language. ``message`` is translated when the catalogs
+    have it (our own fixed messages); ``link`` ("invalid" or "expired") says what to do next
+    about a link that does not work."""
+    language = page_language(request)
+    env = environment(request, language)
+    text = translations(language).gettext(message)
+    page = env.get_template("error.html").render(
+        status=status, message=text, link=link, languages=[]
+    )
+    return web.Response(
+        text=page,
+        status=status,
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Content-Language": language},
+    )

@@ -24,4 +24,7 @@ SPOOL = web.AppKey("spool", Spool)
 CSRF = web.AppKey("csrf", CsrfTokens)
 # Rate limits shared by every web process, counted in Postgres (mailer.limits).
 LIMITS = web.AppKey("limits", RateLimits)
-ONE_CLICK_PAGES = web.AppKey("one_click_pages", dict[tuple[str, str], str])
+# Rendered one-click answers, keyed by sender, topic and language.
+ONE_CLICK_PAGES = web.AppKey("one_click_pages", dict[tuple[str, str, str], str])
+# The subscriber pages' environments, one per shipped language (issue 19).
+LOCALIZED_PAGES = web.AppKey("localized_pages", dict[str, jinja2.Environment])

@@ -12,8 +12,9 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from unsubscribe_web.errors import JSON_PREFIXES
-from unsubscribe_web.keys import METRICS, PAGES
+from mailer.i18n import N_
+from unsubscribe_web.errors import JSON_PREFIXES, localized_error_page
+from unsubscribe_web.keys import METRICS
 from unsubscribe_web.metrics import route_name
 
 log = logging.getLogger(__name__)
@@ -127,10 +128,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     messages = {
-        404: "There is nothing at this address.",
-        405: "This page does not accept that kind of request.",
-        413: "The request is too large.",
-        429: "Too many requests; please wait a little and try again.",
+        404: N_("There is nothing at this address."),
+        405: N_("This page does not accept that kind of request."),
+        413: N_("The request is too large."),
+        429: N_("Too many requests; please wait a little and try again."),
     }
     message = messages.get(exc.status, exc.reason)
     response = error_page(request, exc.status, message)
@@ -144,5 +145,4 @@ def error_page(request: web.Request, status: int, message: str) -> web.Response:
     if request.path.startswith(JSON_PREFIXES):
         body = {"error": {"code": f"http_{status}", "message": message, "field": None}}
         return web.json_response(body, status=status)
-    page = request.app[PAGES].get_template("error.html").render(status=status, message=message)
-    return web.Response(text=page, status=status, content_type="text/html", charset="utf-8")
+    return localized_error_page(request, status, message)

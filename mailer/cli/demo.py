@@ -387,8 +387,9 @@ def _newsletter_content(number: int, base_url: str) -> dict[str, object]:
             {
                 "title": "Your data, your choice",
                 "body": "The preference centre lets you pick topics or download your data.",
-                "link": f"{base_url}/policy/{DEMO_SLUG}",
-                "link_text": "Read our privacy policy",
+                # The sentence speaks of the preference centre: the link is the recipient's own.
+                "link_to_preferences": True,
+                "link_text": "Open your preference centre",
             },
         ],
     }

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from mailer import audit, journal, migrations, tenants
+from mailer import audit, journal, migrations, tenants, wording
 from mailer.cli import admin as cli_admin
 from mailer.cli import campaigns as cli_campaigns
 from mailer.cli import demo
@@ -31,6 +31,7 @@ from mailer.cli.support import with_db
 from mailer.config import load_settings
 from mailer.db import NOT_MIGRATED
 from mailer.errors import ConfigError, InvalidInput, OptoutError
+from mailer.i18n import LANGUAGES
 from mailer.sending import retention
 
 
@@ -101,6 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
     add.set_defaults(run=with_db(_tenant_show))
     add = tenant.add_parser("list", help="list tenants")
     add.set_defaults(run=with_db(_tenant_list))
+    words = tenant.add_parser(
+        "wording", help="the tenant's own wording of a few subscriber-facing strings"
+    ).add_subparsers(metavar="ACTION")
+    add = words.add_parser("set", help="set a string in one language (plain text, one line)")
+    add.add_argument("slug")
+    add.add_argument("key", help=f"one of {', '.join(wording.WORDING_KEYS)}")
+    add.add_argument("language", help=f"one of {', '.join(LANGUAGES)}")
+    add.add_argument("text")
+    add.set_defaults(run=with_db(_wording_set))
+    add = words.add_parser("clear", help="back to Optout's own words")
+    add.add_argument("slug")
+    add.add_argument("key")
+    add.add_argument("language")
+    add.set_defaults(run=with_db(_wording_clear))
+    add = words.add_parser("list", help="list the tenant's wording")
+    add.add_argument("slug")
+    add.set_defaults(run=with_db(_wording_list))
 
     topic = commands.add_parser("topic", help="topics of a tenant").add_subparsers(metavar="ACTION")
     add = topic.add_parser("create", help="create a topic")
@@ -141,6 +159,11 @@ def _tenant_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dkim-ed25519-selector", help="optional second signature (RFC 8463)")
     parser.add_argument("--dkim-ed25519-key-path", help="PEM file of the Ed25519 key")
     parser.add_argument("--partner-address", help="where people withdraw partner sharing")
+    parser.add_argument(
+        "--default-language",
+        choices=LANGUAGES,
+        help="pages and mail of subscribers with no language of their own (default en)",
+    )
     parser.add_argument("--time-zone", help="IANA name, e.g. Europe/Paris")
     parser.add_argument("--minimum-age", type=int, help="sign-up attests being above it")
     parser.add_argument("--notice-period-days", type=int, help="before a policy takes effect")
@@ -248,6 +271,34 @@ async def _tenant_show(conn: asyncpg.Connection, args: argparse.Namespace) -> in
 async def _tenant_list(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     for row in await tenants.list_tenants(conn):
         print(f"{row['slug']:24} {row['name']:32} {row['sender_address']}")
+    return 0
+
+
+async def _wording_set(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    tenant = await tenants.get_tenant(conn, args.slug)
+    async with conn.transaction():
+        await wording.set_wording(conn, tenant["id"], args.key, args.language, args.text)
+        await _audit(conn, "tenant.wording", tenant["id"], "tenant", tenant["id"], {args.key: 1})
+    print(f"set {args.key} ({args.language}) of tenant {tenant['slug']}")
+    return 0
+
+
+async def _wording_clear(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    tenant = await tenants.get_tenant(conn, args.slug)
+    async with conn.transaction():
+        cleared = await wording.clear_wording(conn, tenant["id"], args.key, args.language)
+        if cleared:
+            await _audit(
+                conn, "tenant.wording", tenant["id"], "tenant", tenant["id"], {args.key: 1}
+            )
+    print(f"{'cleared' if cleared else 'nothing to clear:'} {args.key} ({args.language})")
+    return 0
+
+
+async def _wording_list(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    tenant = await tenants.get_tenant(conn, args.slug)
+    for row in await wording.list_wording(conn, tenant["id"]):
+        print(f"{row['key']:14} {row['language']:3} {row['text']}")
     return 0
 
 

@@ -31,12 +31,13 @@ from mailer.config import Settings
 from mailer.consent import writer as consent
 from mailer.db import queries, rows
 from mailer.errors import Conflict, InvalidAddress, InvalidInput, NotFound, UnknownTopic
+from mailer.i18n import LANGUAGES, supported
 from mailer.outbox import TRANSACTIONAL_PRIORITY
 from mailer.tokens import LinkClaims, Purpose
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("email", "name")
+COLUMNS = ("email", "name", "language")
 REQUIRED = ("email",)
 # A subscriber row is an address and a name: a few hundred bytes. A longer line is not a row
 # of ours (a binary file, a broken quote swallowing the file) and would cost memory.
@@ -124,6 +125,7 @@ class Header:
     email: int
     name: int | None
     width: int
+    language: int | None = None  # the person's language (issue 19): en, de, fr, es
 
 
 def scan(path: Path) -> FileFacts:
@@ -194,7 +196,12 @@ def read_header(row: list[str]) -> Header:
             f"(allowed: {', '.join(COLUMNS)}).",
             field="file",
         )
-    return Header(names.index("email"), names.index("name") if "name" in names else None, len(row))
+    return Header(
+        names.index("email"),
+        names.index("name") if "name" in names else None,
+        len(row),
+        names.index("language") if "language" in names else None,
+    )
 
 
 def _reader(file: Any) -> Iterator[list[str]]:
@@ -236,7 +243,11 @@ def _parse_row(line: int, row: list[str], header: Header) -> consent.BatchRow | 
         return f"the name is longer than {MAX_NAME} characters"
     if name and not name.isprintable():
         return "the name contains a control character"
-    return consent.BatchRow(line, address, name or None)
+    cell = row[header.language].strip() if header.language is not None else ""
+    language = supported(cell)
+    if cell and language is None:
+        return f"the language must be one of {', '.join(LANGUAGES)}"
+    return consent.BatchRow(line, address, name or None, language)
 
 
 async def run_import(

@@ -43,6 +43,8 @@ class Evidence:
     form_text: str | None = None
     message_id: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    # The language form_text was shown in: the evidence is the exact text the person read.
+    form_language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +449,7 @@ async def _write_evidence(
         ip=evidence.ip,
         user_agent=evidence.user_agent,
         form_text=evidence.form_text,
+        form_language=evidence.form_language,
         message_id=evidence.message_id,
         detail=evidence.detail,
     )
@@ -591,6 +594,7 @@ class BatchRow:
     line: int
     address: Address
     name: str | None = None
+    language: str | None = None  # a shipped language code, from the import's language column
 
 
 @dataclass(slots=True)
@@ -663,6 +667,14 @@ async def subscribe_batch(
             )
         )
         ids = {bytes(r["email_key"]): r["id"] for r in people}
+        spoken = sorted((ids[k], row.language) for k, row in candidates.items() if row.language)
+        if spoken:
+            await qb.set_languages(
+                conn,
+                tenant_id=tenant_id,
+                ids=[i for i, _ in spoken],
+                languages=[lang for _, lang in spoken],
+            )
         created = {r["id"] for r in people if r["created"]}
         state = "confirmed" if confirmed else "pending"
         new = {

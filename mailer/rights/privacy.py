@@ -21,6 +21,7 @@ from mailer.config import Settings
 from mailer.db import queries, rows
 from mailer.db_errors import domain_errors
 from mailer.errors import Conflict, InvalidInput, NotFound, Suppressed
+from mailer.i18n import N_
 from mailer.outbox import enqueue_transactional
 from mailer.rights import deadlines, erasure
 from mailer.rights.json_values import jsonable
@@ -309,7 +310,12 @@ async def send_data_link(
             subscriber_id=subscriber_id,
             recipient=subscriber["email"],
             template=DATA_LINK_TEMPLATE,
-            payload={"access_url": data_url(settings, token), "subject": "Your link to your data"},
+            payload={
+                "access_url": data_url(settings, token),
+                "subject": N_("Your link to your data"),
+                # The person's language; the worker falls back to the tenant's default.
+                "language": subscriber["language"],
+            },
         )
     log.info("data link sent tenant=%s subscriber=%s", tenant_id, subscriber_id)
 
@@ -507,7 +513,7 @@ async def request_address_change(
             template=ADDRESS_TEMPLATE,
             payload={
                 "confirm_url": data_url(settings, token),
-                "subject": "Confirm your new address",
+                "subject": N_("Confirm your new address"),
             },
         )
     log.info("address change requested tenant=%s request=%s", tenant["id"], request["id"])
@@ -623,7 +629,7 @@ async def send_verification(
             template=VERIFY_TEMPLATE,
             payload={
                 "confirm_url": data_url(settings, token),
-                "subject": "Please confirm your request",
+                "subject": N_("Please confirm your request"),
                 "what": _KIND_WORDS.get(request["kind"], "a change to your data"),
             },
         )

@@ -28,6 +28,7 @@ import markupsafe
 
 from mailer.config import LOOPBACK_HOSTS
 from mailer.errors import InvalidAddress, InvalidInput
+from mailer.i18n import SOURCE_LANGUAGE, choose, translations
 from mailer.resources import EMAIL_TEMPLATES_DIR
 from mailer.sending import body as campaign_body
 
@@ -190,7 +191,12 @@ class PreparedMessage:
 
 
 def prepare(
-    template: str, sender: Sender, subject: str, values: Mapping[str, object]
+    template: str,
+    sender: Sender,
+    subject: str,
+    values: Mapping[str, object],
+    *,
+    language: str = SOURCE_LANGUAGE,
 ) -> PreparedMessage:
     """Prepare list mail (newsletter, policy notice): List-* headers and the footer required.
 
@@ -204,33 +210,52 @@ def prepare(
         )
     if not sender.list_id.strip():
         raise InvalidInput("list mail needs a List-Id", field="list_id")
-    return _prepare(template, sender, subject, values, list_mail=True)
+    return _prepare(template, sender, subject, values, list_mail=True, language=language)
 
 
 def prepare_transactional(
-    template: str, sender: Sender, subject: str, values: Mapping[str, object]
+    template: str,
+    sender: Sender,
+    subject: str,
+    values: Mapping[str, object],
+    *,
+    language: str = SOURCE_LANGUAGE,
 ) -> PreparedMessage:
     """Prepare one-to-one mail (double opt-in confirmation): no List-* headers, no footer check.
 
     Links the template takes from ``recipient.extra`` must be given in each ``Recipient.extra``;
     the Recipient's list links may be "" where the template does not use them.
     """
-    return _prepare(template, sender, subject, values, list_mail=False)
+    return _prepare(template, sender, subject, values, list_mail=False, language=language)
 
 
 # --- preparation -------------------------------------------------------------------------------
 
 
 @cache
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+def _environment(language: str = SOURCE_LANGUAGE) -> jinja2.Environment:
+    """The built-in templates speaking ``language``: the words Optout writes itself (footer,
+    greetings, confirmation) come from its catalog; the campaign's own content does not."""
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
         autoescape=jinja2.select_autoescape(["html"]),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    env.install_gettext_translations(  # type: ignore[attr-defined]
+        translations(language), newstyle=True
+    )
+    env.filters["one_stop"] = one_stop
+    return env
+
+
+def one_stop(sentence: str) -> str:
+    """A sentence that ends with a name ending in a period ("Demo Newsletter Co.") ends with
+    one period, not two."""
+    return sentence[:-1] if sentence.endswith("..") else sentence
 
 
 def _prepare(
@@ -240,7 +265,9 @@ def _prepare(
     values: Mapping[str, object],
     *,
     list_mail: bool,
+    language: str,
 ) -> PreparedMessage:
+    language = choose(language)
     if not _TEMPLATE_NAME.fullmatch(template):
         raise TemplateError(f"no email template named {template!r}", field="template")
     for key, message in _FORBIDDEN_VALUES.get(template, {}).items():
@@ -268,6 +295,7 @@ def _prepare(
             "subject": subject,
             "sender": sender,
             "recipient": {**recipient, "extra": _ExtraSlots(extra_slot)},
+            "lang": language,
         }
         if template in BODY_TEMPLATES:
             # The merge fields become the same slot markers as the template's own links.
@@ -279,8 +307,8 @@ def _prepare(
             }
             parts = campaign_body.render(values, merge)
             context |= {"body_html": parts.html, "body_text": parts.text}
-        text = _render(f"{template}.txt", context)
-        html_text = _render(f"{template}.html", context)
+        text = _render(f"{template}.txt", context, language)
+        html_text = _render(f"{template}.html", context, language)
         if list_mail:
             _check_footer(template, sender, text, html_text, recipient)
         if "<style" in html_text:
@@ -303,6 +331,8 @@ def _prepare(
     tail = [
         b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" if list_mail else b"",
         _ascii_header_line("Feedback-ID", sender.feedback_id) if sender.feedback_id else b"",
+        # RFC 3282: the language of the words Optout wrote; the HTML part says it in lang too.
+        _ascii_header_line("Content-Language", language),
         b"MIME-Version: 1.0\r\n",
         f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'.encode(),
         f"--{boundary}\r\n".encode(),
@@ -322,8 +352,8 @@ def _prepare(
     )
 
 
-def _render(name: str, context: Mapping[str, Any]) -> str:
-    env = _environment()
+def _render(name: str, context: Mapping[str, Any], language: str = SOURCE_LANGUAGE) -> str:
+    env = _environment(language)
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateNotFound as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -24,16 +25,18 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
+from mailer import wording
 from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.config import Settings, SmtpRelay
 from mailer.db import UNAVAILABLE_ERRORS, queries, rows
 from mailer.errors import ConfigError, OptoutError
+from mailer.i18n import N_, choose, translations
 from mailer.limits import purge_expired
 from mailer.sending import bounce_policy, compose
 from mailer.sending.campaigns import sender_for, signer_for
@@ -53,8 +56,10 @@ log = logging.getLogger(__name__)
 MAINTAIN_EVERY = 3600.0  # seconds between retention runs (mailer/sending/retention.py)
 
 # Subjects of transactional templates when the payload gives none.
+# The tenant wording keys that go into mail (mailer.wording); signup_intro is a page's.
+MAIL_WORDING = ("greeting", "footer_reason")
 TRANSACTIONAL_SUBJECTS = {
-    "confirm": "Please confirm your subscription",
+    "confirm": N_("Please confirm your subscription"),
 }
 # A delivery that met no relay budget because Postgres was away goes back after this long.
 UNAVAILABLE_RETRY_SECONDS = 1.0
@@ -74,11 +79,21 @@ class Outgoing:
 
 @dataclass(slots=True)
 class _CampaignMail:
-    prepared: compose.PreparedMessage
+    prepared: compose.PreparedMessage  # in the tenant's default language
     signer: DkimSigner | None
     tenant_id: int
     topic_id: int
     domain: str
+    # The same campaign prepared in each other language its recipients read (the footer and
+    # greeting are Optout's words), made on first need: still once per campaign and language.
+    remake: Callable[[str], compose.PreparedMessage]
+    by_language: dict[str, compose.PreparedMessage] = field(default_factory=dict)
+
+    def prepared_in(self, language: str) -> compose.PreparedMessage:
+        found = self.by_language.get(language)
+        if found is None:
+            found = self.by_language[language] = self.remake(language)
+        return found
 
 
 @dataclass(slots=True)
@@ -126,6 +141,8 @@ class Composer:
         self._signers: dict[int, DkimSigner | None] = {}
         self._tenants: dict[int, asyncpg.Record] = {}
         self._tenant_keys: dict[int, bytes] = {}
+        # Each tenant's own wording (greeting, footer reason) per language: mailer.wording.
+        self._wording: dict[int, dict[str, dict[str, str]]] = {}
 
     async def load(self, conn: asyncpg.Connection, batch: Sequence[asyncpg.Record]) -> None:
         """Fetch what the batch needs that is not cached yet (a few queries per campaign)."""
@@ -134,6 +151,7 @@ class Composer:
             if tenant_id not in self._tenants:
                 tenant = await queries().tenants.get_tenant(conn, id=tenant_id)
                 self._tenants[tenant_id] = tenant
+                self._wording[tenant_id] = await wording.by_language(conn, tenant_id)
             campaign_id = row["campaign_id"] or _payload(row).get("campaign_id")
             if campaign_id and campaign_id not in self._campaigns:
                 campaign = await queries().campaigns.get_campaign_by_id(conn, id=campaign_id)
@@ -141,18 +159,22 @@ class Composer:
                 topic = await queries().tenants.get_topic(
                     conn, tenant_id=campaign["tenant_id"], id=campaign["topic_id"]
                 )
-                prepared = compose.prepare(
-                    campaign["template"],
+                remake = functools.partial(
+                    _prepare_campaign,
+                    campaign,
                     sender_for(tenant, topic, campaign_id),
-                    campaign["subject"],
-                    campaign["content"],
+                    self._wording[tenant["id"]],
                 )
+                default = choose(tenant["default_language"])
+                prepared = remake(default)
                 self._campaigns[campaign_id] = _CampaignMail(
                     prepared,
                     self.signer(tenant),
                     tenant["id"],
                     topic["id"],
                     tenant["sender_domain"],
+                    remake,
+                    {default: prepared},
                 )
 
     def signer(self, tenant: asyncpg.Record) -> DkimSigner | None:
@@ -189,7 +211,9 @@ class Composer:
             code = ring.make_code(
                 CodeClaims(CodeKind.UNSUBSCRIBE, (tenant_id, subscriber_id, mail.topic_id))
             )
-            data = mail.prepared.render(
+            # Rows built by hand (preview, bench) may name no language: the tenant's default.
+            language = choose(row.get("language"), self._tenants[tenant_id]["default_language"])
+            data = mail.prepared_in(language).render(
                 compose.Recipient(
                     to_address=row["address"],
                     to_name=row["name"],
@@ -204,8 +228,14 @@ class Composer:
             tenant = self._tenants[tenant_id]
             domain = tenant["sender_domain"]
             message_id = f"<t{row['id']}@{domain}>"
-            values = {k: v for k, v in payload.items() if k != "subject"}
+            # The language is chosen once per message: the one the mail was queued in (the
+            # page the person used), else the tenant's default.
+            language = choose(payload.get("language"), tenant["default_language"])
+            values = {k: v for k, v in payload.items() if k not in ("subject", "language")}
+            values["greeting_name"] = row["name"] or ""
+            values |= _tenant_words(self._wording[tenant_id], language, values)
             template = row["template"]
+            subject = str(payload.get("subject") or TRANSACTIONAL_SUBJECTS.get(template, template))
             prepared = compose.prepare_transactional(
                 template,
                 compose.Sender(
@@ -216,8 +246,11 @@ class Composer:
                     list_id="",
                     feedback_id=f"t{row['id']}:{tenant_id}:{template}:optout",
                 ),
-                str(payload.get("subject") or TRANSACTIONAL_SUBJECTS.get(template, template)),
+                # Our own subjects are in the catalogs; a subject queued already translated
+                # (the sign-up's) is not a msgid and comes back as it is.
+                translations(language).gettext(subject),
                 values,
+                language=language,
             )
             extra = {k: str(v) for k, v in values.items() if isinstance(v, str | int)}
             data = prepared.render(
@@ -236,6 +269,28 @@ class Composer:
             data = signer.sign(data)
         bounce = self.keyring.make_code(CodeClaims(CodeKind.BOUNCE, (tenant_id, row["id"])))
         return Outgoing(f"bounces+{bounce}@{domain}", row["address"], data, message_id)
+
+
+def _tenant_words(
+    words: dict[str, dict[str, str]], language: str, values: dict[str, Any]
+) -> dict[str, str]:
+    """The tenant's greeting and footer reason in ``language``, unless the message's own values
+    already set them."""
+    found = words.get(language, {})
+    return {key: found[key] for key in MAIL_WORDING if key in found and key not in values}
+
+
+def _prepare_campaign(
+    campaign: asyncpg.Record,
+    sender: compose.Sender,
+    words: dict[str, dict[str, str]],
+    language: str,
+) -> compose.PreparedMessage:
+    content = dict(campaign["content"])
+    content |= _tenant_words(words, language, content)
+    return compose.prepare(
+        campaign["template"], sender, campaign["subject"], content, language=language
+    )
 
 
 def _payload(row: asyncpg.Record) -> dict[str, Any]:

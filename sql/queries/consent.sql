@@ -75,9 +75,10 @@ UPDATE subscribers SET partner_consent = :consent, updated_at = now()
  WHERE tenant_id = :tenant_id AND id = :subscriber_id AND partner_consent <> :consent
 RETURNING id;
 
--- name: insert_evidence(tenant_id, ip, user_agent, form_text, message_id, detail)$
-INSERT INTO consent_evidence (tenant_id, ip, user_agent, form_text, message_id, detail)
-VALUES (:tenant_id, :ip, :user_agent, :form_text, :message_id, :detail)
+-- name: insert_evidence(tenant_id, ip, user_agent, form_text, form_language, message_id, detail)$
+INSERT INTO consent_evidence (tenant_id, ip, user_agent, form_text, form_language, message_id,
+                              detail)
+VALUES (:tenant_id, :ip, :user_agent, :form_text, :form_language, :message_id, :detail)
 RETURNING id;
 
 -- name: insert_event(tenant_id, subscriber_id, topic_id, action, effect, source, policy_version_id, evidence_id, campaign_id, lawful_basis)$
@@ -165,7 +166,8 @@ SELECT EXISTS (SELECT 1 FROM event) AS changed, t.sender_name, tp.name AS topic_
             THEN (SELECT array_agg(a.address_key ORDER BY a.address_key)
                     FROM subscriber_addresses a
                    WHERE a.tenant_id = :tenant_id AND a.subscriber_id = :subscriber_id)
-       END AS address_keys
+       END AS address_keys,
+       COALESCE(s.language, t.default_language) AS language
   FROM tenants t
   JOIN topics tp ON tp.tenant_id = t.id AND tp.id = :topic_id
   LEFT JOIN subscribers s ON s.tenant_id = t.id AND s.id = :subscriber_id

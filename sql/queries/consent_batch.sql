@@ -6,6 +6,13 @@
 SELECT address_key, scope FROM suppressions
  WHERE tenant_id = :tenant_id AND address_key = ANY(CAST(:keys AS bytea[]));
 
+-- name: set_languages(tenant_id, ids, languages)!
+-- The import's language column (issue 19): the person's pages and mail follow it. Profile
+-- data, not consent: no ledger row. Ids are sorted by the caller, like every batch write.
+UPDATE subscribers s SET language = u.language
+  FROM unnest(CAST(:ids AS bigint[]), CAST(:languages AS text[])) AS u(id, language)
+ WHERE s.tenant_id = :tenant_id AND s.id = u.id;
+
 -- name: upsert_subscribers(tenant_id, emails, keys, names)
 -- The no-op update takes the row lock, as upsert_subscriber does; keys are unique per call.
 -- A new person's age attestation is written with the row (a new person always gets a new

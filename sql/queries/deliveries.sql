@@ -38,7 +38,7 @@ WITH picked AS (
      LIMIT :lim
        FOR UPDATE OF d SKIP LOCKED
 ), judged AS MATERIALIZED (
-    SELECT d.id, p.email, p.name, c.topic_id, t.kind AS topic_kind,
+    SELECT d.id, p.email, p.name, p.language, c.topic_id, t.kind AS topic_kind,
            CASE
              WHEN d.kind = 'transactional' THEN
                  (d.subscriber_id IS NULL OR p.status = 'active')
@@ -62,7 +62,7 @@ WITH picked AS (
       LEFT JOIN topics t ON t.id = c.topic_id
       -- OFFSET 0 keeps this a per-row primary-key lookup even on fresh, unanalysed tables.
       LEFT JOIN LATERAL (
-          SELECT p.email, p.name, p.status, p.email_key FROM subscribers p
+          SELECT p.email, p.name, p.status, p.email_key, p.language FROM subscribers p
            WHERE p.id = d.subscriber_id OFFSET 0
       ) p ON true
      WHERE d.id = ANY(ARRAY(SELECT id FROM picked))
@@ -90,7 +90,7 @@ UPDATE deliveries d
 RETURNING d.id, d.kind, d.tenant_id, d.campaign_id, d.subscriber_id, d.template, d.payload,
           d.attempts, d.created_at, j.topic_id, j.topic_kind, j.fate,
           j.fate = 'claim' AND j.sendable AS sendable,
-          COALESCE(d.recipient, j.email) AS address, j.name;
+          COALESCE(d.recipient, j.email) AS address, j.name, j.language;
 
 -- name: renew_leases(owner, lease_seconds)$
 -- While a batch is being sent its lease is pushed forward, so a slow batch is never claimed

@@ -10,7 +10,14 @@ VALUES (:slug, :name, :sender_name, :sender_address, :sender_domain, :postal_add
         :partner_address, :time_zone, :minimum_age, :notice_period_days, :holidays, :limits)
 RETURNING *;
 
--- name: update_tenant(name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits, id)^
+-- name: set_default_language(id, default_language)^
+-- Apart from create_tenant, which leaves the column's default ('en'): a tenant created with
+-- another language gets it in the same transaction.
+UPDATE tenants SET default_language = :default_language, updated_at = now()
+ WHERE id = :id
+RETURNING *;
+
+-- name: update_tenant(name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits, default_language, id)^
 -- Every field is written: the caller merges the changes into the current row first.
 UPDATE tenants
    SET name = :name, sender_name = :sender_name, sender_address = :sender_address,
@@ -20,7 +27,8 @@ UPDATE tenants
        dkim_ed25519_key_path = :dkim_ed25519_key_path,
        partner_address = :partner_address, time_zone = :time_zone,
        minimum_age = :minimum_age, notice_period_days = :notice_period_days,
-       holidays = :holidays, limits = :limits, updated_at = now()
+       holidays = :holidays, limits = :limits, default_language = :default_language,
+       updated_at = now()
  WHERE id = :id
 RETURNING *;
 

@@ -6,7 +6,8 @@
 -- One round trip for the landing page: tenant, topic, person and subscription together.
 -- LEFT JOINs: an erased person or a missing subscription still shows the page (no leak).
 SELECT t.name AS tenant_name, t.sender_name, tp.name AS topic_name, tp.kind AS topic_kind,
-       s.email, s.status AS subscriber_status, sub.state
+       s.email, s.status AS subscriber_status, sub.state,
+       COALESCE(s.language, t.default_language) AS language
   FROM tenants t
   JOIN topics tp ON tp.tenant_id = t.id AND tp.id = :topic_id
   LEFT JOIN subscribers s ON s.tenant_id = t.id AND s.id = :subscriber_id
@@ -14,7 +15,8 @@ SELECT t.name AS tenant_name, t.sender_name, tp.name AS topic_name, tp.kind AS t
  WHERE t.id = :tenant_id;
 
 -- name: preference_person(tenant_id, subscriber_id)^
-SELECT t.name AS tenant_name, t.sender_name, s.email, s.name, s.status, s.partner_consent
+SELECT t.name AS tenant_name, t.sender_name, s.email, s.name, s.status, s.partner_consent,
+       COALESCE(s.language, t.default_language) AS language
   FROM tenants t JOIN subscribers s ON s.tenant_id = t.id
  WHERE t.id = :tenant_id AND s.id = :subscriber_id;
 
@@ -37,6 +39,7 @@ RETURNING id;
 -- name: signup_context(tenant_slug, topic_slug)^
 -- The sign-up form: tenant, topic and the policy version in force, in one round trip.
 SELECT t.id AS tenant_id, t.name AS tenant_name, t.sender_name, t.minimum_age,
+       t.default_language,
        tp.id AS topic_id, tp.name AS topic_name, tp.description AS topic_description,
        (SELECT pv.version FROM policy_versions pv
          WHERE pv.tenant_id = t.id AND pv.effective_at <= now()
@@ -45,7 +48,8 @@ SELECT t.id AS tenant_id, t.name AS tenant_name, t.sender_name, t.minimum_age,
  WHERE t.slug = :tenant_slug;
 
 -- name: confirm_context(tenant_id, subscriber_id, topic_id)^
-SELECT t.sender_name, tp.name AS topic_name, s.email, sub.state
+SELECT t.sender_name, tp.name AS topic_name, s.email, sub.state,
+       COALESCE(s.language, t.default_language) AS language
   FROM tenants t
   JOIN topics tp ON tp.tenant_id = t.id AND tp.id = :topic_id
   JOIN subscribers s ON s.tenant_id = t.id AND s.id = :subscriber_id AND s.status = 'active'
@@ -54,3 +58,16 @@ SELECT t.sender_name, tp.name AS topic_name, s.email, sub.state
 
 -- name: ping()$
 SELECT 1;
+
+-- name: set_subscriber_language(tenant_id, subscriber_id, language)!
+-- The language of the sign-up form the person used: their pages and mail follow it. Profile
+-- data, not consent: no ledger row.
+UPDATE subscribers SET language = :language
+ WHERE tenant_id = :tenant_id AND id = :subscriber_id;
+
+-- name: reader_language(tenant_id, subscriber_id)$
+-- The language of a person's pages: their own, else their tenant's default. LEFT JOIN: an
+-- erased person's pages still come in the tenant's language.
+SELECT COALESCE(s.language, t.default_language)
+  FROM tenants t LEFT JOIN subscribers s ON s.tenant_id = t.id AND s.id = :subscriber_id
+ WHERE t.id = :tenant_id;

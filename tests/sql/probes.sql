@@ -293,3 +293,12 @@ SELECT name, encode(subject_key, 'hex') AS subject_key_hex, row_to_json(r)::text
 -- name: rate_limit_columns()
 SELECT column_name FROM information_schema.columns WHERE table_name = 'rate_limits'
  ORDER BY ordinal_position;
+
+-- name: set_subscriber_language(subscriber_id, language)!
+UPDATE subscribers SET language = :language WHERE id = :subscriber_id;
+
+-- name: set_tenant_language(tenant_id, language)!
+UPDATE tenants SET default_language = :language WHERE id = :tenant_id;
+
+-- name: subscriber_language(email)$
+SELECT language FROM subscribers WHERE email = :email;

@@ -26,7 +26,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from mailer import api_tokens, audit, tenants
+from mailer import api_tokens, audit, tenants, wording
 from mailer.addresses import parse_address, suppression_key, tenant_hash_key
 from mailer.api_tokens import Principal
 from mailer.config import Settings
@@ -43,6 +43,7 @@ from mailer.errors import (
     UnknownSubscriber,
     UnknownTenant,
 )
+from mailer.i18n import LANGUAGES
 from unsubscribe_web.api import campaigns as api_campaigns
 from unsubscribe_web.api import openapi
 from unsubscribe_web.api.context import DEFAULT_LIMIT, MAX_LIMIT, Ctx, id_cursor, page
@@ -197,6 +198,35 @@ async def create_topic(ctx: Ctx) -> Any:
 
 async def get_topic(ctx: Ctx) -> Any:
     return _topic(await tenants.get_topic(ctx.conn, ctx.tenant_id, ctx.request.match_info["topic"]))
+
+
+def _wording(row: Any) -> dict[str, Any]:
+    return {
+        "key": row["key"],
+        "language": row["language"],
+        "text": row["text"],
+        "updated_at": row["updated_at"].isoformat(),
+    }
+
+
+async def list_tenant_wording(ctx: Ctx) -> Any:
+    return {"items": [_wording(r) for r in await wording.list_wording(ctx.conn, ctx.tenant_id)]}
+
+
+async def set_tenant_wording(ctx: Ctx) -> Any:
+    info = ctx.request.match_info
+    row = await wording.set_wording(
+        ctx.conn, ctx.tenant_id, info["key"], info["language"], ctx.body["text"]
+    )
+    ctx.target = ("tenant", ctx.tenant_id)
+    return _wording(row)
+
+
+async def clear_tenant_wording(ctx: Ctx) -> Any:
+    info = ctx.request.match_info
+    cleared = await wording.clear_wording(ctx.conn, ctx.tenant_id, info["key"], info["language"])
+    ctx.target = ("tenant", ctx.tenant_id)
+    return {"cleared": cleared}
 
 
 async def list_subscribers(ctx: Ctx) -> Any:
@@ -433,6 +463,8 @@ TENANT_FIELDS = {
         "items": string(10, pattern="^[0-9]{4}-[0-9]{2}-[0-9]{2}$"),
     },
     "limits": ANY_OBJECT,
+    # Subscriber pages and mail of people with no language of their own (issue 19).
+    "default_language": string(enum=LANGUAGES),
 }
 TOPIC_BODY = obj(
     {
@@ -442,6 +474,12 @@ TOPIC_BODY = obj(
         "description": string(2000, multiline=True),
     },
     required=("slug", "name"),
+)
+# Checked by mailer.wording, whose one-line answers name a legally required label or an
+# unshipped language; the patterns only keep the path well-formed.
+WORDING_KEY = Param("key", string(40, pattern="^[a-z_]+$"), location="path", required=True)
+WORDING_LANGUAGE = Param(
+    "language", string(2, pattern="^[a-z]{2}$"), location="path", required=True
 )
 REASONS = tuple(suppression_lists.REASON_SCOPES)
 LIST = {"type": "object", "properties": {"items": {"type": "array"}}}
@@ -509,6 +547,35 @@ CORE_ENDPOINTS: tuple[Endpoint, ...] = (
         params=(TENANT,),
         body=TOPIC_BODY,
         status=201,
+    ),
+    Endpoint(
+        "GET",
+        "/tenants/{tenant}/wording",
+        "list_tenant_wording",
+        "The tenant's own wording of subscriber-facing strings, per language",
+        list_tenant_wording,
+        "tenants.read",
+        params=(TENANT,),
+        response=LIST,
+    ),
+    Endpoint(
+        "PUT",
+        "/tenants/{tenant}/wording/{key}/{language}",
+        "set_tenant_wording",
+        "Set one string (greeting, signup_intro, footer_reason) in one language: plain text",
+        set_tenant_wording,
+        "campaigns.write",
+        params=(TENANT, WORDING_KEY, WORDING_LANGUAGE),
+        body=obj({"text": string(wording.MAX_TEXT, min_length=1)}, required=("text",)),
+    ),
+    Endpoint(
+        "DELETE",
+        "/tenants/{tenant}/wording/{key}/{language}",
+        "clear_tenant_wording",
+        "Back to Optout's own words for one string in one language",
+        clear_tenant_wording,
+        "campaigns.write",
+        params=(TENANT, WORDING_KEY, WORDING_LANGUAGE),
     ),
     Endpoint(
         "GET",

@@ -21,8 +21,16 @@ from mailer.consent import writer as consent
 from mailer.db import queries
 from mailer.errors import DatabaseUnavailable
 from mailer.tokens import LinkClaims, Purpose
-from unsubscribe_web.keys import KEYRING, METRICS, ONE_CLICK_PAGES, PAGES, SPOOL
-from unsubscribe_web.pages import connection, evidence, render
+from unsubscribe_web.keys import KEYRING, METRICS, ONE_CLICK_PAGES, SPOOL
+from unsubscribe_web.pages import (
+    connection,
+    environment,
+    evidence,
+    form_action,
+    keep_language,
+    render,
+    use_language,
+)
 from unsubscribe_web.spool import SpooledOptOut, SpoolWriteFailed
 
 log = logging.getLogger(__name__)
@@ -36,7 +44,7 @@ PAGE_VALUE = "page"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 ONE_CLICK_BODY = f"{ONE_CLICK_FIELD}={ONE_CLICK_VALUE}".encode()
 PAGE_MARKER = f"{PAGE_FIELD}={PAGE_VALUE}".encode()
-ONE_CLICK_PAGE_CACHE = 4096  # rendered answers kept (one per sender and topic)
+ONE_CLICK_PAGE_CACHE = 4096  # rendered answers kept (one per sender, topic and language)
 # Postgres away and the spool's disk full: the sender (or the person) must try again.
 NOT_TAKEN = "Your unsubscribe could not be recorded just now. Please try again in a minute."
 
@@ -60,11 +68,13 @@ async def landing(request: web.Request) -> web.Response:
     except DatabaseUnavailable:
         # The button still works (the POST is spooled), so show it without the names.
         context = None
+    if context:
+        use_language(request, str(context["language"]))
     return render(
         request,
         "landing.html",
         context=context,
-        action=request.path,
+        action=form_action(request),
         preferences=_preferences_path(request, claims),
     )
 
@@ -96,10 +106,11 @@ async def unsubscribe(request: web.Request) -> web.Response:
         return render(request, "unsubscribed_spooled.html", status=202)
     if row["changed"]:
         request.app[METRICS].unsubscribed(source)
+    language = use_language(request, row["language"])
     if source == "one_click":
         # A mail provider's server sent this (RFC 8058); nobody reads the page, so no undo or
         # preference links are signed for it. People come through the landing page's button.
-        return _short_page(request, row["sender_name"], row["topic_name"])
+        return _short_page(request, row["sender_name"], row["topic_name"], language)
     # No address on this page: the landing page before it showed the masked one.
     context = {"sender": row["sender_name"], "topic": row["topic_name"], "masked": None}
     undo = request.app[KEYRING].sign(
@@ -109,7 +120,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
         request,
         "unsubscribed.html",
         context=context,
-        undo=str(request.app.router["undo"].url_for(token=undo)),
+        undo=keep_language(request, request.app.router["undo"].url_for(token=undo)),
         preferences=_preferences_path(request, claims),
     )
 
@@ -127,6 +138,8 @@ async def undo(request: web.Request) -> web.Response:
             evidence=evidence(request, detail={"channel": "undo"}),
         )
         context = await _context(conn, claims)
+    if context:
+        use_language(request, str(context["language"]))
     return render(
         request,
         "resubscribed.html",
@@ -150,6 +163,7 @@ async def _context(conn: asyncpg.Connection, claims: LinkClaims) -> dict[str, ob
         # Never the full address on a page a scanner or a forwarded mail may show.
         "masked": mask(row["email"]) if row["email"] else None,
         "state": row["state"],
+        "language": row["language"],
     }
 
 
@@ -185,23 +199,30 @@ async def _source(request: web.Request) -> str:
     return "one_click"
 
 
-def _short_page(request: web.Request, sender: str, topic: str) -> web.Response:
-    """The one-click answer, rendered once per sender and topic: this is the hot path, and
-    the page holds nothing personal."""
+def _short_page(request: web.Request, sender: str, topic: str, language: str) -> web.Response:
+    """The one-click answer, rendered once per sender, topic and language: this is the hot
+    path, and the page holds nothing personal."""
     pages = request.app[ONE_CLICK_PAGES]
-    key = (sender, topic)
+    key = (sender, topic, language)
     text = pages.get(key)
     if text is None:
         if len(pages) >= ONE_CLICK_PAGE_CACHE:
             pages.clear()
         context = {"sender": sender, "topic": topic, "masked": None}
-        template = request.app[PAGES].get_template("unsubscribed.html")
-        text = pages[key] = template.render(context=context, undo=None, preferences=None)
-    return web.Response(text=text, content_type="text/html", charset="utf-8")
+        template = environment(request, language).get_template("unsubscribed.html")
+        text = pages[key] = template.render(
+            context=context, undo=None, preferences=None, languages=[]
+        )
+    return web.Response(
+        text=text,
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Content-Language": language},
+    )
 
 
 def _preferences_path(request: web.Request, claims: LinkClaims) -> str:
     token = request.app[KEYRING].sign(
         LinkClaims.issue(Purpose.PREFERENCES, claims.tenant_id, claims.subscriber_id)
     )
-    return str(request.app.router["preferences"].url_for(token=token))
+    return keep_language(request, request.app.router["preferences"].url_for(token=token))

@@ -9,18 +9,25 @@ import datetime as dt
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import markupsafe
 from aiohttp import web
 
 from mailer import tenants
+from mailer.i18n import choose
 from mailer.rights import policy
-from unsubscribe_web.pages import connection, render
+from unsubscribe_web.pages import connection, page_language, render, use_language
 
 Clock = Callable[[], dt.datetime]
 # Tests put a fixed clock here to see the page before, during and after the notice window.
 CLOCK: web.AppKey[Clock] = web.AppKey("policy_clock")
 # A public document: indexable and briefly cacheable, unlike the token pages.
-PUBLIC_HEADERS = {"X-Robots-Tag": "all", "Cache-Control": "public, max-age=300"}
+# The page's language follows Accept-Language (no person here), so caches must key on it.
+PUBLIC_HEADERS = {
+    "X-Robots-Tag": "all",
+    "Cache-Control": "public, max-age=300",
+    "Vary": "Accept-Language",
+}
 
 
 def add_routes(app: web.Application) -> None:
@@ -41,6 +48,23 @@ def _html(text: str) -> markupsafe.Markup:
     return markupsafe.Markup(policy.render_markdown(text))
 
 
+def _plain(line: policy.DiffLine) -> policy.DiffLine:
+    """A diff line as a reader sees the text: Markdown marks ("## ", "**", "- ") rendered away,
+    so the diff shows words, not syntax."""
+    if not line.text.strip():
+        return line
+    text = markupsafe.Markup(policy.render_markdown(line.text)).striptags()
+    return policy.DiffLine(line.kind, text)
+
+
+def _languages(request: web.Request, tenant: asyncpg.Record) -> str:
+    """Decide the page's language (``?lang=``, the browser's, the tenant's default) and return
+    the policy body's: one body per version, in the language it was written in, which is the
+    tenant's default language (docs/web.md)."""
+    use_language(request, page_language(request, tenant["default_language"]))
+    return choose(tenant["default_language"])
+
+
 async def show(request: web.Request) -> web.Response:
     async with connection(request) as conn:
         tenant = await tenants.get_tenant(conn, request.match_info["tenant"])
@@ -49,10 +73,11 @@ async def show(request: web.Request) -> web.Response:
     response = render(
         request,
         "policy.html",
+        body_lang=_languages(request, tenant),
         tenant=tenant,
         current=view.current,
         upcoming=view.upcoming,
-        diff=view.diff,
+        diff=[_plain(line) for line in view.diff],
         current_html=_html(view.current["body_md"]) if view.current else None,
         upcoming_html=_html(view.upcoming["body_md"]) if view.upcoming else None,
         zone=zone,
@@ -71,6 +96,7 @@ async def list_versions(request: web.Request) -> web.Response:
     response = render(
         request,
         "policy_versions.html",
+        body_lang=_languages(request, tenant),
         tenant=tenant,
         versions=[
             {
@@ -94,6 +120,7 @@ async def show_version(request: web.Request) -> web.Response:
     response = render(
         request,
         "policy_version.html",
+        body_lang=_languages(request, tenant),
         tenant=tenant,
         version=version,
         body_html=_html(version["body_md"]),

@@ -16,11 +16,19 @@ from aiohttp import web
 from mailer.consent import writer as consent
 from mailer.db import queries, rows
 from mailer.errors import NotFound
+from mailer.i18n import LANGUAGES
 from mailer.limits import Limit
 from mailer.rights import privacy
 from mailer.tokens import LinkClaims, Purpose
 from unsubscribe_web.keys import CSRF, KEYRING, LIMITS, SETTINGS
-from unsubscribe_web.pages import connection, evidence, render
+from unsubscribe_web.pages import (
+    LANGUAGE_PARAMETER,
+    connection,
+    evidence,
+    form_action,
+    render,
+    use_language,
+)
 
 FORM = "preferences"
 ACTIVE = ("pending", "confirmed")
@@ -41,6 +49,7 @@ async def show(request: web.Request) -> web.Response:
     claims = request.app[KEYRING].verify(token, Purpose.PREFERENCES)
     async with connection(request) as conn:
         person, topics = await _load(conn, claims)
+    use_language(request, person["language"])
     return render(
         request,
         "preferences.html",
@@ -48,7 +57,7 @@ async def show(request: web.Request) -> web.Response:
         topics=topics,
         active=ACTIVE,
         csrf=request.app[CSRF].issue(token, FORM),
-        action=request.path,
+        action=form_action(request),
         notice=request.query.get("done", ""),
     )
 
@@ -79,8 +88,18 @@ async def change(request: web.Request) -> web.StreamResponse:
         else:
             raise web.HTTPBadRequest(reason="Unknown action.")
     # Post/redirect/get: a reload shows the stored state instead of posting again.
-    location = request.app.router["preferences"].url_for(token=token).with_query(done=done)
+    location = (
+        request.app.router["preferences"]
+        .url_for(token=token)
+        .with_query(done=done, **_kept_language(request))
+    )
     raise web.HTTPSeeOther(location)
+
+
+def _kept_language(request: web.Request) -> dict[str, str]:
+    """``?lang=`` of the form's page, kept across post/redirect/get."""
+    language = request.query.get(LANGUAGE_PARAMETER)
+    return {LANGUAGE_PARAMETER: language} if language in LANGUAGES else {}
 
 
 async def _load(

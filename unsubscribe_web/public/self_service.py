@@ -13,12 +13,13 @@ import datetime as dt
 import json
 import logging
 
+import asyncpg
 from aiohttp import web
 
 from mailer.db import queries
 from mailer.rights import erasure, privacy
 from unsubscribe_web.keys import KEYRING, SETTINGS
-from unsubscribe_web.pages import connection, render
+from unsubscribe_web.pages import connection, render, use_language
 from unsubscribe_web.public.policy_pages import CLOCK
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,21 @@ def _url(request: web.Request, name: str, **query: str) -> str:
     return str(url.with_query(query) if query else url)
 
 
+async def _reader_language(
+    request: web.Request, conn: asyncpg.Connection, tenant_id: int, subscriber_id: int
+) -> None:
+    stored = await queries().web.reader_language(
+        conn, tenant_id=tenant_id, subscriber_id=subscriber_id
+    )
+    use_language(request, stored)
+
+
 async def start(request: web.Request) -> web.Response:
     async with connection(request) as conn:
         link = await privacy.peek_link(
             conn, request.app[KEYRING], request.match_info["token"], _now(request.app)
         )
+        await _reader_language(request, conn, link["tenant_id"], link["subscriber_id"])
     return render(request, "data_start.html", purpose=link["purpose"], action=request.path)
 
 
@@ -59,6 +70,7 @@ async def use_link(request: web.Request) -> web.StreamResponse:
         opened = await privacy.open_session(
             conn, request.app[KEYRING], request.match_info["token"], now
         )
+        await _reader_language(request, conn, opened.tenant_id, opened.subscriber_id)
         if opened.purpose == "rectify":
             address = await privacy.confirm_address_change(conn, request.app[SETTINGS], opened, now)
             return render(request, "data_done.html", what="address", address=address)
@@ -77,6 +89,7 @@ async def overview(request: web.Request) -> web.Response:
         person = await queries().privacy.subscriber_profile(
             conn, tenant_id=session.tenant_id, id=session.subscriber_id
         )
+        await _reader_language(request, conn, session.tenant_id, session.subscriber_id)
     return render(
         request,
         "data_overview.html",

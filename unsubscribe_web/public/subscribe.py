@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from mailer import wording
 from mailer.addresses import parse_address
 from mailer.consent import writer as consent
 from mailer.db import queries
@@ -22,8 +23,17 @@ from mailer.errors import InvalidAddress, NotFound, Suppressed
 from mailer.limits import Limit
 from mailer.outbox import enqueue_transactional
 from mailer.tokens import LinkClaims, Purpose
-from unsubscribe_web.keys import KEYRING, LIMITS, PAGES, SETTINGS
-from unsubscribe_web.pages import absolute, connection, evidence, render
+from unsubscribe_web.keys import KEYRING, LIMITS, SETTINGS
+from unsubscribe_web.pages import (
+    absolute,
+    connection,
+    environment,
+    evidence,
+    form_action,
+    page_language,
+    render,
+    use_language,
+)
 from unsubscribe_web.security import client_ip
 
 log = logging.getLogger(__name__)
@@ -49,7 +59,8 @@ def add_routes(app: web.Application) -> None:
 async def form(request: web.Request) -> web.Response:
     async with connection(request) as conn:
         context = await _signup_context(conn, request)
-    return _form_page(request, context, values={}, error=None)
+        intro = await _intro(request, conn, context)
+    return _form_page(request, context, values={}, error=None, intro=intro)
 
 
 async def sign_up(request: web.Request) -> web.Response:
@@ -64,11 +75,15 @@ async def sign_up(request: web.Request) -> web.Response:
     async with connection(request) as conn:
         context = await _signup_context(conn, request)
         if data.get(AGE_FIELD) != AGE_VALUE:
-            return _form_page(request, context, values=values, error="age", status=400)
+            intro = await _intro(request, conn, context)
+            return _form_page(request, context, values=values, error="age", status=400, intro=intro)
         try:
             address = parse_address(email)
         except InvalidAddress:
-            return _form_page(request, context, values=values, error="email", status=400)
+            intro = await _intro(request, conn, context)
+            return _form_page(
+                request, context, values=values, error="email", status=400, intro=intro
+            )
         mailbox = f"{context['tenant_id']}:{address.normalised}"
         if await request.app[LIMITS].allow(conn, SIGNUP_PER_ADDRESS, mailbox):
             await _subscribe(request, conn, context, address.as_given, name)
@@ -87,6 +102,7 @@ async def _subscribe(
     """Sign up and queue the confirmation in one transaction; a refusal changes nothing and
     is not shown (the answer must not reveal the address's state)."""
     consent_text = _consent_text(request, context)
+    language = page_language(request)
     try:
         async with conn.transaction():
             result = await consent.subscribe(
@@ -101,12 +117,20 @@ async def _subscribe(
                 evidence=evidence(
                     request,
                     form_text=consent_text,
+                    form_language=language,
                     detail={
                         "form": request.path,
                         "policy_version": context["policy_version"],
                         "minimum_age": context["minimum_age"],
                     },
                 ),
+            )
+            # The form's language becomes the person's: their confirmation, pages and mail.
+            await queries().web.set_subscriber_language(
+                conn,
+                tenant_id=context["tenant_id"],
+                subscriber_id=result.subscriber_id,
+                language=language,
             )
             if result.needs_confirmation:
                 await _queue_confirmation(request, conn, context, email, result.subscriber_id)
@@ -124,7 +148,7 @@ async def _queue_confirmation(
     token = request.app[KEYRING].sign(
         LinkClaims.issue(Purpose.CONFIRM, context["tenant_id"], subscriber_id, context["topic_id"])
     )
-    subject = request.app[PAGES].get_template("mail/confirm_subject.txt")
+    subject = environment(request).get_template("mail/confirm_subject.txt")
     await enqueue_transactional(
         conn,
         tenant_id=context["tenant_id"],
@@ -134,6 +158,7 @@ async def _queue_confirmation(
             "subject": subject.render(topic=context["topic_name"]).strip(),
             "list_name": context["topic_name"],
             "confirm_url": absolute(request, "confirm", token=token),
+            "language": page_language(request),
         },
         subscriber_id=subscriber_id,
     )
@@ -144,7 +169,8 @@ async def confirm_page(request: web.Request) -> web.Response:
     claims = request.app[KEYRING].verify(request.match_info["token"], Purpose.CONFIRM)
     async with connection(request) as conn:
         context = await _confirm_context(conn, claims)
-    return render(request, "confirm.html", context=context, action=request.path)
+    use_language(request, context["language"])
+    return render(request, "confirm.html", context=context, action=form_action(request))
 
 
 async def confirm(request: web.Request) -> web.Response:
@@ -159,6 +185,7 @@ async def confirm(request: web.Request) -> web.Response:
             topic_id=claims.object_id,
             evidence=evidence(request, detail={"channel": "confirm_link"}),
         )
+    use_language(request, context["language"])
     preferences = request.app[KEYRING].sign(
         LinkClaims.issue(Purpose.PREFERENCES, claims.tenant_id, claims.subscriber_id)
     )
@@ -176,6 +203,8 @@ async def _signup_context(conn: asyncpg.Connection, request: web.Request) -> asy
     )
     if context is None:
         raise NotFound("There is no such list.")
+    # No person yet: ?lang=, the browser's languages, then the tenant's default.
+    use_language(request, page_language(request, context["default_language"]))
     return context
 
 
@@ -191,9 +220,17 @@ async def _confirm_context(conn: asyncpg.Connection, claims: LinkClaims) -> asyn
     return context
 
 
+async def _intro(
+    request: web.Request, conn: asyncpg.Connection, context: asyncpg.Record
+) -> str | None:
+    """The tenant's own introduction to its sign-up form in the page's language, if any."""
+    texts = await wording.by_language(conn, context["tenant_id"])
+    return texts.get(page_language(request), {}).get("signup_intro")
+
+
 def _consent_text(request: web.Request, context: asyncpg.Record) -> str:
     """The consent statement shown next to the box; the same text is kept as evidence."""
-    template = request.app[PAGES].get_template("consent_text.txt")
+    template = environment(request).get_template("consent_text.txt")
     return template.render(context=context).strip()
 
 
@@ -204,6 +241,7 @@ def _form_page(
     values: dict[str, Any],
     error: str | None,
     status: int = 200,
+    intro: str | None = None,
 ) -> web.Response:
     return render(
         request,
@@ -213,5 +251,6 @@ def _form_page(
         consent_text=_consent_text(request, context),
         values=values,
         error=error,
-        action=request.path,
+        intro=intro,
+        action=form_action(request),
     )

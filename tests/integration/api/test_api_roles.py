@@ -67,6 +67,13 @@ def example(
         "list_topics": ("GET", f"{s}/topics", {}),
         "create_topic": ("POST", f"{s}/topics", {"json": {"slug": f"t-{tag}", "name": "T"}}),
         "get_topic": ("GET", f"{s}/topics/news", {}),
+        "list_tenant_wording": ("GET", f"{s}/wording", {}),
+        "set_tenant_wording": (
+            "PUT",
+            f"{s}/wording/greeting/de",
+            {"json": {"text": f"Guten Tag ({tag}),"}},
+        ),
+        "clear_tenant_wording": ("DELETE", f"{s}/wording/footer_reason/fr", {}),
         "list_subscribers": (
             "GET",
             f"{s}/subscribers",

@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[3]
 TENANT_COMMANDS: dict[str, str] = {
     "tenant update": "tenant update {tenant} --name 'New name'",
     "tenant show": "tenant show {tenant}",
+    "tenant wording set": "tenant wording set {tenant} greeting de 'Guten Tag,'",
+    "tenant wording clear": "tenant wording clear {tenant} greeting de",
+    "tenant wording list": "tenant wording list {tenant}",
     "tenant export": "tenant export {tenant} --output {out}",
     "tenant purge": "tenant purge {tenant} --yes",
     "tenant purge-unconfirmed": "tenant purge-unconfirmed {tenant}",
