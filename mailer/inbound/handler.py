@@ -35,7 +35,7 @@ from mailer.inbound.matching import (
     UNSUBSCRIBE_PREFIX,
     address_key_for,
     delivery_address_key,
-    locate,
+    locate_signed,
     read_local_code,
     split_address,
 )
@@ -412,17 +412,19 @@ class InboundHandler:
             return Result("complaint", "unparsed", only, parsed=parsed)
         if not report.valid:
             return Result("complaint", "held", only, parsed=parsed)
-        match = await locate(
+        # Anyone can mail a report: only an identifier carrying our MAC names a delivery, so a
+        # guessed Message-ID or a bare address suppresses no one (DESIGN G7).
+        match = await locate_signed(
             conn,
             self.keyring,
-            self.settings.hash_key,
             tenant_ids=target.tenant_ids,
             message_id=report.original_message_id,
             verp_addresses=(report.original_mail_from, report.original_return_path),
             list_unsubscribe=report.original_list_unsubscribe,
             recipient=report.original_rcpt_to,
         )
-        if match is None:
+        if isinstance(match, str):
+            parsed["unmatched_reason"] = match
             return Result("complaint", "unmatched", only, parsed=parsed)
         parsed["matched_by"] = match.via
         outcome, details = await apply_complaint(

@@ -68,3 +68,9 @@ SELECT (SELECT count(*) FROM consent_events) AS ledger,
 
 -- name: error_events()$
 SELECT count(*) FROM inbound_events WHERE outcome = 'error';
+
+-- name: complaint_counts(campaign_id)$
+-- What the campaign's complaint rate counts (the same rule as campaign_feedback_counts).
+SELECT count(DISTINCT e.delivery_id) FROM inbound_events e
+  JOIN deliveries d ON d.id = e.delivery_id
+ WHERE d.campaign_id = :campaign_id AND e.kind = 'complaint' AND e.outcome = 'complaint';
