@@ -57,6 +57,11 @@ REPLY_NO_SUCH_USER = "550 5.1.1 No such user here"
 REPLY_BAD_ADDRESS = "550 5.1.3 Bad recipient address syntax"
 REPLY_RELAY_DENIED = "550 5.7.1 Relaying denied: not a domain of this server"
 REPLY_TOO_MANY = "452 4.5.3 Too many recipients"
+REPLY_OPT_OUT_FAILED = "451 4.3.0 Your request could not be recorded: please try again later"
+
+# Addresses whose mail carries a person's opt-out: a failure to apply one answers 451 and keeps
+# nothing, so the sender retries; other mail that fails is kept for an operator with 250.
+OPT_OUT_KINDS = frozenset({"unsubscribe", "complaint", "partner_withdrawal"})
 
 # Errors that mean "Postgres cannot be reached right now": the sender should retry.
 DEFER_ERRORS: tuple[type[BaseException], ...] = (
@@ -64,6 +69,9 @@ DEFER_ERRORS: tuple[type[BaseException], ...] = (
     DatabaseUnavailable,
     TimeoutError,
 )
+
+# Test sends carry codes for subscriber 0, which no subscriber has (ids start at 1).
+TEST_SEND_SUBSCRIBER = 0
 
 # How long a RCPT may wait for a tenant-table refresh, and how old the cached table may get.
 DIRECTORY_MAX_AGE = 60.0
@@ -237,8 +245,56 @@ class InboundHandler:
             log.warning("inbound deferred (database unavailable): %s", type(exc).__name__)
             return REPLY_UNAVAILABLE
         except Exception as exc:
+            if self._carries_opt_out(rcpt_tos):
+                # A person's choice must not be acknowledged unapplied: nothing was kept (the
+                # transaction rolled back), so the sender's retry is what applies it (G2).
+                log.error(
+                    "inbound opt-out could not be applied; answering 451 so the sender retries: %s",
+                    type(exc).__name__,
+                    exc_info=exc,
+                )
+                return REPLY_OPT_OUT_FAILED
             log.exception("inbound message could not be applied; keeping it as unmatched")
             return await self._keep_unapplied(mail_from, rcpt_tos, raw, when, exc)
+
+    def _carries_opt_out(self, rcpt_tos: Sequence[str]) -> bool:
+        """Whether any recipient is an address that takes an opt-out (not bounces, postmaster)."""
+        for rcpt in rcpt_tos:
+            target = self.directory.classify(rcpt, self.keyring)
+            if not isinstance(target, str) and target.kind in OPT_OUT_KINDS:
+                return True
+        return False
+
+    async def reapply(self, event_id: int) -> Result | None:
+        """Run one kept message (outcome ``error``) again in place; None when it is not one.
+
+        The event keeps its id and raw message; its kind, outcome and links are rewritten, and
+        ``parsed.reapplied`` says it was run again (``optout inbound reapply``).
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            event = await queries().inbound.lock_kept_event(conn, id=event_id)
+            if event is None or event["raw"] is None:
+                return None
+            target = self.directory.classify(event["envelope_rcpt"] or "", self.keyring)
+            if isinstance(target, str):
+                return None
+            raw = bytes(event["raw"])
+            context = _Context(
+                event_id, event["envelope_from"], raw, *_message_facts(raw),
+                received_at=event["received_at"],
+            )  # fmt: skip
+            result = await self._processors[target.kind](conn, target, context)
+            parsed = {**result.parsed, "reapplied": True}
+            await queries().inbound.finish_event(
+                conn, id=event_id, tenant_id=result.tenant_id, kind=result.kind,
+                delivery_id=result.delivery_id, subscriber_id=result.subscriber_id,
+                parsed=clean_json(parsed), outcome=result.outcome,
+            )  # fmt: skip
+            log.info(
+                "inbound reapplied event=%s kind=%s outcome=%s",
+                event_id, result.kind, result.outcome,
+            )  # fmt: skip
+            return result
 
     async def _record_all(
         self, mail_from: str | None, rcpt_tos: Sequence[str], raw: bytes, when: dt.datetime
@@ -332,6 +388,9 @@ class InboundHandler:
         assert target.claims is not None
         tenant_id, subscriber_id, topic_id = target.claims.ids
         parsed: dict[str, Any] = {"topic_id": topic_id}
+        if subscriber_id == TEST_SEND_SUBSCRIBER:
+            # A reply to a test send (its codes name subscriber 0): staff, not a subscriber.
+            return Result("unsubscribe", "test_send_reply", tenant_id, None, None, parsed)
         # Whatever the subject and body say (STANDARDS 50): the address alone decides.
         try:
             changed = await consent.unsubscribe(

@@ -114,3 +114,18 @@ SELECT EXISTS (SELECT 1 FROM audit_log
 -- API see it, and so it is raised once per campaign, not on every later complaint.
 INSERT INTO audit_log (actor, tenant_id, action, target_type, target_id, detail)
 VALUES ('inbound', :tenant_id, :action, 'campaign', :campaign_id, :detail);
+
+-- name: lock_kept_event(id)^
+-- A message kept after a failure (outcome 'error'), locked so two reapply runs cannot both
+-- apply it; anything already applied is not returned.
+SELECT id, envelope_from, envelope_rcpt, raw, received_at
+  FROM inbound_events
+ WHERE id = :id AND outcome = 'error'
+   FOR UPDATE;
+
+-- name: kept_event_ids(lim)
+-- What `optout inbound reapply` runs again: kept failures whose raw message is still here.
+SELECT id FROM inbound_events
+ WHERE outcome = 'error' AND raw IS NOT NULL
+ ORDER BY id
+ LIMIT :lim;

@@ -74,3 +74,23 @@ SELECT count(*) FROM inbound_events WHERE outcome = 'error';
 SELECT count(DISTINCT e.delivery_id) FROM inbound_events e
   JOIN deliveries d ON d.id = e.delivery_id
  WHERE d.campaign_id = :campaign_id AND e.kind = 'complaint' AND e.outcome = 'complaint';
+
+-- name: break_table#
+-- Makes every insert into consent_events and bounce_events fail, as a bug or a broken
+-- constraint would: the inbound path must then answer 451 for opt-outs and keep the rest.
+CREATE FUNCTION optout_test_fail() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'injected failure on %', TG_TABLE_NAME;
+END $$;
+CREATE TRIGGER optout_test_fail BEFORE INSERT ON consent_events
+    FOR EACH ROW EXECUTE FUNCTION optout_test_fail();
+CREATE TRIGGER optout_test_fail BEFORE INSERT ON bounce_events
+    FOR EACH ROW EXECUTE FUNCTION optout_test_fail();
+
+-- name: mend_table#
+DROP TRIGGER optout_test_fail ON consent_events;
+DROP TRIGGER optout_test_fail ON bounce_events;
+DROP FUNCTION optout_test_fail();
+
+-- name: event_count()$
+SELECT count(*) FROM inbound_events;
