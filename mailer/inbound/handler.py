@@ -429,6 +429,7 @@ class InboundHandler:
             "action": recipient.action,
             "status": recipient.status,
             "permanent": recipient.permanent,
+            "final": recipient.final,
         }
         if recipient.action not in ("failed", "delayed"):
             return Result("bounce", "not_a_failure", tenant_id, delivery_id, subscriber_id, parsed)
@@ -444,12 +445,13 @@ class InboundHandler:
             delivery_id=delivery_id,
             status=recipient.status,
             permanent=recipient.permanent,
+            final=recipient.final,
             source="dsn",
             subscriber_id=subscriber_id,
             now=ctx.received_at,
         )
         parsed["decision"] = plain(decision)
-        outcome = "permanent" if recipient.permanent else "transient"
+        outcome = bounce_outcome(recipient.permanent, recipient.final)
         return Result("bounce", outcome, tenant_id, delivery_id, subscriber_id, parsed)
 
     async def _complaint(self, conn: asyncpg.Connection, target: Target, ctx: _Context) -> Result:
@@ -589,6 +591,13 @@ def _pick_recipient(report: BounceReport, address: str | None) -> Any:
     return report.recipients[0]
 
 
+def bounce_outcome(permanent: bool, final: bool) -> str:
+    """permanent (hard bounce), soft (final, temporary cause) or transient (a delay)."""
+    if permanent:
+        return "permanent"
+    return "soft" if final else "transient"
+
+
 def bounce_summary(report: BounceReport) -> dict[str, Any]:
     return {
         "recognised": report.recognised,
@@ -602,6 +611,7 @@ def bounce_summary(report: BounceReport) -> dict[str, Any]:
                 "action": r.action,
                 "status": r.status,
                 "permanent": r.permanent,
+                "final": r.final,
                 "diagnostic": (r.diagnostic or "")[:1000] or None,
             }
             for r in report.recipients[:20]
