@@ -41,6 +41,19 @@ class SmtpRelay:
 
 
 @dataclass(frozen=True, slots=True)
+class SmtpTimeouts:
+    """Seconds the SMTP client waits at each stage: RFC 5321 4.5.3.2's minimums by default
+    (STANDARDS 54). A stage that passes its time drops the connection; the mail is retried."""
+
+    greeting: float = 300.0  # connect and the 220 greeting
+    mail: float = 300.0  # the reply to MAIL FROM
+    rcpt: float = 300.0  # the reply to each RCPT TO
+    data_init: float = 120.0  # the 354 reply to DATA
+    data_block: float = 180.0  # each block of the message to leave the send buffer
+    data_end: float = 600.0  # the reply to the final "."
+
+
+@dataclass(frozen=True, slots=True)
 class MailerSettings:
     """How the campaign worker sends: pool, rates, leases, retries (README, configuration)."""
 
@@ -59,6 +72,7 @@ class MailerSettings:
     allow_unsigned: bool = False  # local development only: send campaigns without DKIM
     helo_name: str = "localhost"
     fallbacks: tuple[SmtpRelay, ...] = ()  # relays that take over when SMTP_URL keeps failing
+    smtp_timeouts: SmtpTimeouts = field(default_factory=lambda: SmtpTimeouts())
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +185,20 @@ def _mailer_settings(
         allow_unsigned=allow_unsigned,
         helo_name=env.get("OPTOUT_HELO_NAME") or _helo_from(base_url) or d.helo_name,
         fallbacks=_fallbacks(env.get("OPTOUT_SMTP_FALLBACK_URLS") or ""),
+        smtp_timeouts=_smtp_timeouts(env),
+    )
+
+
+def _smtp_timeouts(env: Mapping[str, str]) -> SmtpTimeouts:
+    """OPTOUT_SMTP_TIMEOUT_<STAGE>: GREETING, MAIL, RCPT, DATA_INIT, DATA_BLOCK, DATA_END."""
+    d = SmtpTimeouts()
+    return SmtpTimeouts(
+        **{
+            stage: _number(
+                env, f"OPTOUT_SMTP_TIMEOUT_{stage.upper()}", getattr(d, stage), 0.1, 3600
+            )
+            for stage in SmtpTimeouts.__dataclass_fields__
+        }
     )
 
 

@@ -277,7 +277,11 @@ class Worker:
 
     def _smtp_pool(self, relay: SmtpRelay, size: int) -> SmtpPool:
         return SmtpPool(
-            relay, size=size, timeout=self.config.smtp_timeout, helo=self.config.helo_name
+            relay,
+            size=size,
+            timeout=self.config.smtp_timeout,
+            helo=self.config.helo_name,
+            timeouts=self.config.smtp_timeouts,
         )
 
     async def _release(self, conn: asyncpg.Connection) -> None:
