@@ -76,6 +76,15 @@ class MailerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebLimits:
+    """How long the web face waits for a slow client (README: configuration)."""
+
+    header_timeout: float = 10.0  # the request line and headers, from connect or last answer
+    body_timeout: float = 30.0  # a body, from its headers
+    upload_min_rate: float = 10 * 1024.0  # bytes/s a body must average once past body_timeout
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str | None
     data_dir: Path
@@ -85,6 +94,7 @@ class Settings:
     smtp: SmtpRelay | None = None
     mailer: MailerSettings = field(default_factory=lambda: MailerSettings())
     inbound: InboundSettings = field(default_factory=lambda: InboundSettings())
+    web: WebLimits = field(default_factory=lambda: WebLimits())
 
     @property
     def embedded(self) -> bool:
@@ -146,6 +156,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         smtp=smtp,
         mailer=_mailer_settings(env, smtp, base_url),
         inbound=load_inbound_settings(env),
+        web=WebLimits(
+            header_timeout=_number(env, "OPTOUT_WEB_HEADER_TIMEOUT", 10.0, 0.1, 3600),
+            body_timeout=_number(env, "OPTOUT_WEB_BODY_TIMEOUT", 30.0, 0.1, 3600),
+            upload_min_rate=_number(env, "OPTOUT_WEB_UPLOAD_MIN_RATE", 10 * 1024.0, 1, 10**9),
+        ),
     )
 
 

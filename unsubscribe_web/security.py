@@ -129,6 +129,7 @@ def http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     messages = {
         404: "There is nothing at this address.",
         405: "This page does not accept that kind of request.",
+        408: "The request took too long to arrive.",
         413: "The request is too large.",
         429: "Too many requests; please wait a little and try again.",
     }
