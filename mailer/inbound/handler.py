@@ -26,8 +26,10 @@ from mailer.config import Settings
 from mailer.consent import writer as consent
 from mailer.consent.writer import Evidence
 from mailer.db import UNAVAILABLE_ERRORS, queries, rows
+from mailer.domains import aligned
 from mailer.errors import DatabaseUnavailable, OptoutError
 from mailer.inbound.arf import parse_complaint
+from mailer.inbound.authentication import UNCHECKED, Authentication, DnsClient, authenticate
 from mailer.inbound.bounce_parse import BounceReport, header_value, load_message, parse_bounce
 from mailer.inbound.complaints import apply_complaint
 from mailer.inbound.matching import (
@@ -110,6 +112,8 @@ class _Context:
     header_from: str | None
     auto_submitted: bool
     received_at: dt.datetime
+    auth: Authentication = UNCHECKED
+    client_ip: str | None = None
 
 
 class TenantDirectory:
@@ -168,6 +172,7 @@ class InboundHandler:
         self.keyring = settings.keyring()
         self.timeout = timeout
         self.directory = TenantDirectory()
+        self.dns = DnsClient(settings.inbound.dns_resolver)
         self._refreshing: asyncio.Lock | None = None
         self._processors: dict[str, Processor] = {
             "unsubscribe": self._unsubscribe,
@@ -219,7 +224,14 @@ class InboundHandler:
         raw = envelope.original_content or envelope.content or b""
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
-        return await self.receive(envelope.mail_from, list(envelope.rcpt_tos), bytes(raw))
+        peer = getattr(session, "peer", None)
+        return await self.receive(
+            envelope.mail_from,
+            list(envelope.rcpt_tos),
+            bytes(raw),
+            client_ip=str(peer[0]) if isinstance(peer, tuple) and peer else None,
+            helo=getattr(session, "host_name", None),
+        )
 
     # --- recording ---
 
@@ -230,6 +242,8 @@ class InboundHandler:
         raw: bytes,
         *,
         received_at: dt.datetime | None = None,
+        client_ip: str | None = None,
+        helo: str | None = None,
     ) -> str:
         """Record and apply one message for each recipient; the SMTP reply to give.
 
@@ -237,9 +251,15 @@ class InboundHandler:
         (250), or, when even that cannot be committed, asks the sender to retry (451).
         """
         when = received_at or dt.datetime.now(dt.UTC)
+        # DNS before the transaction: a slow resolver never holds a connection or a lock.
+        auth = UNCHECKED
+        if self._carries_opt_out(rcpt_tos):
+            auth = await authenticate(
+                raw, mail_from=mail_from, client_ip=client_ip, helo=helo, dns=self.dns
+            )
         try:
             async with asyncio.timeout(self.timeout):
-                await self._record_all(mail_from, rcpt_tos, raw, when)
+                await self._record_all(mail_from, rcpt_tos, raw, when, auth, client_ip)
             return REPLY_OK
         except DEFER_ERRORS as exc:
             log.warning("inbound deferred (database unavailable): %s", type(exc).__name__)
@@ -297,7 +317,13 @@ class InboundHandler:
             return result
 
     async def _record_all(
-        self, mail_from: str | None, rcpt_tos: Sequence[str], raw: bytes, when: dt.datetime
+        self,
+        mail_from: str | None,
+        rcpt_tos: Sequence[str],
+        raw: bytes,
+        when: dt.datetime,
+        auth: Authentication = UNCHECKED,
+        client_ip: str | None = None,
     ) -> None:
         headers = _message_facts(raw)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -311,12 +337,18 @@ class InboundHandler:
                 if event_id is None:
                     log.info("inbound duplicate skipped kind=%s", target.kind)
                     continue
-                context = _Context(event_id, mail_from, raw, *headers, received_at=when)
+                context = _Context(
+                    event_id, mail_from, raw, *headers, received_at=when, auth=auth,
+                    client_ip=client_ip,
+                )  # fmt: skip
                 processor = self._processors.get(target.kind)
                 if processor is None:
                     result = Result("unmatched", "unmatched")
                 else:
                     result = await processor(conn, target, context)
+                parsed = result.parsed
+                if target.kind in OPT_OUT_KINDS:
+                    parsed = {**parsed, "auth": auth.as_json()}
                 await queries().inbound.finish_event(
                     conn,
                     id=event_id,
@@ -324,7 +356,7 @@ class InboundHandler:
                     kind=result.kind,
                     delivery_id=result.delivery_id,
                     subscriber_id=result.subscriber_id,
-                    parsed=clean_json(result.parsed),
+                    parsed=clean_json(parsed),
                     outcome=result.outcome,
                 )
                 log.info(
@@ -401,7 +433,11 @@ class InboundHandler:
                 source="mailto",
                 evidence=Evidence(
                     message_id=clean_text(ctx.message_id),
-                    detail={"channel": "mailto", "inbound_event_id": ctx.event_id},
+                    detail={
+                        "channel": "mailto",
+                        "inbound_event_id": ctx.event_id,
+                        "auth": ctx.auth.as_json(),
+                    },
                 ),
             )
         except OptoutError as exc:
@@ -497,10 +533,23 @@ class InboundHandler:
             evidence_message_id=clean_text(ctx.message_id),
             channel="arf",
             event_id=ctx.event_id,
+            auth=ctx.auth.as_json(),
+            counts=self._counts_toward_rate(ctx.auth),
         )
         parsed.update(details)
         return Result(
             "complaint", outcome, match.tenant_id, match.delivery_id, match.subscriber_id, parsed
+        )
+
+    def _counts_toward_rate(self, auth: Authentication) -> bool:
+        """With OPTOUT_FBL_DOMAINS set, a complaint counts toward the pause rate only when a
+        DKIM signature aligned with its From is of one of those feedback-loop domains."""
+        fbl = self.settings.inbound.fbl_domains
+        if not fbl:
+            return True
+        return any(
+            aligned(domain, auth.from_domain) and any(aligned(domain, f) for f in fbl)
+            for domain in auth.dkim_domains
         )
 
     async def _partner_withdrawal(
@@ -512,9 +561,16 @@ class InboundHandler:
         # Bounces and auto-replies to the address are not a person asking for anything.
         if is_null_sender(ctx.mail_from) or ctx.auto_submitted or not sender:
             return Result("partner_withdrawal", "ignored_automatic", only, parsed=parsed)
+        # Withdrawing is the privacy-safe direction: honoured even from a From nobody
+        # authenticated, and the evidence says which it was.
         evidence = Evidence(
             message_id=clean_text(ctx.message_id),
-            detail={"channel": "partner_address", "inbound_event_id": ctx.event_id},
+            detail={
+                "channel": "partner_address",
+                "inbound_event_id": ctx.event_id,
+                "auth": ctx.auth.as_json(),
+                "from_authenticated": ctx.auth.from_verified,
+            },
         )
         for tenant_id in target.tenant_ids:
             key = address_key_for(self.settings.hash_key, tenant_id, sender)
