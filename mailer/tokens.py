@@ -75,6 +75,7 @@ class Purpose(enum.IntEnum):
     UNDO = 4
     DATA_ACCESS = 5
     DATA_SESSION = 6  # the self-service session a used DATA_ACCESS link opens
+    CLAIM = 7  # confirms a partner-sharing withdrawal mailed from an unknown address
 
     @property
     def ttl(self) -> int | None:
@@ -93,6 +94,7 @@ _TTL: dict[Purpose, int | None] = {
     Purpose.UNDO: 30 * _DAY,
     Purpose.DATA_ACCESS: 3_600,
     Purpose.DATA_SESSION: 3_600,
+    Purpose.CLAIM: 7 * _DAY,  # the confirmation mail goes out at most once a week
 }
 
 

@@ -31,6 +31,7 @@ from mailer.errors import DatabaseUnavailable, OptoutError
 from mailer.inbound.arf import parse_complaint
 from mailer.inbound.authentication import UNCHECKED, Authentication, DnsClient, authenticate
 from mailer.inbound.bounce_parse import BounceReport, header_value, load_message, parse_bounce
+from mailer.inbound.claims import take_claim
 from mailer.inbound.complaints import apply_complaint
 from mailer.inbound.matching import (
     BOUNCE_PREFIX,
@@ -592,19 +593,22 @@ class InboundHandler:
             parsed["changed"] = changed
             outcome = "withdrawn" if changed else "already_withdrawn"
             return Result("partner_withdrawal", outcome, tenant_id, None, subscriber["id"], parsed)
-        # Nobody matches: a person still asked, so staff must find them (never ignored).
-        requests = []
+        # Nobody matches: a claim, not yet a request with a deadline (mailer.inbound.claims).
+        # (A partner address shared by several tenants makes one claim in each.)
+        outcomes = []
         for tenant_id in target.tenant_ids:
-            request_id = await queries().inbound.insert_partner_request(
+            outcome, details = await take_claim(
                 conn,
+                self.settings,
                 tenant_id=tenant_id,
-                requester=clean_text(sender),
-                received_at=ctx.received_at,
-                detail=clean_json({"inbound_event_id": ctx.event_id, "message_id": ctx.message_id}),
+                sender=sender,
+                auth=ctx.auth,
+                sending_host=ctx.client_ip,
+                now=ctx.received_at,
             )
-            requests.append(request_id)
-        parsed["data_requests"] = requests
-        return Result("partner_withdrawal", "data_request", only, parsed=parsed)
+            outcomes.append(outcome)
+            parsed.setdefault("claims", []).append({"tenant_id": tenant_id, **details})
+        return Result("partner_withdrawal", outcomes[0], only, parsed=parsed)
 
     async def _postmaster(self, conn: asyncpg.Connection, target: Target, ctx: _Context) -> Result:
         only = target.tenant_ids[0] if len(target.tenant_ids) == 1 else None

@@ -94,3 +94,15 @@ DROP FUNCTION optout_test_fail();
 
 -- name: event_count()$
 SELECT count(*) FROM inbound_events;
+
+-- name: claims()
+SELECT * FROM partner_claims ORDER BY id;
+
+-- name: confirmation_deliveries()
+SELECT id, recipient, template, payload FROM deliveries
+ WHERE kind = 'transactional' AND template = 'confirm_claim' ORDER BY id;
+
+-- name: age_claims(days)!
+-- As if every confirmation mail went out :days ago.
+UPDATE partner_claims
+   SET confirmation_sent_at = confirmation_sent_at - make_interval(days => :days);
