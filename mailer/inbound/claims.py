@@ -17,13 +17,13 @@ import asyncpg
 
 from mailer import outbox
 from mailer.config import Settings
-from mailer.db import queries
+from mailer.db import queries, rows
 from mailer.errors import InvalidInput, NotFound
 from mailer.inbound.authentication import Authentication
 from mailer.inbound.matching import address_key_for
 from mailer.tokens import LinkClaims, Purpose
 
-__all__ = ["CONFIRM_TEMPLATE", "confirm_claim", "take_claim"]
+__all__ = ["CONFIRM_TEMPLATE", "confirm_claim", "list_claims", "take_claim"]
 
 CONFIRM_TEMPLATE = "confirm_claim"
 CONFIRM_EVERY = dt.timedelta(days=7)
@@ -135,3 +135,10 @@ async def confirm_claim(
             conn, tenant_id=claims.tenant_id, id=claim["id"], data_request_id=request_id
         )
         return dict(confirmed)
+
+
+async def list_claims(conn: asyncpg.Connection, tenant_id: int) -> list[dict[str, Any]]:
+    """A tenant's claims for staff, those without a deadline included."""
+    return [
+        dict(row) for row in await rows(queries().claims.list_claims(conn, tenant_id=tenant_id))
+    ]

@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from mailer import api_tokens
 from tests.conftest import probes as core_probes
 from tests.support.inbound_world import PARTNER, inbound_server, make_world, probes, rows
 from unsubscribe_web.app import create_app
@@ -139,3 +140,23 @@ async def test_a_confirmed_claim_becomes_a_request_with_its_deadline(
     assert (await rows(probes().claims(conn)))[0]["status"] == "confirmed"
     # A tampered link opens nothing.
     assert (await client.post(path[:-2] + "AA")).status == 400
+
+
+async def test_staff_see_listed_claims_without_a_deadline(
+    world, conn, settings, db_dsn, aiohttp_client
+):
+    """Listed for staff: the API shows each claim, with no data request (so no deadline)
+    until the mailbox confirms."""
+    async with inbound_server(settings, db_dsn) as inbound:
+        await asyncio.to_thread(send_many, inbound.port, ["who@nowhere.example"] * 2)
+    token = await api_tokens.create_token(conn, role="compliance", tenant_id=world.tenant_id)
+    client = await aiohttp_client(create_app(settings))
+    response = await client.get(
+        "/api/v1/tenants/acme/partner-claims", headers={"Authorization": f"Bearer {token.secret}"}
+    )
+    assert response.status == 200
+    items = (await response.json())["items"]
+    assert [
+        (c["requester"], c["status"], c["claims"], c["data_request_id"], c["authenticated"])
+        for c in items
+    ] == [("who@nowhere.example", "listed", 2, None, False)]
