@@ -150,6 +150,7 @@ async def _erase(
         "deliveries_scrubbed": await q.scrub_deliveries(conn, tenant_id=tenant_id, ids=ids),
         "inbound_events": await q.scrub_inbound(conn, tenant_id=tenant_id, ids=ids),
         "data_requests": await q.scrub_requests(conn, tenant_id=tenant_id, ids=ids),
+        "partner_claims": await q.scrub_partner_claims(conn, tenant_id=tenant_id, ids=ids),
         "subscribers": await q.erase_subscribers(conn, tenant_id=tenant_id, ids=ids, now=now),
     }
     await q.close_links_of(conn, tenant_id=tenant_id, ids=ids, now=now)
