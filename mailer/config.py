@@ -41,6 +41,19 @@ class SmtpRelay:
 
 
 @dataclass(frozen=True, slots=True)
+class SmtpTimeouts:
+    """Seconds the SMTP client waits at each stage: RFC 5321 4.5.3.2's minimums by default
+    (STANDARDS 54). A stage that passes its time drops the connection; the mail is retried."""
+
+    greeting: float = 300.0  # connect and the 220 greeting
+    mail: float = 300.0  # the reply to MAIL FROM
+    rcpt: float = 300.0  # the reply to each RCPT TO
+    data_init: float = 120.0  # the 354 reply to DATA
+    data_block: float = 180.0  # each block of the message to leave the send buffer
+    data_end: float = 600.0  # the reply to the final "."
+
+
+@dataclass(frozen=True, slots=True)
 class MailerSettings:
     """How the campaign worker sends: pool, rates, leases, retries (README, configuration)."""
 
@@ -59,6 +72,16 @@ class MailerSettings:
     allow_unsigned: bool = False  # local development only: send campaigns without DKIM
     helo_name: str = "localhost"
     fallbacks: tuple[SmtpRelay, ...] = ()  # relays that take over when SMTP_URL keeps failing
+    smtp_timeouts: SmtpTimeouts = field(default_factory=lambda: SmtpTimeouts())
+
+
+@dataclass(frozen=True, slots=True)
+class WebLimits:
+    """How long the web face waits for a slow client (README: configuration)."""
+
+    header_timeout: float = 10.0  # the request line and headers, from connect or last answer
+    body_timeout: float = 30.0  # a body, from its headers
+    upload_min_rate: float = 10 * 1024.0  # bytes/s a body must average once past body_timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +96,7 @@ class Settings:
     inbound: InboundSettings = field(default_factory=lambda: InboundSettings())
     # The consent journal (mailer/journal.py); None: nothing is journalled (tests, libraries).
     journal_dir: Path | None = None
+    web: WebLimits = field(default_factory=lambda: WebLimits())
 
     @property
     def embedded(self) -> bool:
@@ -136,6 +160,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         mailer=_mailer_settings(env, smtp, base_url),
         inbound=load_inbound_settings(env),
         journal_dir=journal_dir,
+        web=WebLimits(
+            header_timeout=_number(env, "OPTOUT_WEB_HEADER_TIMEOUT", 10.0, 0.1, 3600),
+            body_timeout=_number(env, "OPTOUT_WEB_BODY_TIMEOUT", 30.0, 0.1, 3600),
+            upload_min_rate=_number(env, "OPTOUT_WEB_UPLOAD_MIN_RATE", 10 * 1024.0, 1, 10**9),
+        ),
     )
 
 
@@ -196,6 +225,20 @@ def _mailer_settings(
         allow_unsigned=allow_unsigned,
         helo_name=env.get("OPTOUT_HELO_NAME") or _helo_from(base_url) or d.helo_name,
         fallbacks=_fallbacks(env.get("OPTOUT_SMTP_FALLBACK_URLS") or ""),
+        smtp_timeouts=_smtp_timeouts(env),
+    )
+
+
+def _smtp_timeouts(env: Mapping[str, str]) -> SmtpTimeouts:
+    """OPTOUT_SMTP_TIMEOUT_<STAGE>: GREETING, MAIL, RCPT, DATA_INIT, DATA_BLOCK, DATA_END."""
+    d = SmtpTimeouts()
+    return SmtpTimeouts(
+        **{
+            stage: _number(
+                env, f"OPTOUT_SMTP_TIMEOUT_{stage.upper()}", getattr(d, stage), 0.1, 3600
+            )
+            for stage in SmtpTimeouts.__dataclass_fields__
+        }
     )
 
 

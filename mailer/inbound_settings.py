@@ -4,6 +4,7 @@ relay webhook secrets), read from the environment; part of mailer.config.Setting
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,14 @@ class InboundSettings:
     complaint_min_deliveries: int = 1000
     hook_secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     verify_sns_signatures: bool = True
+    # Where inbound mail's DKIM, SPF and DMARC lookups go: (host, port), None for the system's.
+    dns_resolver: tuple[str, int] | None = None
+    # Feedback-loop domains whose aligned DKIM signature a complaint needs to count toward the
+    # pause rate; empty: every MAC-matched complaint counts.
+    fbl_domains: tuple[str, ...] = ()
+    # Partner withdrawals from unknown senders: claims and confirmation mails, bounded.
+    claims_per_tenant_per_hour: int = 100
+    claims_per_host_per_hour: int = 10
 
     def hook_secret(self, relay: str) -> str | None:
         """The shared secret of one relay's webhook, or None when that relay is not enabled."""
@@ -68,7 +77,34 @@ def load_inbound_settings(env: Mapping[str, str]) -> InboundSettings:
         complaint_min_deliveries=_int(env, "OPTOUT_COMPLAINT_MIN_DELIVERIES", 1000, 0),
         hook_secrets=_hook_secrets(env),
         verify_sns_signatures=_flag(env, "OPTOUT_HOOK_SES_VERIFY_SIGNATURE", True),
+        dns_resolver=_host_port(env, "OPTOUT_DNS_RESOLVER"),
+        fbl_domains=tuple(
+            d.strip().lower().rstrip(".")
+            for d in (env.get("OPTOUT_FBL_DOMAINS") or "").split(",")
+            if d.strip()
+        ),
+        claims_per_tenant_per_hour=_int(env, "OPTOUT_CLAIMS_PER_TENANT_PER_HOUR", 100, 0),
+        claims_per_host_per_hour=_int(env, "OPTOUT_CLAIMS_PER_HOST_PER_HOUR", 10, 0),
     )
+
+
+def _host_port(env: Mapping[str, str], name: str) -> tuple[str, int] | None:
+    """``host:port`` (``[v6]:port`` for IPv6; the port defaults to 53), or None when unset."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?|([^:\[\]]+)(?::(\d{1,5}))?", raw)
+    if match is None:
+        raise ConfigError(f"{name} must be host:port, e.g. 127.0.0.1:53")
+    host = match.group(1) or match.group(3)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"{name}: {host!r} is not an IP address") from None
+    port = int(match.group(2) or match.group(4) or 53)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{name}: the port must be from 1 to 65535")
+    return host, port
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:

@@ -13,6 +13,7 @@ import asyncpg
 from mailer.addresses import parse_address
 from mailer.db import queries, rows
 from mailer.db_errors import domain_errors
+from mailer.domains import aligned, organizational_domain
 from mailer.errors import InvalidInput, UnknownTenant, UnknownTopic
 from mailer.i18n import LANGUAGES, SOURCE_LANGUAGE, supported
 
@@ -157,6 +158,15 @@ def check_fields(values: dict[str, Any]) -> dict[str, Any]:
     sender = parse_address(out["sender_address"])
     out["sender_address"] = sender.as_given
     out["sender_domain"] = (out.get("sender_domain") or sender.ascii_domain).lower()
+    # DKIM's d=, the VERP return path and the Message-IDs all use sender_domain: unless it
+    # shares the From's organizational domain, receivers fail DMARC (STANDARDS 24).
+    if not aligned(out["sender_domain"], sender.ascii_domain):
+        raise InvalidInput(
+            f"sender_domain {out['sender_domain']} does not align with the From domain "
+            f"{sender.ascii_domain} (DMARC needs one organizational domain, e.g. "
+            f"bounces.{organizational_domain(sender.ascii_domain)}).",
+            field="sender_domain",
+        )
     if out.get("partner_address"):
         out["partner_address"] = parse_address(out["partner_address"]).as_given
     try:

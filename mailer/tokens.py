@@ -29,6 +29,8 @@ __all__ = [
     "Keyring",
     "LinkClaims",
     "Purpose",
+    "message_id_for",
+    "read_message_id",
 ]
 
 MAX_ID = 2**63 - 1
@@ -73,6 +75,7 @@ class Purpose(enum.IntEnum):
     UNDO = 4
     DATA_ACCESS = 5
     DATA_SESSION = 6  # the self-service session a used DATA_ACCESS link opens
+    CLAIM = 7  # confirms a partner-sharing withdrawal mailed from an unknown address
 
     @property
     def ttl(self) -> int | None:
@@ -91,6 +94,7 @@ _TTL: dict[Purpose, int | None] = {
     Purpose.UNDO: 30 * _DAY,
     Purpose.DATA_ACCESS: 3_600,
     Purpose.DATA_SESSION: 3_600,
+    Purpose.CLAIM: 7 * _DAY,  # the confirmation mail goes out at most once a week
 }
 
 
@@ -102,12 +106,14 @@ class CodeKind(enum.IntEnum):
 
     UNSUBSCRIBE = 1
     BOUNCE = 2
+    MESSAGE = 3  # the left part of a Message-ID we send: <CODE@domain>
 
 
 # The largest value of each id a code carries, in order; the length of the tuple is the arity.
 _CODE_ID_LIMITS: dict[CodeKind, tuple[int, ...]] = {
     CodeKind.UNSUBSCRIBE: (MAX_CODE_TENANT_ID, MAX_ID, MAX_ID),  # tenant, subscriber, topic
     CodeKind.BOUNCE: (MAX_ID, MAX_ID),  # tenant, delivery
+    CodeKind.MESSAGE: (MAX_ID, MAX_ID),  # tenant, delivery
 }
 
 
@@ -303,6 +309,27 @@ class Keyring:
         ids = tuple(reader.read(limit) for limit in limits)
         reader.finish()
         return CodeClaims(CodeKind(kind), ids)
+
+
+def message_id_for(keyring: Keyring, tenant_id: int, delivery_id: int, domain: str) -> str:
+    """The Message-ID of a delivery: ``<CODE@domain>``, CODE a MESSAGE code under the keyring.
+
+    A complaint quotes the Message-ID back; the MAC is what lets it name the delivery, so no
+    one can forge a complaint about a message they never saw (DESIGN G7).
+    """
+    code = keyring.make_code(CodeClaims(CodeKind.MESSAGE, (tenant_id, delivery_id)))
+    return f"<{code}@{domain}>"
+
+
+def read_message_id(keyring: Keyring, value: str | None) -> CodeClaims | None:
+    """The (tenant, delivery) a Message-ID of ours names, if its MAC holds under any key."""
+    left, at, _domain = (value or "").strip().strip("<>").rpartition("@")
+    if not at:
+        return None
+    try:
+        return keyring.read_code(left, CodeKind.MESSAGE)
+    except InvalidInput:
+        return None
 
 
 def _check_key(key_id: object, secret: object, seen: list[str]) -> None:

@@ -4,6 +4,7 @@ database, and a fresh clone of it for every test that asks for one."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import tempfile
 import uuid
@@ -20,6 +21,7 @@ from mailer import migrations
 from mailer.admin_db import create_database, drop_database
 from mailer.config import Settings
 from mailer.db import connect, start_embedded, with_database
+from tests.support.dns_server import LoopbackDns, guard_system_resolver, start_dns
 from tests.support.pg_proxy import PgProxy
 from tests.support.smtp_sink import SmtpSink, start_sink
 
@@ -150,9 +152,29 @@ async def conn(db_dsn: str) -> AsyncIterator[asyncpg.Connection]:
         await connection.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_system_dns() -> Iterator[None]:
+    """No test may ask the machine's resolver anything (DESIGN section 6: DNS on loopback)."""
+    yield from guard_system_resolver()
+
+
+@pytest.fixture(scope="session")
+def dns_zone() -> Iterator[LoopbackDns]:
+    """The loopback DNS server every test's inbound authentication asks."""
+    zone = LoopbackDns()
+    server = start_dns(zone)
+    try:
+        yield zone
+    finally:
+        server.stop()
+        server.server.server_close()
+
+
 @pytest.fixture
-def settings(db_dsn: str, tmp_path: Path) -> Settings:
-    return make_settings(db_dsn, tmp_path)
+def settings(db_dsn: str, tmp_path: Path, dns_zone: LoopbackDns) -> Settings:
+    base = make_settings(db_dsn, tmp_path)
+    inbound = dataclasses.replace(base.inbound, dns_resolver=("127.0.0.1", dns_zone.port))
+    return dataclasses.replace(base, inbound=inbound)
 
 
 @cache

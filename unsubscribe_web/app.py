@@ -21,7 +21,7 @@ from mailer.errors import ConfigError
 from mailer.i18n import SOURCE_LANGUAGE
 from mailer.limits import RateLimits
 from mailer.resources import WEB_TEMPLATES_DIR
-from unsubscribe_web import dev_outbox, errors, security
+from unsubscribe_web import dev_outbox, errors, limits, security
 from unsubscribe_web.api import admin as api
 from unsubscribe_web.api import hooks
 from unsubscribe_web.dashboard import campaigns as workspace_campaigns
@@ -74,7 +74,8 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     if settings.database_url is None:
         raise ConfigError("DATABASE_URL: the web app needs a resolved database URL")
     app = web.Application(
-        middlewares=[security.guard, errors.domain_errors], client_max_size=MAX_BODY_BYTES
+        middlewares=[security.guard, limits.body_deadline, errors.domain_errors],
+        client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS] = settings
     app[KEYRING] = settings.keyring()

@@ -130,6 +130,7 @@ def http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     messages = {
         404: N_("There is nothing at this address."),
         405: N_("This page does not accept that kind of request."),
+        408: N_("The request took too long to arrive."),
         413: N_("The request is too large."),
         429: N_("Too many requests; please wait a little and try again."),
     }

@@ -178,10 +178,13 @@ class _WebService:
     def __init__(self, settings: Settings, options: ServeOptions) -> None:
         # Imported here, as in cli_web: the core stays importable without the web stack.
         from unsubscribe_web.app import create_app
+        from unsubscribe_web.limits import server_options
 
         app = create_app(settings, outbox_dir=options.outbox_dir)
         # access_log=None: ours is written by unsubscribe_web.security (optout.access).
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=WEB_DRAIN_SECONDS)
+        self.runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=WEB_DRAIN_SECONDS, **server_options(settings)
+        )
         self.host = options.web_host
         self.port = options.web_port
         self.url = ""

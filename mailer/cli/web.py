@@ -30,10 +30,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         asyncio.run(check_keys_at_start(settings, dsn, required=False))
         # Imported here: the CLI module stays importable without the web stack's cost.
         from unsubscribe_web.app import create_app
+        from unsubscribe_web.limits import server_options
 
         app = create_app(dataclasses.replace(settings, database_url=dsn))
         web.run_app(
             app,
+            **server_options(settings),
             host=args.host,
             port=args.port,
             access_log=None,  # ours is written by unsubscribe_web.security

@@ -22,12 +22,14 @@ __all__ = [
     "BounceReport",
     "OriginalHeaders",
     "decoded_text",
+    "gave_up",
     "header_value",
     "header_values",
     "load_message",
     "original_headers",
     "parse_bounce",
     "status_class",
+    "status_in_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -35,8 +37,20 @@ log = logging.getLogger(__name__)
 ACTIONS = frozenset({"failed", "delayed", "delivered", "relayed", "expanded"})
 
 # RFC 3464 status-code: DIGIT "." 1*3DIGIT "." 1*3DIGIT, class limited to 2, 4, 5 (RFC 3463).
-_STATUS_FIELD = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})(?!\d)")
-_ENHANCED_IN_TEXT = re.compile(r"\b[245]\.\d{1,3}\.\d{1,3}\b")
+_STATUS_FIELD = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
+# Outside the Status field a status is read only where RFC 3463 section 2 puts it: right after
+# the SMTP reply code it refines, of the same class ("550 5.1.1", "550-5.1.1"), or as the
+# "#5.1.1" that qmail (QSBMF) and Exchange write after their text. Never any dotted number:
+# "Mailman v2.0.13" or "2.0.12" in prose is a version, not a status.
+_REPLY_AND_STATUS = re.compile(r"(?<![\w.])([245])\d\d[ -]((?:[245])\.\d{1,3}\.\d{1,3})(?![\w.])")
+_HASH_STATUS = re.compile(r"(?:\(|\s)#([245]\.\d{1,3}\.\d{1,3})(?![\w.])")
+# A notice saying the MTA has stopped trying: final, whatever class its status has (qmail's
+# "I'm not going to try again", Exim's "retry timeout exceeded", Postfix's "message expired").
+_GAVE_UP = re.compile(
+    r"not going to try again|i'?ve given up|giving up|retry time(?:out)? (?:not reached|exceeded)"
+    r"|too long in (?:the )?queue|message expired|delivery (?:time|period) (?:has )?expired",
+    re.I,
+)
 _ANGLE_ID = re.compile(r"<[^<>\s]+>")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 # How far past an address a plain-text bounce's explanation of it may reach.
@@ -68,6 +82,14 @@ class BounceRecipient:
     permanent: bool  # action failed and status class 5 (or no status at all: see _is_permanent)
     diagnostic: str | None  # Diagnostic-Code without its "smtp;" type
     remote_mta: str | None  # Remote-MTA without its "dns;" type
+
+    @property
+    def final(self) -> bool:
+        """The MTA has given up: no later delivery will happen, whatever the cause's class.
+
+        A final failure with a 4.x.x status is not permanent: it is a soft bounce.
+        """
+        return self.action == "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,10 +272,28 @@ def _recipient_address(block: Message) -> str | None:
 def _status_from_field(field: str | None, diagnostic: str | None) -> str | None:
     if field and (match := _STATUS_FIELD.match(field)):
         return match.group(1)
-    # A missing or malformed Status is common in home-grown MTAs; the reply text often has one.
-    if diagnostic and (found := _ENHANCED_IN_TEXT.search(diagnostic)):
-        return found.group(0)
-    return None
+    # A missing or malformed Status is common in home-grown MTAs; the reply text often has one,
+    # at its start or after its reply code (RFC 3463 section 2), nowhere else.
+    if diagnostic and (match := _STATUS_FIELD.match(diagnostic)):
+        return match.group(1)
+    return status_in_text(diagnostic)
+
+
+def status_in_text(text: str | None) -> str | None:
+    """The first enhanced status code in free text, read only where RFC 3463 puts one."""
+    if not text:
+        return None
+    found = [m for m in _REPLY_AND_STATUS.finditer(text) if m.group(1) == m.group(2)[0]]
+    found += list(_HASH_STATUS.finditer(text))
+    if not found:
+        return None
+    first = min(found, key=lambda m: m.start())
+    return first.group(2) if first.re is _REPLY_AND_STATUS else first.group(1)
+
+
+def gave_up(text: str | None) -> bool:
+    """Whether a notice says delivery will not be tried again."""
+    return bool(text and _GAVE_UP.search(text))
 
 
 def _normalise_action(field: str | None, status: str | None) -> str | None:
@@ -308,8 +348,10 @@ def _flufl_view(raw: bytes) -> Message:
 
 def _flufl_recipient(address: str, action: str, text: str) -> BounceRecipient:
     status, paragraph = _evidence_near(address, text)
-    if action == "failed" and status_class(status) == 4:
-        action = "delayed"  # the text says temporary; the heuristic's "permanent" loses
+    if action == "delayed" and gave_up(text):
+        action = "failed"  # a warning says "delayed"; "not going to try again" is final
+    # A final failure with a 4.x.x status stays final (not retried): _is_permanent makes it a
+    # soft bounce, not a hard one.
     return BounceRecipient(
         recipient=address,
         action=action,
@@ -337,8 +379,8 @@ def _evidence_near(address: str, text: str) -> tuple[str | None, str | None]:
         window = text[paragraph_start : min(paragraph_end, start + _NEAR_CHARS)]
         paragraph = " ".join(window.split())[:_NEAR_CHARS] or None
         first_paragraph = first_paragraph or paragraph
-        if match := _ENHANCED_IN_TEXT.search(window):
-            return match.group(0), paragraph
+        if status := status_in_text(window):
+            return status, paragraph
         start = lowered.find(needle, start + len(needle))
     return None, first_paragraph
 

@@ -74,11 +74,15 @@ async def apply_complaint(
     evidence_message_id: str | None,
     channel: str,
     event_id: int,
+    auth: dict[str, Any] | None = None,
+    counts: bool = True,
 ) -> tuple[str, dict[str, Any]]:
     """Apply one complaint inside the caller's transaction; returns (outcome, details).
 
     Outcome ``complaint`` is what counts toward the campaign's rate; inbound event
-    ``event_id`` is marked so before the rate is computed.
+    ``event_id`` is marked so before the rate is computed. With ``counts`` False (a report
+    not signed by a configured feedback loop) the person is still suppressed, but the
+    outcome is ``complaint_not_counted`` and the rate is left alone.
     """
     if (feedback_type or "").lower() in NOT_COMPLAINTS:
         return "not_spam", {}
@@ -95,11 +99,18 @@ async def apply_complaint(
         subscriber_id=match.subscriber_id,
         evidence=Evidence(
             message_id=evidence_message_id,
-            detail={"channel": channel, "feedback_type": feedback_type, "matched_by": match.via},
+            detail={
+                "channel": channel,
+                "feedback_type": feedback_type,
+                "matched_by": match.via,
+                **({"auth": auth} if auth is not None else {}),
+            },
         ),
         campaign_id=match.campaign_id,
     )
     details: dict[str, Any] = {"suppressed": added}
+    if not counts:
+        return "complaint_not_counted", details
     await queries().inbound.mark_complaint(
         conn,
         id=event_id,

@@ -26,16 +26,19 @@ from mailer.config import Settings
 from mailer.consent import writer as consent
 from mailer.consent.writer import Evidence
 from mailer.db import UNAVAILABLE_ERRORS, queries, rows
+from mailer.domains import aligned
 from mailer.errors import DatabaseUnavailable, OptoutError
 from mailer.inbound.arf import parse_complaint
+from mailer.inbound.authentication import UNCHECKED, Authentication, DnsClient, authenticate
 from mailer.inbound.bounce_parse import BounceReport, header_value, load_message, parse_bounce
+from mailer.inbound.claims import take_claim
 from mailer.inbound.complaints import apply_complaint
 from mailer.inbound.matching import (
     BOUNCE_PREFIX,
     UNSUBSCRIBE_PREFIX,
     address_key_for,
     delivery_address_key,
-    locate,
+    locate_signed,
     read_local_code,
     remember_addresses,
     split_address,
@@ -58,6 +61,11 @@ REPLY_NO_SUCH_USER = "550 5.1.1 No such user here"
 REPLY_BAD_ADDRESS = "550 5.1.3 Bad recipient address syntax"
 REPLY_RELAY_DENIED = "550 5.7.1 Relaying denied: not a domain of this server"
 REPLY_TOO_MANY = "452 4.5.3 Too many recipients"
+REPLY_OPT_OUT_FAILED = "451 4.3.0 Your request could not be recorded: please try again later"
+
+# Addresses whose mail carries a person's opt-out: a failure to apply one answers 451 and keeps
+# nothing, so the sender retries; other mail that fails is kept for an operator with 250.
+OPT_OUT_KINDS = frozenset({"unsubscribe", "complaint", "partner_withdrawal"})
 
 # Errors that mean "Postgres cannot be reached right now": the sender should retry.
 DEFER_ERRORS: tuple[type[BaseException], ...] = (
@@ -65,6 +73,9 @@ DEFER_ERRORS: tuple[type[BaseException], ...] = (
     DatabaseUnavailable,
     TimeoutError,
 )
+
+# Test sends carry codes for subscriber 0, which no subscriber has (ids start at 1).
+TEST_SEND_SUBSCRIBER = 0
 
 # How long a RCPT may wait for a tenant-table refresh, and how old the cached table may get.
 DIRECTORY_MAX_AGE = 60.0
@@ -103,6 +114,8 @@ class _Context:
     header_from: str | None
     auto_submitted: bool
     received_at: dt.datetime
+    auth: Authentication = UNCHECKED
+    client_ip: str | None = None
 
 
 class TenantDirectory:
@@ -161,6 +174,7 @@ class InboundHandler:
         self.keyring = settings.keyring()
         self.timeout = timeout
         self.directory = TenantDirectory()
+        self.dns = DnsClient(settings.inbound.dns_resolver)
         self._refreshing: asyncio.Lock | None = None
         self._processors: dict[str, Processor] = {
             "unsubscribe": self._unsubscribe,
@@ -212,7 +226,14 @@ class InboundHandler:
         raw = envelope.original_content or envelope.content or b""
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
-        return await self.receive(envelope.mail_from, list(envelope.rcpt_tos), bytes(raw))
+        peer = getattr(session, "peer", None)
+        return await self.receive(
+            envelope.mail_from,
+            list(envelope.rcpt_tos),
+            bytes(raw),
+            client_ip=str(peer[0]) if isinstance(peer, tuple) and peer else None,
+            helo=getattr(session, "host_name", None),
+        )
 
     # --- recording ---
 
@@ -223,6 +244,8 @@ class InboundHandler:
         raw: bytes,
         *,
         received_at: dt.datetime | None = None,
+        client_ip: str | None = None,
+        helo: str | None = None,
     ) -> str:
         """Record and apply one message for each recipient; the SMTP reply to give.
 
@@ -230,19 +253,79 @@ class InboundHandler:
         (250), or, when even that cannot be committed, asks the sender to retry (451).
         """
         when = received_at or dt.datetime.now(dt.UTC)
+        # DNS before the transaction: a slow resolver never holds a connection or a lock.
+        auth = UNCHECKED
+        if self._carries_opt_out(rcpt_tos):
+            auth = await authenticate(
+                raw, mail_from=mail_from, client_ip=client_ip, helo=helo, dns=self.dns
+            )
         try:
             async with asyncio.timeout(self.timeout):
-                await self._record_all(mail_from, rcpt_tos, raw, when)
+                await self._record_all(mail_from, rcpt_tos, raw, when, auth, client_ip)
             return REPLY_OK
         except DEFER_ERRORS as exc:
             log.warning("inbound deferred (database unavailable): %s", type(exc).__name__)
             return REPLY_UNAVAILABLE
         except Exception as exc:
+            if self._carries_opt_out(rcpt_tos):
+                # A person's choice must not be acknowledged unapplied: nothing was kept (the
+                # transaction rolled back), so the sender's retry is what applies it (G2).
+                log.error(
+                    "inbound opt-out could not be applied; answering 451 so the sender retries: %s",
+                    type(exc).__name__,
+                    exc_info=exc,
+                )
+                return REPLY_OPT_OUT_FAILED
             log.exception("inbound message could not be applied; keeping it as unmatched")
             return await self._keep_unapplied(mail_from, rcpt_tos, raw, when, exc)
 
+    def _carries_opt_out(self, rcpt_tos: Sequence[str]) -> bool:
+        """Whether any recipient is an address that takes an opt-out (not bounces, postmaster)."""
+        for rcpt in rcpt_tos:
+            target = self.directory.classify(rcpt, self.keyring)
+            if not isinstance(target, str) and target.kind in OPT_OUT_KINDS:
+                return True
+        return False
+
+    async def reapply(self, event_id: int) -> Result | None:
+        """Run one kept message (outcome ``error``) again in place; None when it is not one.
+
+        The event keeps its id and raw message; its kind, outcome and links are rewritten, and
+        ``parsed.reapplied`` says it was run again (``optout inbound reapply``).
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            event = await queries().inbound.lock_kept_event(conn, id=event_id)
+            if event is None or event["raw"] is None:
+                return None
+            target = self.directory.classify(event["envelope_rcpt"] or "", self.keyring)
+            if isinstance(target, str):
+                return None
+            raw = bytes(event["raw"])
+            context = _Context(
+                event_id, event["envelope_from"], raw, *_message_facts(raw),
+                received_at=event["received_at"],
+            )  # fmt: skip
+            result = await self._processors[target.kind](conn, target, context)
+            parsed = {**result.parsed, "reapplied": True}
+            await queries().inbound.finish_event(
+                conn, id=event_id, tenant_id=result.tenant_id, kind=result.kind,
+                delivery_id=result.delivery_id, subscriber_id=result.subscriber_id,
+                parsed=clean_json(parsed), outcome=result.outcome,
+            )  # fmt: skip
+            log.info(
+                "inbound reapplied event=%s kind=%s outcome=%s",
+                event_id, result.kind, result.outcome,
+            )  # fmt: skip
+            return result
+
     async def _record_all(
-        self, mail_from: str | None, rcpt_tos: Sequence[str], raw: bytes, when: dt.datetime
+        self,
+        mail_from: str | None,
+        rcpt_tos: Sequence[str],
+        raw: bytes,
+        when: dt.datetime,
+        auth: Authentication = UNCHECKED,
+        client_ip: str | None = None,
     ) -> None:
         headers = _message_facts(raw)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -260,12 +343,18 @@ class InboundHandler:
                     conn, event_id, self.settings.hash_key, target.tenant_ids,
                     (None if is_null_sender(mail_from) else mail_from, headers[1]),
                 )  # fmt: skip
-                context = _Context(event_id, mail_from, raw, *headers, received_at=when)
+                context = _Context(
+                    event_id, mail_from, raw, *headers, received_at=when, auth=auth,
+                    client_ip=client_ip,
+                )  # fmt: skip
                 processor = self._processors.get(target.kind)
                 if processor is None:
                     result = Result("unmatched", "unmatched")
                 else:
                     result = await processor(conn, target, context)
+                parsed = result.parsed
+                if target.kind in OPT_OUT_KINDS:
+                    parsed = {**parsed, "auth": auth.as_json()}
                 await queries().inbound.finish_event(
                     conn,
                     id=event_id,
@@ -273,7 +362,7 @@ class InboundHandler:
                     kind=result.kind,
                     delivery_id=result.delivery_id,
                     subscriber_id=result.subscriber_id,
-                    parsed=clean_json(result.parsed),
+                    parsed=clean_json(parsed),
                     outcome=result.outcome,
                 )
                 log.info(
@@ -337,6 +426,9 @@ class InboundHandler:
         assert target.claims is not None
         tenant_id, subscriber_id, topic_id = target.claims.ids
         parsed: dict[str, Any] = {"topic_id": topic_id}
+        if subscriber_id == TEST_SEND_SUBSCRIBER:
+            # A reply to a test send (its codes name subscriber 0): staff, not a subscriber.
+            return Result("unsubscribe", "test_send_reply", tenant_id, None, None, parsed)
         # Whatever the subject and body say (STANDARDS 50): the address alone decides.
         try:
             changed = await consent.unsubscribe(
@@ -347,7 +439,11 @@ class InboundHandler:
                 source="mailto",
                 evidence=Evidence(
                     message_id=clean_text(ctx.message_id),
-                    detail={"channel": "mailto", "inbound_event_id": ctx.event_id},
+                    detail={
+                        "channel": "mailto",
+                        "inbound_event_id": ctx.event_id,
+                        "auth": ctx.auth.as_json(),
+                    },
                 ),
             )
         except OptoutError as exc:
@@ -375,6 +471,7 @@ class InboundHandler:
             "action": recipient.action,
             "status": recipient.status,
             "permanent": recipient.permanent,
+            "final": recipient.final,
         }
         if recipient.action not in ("failed", "delayed"):
             return Result("bounce", "not_a_failure", tenant_id, delivery_id, subscriber_id, parsed)
@@ -390,12 +487,13 @@ class InboundHandler:
             delivery_id=delivery_id,
             status=recipient.status,
             permanent=recipient.permanent,
+            final=recipient.final,
             source="dsn",
             subscriber_id=subscriber_id,
             now=ctx.received_at,
         )
         parsed["decision"] = plain(decision)
-        outcome = "permanent" if recipient.permanent else "transient"
+        outcome = bounce_outcome(recipient.permanent, recipient.final)
         return Result("bounce", outcome, tenant_id, delivery_id, subscriber_id, parsed)
 
     async def _complaint(self, conn: asyncpg.Connection, target: Target, ctx: _Context) -> Result:
@@ -417,17 +515,19 @@ class InboundHandler:
             return Result("complaint", "unparsed", only, parsed=parsed)
         if not report.valid:
             return Result("complaint", "held", only, parsed=parsed)
-        match = await locate(
+        # Anyone can mail a report: only an identifier carrying our MAC names a delivery, so a
+        # guessed Message-ID or a bare address suppresses no one (DESIGN G7).
+        match = await locate_signed(
             conn,
             self.keyring,
-            self.settings.hash_key,
             tenant_ids=target.tenant_ids,
             message_id=report.original_message_id,
             verp_addresses=(report.original_mail_from, report.original_return_path),
             list_unsubscribe=report.original_list_unsubscribe,
             recipient=report.original_rcpt_to,
         )
-        if match is None:
+        if isinstance(match, str):
+            parsed["unmatched_reason"] = match
             return Result("complaint", "unmatched", only, parsed=parsed)
         parsed["matched_by"] = match.via
         outcome, details = await apply_complaint(
@@ -439,10 +539,23 @@ class InboundHandler:
             evidence_message_id=clean_text(ctx.message_id),
             channel="arf",
             event_id=ctx.event_id,
+            auth=ctx.auth.as_json(),
+            counts=self._counts_toward_rate(ctx.auth),
         )
         parsed.update(details)
         return Result(
             "complaint", outcome, match.tenant_id, match.delivery_id, match.subscriber_id, parsed
+        )
+
+    def _counts_toward_rate(self, auth: Authentication) -> bool:
+        """With OPTOUT_FBL_DOMAINS set, a complaint counts toward the pause rate only when a
+        DKIM signature aligned with its From is of one of those feedback-loop domains."""
+        fbl = self.settings.inbound.fbl_domains
+        if not fbl:
+            return True
+        return any(
+            aligned(domain, auth.from_domain) and any(aligned(domain, f) for f in fbl)
+            for domain in auth.dkim_domains
         )
 
     async def _partner_withdrawal(
@@ -454,9 +567,16 @@ class InboundHandler:
         # Bounces and auto-replies to the address are not a person asking for anything.
         if is_null_sender(ctx.mail_from) or ctx.auto_submitted or not sender:
             return Result("partner_withdrawal", "ignored_automatic", only, parsed=parsed)
+        # Withdrawing is the privacy-safe direction: honoured even from a From nobody
+        # authenticated, and the evidence says which it was.
         evidence = Evidence(
             message_id=clean_text(ctx.message_id),
-            detail={"channel": "partner_address", "inbound_event_id": ctx.event_id},
+            detail={
+                "channel": "partner_address",
+                "inbound_event_id": ctx.event_id,
+                "auth": ctx.auth.as_json(),
+                "from_authenticated": ctx.auth.from_verified,
+            },
         )
         for tenant_id in target.tenant_ids:
             key = address_key_for(self.settings.hash_key, tenant_id, sender)
@@ -478,19 +598,22 @@ class InboundHandler:
             parsed["changed"] = changed
             outcome = "withdrawn" if changed else "already_withdrawn"
             return Result("partner_withdrawal", outcome, tenant_id, None, subscriber["id"], parsed)
-        # Nobody matches: a person still asked, so staff must find them (never ignored).
-        requests = []
+        # Nobody matches: a claim, not yet a request with a deadline (mailer.inbound.claims).
+        # (A partner address shared by several tenants makes one claim in each.)
+        outcomes = []
         for tenant_id in target.tenant_ids:
-            request_id = await queries().inbound.insert_partner_request(
+            outcome, details = await take_claim(
                 conn,
+                self.settings,
                 tenant_id=tenant_id,
-                requester=clean_text(sender),
-                received_at=ctx.received_at,
-                detail=clean_json({"inbound_event_id": ctx.event_id, "message_id": ctx.message_id}),
+                sender=sender,
+                auth=ctx.auth,
+                sending_host=ctx.client_ip,
+                now=ctx.received_at,
             )
-            requests.append(request_id)
-        parsed["data_requests"] = requests
-        return Result("partner_withdrawal", "data_request", only, parsed=parsed)
+            outcomes.append(outcome)
+            parsed.setdefault("claims", []).append({"tenant_id": tenant_id, **details})
+        return Result("partner_withdrawal", outcomes[0], only, parsed=parsed)
 
     async def _postmaster(self, conn: asyncpg.Connection, target: Target, ctx: _Context) -> Result:
         only = target.tenant_ids[0] if len(target.tenant_ids) == 1 else None
@@ -533,6 +656,13 @@ def _pick_recipient(report: BounceReport, address: str | None) -> Any:
     return report.recipients[0]
 
 
+def bounce_outcome(permanent: bool, final: bool) -> str:
+    """permanent (hard bounce), soft (final, temporary cause) or transient (a delay)."""
+    if permanent:
+        return "permanent"
+    return "soft" if final else "transient"
+
+
 def bounce_summary(report: BounceReport) -> dict[str, Any]:
     return {
         "recognised": report.recognised,
@@ -546,6 +676,7 @@ def bounce_summary(report: BounceReport) -> dict[str, Any]:
                 "action": r.action,
                 "status": r.status,
                 "permanent": r.permanent,
+                "final": r.final,
                 "diagnostic": (r.diagnostic or "")[:1000] or None,
             }
             for r in report.recipients[:20]

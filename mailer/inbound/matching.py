@@ -1,6 +1,8 @@
 """Map a bounce, complaint or relay report back to what we sent: the delivery (and so the
 tenant, campaign and person), from the returned Message-ID, a VERP code, the List-Unsubscribe
-codes of the returned headers, or as a last resort the recipient's address.
+codes of the returned headers. Mail from anyone is matched only by identifiers carrying our
+MAC (``locate_signed``); an authenticated relay's webhook also by a stored Message-ID or, as a
+last resort, the recipient's address (``locate``).
 """
 
 from __future__ import annotations
@@ -15,9 +17,17 @@ import asyncpg
 from mailer.addresses import parse_address, suppression_key, tenant_hash_key
 from mailer.db import queries
 from mailer.errors import InvalidInput
-from mailer.tokens import CodeClaims, CodeKind, Keyring, Purpose
+from mailer.tokens import CodeClaims, CodeKind, Keyring, Purpose, read_message_id
 
-__all__ = ["Match", "address_key_for", "locate", "read_local_code", "split_address"]
+__all__ = [
+    "MISS_REASONS",
+    "Match",
+    "address_key_for",
+    "locate",
+    "locate_signed",
+    "read_local_code",
+    "split_address",
+]
 
 BOUNCE_PREFIX = "bounces"
 UNSUBSCRIBE_PREFIX = "unsubscribe"
@@ -75,16 +85,76 @@ async def locate(
     list_unsubscribe: str | None = None,
     recipient: str | None = None,
 ) -> Match | None:
-    """The first of: Message-ID, VERP code, List-Unsubscribe code or token, recipient address.
+    """For an authenticated relay's report (webhook): the first of a signed Message-ID, a
+    stored Message-ID, VERP code, List-Unsubscribe code or token, recipient address.
 
-    Only tenants in ``tenant_ids`` are considered: a report sent to one tenant's address can
-    never touch another tenant's people.
+    The relay is authenticated by its webhook secret, so its plain identifiers are trusted;
+    mail from anyone uses ``locate_signed``. Only tenants in ``tenant_ids`` are considered: a
+    report sent to one tenant's address can never touch another tenant's people.
     """
+    found = await _locate(
+        conn, keyring, hash_key, tenant_ids=tenant_ids, message_id=message_id,
+        verp_addresses=verp_addresses, list_unsubscribe=list_unsubscribe, recipient=recipient,
+        signed_only=False,
+    )  # fmt: skip
+    return found if isinstance(found, Match) else None
+
+
+async def locate_signed(
+    conn: asyncpg.Connection,
+    keyring: Keyring,
+    *,
+    tenant_ids: Sequence[int],
+    message_id: str | None = None,
+    verp_addresses: Iterable[str | None] = (),
+    list_unsubscribe: str | None = None,
+    recipient: str | None = None,
+) -> Match | str:
+    """For a report anyone could have sent (an ARF mail): only identifiers whose MAC holds.
+
+    Returns the match, or why there is none (one of ``MISS_REASONS``): a guessable Message-ID
+    or the recipient's address alone names nobody, since anyone can write them.
+    """
+    return await _locate(
+        conn, keyring, b"", tenant_ids=tenant_ids, message_id=message_id,
+        verp_addresses=verp_addresses, list_unsubscribe=list_unsubscribe, recipient=recipient,
+        signed_only=True,
+    )  # fmt: skip
+
+
+MISS_REASONS = (
+    "no_tenant",
+    "unknown_delivery",
+    "unsigned_message_id",
+    "recipient_only",
+    "no_identifier",
+)
+
+
+async def _locate(
+    conn: asyncpg.Connection,
+    keyring: Keyring,
+    hash_key: bytes,
+    *,
+    tenant_ids: Sequence[int],
+    message_id: str | None,
+    verp_addresses: Iterable[str | None],
+    list_unsubscribe: str | None,
+    recipient: str | None,
+    signed_only: bool,
+) -> Match | str:
     allowed = list(tenant_ids)
     if not allowed:
-        return None
+        return "no_tenant"
     q = queries().inbound
-    if message_id:
+    signed_seen = False
+    signed = read_message_id(keyring, message_id)
+    if signed is not None and signed.ids[0] in allowed:
+        signed_seen = True
+        row = await q.get_delivery(conn, tenant_id=signed.ids[0], id=signed.ids[1])
+        if row is not None:
+            return Match(row["tenant_id"], row, row["subscriber_id"], "message_id")
+    if message_id and signed is None and not signed_only:
         row = await q.delivery_by_message_id(conn, message_id=message_id, tenant_ids=allowed)
         if row is not None:
             return Match(row["tenant_id"], row, row["subscriber_id"], "message_id")
@@ -93,21 +163,30 @@ async def locate(
             continue
         claims = read_local_code(keyring, split_address(address)[0], BOUNCE_PREFIX, CodeKind.BOUNCE)
         if claims is not None and claims.ids[0] in allowed:
+            signed_seen = True
             row = await q.get_delivery(conn, tenant_id=claims.ids[0], id=claims.ids[1])
             if row is not None:
                 return Match(row["tenant_id"], row, row["subscriber_id"], "verp")
     if list_unsubscribe:
         found = await _by_list_unsubscribe(conn, keyring, list_unsubscribe, allowed)
-        if found is not None:
+        if isinstance(found, Match):
             return found
-    if recipient and len(allowed) == 1:
-        return await _by_recipient(conn, hash_key, allowed[0], recipient)
-    return None
+        signed_seen = signed_seen or found
+    if recipient and len(allowed) == 1 and not signed_only:
+        by_address = await _by_recipient(conn, hash_key, allowed[0], recipient)
+        if by_address is not None:
+            return by_address
+    if signed_seen:
+        return "unknown_delivery"
+    if message_id:
+        return "unsigned_message_id"
+    return "recipient_only" if recipient else "no_identifier"
 
 
 async def _by_list_unsubscribe(
     conn: asyncpg.Connection, keyring: Keyring, header: str, allowed: list[int]
-) -> Match | None:
+) -> Match | bool:
+    """The person a signed List-Unsubscribe code names; else whether any code was signed."""
     people: list[tuple[int, int, int]] = []
     for local, _domain in _MAILTO.findall(header):
         claims = read_local_code(keyring, local, UNSUBSCRIBE_PREFIX, CodeKind.UNSUBSCRIBE)
@@ -132,7 +211,7 @@ async def _by_list_unsubscribe(
         )
         if subscriber is not None:
             return Match(tenant_id, None, subscriber_id, "list_unsubscribe")
-    return None
+    return any(tenant_id in allowed for tenant_id, _, _ in people)
 
 
 async def _by_recipient(

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from mailer import json_input
 from mailer.config import Settings
 from mailer.db import queries, rows
 from mailer.inbound.bounce_parse import status_class
@@ -69,7 +70,7 @@ def parse_ses(body: Any) -> list[RelayReport]:
     if body["Type"] != "Notification":
         return [RelayReport("other", event=f"sns:{body['Type']}", item=_sns_summary(body))]
     try:
-        message = json.loads(body.get("Message") or "")
+        message = json_input.loads(body.get("Message") or "")
     except (TypeError, ValueError):
         raise UnreadableReport("the SNS Message is not JSON") from None
     if not isinstance(message, dict):
@@ -187,8 +188,10 @@ PARSERS: dict[str, Callable[[Any], list[RelayReport]]] = {
 def parse_reports(relay: str, raw: bytes) -> list[RelayReport]:
     """The reports in one webhook body; raises UnreadableReport for anything else."""
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+        body = json_input.loads(raw)
+    except json_input.TooDeep as exc:
+        raise UnreadableReport(str(exc)) from None
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise UnreadableReport("the body is not JSON") from None
     reports = PARSERS[relay](body)
     if len(reports) > MAX_REPORTS:

@@ -174,6 +174,7 @@ async def _erase(
             conn, tenant_id=tenant_id, ids=ids, keys=keys, emails=emails
         ),
         "data_requests": requests,
+        "partner_claims": await q.scrub_partner_claims(conn, tenant_id=tenant_id, ids=ids),
         "subscribers": await q.erase_subscribers(conn, tenant_id=tenant_id, ids=ids, now=now),
     }
     await q.close_links_of(conn, tenant_id=tenant_id, ids=ids, now=now)

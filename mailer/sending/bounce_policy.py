@@ -4,7 +4,10 @@ judged here, so an address is suppressed by the same rules whichever way its fai
 Defaults (RFC 3463, RFC 3464 appendix C, STANDARDS 48): 5.1.1 (no such user) and 5.1.10
 (null MX) suppress with scope ``all`` at once; other permanent failures after 2 within 7 days;
 5.7.x (policy, reputation, authentication) is reported to the operator and never suppresses,
-since it says something about the sender, not the address; transient failures never count.
+since it says something about the sender, not the address; delays never count. A final
+failure with a temporary cause (the MTA gave up on a 4.x.x) is a soft bounce: it weighs
+``soft_weight`` of a hard one, so three soft bounces close together (or a hard and a soft one)
+suppress, two soft ones do not.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class BouncePolicy:
     floor_weight: float = 0.5
     suppress_score: float = 1.5
     alert_prefixes: tuple[str, ...] = ("5.7.",)
+    # Above 0.5 so three recent soft bounces pass 1.5 despite the decay; 2 x 0.6 stays below.
+    soft_weight: float = 0.6
 
     def weight(self, age: dt.timedelta) -> float:
         if age < dt.timedelta(0):
@@ -76,12 +81,16 @@ async def record_bounce(
     subscriber_id: int | None,
     now: dt.datetime | None = None,
     policy: BouncePolicy = DEFAULT_POLICY,
+    final: bool | None = None,
 ) -> BounceDecision:
     """Record one bounce signal in bounce_events and apply the policy, in one transaction.
 
     ``status`` is the RFC 3463 enhanced status ("5.1.1"), or None when the signal had none.
-    Suppression goes through mailer.consent.suppress (the only writer of consent state).
+    ``final`` (default: ``permanent``) says no later delivery will happen; final and not
+    permanent is a soft bounce. Suppression goes through mailer.consent.suppress (the only
+    writer of consent state).
     """
+    final = permanent if final is None else final or permanent
     if source not in ("smtp", "dsn", "webhook"):
         raise InvalidInput(f"unknown bounce source {source!r}", field="source")
     if status is not None and status[:1] not in "245":
@@ -96,12 +105,13 @@ async def record_bounce(
             delivery_id=delivery_id,
             status=status,
             permanent=permanent,
+            final=final,
             source=source,
             occurred_at=at,
         )
-        if not permanent:
+        if not final:
             return BounceDecision("record", "transient failure", event_id=event_id)
-        if status is not None and status.startswith(policy.alert_prefixes):
+        if permanent and status is not None and status.startswith(policy.alert_prefixes):
             log.warning(
                 "bounce_policy_alert tenant=%s delivery=%s status=%s source=%s",
                 tenant_id,
@@ -112,7 +122,7 @@ async def record_bounce(
             return BounceDecision(
                 "alert", f"{status}: policy or reputation block", event_id=event_id
             )
-        if status in policy.immediate:
+        if permanent and status in policy.immediate:
             reason = f"{status}: the address does not exist"
             score = policy.suppress_score
         else:
@@ -124,12 +134,17 @@ async def record_bounce(
                     since=at - policy.window,
                 )
             )
-            score = sum(policy.weight(at - r["occurred_at"]) for r in recent)
+            score = sum(
+                policy.weight(at - r["occurred_at"])
+                * (1.0 if r["permanent"] else policy.soft_weight)
+                for r in recent
+            )
+            kind = "permanent" if permanent else "soft"
             if score < policy.suppress_score:
                 return BounceDecision(
-                    "record", "permanent failure below the threshold", score, event_id=event_id
+                    "record", f"{kind} failure below the threshold", score, event_id=event_id
                 )
-            reason = f"{len(recent)} permanent failures within {policy.window.days} days"
+            reason = f"{len(recent)} final failures within {policy.window.days} days"
         added = await consent.suppress(
             conn,
             tenant_id=tenant_id,

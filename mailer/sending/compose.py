@@ -95,7 +95,7 @@ class Recipient:
 
     to_address: str
     to_name: str | None
-    message_id: str  # "<c42.s1007@news.example.com>", stable per campaign x subscriber
+    message_id: str  # "<CODE@news.example.com>", CODE signs (tenant, delivery)
     unsubscribe_url: str  # https://BASE/u/TOKEN, also the footer's unsubscribe link
     mailto_unsubscribe: str  # unsubscribe+CODE@DOMAIN, or "" for none
     preferences_url: str

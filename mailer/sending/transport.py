@@ -18,7 +18,7 @@ from typing import Literal
 
 import aiosmtplib
 
-from mailer.config import SmtpRelay
+from mailer.config import SmtpRelay, SmtpTimeouts
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,11 @@ Outcome = Literal["sent", "retry", "permanent"]
 Stage = Literal["connect", "mail", "rcpt", "data"]
 
 _ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+# The message goes out in blocks; each must leave the send buffer within the data-block time.
+_BLOCK = 64 * 1024
+_DRAIN_POLL = 0.01
+_LINE_START_DOT = re.compile(rb"^\.", re.M)
+_BARE_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +72,16 @@ class _Connection:
     """One SMTP session, opened on first use and reopened after it broke."""
 
     def __init__(
-        self, relay: SmtpRelay, timeout: float, helo: str, tls_context: ssl.SSLContext | None
+        self,
+        relay: SmtpRelay,
+        timeout: float,
+        helo: str,
+        tls_context: ssl.SSLContext | None,
+        timeouts: SmtpTimeouts,
     ) -> None:
         self.relay = relay
         self.timeout = timeout
+        self.timeouts = timeouts
         self.helo = helo
         self.tls_context = tls_context
         self.client: aiosmtplib.SMTP | None = None
@@ -85,11 +96,13 @@ class _Connection:
             start_tls=False if self.relay.use_tls else starttls,
             username=self.relay.username,
             password=self.relay.password,
-            timeout=self.timeout,
+            timeout=self.timeouts.greeting,
             local_hostname=self.helo,
             tls_context=self.tls_context,
         )
         await client.connect()
+        # The greeting's time covered connect; EHLO, STARTTLS, AUTH, RSET, QUIT get this one.
+        client.timeout = self.timeout
         if (self.relay.use_tls or self.relay.starttls == "require") and not client.is_connected:
             raise TlsRequired("the relay closed the connection")
         if self.relay.starttls == "require" and client.get_transport_info("sslcontext") is None:
@@ -109,11 +122,11 @@ class _Connection:
                 self.client = await self._open()
             client = self.client
             stage = "mail"
-            await client.mail(mail_from)
+            await client.mail(mail_from, timeout=self.timeouts.mail)
             stage = "rcpt"
-            await client.rcpt(rcpt)
+            await client.rcpt(rcpt, timeout=self.timeouts.rcpt)
             stage = "data"
-            response = await client.data(data)
+            response = await self._data(client, data)
         except aiosmtplib.SMTPResponseException as exc:
             if stage == "connect":
                 self.drop()
@@ -131,6 +144,35 @@ class _Connection:
             raise
         self.transactions += 1
         return Reply(classify(response.code, "data"), response.code, response.message, "data")
+
+    async def _data(self, client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
+        """DATA with RFC 5321 4.5.3.2's three clocks: the 354, each block, the final reply.
+
+        aiosmtplib's ``data`` has one timeout for all of it, so the stages are run here.
+        """
+        start = await client.execute_command(b"DATA", timeout=self.timeouts.data_init)
+        if start.code != 354:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        protocol = client.protocol
+        transport = getattr(protocol, "transport", None)
+        if protocol is None or not isinstance(transport, asyncio.WriteTransport):
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        body = dot_stuffed(data)
+        last = max(len(body) - _BLOCK, 0)
+        for at in range(0, last, _BLOCK):
+            protocol.write(body[at : at + _BLOCK])
+            async with asyncio.timeout(self.timeouts.data_block):
+                # A transport offers no public "drained" event (aiosmtplib's protocol keeps
+                # its flow-control waiter private), so its buffer size is polled.
+                while transport.get_write_buffer_size() > _BLOCK:  # noqa: ASYNC110
+                    await asyncio.sleep(_DRAIN_POLL)
+        # The last block and the reply are awaited together: read_response arms the reader
+        # before the loop can deliver the reply, so it cannot be missed.
+        protocol.write(body[last:])
+        response = await protocol.read_response(timeout=self.timeouts.data_end)
+        if response.code != 250:
+            raise aiosmtplib.SMTPDataError(response.code, response.message)
+        return response
 
     async def _reset(self) -> None:
         if self.client is None:
@@ -158,10 +200,12 @@ class SmtpPool:
         timeout: float,
         helo: str = "localhost",
         tls_context: ssl.SSLContext | None = None,
+        timeouts: SmtpTimeouts | None = None,
     ) -> None:
         self.relay = relay
         self.size = size
-        self._all = [_Connection(relay, timeout, helo, tls_context) for _ in range(size)]
+        stages = timeouts or SmtpTimeouts()
+        self._all = [_Connection(relay, timeout, helo, tls_context, stages) for _ in range(size)]
         self._idle: asyncio.Queue[_Connection] = asyncio.Queue()
         for connection in self._all:
             self._idle.put_nowait(connection)
@@ -180,3 +224,13 @@ class SmtpPool:
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._all))
+
+
+def dot_stuffed(data: bytes) -> bytes:
+    """The message as DATA carries it: CRLF line ends, leading dots doubled (RFC 5321
+    4.5.2), ending in CRLF "." CRLF."""
+    body = _BARE_LINE_END.sub(b"\r\n", data)
+    body = _LINE_START_DOT.sub(b"..", body)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return body + b".\r\n"

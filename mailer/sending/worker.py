@@ -49,7 +49,7 @@ from mailer.sending.relays import (
     relay_name,
 )
 from mailer.sending.transport import Reply, SmtpPool
-from mailer.tokens import CodeClaims, CodeKind, Keyring, LinkClaims, Purpose
+from mailer.tokens import CodeClaims, CodeKind, Keyring, LinkClaims, Purpose, message_id_for
 
 log = logging.getLogger(__name__)
 
@@ -198,11 +198,8 @@ class Composer:
             mail = self._campaigns[campaign_id]
             subscriber_id = row["subscriber_id"] or 0
             domain = mail.domain
-            message_id = (
-                f"<c{campaign_id}.s{subscriber_id}@{domain}>"
-                if row["campaign_id"]
-                else f"<t{row['id']}@{domain}>"
-            )
+            # Signed (tenant, delivery): a complaint quoting it names this delivery (G7).
+            message_id = message_id_for(self.keyring, tenant_id, row["id"], domain)
             ring = self.keyring
             one_click = ring.sign(
                 LinkClaims(Purpose.ONE_CLICK, tenant_id, subscriber_id, mail.topic_id)
@@ -227,7 +224,7 @@ class Composer:
         else:
             tenant = self._tenants[tenant_id]
             domain = tenant["sender_domain"]
-            message_id = f"<t{row['id']}@{domain}>"
+            message_id = message_id_for(self.keyring, tenant_id, row["id"], domain)
             # The language is chosen once per message: the one the mail was queued in (the
             # page the person used), else the tenant's default.
             language = choose(payload.get("language"), tenant["default_language"])
@@ -360,7 +357,11 @@ class Worker:
 
     def _smtp_pool(self, relay: SmtpRelay, size: int) -> SmtpPool:
         return SmtpPool(
-            relay, size=size, timeout=self.config.smtp_timeout, helo=self.config.helo_name
+            relay,
+            size=size,
+            timeout=self.config.smtp_timeout,
+            helo=self.config.helo_name,
+            timeouts=self.config.smtp_timeouts,
         )
 
     async def _release(self, conn: asyncpg.Connection) -> None:

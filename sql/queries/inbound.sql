@@ -119,3 +119,18 @@ VALUES ('inbound', :tenant_id, :action, 'campaign', :campaign_id, :detail);
 -- Keyed hashes of the addresses the event names (mailer/inbound/matching.py): erasure looks
 -- events up by them (inbound_events_address_keys, migration 0050).
 UPDATE inbound_events SET address_keys = :address_keys WHERE id = :id;
+
+-- name: lock_kept_event(id)^
+-- A message kept after a failure (outcome 'error'), locked so two reapply runs cannot both
+-- apply it; anything already applied is not returned.
+SELECT id, envelope_from, envelope_rcpt, raw, received_at
+  FROM inbound_events
+ WHERE id = :id AND outcome = 'error'
+   FOR UPDATE;
+
+-- name: kept_event_ids(lim)
+-- What `optout inbound reapply` runs again: kept failures whose raw message is still here.
+SELECT id FROM inbound_events
+ WHERE outcome = 'error' AND raw IS NOT NULL
+ ORDER BY id
+ LIMIT :lim;

@@ -204,6 +204,18 @@ WITH done AS (
     RETURNING 1)
 SELECT count(*) FROM done;
 
+-- name: scrub_partner_claims(tenant_id, ids)$
+-- A partner-withdrawal claim mailed before the person was known holds the address as they
+-- wrote it; found by the person's keyed hash, so run before erase_subscribers clears it.
+WITH done AS (
+    UPDATE partner_claims c SET requester = '(erased)', auth = '{}', sending_host = NULL
+      FROM subscribers s
+     WHERE s.tenant_id = :tenant_id AND s.id = ANY(:ids)
+       AND c.tenant_id = s.tenant_id AND c.requester_key = s.email_key
+       AND c.requester <> '(erased)'
+    RETURNING 1)
+SELECT count(*) FROM done;
+
 -- name: scrub_import_errors(tenant_id, email)$
 -- An import's per-row error may quote the address; found by the address itself, inside the
 -- erasing transaction, before the address is gone.
@@ -295,10 +307,15 @@ ie AS (
     RETURNING 1),
 im AS (
     UPDATE imports SET evidence = NULL WHERE tenant_id = :tenant_id AND evidence IS NOT NULL
+    RETURNING 1),
+pc AS (
+    UPDATE partner_claims SET requester = '(purged)', auth = '{}', sending_host = NULL
+     WHERE tenant_id = :tenant_id AND requester <> '(purged)'
     RETURNING 1)
 SELECT (SELECT count(*) FROM ev) AS evidence, (SELECT count(*) FROM ib) AS inbound,
        (SELECT count(*) FROM dl) AS deliveries, (SELECT count(*) FROM rq) AS requests,
-       (SELECT count(*) FROM ie) AS import_errors, (SELECT count(*) FROM im) AS imports;
+       (SELECT count(*) FROM ie) AS import_errors, (SELECT count(*) FROM im) AS imports,
+       (SELECT count(*) FROM pc) AS partner_claims;
 
 -- name: insert_export(tenant_id, kind, created_by, row_count, detail)$
 INSERT INTO exports (tenant_id, kind, created_by, row_count, detail)

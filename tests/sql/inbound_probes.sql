@@ -68,3 +68,41 @@ SELECT (SELECT count(*) FROM consent_events) AS ledger,
 
 -- name: error_events()$
 SELECT count(*) FROM inbound_events WHERE outcome = 'error';
+
+-- name: complaint_counts(campaign_id)$
+-- What the campaign's complaint rate counts (the same rule as campaign_feedback_counts).
+SELECT count(DISTINCT e.delivery_id) FROM inbound_events e
+  JOIN deliveries d ON d.id = e.delivery_id
+ WHERE d.campaign_id = :campaign_id AND e.kind = 'complaint' AND e.outcome = 'complaint';
+
+-- name: break_table#
+-- Makes every insert into consent_events and bounce_events fail, as a bug or a broken
+-- constraint would: the inbound path must then answer 451 for opt-outs and keep the rest.
+CREATE FUNCTION optout_test_fail() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'injected failure on %', TG_TABLE_NAME;
+END $$;
+CREATE TRIGGER optout_test_fail BEFORE INSERT ON consent_events
+    FOR EACH ROW EXECUTE FUNCTION optout_test_fail();
+CREATE TRIGGER optout_test_fail BEFORE INSERT ON bounce_events
+    FOR EACH ROW EXECUTE FUNCTION optout_test_fail();
+
+-- name: mend_table#
+DROP TRIGGER optout_test_fail ON consent_events;
+DROP TRIGGER optout_test_fail ON bounce_events;
+DROP FUNCTION optout_test_fail();
+
+-- name: event_count()$
+SELECT count(*) FROM inbound_events;
+
+-- name: claims()
+SELECT * FROM partner_claims ORDER BY id;
+
+-- name: confirmation_deliveries()
+SELECT id, recipient, template, payload FROM deliveries
+ WHERE kind = 'transactional' AND template = 'confirm_claim' ORDER BY id;
+
+-- name: age_claims(days)!
+-- As if every confirmation mail went out :days ago.
+UPDATE partner_claims
+   SET confirmation_sent_at = confirmation_sent_at - make_interval(days => :days);

@@ -24,7 +24,7 @@ from mailer.db import create_pool
 from mailer.inbound.handler import InboundHandler
 from mailer.inbound.server import start_server
 from mailer.sending.compose import Recipient, Sender, prepare
-from mailer.tokens import CodeClaims, CodeKind, LinkClaims, Purpose
+from mailer.tokens import CodeClaims, CodeKind, LinkClaims, Purpose, message_id_for
 
 DOMAIN = "news.example.com"
 PARTNER = "privacy@acme.example"
@@ -84,6 +84,10 @@ class World:
     def bounce_address(self, delivery_id: int, tenant_id: int | None = None) -> str:
         claims = CodeClaims(CodeKind.BOUNCE, (tenant_id or self.tenant_id, delivery_id))
         return f"bounces+{self.keyring.make_code(claims)}@{DOMAIN}"
+
+    def message_id(self, delivery_id: int, tenant_id: int | None = None) -> str:
+        """The Message-ID the worker gives a delivery: signed (tenant, delivery)."""
+        return message_id_for(self.keyring, tenant_id or self.tenant_id, delivery_id, DOMAIN)
 
     def one_click_url(self, subscriber_id: int, topic_id: int | None = None) -> str:
         claims = LinkClaims.issue(

@@ -14,7 +14,7 @@ import asyncpg
 
 from mailer import tenants
 from mailer.addresses import suppression_key, tenant_hash_key
-from mailer.config import MailerSettings, Settings, SmtpRelay
+from mailer.config import MailerSettings, Settings, SmtpRelay, SmtpTimeouts
 from mailer.sending import campaigns
 from mailer.sending.dkim import generate_rsa_key_pem, public_key_dns_record
 from tests.conftest import probes
@@ -92,6 +92,7 @@ def mail_settings(settings: Settings, port: int, **changes: Any) -> Settings:
         "lease_seconds": 10.0,
         "poll_seconds": 0.2,
         "smtp_timeout": 5.0,
+        "smtp_timeouts": SmtpTimeouts(**dict.fromkeys(SmtpTimeouts.__dataclass_fields__, 5.0)),
         "per_second": 10_000.0,
         "per_hour": 10**8,
     }

@@ -58,6 +58,13 @@ def test_database_url_requires_both_shared_keys(missing: str, tmp_path: Path):
         ("SMTP_URL", "smtp://relay:99999", "SMTP_URL has a port"),
         ("SMTP_URL", "smtp://relay?tls=yes", "unknown options"),
         ("SMTP_URL", "smtp://relay?starttls=maybe", "starttls must be"),
+        ("OPTOUT_WEB_HEADER_TIMEOUT", "soon", "OPTOUT_WEB_HEADER_TIMEOUT must be a number"),
+        ("OPTOUT_WEB_BODY_TIMEOUT", "0", "OPTOUT_WEB_BODY_TIMEOUT must be between"),
+        ("OPTOUT_WEB_UPLOAD_MIN_RATE", "-5", "OPTOUT_WEB_UPLOAD_MIN_RATE must be between"),
+        ("OPTOUT_DNS_RESOLVER", "dns.example:53", "OPTOUT_DNS_RESOLVER: 'dns.example' is not"),
+        ("OPTOUT_DNS_RESOLVER", "127.0.0.1:99999", "OPTOUT_DNS_RESOLVER: the port"),
+        ("OPTOUT_DNS_RESOLVER", "a:b:c", "OPTOUT_DNS_RESOLVER must be host:port"),
+        ("OPTOUT_CLAIMS_PER_HOST_PER_HOUR", "many", "OPTOUT_CLAIMS_PER_HOST_PER_HOUR must be"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, message: str, tmp_path: Path):
@@ -106,3 +113,39 @@ def test_database_url_requires_a_journal_folder_outside_the_data_folder(tmp_path
     embedded = load_settings({"OPTOUT_DATA_DIR": str(tmp_path / "data")}).journal_dir
     assert embedded is not None and (tmp_path / "data") not in embedded.parents
     assert embedded.name == "journal"
+
+
+def test_web_limits_and_inbound_authentication_settings_are_read(tmp_path: Path):
+    """Issue 14: every new limit is a setting with the documented default."""
+    base = PG | KEYS | {"OPTOUT_DATA_DIR": str(tmp_path)}
+    defaults = load_settings(base)
+    assert (defaults.web.header_timeout, defaults.web.body_timeout) == (10.0, 30.0)
+    assert defaults.web.upload_min_rate == 10 * 1024
+    assert defaults.inbound.dns_resolver is None and defaults.inbound.fbl_domains == ()
+    assert (
+        defaults.inbound.claims_per_tenant_per_hour,
+        defaults.inbound.claims_per_host_per_hour,
+    ) == (100, 10)
+    chosen = load_settings(
+        base
+        | {
+            "OPTOUT_WEB_HEADER_TIMEOUT": "2.5",
+            "OPTOUT_WEB_BODY_TIMEOUT": "12",
+            "OPTOUT_WEB_UPLOAD_MIN_RATE": "50000",
+            "OPTOUT_DNS_RESOLVER": "[::1]:5353",
+            "OPTOUT_FBL_DOMAINS": " FBL.Yahoo.com., feedback.example ",
+            "OPTOUT_CLAIMS_PER_TENANT_PER_HOUR": "7",
+            "OPTOUT_CLAIMS_PER_HOST_PER_HOUR": "3",
+        }
+    )
+    assert (chosen.web.header_timeout, chosen.web.body_timeout) == (2.5, 12.0)
+    assert chosen.web.upload_min_rate == 50000
+    assert chosen.inbound.dns_resolver == ("::1", 5353)
+    assert chosen.inbound.fbl_domains == ("fbl.yahoo.com", "feedback.example")
+    assert (chosen.inbound.claims_per_tenant_per_hour, chosen.inbound.claims_per_host_per_hour) == (
+        7,
+        3,
+    )
+    assert load_settings(base | {"OPTOUT_DNS_RESOLVER": "127.0.0.1"}).inbound.dns_resolver == (
+        "127.0.0.1", 53,
+    )  # fmt: skip

@@ -28,6 +28,11 @@ def test_defaults_follow_rfc_5321():
     )
     assert mailer.retry_schedule[0] >= 1800 and mailer.give_up_after >= 4 * 86400
     assert mailer.smtp_timeout >= 300
+    # RFC 5321 4.5.3.2's per-stage minimums.
+    assert dataclasses.asdict(mailer.smtp_timeouts) == {
+        "greeting": 300.0, "mail": 300.0, "rcpt": 300.0,
+        "data_init": 120.0, "data_block": 180.0, "data_end": 600.0,
+    }  # fmt: skip
 
 
 def test_every_setting_is_read():
@@ -44,6 +49,12 @@ def test_every_setting_is_read():
         "OPTOUT_PAUSE_ERROR_RATE": "0.1",
         "OPTOUT_PAUSE_MIN_ATTEMPTS": "50",
         "OPTOUT_HELO_NAME": "mx.example.com",
+        "OPTOUT_SMTP_TIMEOUT_GREETING": "1",
+        "OPTOUT_SMTP_TIMEOUT_MAIL": "2",
+        "OPTOUT_SMTP_TIMEOUT_RCPT": "3",
+        "OPTOUT_SMTP_TIMEOUT_DATA_INIT": "4",
+        "OPTOUT_SMTP_TIMEOUT_DATA_BLOCK": "5",
+        "OPTOUT_SMTP_TIMEOUT_DATA_END": "6.5",
     }
     mailer = load_settings(env).mailer
     assert dataclasses.asdict(mailer) == {
@@ -61,7 +72,11 @@ def test_every_setting_is_read():
         "allow_unsigned": False,
         "helo_name": "mx.example.com",
         "fallbacks": (),
-    }
+        "smtp_timeouts": {
+            "greeting": 1.0, "mail": 2.0, "rcpt": 3.0,
+            "data_init": 4.0, "data_block": 5.0, "data_end": 6.5,
+        },
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -69,6 +84,7 @@ def test_every_setting_is_read():
     [
         ("OPTOUT_SMTP_POOL_SIZE", "many", "OPTOUT_SMTP_POOL_SIZE must be a number"),
         ("OPTOUT_SMTP_POOL_SIZE", "0", "OPTOUT_SMTP_POOL_SIZE must be between"),
+        ("OPTOUT_SMTP_TIMEOUT_DATA_END", "soon", "OPTOUT_SMTP_TIMEOUT_DATA_END must be a number"),
         ("OPTOUT_RELAY_PER_SECOND", "-1", "OPTOUT_RELAY_PER_SECOND must be between"),
         ("OPTOUT_RETRY_SCHEDULE", "30m,soon", "OPTOUT_RETRY_SCHEDULE: 'soon'"),
         ("OPTOUT_GIVE_UP_AFTER", "0d", "OPTOUT_GIVE_UP_AFTER: durations must be positive"),

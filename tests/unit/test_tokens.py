@@ -325,9 +325,15 @@ def test_code_forged_shapes_are_refused_even_with_a_valid_mac():
     ]:
         with pytest.raises(InvalidToken):
             RING.read_code(forge_code(OLD, 2, fields), CodeKind.BOUNCE)
+    # Kind 0 is no kind; kind 3 (MESSAGE, a Message-ID) is read only as a Message-ID.
     for kind in CodeKind:
         with pytest.raises(InvalidToken):
-            RING.read_code(forge_code(OLD, 3, canonical), kind)
+            RING.read_code(forge_code(OLD, 0, canonical), kind)
+    message = forge_code(OLD, 3, canonical)
+    assert RING.read_code(message, CodeKind.MESSAGE).ids == (7, 123456)
+    for kind in (CodeKind.UNSUBSCRIBE, CodeKind.BOUNCE):
+        with pytest.raises(InvalidToken):
+            RING.read_code(message, kind)
     over_bound = leb128(MAX_CODE_TENANT_ID + 1) + leb128(1) + leb128(1)
     with pytest.raises(InvalidToken):
         RING.read_code(forge_code(OLD, 1, over_bound), CodeKind.UNSUBSCRIBE)
@@ -545,3 +551,20 @@ def test_errors_carry_their_codes_and_messages():
     assert InvalidToken().message == "The link is not valid."
     assert ExpiredToken().message == "The link has expired."
     assert issubclass(InvalidToken, InvalidInput)
+
+
+@PROPERTY
+@given(st.integers(0, tokens.MAX_ID), st.integers(0, tokens.MAX_ID), st.text(max_size=80))
+def test_message_id_names_its_delivery_and_nothing_else_does(tenant, delivery, noise):
+    """DESIGN G7: our Message-ID carries (tenant, delivery) under a MAC, within RFC 5322's
+    id-left shape; any other text (a sequential id, noise) names no delivery."""
+    message_id = tokens.message_id_for(RING, tenant, delivery, "news.example.com")
+    assert len(message_id) <= 2 + tokens.MAX_CODE_LENGTH + len("@news.example.com")
+    claims = tokens.read_message_id(RING, message_id)
+    assert claims is not None and claims.ids == (tenant, delivery)
+    # Case changes in transit do not matter; another key's id or a guessed one never reads.
+    assert tokens.read_message_id(RING, message_id.upper()) == claims
+    assert tokens.read_message_id(Keyring([("other", b"x" * 32)]), message_id) is None
+    assert tokens.read_message_id(RING, f"<c{tenant}.s{delivery}@news.example.com>") is None
+    if noise != message_id:
+        assert tokens.read_message_id(RING, noise) in (None, claims)

@@ -26,7 +26,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from mailer import api_tokens, audit, tenants, wording
+from mailer import api_tokens, audit, json_input, tenants, wording
 from mailer.addresses import parse_address, suppression_key, tenant_hash_key
 from mailer.api_tokens import Principal
 from mailer.config import Settings
@@ -754,8 +754,8 @@ async def _json_body(request: web.Request, endpoint: Endpoint) -> Any:
     if not raw.strip() and not endpoint.body.get("required"):
         return {}  # every field optional: no body means none of them
     try:
-        value = json.loads(raw.decode("utf-8")) if raw else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        value = json_input.loads(raw.decode("utf-8")) if raw else None
+    except ValueError as exc:  # not JSON, not UTF-8, or nested too deeply
         raise InvalidInput(f"The body is not JSON: {exc}.") from None
     if not isinstance(value, dict):
         raise InvalidInput("The body must be a JSON object.")

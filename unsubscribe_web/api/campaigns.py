@@ -16,6 +16,7 @@ import asyncpg
 
 from mailer.db import queries
 from mailer.errors import InvalidInput, NotFound, OptoutError
+from mailer.inbound import claims
 from mailer.rights import partners, policy, privacy
 from mailer.sending import campaigns
 from unsubscribe_web.api.context import Ctx
@@ -316,6 +317,11 @@ async def list_requests(ctx: Ctx) -> Any:
     return {"items": [_request(r) for r in found]}
 
 
+async def list_partner_claims(ctx: Ctx) -> Any:
+    assert ctx.tenant_id is not None
+    return {"items": await claims.list_claims(ctx.conn, ctx.tenant_id)}
+
+
 async def create_request(ctx: Ctx) -> Any:
     assert ctx.tenant is not None
     row = await privacy.create_request(
@@ -603,6 +609,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         list_requests,
         "requests.read",
         params=(TENANT, Param("overdue", BOOLEAN, description="only those past their due date")),
+        response=LIST,
+    ),
+    Endpoint(
+        "GET",
+        "/tenants/{tenant}/partner-claims",
+        "list_partner_claims",
+        "Partner-sharing withdrawals mailed from unknown addresses: listed ones carry no "
+        "deadline; a confirmed one names its data request",
+        list_partner_claims,
+        "requests.read",
+        params=(TENANT,),
         response=LIST,
     ),
     Endpoint(

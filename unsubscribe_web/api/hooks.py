@@ -12,13 +12,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 
+from mailer import json_input
 from mailer.db import UNAVAILABLE_ERRORS
 from mailer.errors import DatabaseUnavailable, InvalidInput, NotFound
 from mailer.inbound.relay_reports import UnreadableReport, apply_reports, parse_reports
@@ -127,8 +127,8 @@ def _unauthorised(message: str) -> web.Response:
 async def _sns_signed(request: web.Request, raw: bytes) -> bool:
     """The SNS message is signed by a certificate served from an AWS SNS endpoint."""
     try:
-        message = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+        message = json_input.loads(raw)
+    except ValueError:  # not JSON, not UTF-8, or nested too deeply
         raise BadReport("the body is not JSON") from None
     if not isinstance(message, dict):
         raise BadReport("not an SNS message")

@@ -192,3 +192,35 @@ async def test_audit_log_names_who_did_what_without_personal_data(world, client,
     for role in ("marketing", "compliance", "client"):
         status, body = await get(client, world.a.tokens[role], "/api/v1/audit")
         assert status == 403
+
+
+@pytest.mark.parametrize("depth", [65, 30_000])
+async def test_deeply_nested_json_is_400_not_a_500(world, client, conn, depth):
+    """Issue 14: a body nested past the parser's recursion limit (once a RecursionError and a
+    500) or past 64 levels is refused with 400 and changes nothing."""
+    before = [dict(r) async for r in probes().audit_entries(conn)]
+    headers = bearer(world.admin) | {"Content-Type": "application/json"}
+    nested = b'{"slug": "zeta", "name": "Z", "sender_address": "z@z.example", "x": '
+    data = nested + b"[" * depth + b"]" * depth + b"}"
+    response = await client.post("/api/v1/tenants", headers=headers, data=data)
+    answer = await response.json()
+    assert response.status == 400, answer
+    assert "nested more than 64 levels" in answer["error"]["message"]
+    _status, tenants = await get(client, world.admin, "/api/v1/tenants")
+    assert [t["slug"] for t in tenants["items"]] == ["alpha", "beta"]
+    assert [dict(r) async for r in probes().audit_entries(conn)] == before
+
+
+async def test_the_client_role_reads_the_proof_of_notice(world, client):
+    """Issue 14: the client (the controller) keeps reading who was told of a policy change
+    and when, for its own tenant only (docs/api.md, roles)."""
+    token = world.a.tokens["client"]
+    status, proof = await get(client, token, "/api/v1/tenants/alpha/policy/versions/1/proof")
+    assert status == 200, proof
+    assert proof["version"] == 1
+    assert {row["subscriber_id"] for row in proof["items"]} >= {world.a.subscriber_id}
+    assert set(proof["items"][0]) == {
+        "subscriber_id", "email", "notified_by", "sent_at", "delivery_state",
+    }  # fmt: skip
+    status, _ = await get(client, token, "/api/v1/tenants/beta/policy/versions/1/proof")
+    assert status == 404

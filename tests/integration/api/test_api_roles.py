@@ -162,6 +162,7 @@ def example(
         "policy_version_proof": ("GET", f"{s}/policy/versions/{version}/proof", {}),
         "export_partners": ("POST", f"{s}/partner-exports", {"json": {"partner": "Acme ads"}}),
         "list_requests": ("GET", f"{s}/requests", {}),
+        "list_partner_claims": ("GET", f"{s}/partner-claims", {}),
         "create_request": (
             "POST",
             f"{s}/requests",

@@ -258,3 +258,20 @@ async def test_sns_signature_is_checked(world, conn, client, fetched):
     assert (await post(client, "ses", version_2)).status == 200
     assert fetched == [CERT_URL]  # fetched once, then cached
     assert len(await rows(probes().suppressions(conn))) == 1
+
+
+@pytest.mark.parametrize("relay", ["sendgrid", "postmark", "ses"])
+@pytest.mark.parametrize("depth", [65, 100_000])
+async def test_deeply_nested_json_to_an_authenticated_hook_is_400(
+    relay, depth, world, conn, client
+):
+    """Issue 14: nested brackets past the parser's recursion (a RecursionError, once a 500)
+    or past our bound of 64 levels are a clear 400 that changes nothing."""
+    data = b"[" * depth + b"]" * depth
+    if relay == "ses":
+        data = b'{"Type": "Notification", "x": ' + data + b"}"
+    before = await probes().state_digest(conn)
+    response = await post(client, relay, data)
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "bad_report"
+    assert await probes().state_digest(conn) == before

@@ -89,3 +89,24 @@ def test_bad_config_exits_2_with_one_line(tmp_path):
     no_keys = {k: v for k, v in env.items() if k != "OPTOUT_HASH_KEY"}
     result = optout("tenant", "list", env=no_keys)
     assert result.returncode == 2 and "OPTOUT_HASH_KEY is required" in result.stderr
+
+
+async def test_tenant_whose_sender_domain_does_not_align_is_refused_with_one_line(db_dsn):
+    """STANDARDS 24: `tenant create` refuses a sender domain outside the From's
+    organizational domain with one line, and creates nothing; a subdomain is fine."""
+    env = subprocess_env(db_dsn)
+    common = ["--name", "Acme", "--sender-address", "news@acme.example"]
+    refused = optout(
+        "tenant", "create", "acme", *common, "--sender-domain", "esp-mailer.example", env=env
+    )
+    assert refused.returncode != 0
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stderr
+    assert "esp-mailer.example does not align with the From domain acme.example" in lines[0]
+    assert "acme" not in optout("tenant", "list", env=env).stdout
+    created = optout(
+        "tenant", "create", "acme", *common, "--sender-domain", "bounces.acme.example", env=env
+    )
+    assert created.returncode == 0, created.stderr
+    moved = optout("tenant", "update", "acme", "--sender-domain", "other.example", env=env)
+    assert moved.returncode != 0 and len(moved.stderr.strip().splitlines()) == 1

@@ -217,27 +217,27 @@ async def test_partner_withdrawal_from_a_subscribed_address(world, conn, setting
     assert await rows(probes().data_requests(conn)) == []
 
 
-async def test_partner_withdrawal_from_an_unknown_address_creates_a_data_request(
+async def test_partner_withdrawal_from_an_unknown_address_is_a_claim_not_a_request(
     world, conn, settings, db_dsn
 ):
+    """Issue 14: a withdrawal from an address that matches no one, unauthenticated, is listed
+    for staff as a claim: no data request with a deadline, no mail back (no backscatter)."""
     before = await probes().state_digest(conn)
     body = b"From: stranger@example.net\r\nSubject: remove me\r\n\r\nstop sharing\r\n"
     async with inbound_server(settings, db_dsn) as inbound:
         replies = await send_smtplib(inbound.port, "stranger@example.net", [PARTNER], body)
-        # A bounce to the partner address is not a person asking: kept, no request.
+        # A bounce to the partner address is not a person asking: kept, no claim.
         bounce = await send_smtplib(inbound.port, "", [PARTNER], b"Subject: failure\r\n\r\nx\r\n")
     assert replies.data[0] == 250 and bounce.data[0] == 250
-    requests = await rows(probes().data_requests(conn))
-    assert len(requests) == 1
-    request = requests[0]
-    assert (request["kind"], request["requester"], request["tenant_id"]) == (
-        "partner_withdrawal", "stranger@example.net", world.tenant_id,
-    )  # fmt: skip
-    assert request["due_at"].month != request["received_at"].month
+    assert await rows(probes().data_requests(conn)) == []
+    claims = await rows(probes().claims(conn))
+    assert [(c["requester"], c["status"], c["authenticated"]) for c in claims] == [
+        ("stranger@example.net", "listed", False)
+    ]
     after = await probes().state_digest(conn)
-    assert after["ledger"] == before["ledger"]
+    assert (after["ledger"], after["deliveries"]) == (before["ledger"], before["deliveries"])
     outcomes = [e["outcome"] for e in await rows(probes().events(conn))]
-    assert outcomes == ["data_request", "ignored_automatic"]
+    assert outcomes == ["claim_opened", "ignored_automatic"]
 
 
 async def test_postmaster_mail_is_kept_for_the_operator(world, conn, settings, db_dsn):

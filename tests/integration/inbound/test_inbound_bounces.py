@@ -81,16 +81,18 @@ async def test_each_dsn_maps_to_its_delivery_and_the_policy_acts(world, conn, se
         subscriber, delivery = sent[name]
         event = events[delivery]
         assert (event["kind"], event["subscriber_id"]) == ("bounce", subscriber), name
-        assert event["outcome"] == ("permanent" if permanent else "transient"), name
+        final = action == "failed"
+        expected_outcome = "permanent" if permanent else "soft" if final else "transient"
+        assert event["outcome"] == expected_outcome, name
         applied = event["parsed"]["applied"]
         got = (applied["recipient"], applied["action"], applied["status"], applied["permanent"])
         assert got == (address, action, status, permanent), name
         assert event["parsed"]["original_message_id"] == message_id, name
         assert event["raw"] == fixture("dsn", name), name
         bounce_row = bounces[delivery]
-        assert (bounce_row["status"], bounce_row["permanent"], bounce_row["source"]) == (
-            status, permanent, "dsn",
-        ), name  # fmt: skip
+        assert (
+            bounce_row["status"], bounce_row["permanent"], bounce_row["final"], bounce_row["source"]
+        ) == (status, permanent, final, "dsn"), name  # fmt: skip
         assert bytes(bounce_row["address_key"]) == key(settings, world.tenant_id, address), name
         decision = event["parsed"]["decision"]["action"]
         if permanent and status in IMMEDIATE:
@@ -120,6 +122,27 @@ async def test_other_permanent_failures_suppress_on_the_second_within_the_window
     assert [(s["scope"], s["reason"]) for s in suppressions] == [("all", "hard_bounce")]
     ledger = await rows(probes().ledger(conn))
     assert [(e["action"], e["source"]) for e in ledger][-1] == ("suppress", "bounce")
+
+
+async def test_final_failures_with_a_temporary_cause_are_soft_bounces(
+    world, conn, settings, db_dsn
+):
+    """Issue 14: a DSN with Action failed and a 4.x.x status, and qmail's "not going to try
+    again", are final, not delays: each counts as a soft bounce (0.6 of a hard one), so the
+    third in a row suppresses the address, where delays never would."""
+    subscriber = await world.person("ovega@down.example", topics=[world.topic_id])
+    decisions = []
+    async with inbound_server(settings, db_dsn) as inbound:
+        for name in ("qmail_gave_up_4_4_2.eml", "postfix_failed_4_4_1_expired.eml") * 2:
+            raw = fixture("dsn", name).replace(b"asmith@slow.example", b"ovega@down.example")
+            delivery = await world.delivery(await world.campaign(), subscriber)
+            await send_smtplib(inbound.port, "", [world.bounce_address(delivery)], raw)
+            event = (await rows(probes().events(conn)))[-1]
+            assert (event["outcome"], event["parsed"]["applied"]["final"]) == ("soft", True)
+            decisions.append(event["parsed"]["decision"]["action"])
+    assert decisions == ["record", "record", "suppress", "suppress"]
+    suppressions = await rows(probes().suppressions(conn))
+    assert [(s["scope"], s["reason"]) for s in suppressions] == [("all", "hard_bounce")]
 
 
 async def test_delayed_never_suppresses_however_often(world, conn, settings, db_dsn):

@@ -76,10 +76,9 @@ async def test_complaint_maps_by_returned_message_id(world, conn, settings, db_d
     address = "rtaylor.fixture@yahoo.com"
     ann = await world.person(address)
     campaign = await world.campaign()
-    delivery = await world.delivery(campaign, ann, message_id="<c9.s9@news.example.com>")
-    await complain(
-        settings, db_dsn, [arf("yahoo_abuse_full.eml", message_id=b"<c9.s9@news.example.com>")]
-    )
+    delivery = await world.delivery(campaign, ann)
+    returned = world.message_id(delivery).encode()
+    await complain(settings, db_dsn, [arf("yahoo_abuse_full.eml", message_id=returned)])
     await assert_suppressed_for_complaint(conn, settings, world, address, ann, campaign)
     events = await rows(probes().events(conn))
     assert [(e["kind"], e["outcome"], e["delivery_id"], e["subscriber_id"]) for e in events] == [
@@ -157,9 +156,8 @@ async def test_complaint_rate_alerts_then_pauses_a_running_campaign(world, conn,
     people = []
     for n in range(3):
         person = await world.person(f"p{n}@example.org")
-        message_id = f"<c{campaign}.s{person}@news.example.com>"
-        await world.delivery(campaign, person, message_id=message_id)
-        people.append(message_id.encode())
+        delivery = await world.delivery(campaign, person)
+        people.append(world.message_id(delivery).encode())
     await probes().insert_sent_deliveries(
         conn, tenant_id=world.tenant_id, campaign_id=campaign, n=497
     )
@@ -191,15 +189,101 @@ async def test_complaint_rate_alerts_then_pauses_a_running_campaign(world, conn,
 async def test_no_alert_or_pause_before_the_minimum_deliveries(world, conn, settings, db_dsn):
     campaign = await world.campaign("sending")
     person = await world.person("p@example.org")
-    await world.delivery(campaign, person, message_id="<c1.s1@news.example.com>")
+    delivery = await world.delivery(campaign, person)
     await probes().insert_sent_deliveries(
         conn, tenant_id=world.tenant_id, campaign_id=campaign, n=99
     )
-    await complain(
-        settings, db_dsn, [arf("yahoo_abuse_full.eml", message_id=b"<c1.s1@news.example.com>")]
-    )
+    returned = world.message_id(delivery).encode()
+    await complain(settings, db_dsn, [arf("yahoo_abuse_full.eml", message_id=returned)])
     assert (await probes().campaign(conn, id=campaign))["status"] == "sending"
     assert await rows(probes().alerts(conn, campaign_id=campaign)) == []
     event = (await rows(probes().events(conn)))[-1]
     assert event["parsed"]["campaign_rate"]["action"] == "below_minimum"
     assert event["outcome"] == "complaint"
+
+
+async def test_forged_reports_by_guessed_message_id_or_address_change_nothing(
+    world, conn, settings, db_dsn
+):
+    """DESIGN G7: 100 forged ARF reports, half naming a delivery by its guessable (pre-MAC)
+    Message-ID, half by the recipient's address alone: no suppression, no ledger row, no
+    complaint counted; each kept as unmatched with its reason. A genuine report quoting the
+    real message's headers still suppresses."""
+    campaign = await world.campaign("sending")
+    guessed, addressed = [], []
+    for n in range(100):
+        address = f"walk{n}@example.org"
+        person = await world.person(address, topics=[world.topic_id])
+        old_form = f"<c{campaign}.s{person}@{DOMAIN}>"  # what deliveries carried before
+        await world.delivery(campaign, person, message_id=old_form)
+        raw = arf("yahoo_abuse_full.eml", message_id=old_form.encode())
+        raw = raw.replace(b"rtaylor.fixture@yahoo.com", address.encode())
+        if n % 2:
+            guessed.append(raw)
+        else:  # the returned headers carry no Message-ID: the address is all it names
+            addressed.append(raw.replace(b"Message-ID: " + old_form.encode() + b"\r\n", b""))
+    before = await probes().state_digest(conn)
+    await complain(settings, db_dsn, guessed + addressed)
+    assert await probes().state_digest(conn) == before
+    events = await rows(probes().events(conn))
+    reasons = [e["parsed"]["unmatched_reason"] for e in events]
+    assert [(e["kind"], e["outcome"], e["delivery_id"]) for e in events] == [
+        ("complaint", "unmatched", None)
+    ] * 100
+    # The fixture's VERP and List-Unsubscribe codes carry no valid MAC: they count for nothing.
+    assert reasons == ["unsigned_message_id"] * 50 + ["recipient_only"] * 50
+    counts = await probes().complaint_counts(conn, campaign_id=campaign)
+    assert counts == 0
+
+    # The genuine report: the headers of the message as the worker sent it.
+    real = await world.person("real@example.org", topics=[world.topic_id])
+    delivery = await world.delivery(campaign, real)
+    sent = world.newsletter(real, "real@example.org", message_id=world.message_id(delivery))
+    genuine = arf("yahoo_abuse_full.eml").split(b"Content-Type: message/rfc822")[0]
+    genuine += (
+        b"Content-Type: message/rfc822\r\n\r\n"
+        + sent
+        + b"\r\n------=_ARF_Part_0_1234567.1718100000000--\r\n"
+    )
+    await complain(settings, db_dsn, [genuine])
+    await assert_suppressed_for_complaint(conn, settings, world, "real@example.org", real, campaign)
+    last = (await rows(probes().events(conn)))[-1]
+    assert (last["outcome"], last["delivery_id"]) == ("complaint", delivery)
+    assert last["parsed"]["matched_by"] == "message_id"
+    assert await probes().complaint_counts(conn, campaign_id=campaign) == 1
+
+
+async def test_report_with_only_an_address_is_unmatched_recipient_only(
+    world, conn, settings, db_dsn
+):
+    """No Message-ID, VERP or List-Unsubscribe of ours, only the recipient: nothing changes."""
+    person = await world.person("only@example.org")
+    await world.delivery(await world.campaign(), person)
+    raw = arf("yahoo_abuse_full.eml").replace(b"rtaylor.fixture@yahoo.com", b"only@example.org")
+    raw = raw.replace(b"Message-ID: <not-ours@elsewhere.example>\r\n", b"")
+    before = await probes().state_digest(conn)
+    await complain(settings, db_dsn, [raw])
+    assert await probes().state_digest(conn) == before
+    event = (await rows(probes().events(conn)))[0]
+    assert (event["outcome"], event["parsed"]["unmatched_reason"]) == (
+        "unmatched", "recipient_only",
+    )  # fmt: skip
+
+
+async def test_message_id_signed_with_a_retired_key_still_matches(world, conn, settings, db_dsn):
+    """Verification tries every key in OPTOUT_SECRET_KEYS: a message sent before rotation."""
+    import dataclasses
+
+    from mailer.tokens import Keyring, message_id_for
+
+    person = await world.person("rot@example.org")
+    campaign = await world.campaign()
+    delivery = await world.delivery(campaign, person)
+    old_key = ("old1", b"o" * 32)
+    old_id = message_id_for(Keyring([old_key]), world.tenant_id, delivery, DOMAIN)
+    rotated = dataclasses.replace(
+        settings, secret_keys=(("new1", b"n" * 32), old_key, *settings.secret_keys)
+    )
+    await complain(rotated, db_dsn, [arf("yahoo_abuse_full.eml", message_id=old_id.encode())])
+    event = (await rows(probes().events(conn)))[0]
+    assert (event["outcome"], event["delivery_id"]) == ("complaint", delivery)

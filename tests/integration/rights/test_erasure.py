@@ -13,6 +13,8 @@ from mailer import outbox, tenants
 from mailer.consent import imports
 from mailer.consent import writer as consent
 from mailer.errors import Suppressed
+from mailer.inbound import claims
+from mailer.inbound.authentication import UNCHECKED
 from mailer.rights import erasure, partners, privacy
 from mailer.sending import campaigns
 from tests.conftest import TEST_HASH_KEY, probes
@@ -117,6 +119,11 @@ async def leave_traces(conn, settings, world):
         email=EMAIL,
         now=dt.datetime.now(dt.UTC),
     )
+    # A partner withdrawal mailed before the address was known: a claim holding it.
+    await claims.take_claim(
+        conn, settings, tenant_id=tenant_id, sender=EMAIL, auth=UNCHECKED, sending_host=IP,
+        now=dt.datetime.now(dt.UTC),
+    )  # fmt: skip
     await consent.set_partner_consent(
         conn, tenant_id=tenant_id, subscriber_id=person, granted=True, source="preference_centre"
     )
@@ -223,6 +230,11 @@ async def test_a_tenant_purge_clears_that_tenant_and_touches_no_other(
     # The same person at another tenant: that tenant keeps its own copy.
     await join(conn, other_tenant["id"], "newsletter", EMAIL, NAME, ip="203.0.113.5")
     await leave_traces(conn, settings, world)
+    # A claim from someone who never subscribed: only the tenant purge reaches it.
+    await claims.take_claim(
+        conn, settings, tenant_id=world["tenant"]["id"], sender="stranger@purge.example",
+        auth=UNCHECKED, sending_host="198.51.100.77", now=dt.datetime.now(dt.UTC),
+    )  # fmt: skip
 
     export = await erasure.export_tenant(conn, tenant=world["tenant"], by="staff")
     assert {s["email"] for s in export["subscribers"]} == {EMAIL, OTHER}
@@ -231,8 +243,9 @@ async def test_a_tenant_purge_clears_that_tenant_and_touches_no_other(
 
     receipt = await erasure.purge_tenant(conn, tenant=world["tenant"], by="staff")
     assert receipt["removed"]["subscribers"] == 2
-    for needle in (OTHER, "Grace Hopper", "192.0.2.99", IP):
+    for needle in (OTHER, "Grace Hopper", "192.0.2.99", IP, "stranger@purge.example"):
         assert await holders(conn, needle) == [], needle
+    assert await holders(conn, "198.51.100.77") == []
     # Globex's subscriber (same address, other tenant) is untouched.
     assert sorted(await holders(conn, EMAIL)) == [
         ("consent_evidence", "message_id"),

@@ -20,7 +20,7 @@ from mailer.sending import campaigns
 from mailer.sending.campaigns import CampaignRefused
 from mailer.sending.dkim import ed25519_dns_record, generate_ed25519_key_pem, generate_rsa_key_pem
 from mailer.sending.worker import Worker
-from mailer.tokens import CodeKind, Purpose
+from mailer.tokens import CodeKind, Purpose, message_id_for, read_message_id
 from tests.conftest import probes, subprocess_env
 from tests.support.cli import optout
 from tests.support.mailer_env import (
@@ -143,7 +143,10 @@ async def test_every_message_parses_verifies_and_decodes_to_its_recipient(
         assert tenant_id == tenant["id"]
         assert captured.rcpt_tos == (people[subscriber_id],)
         assert message["To"] == people[subscriber_id]
-        assert message["Message-ID"] == f"<c{campaign['id']}.s{subscriber_id}@{DOMAIN}>"
+        # The Message-ID names the same delivery under a MAC (a complaint can quote it).
+        assert message["Message-ID"] == message_id_for(keyring, tenant["id"], delivery_id, DOMAIN)
+        named = read_message_id(keyring, message["Message-ID"])
+        assert named is not None and named.ids == (tenant["id"], delivery_id)
         assert message["Subject"] == "Spring news: 10% off — ça va?"
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert message["Feedback-ID"] == f"{campaign['id']}:{tenant['id']}:{topic['id']}:optout"

@@ -6,10 +6,11 @@ import asyncio
 import dataclasses
 import datetime as dt
 import ssl
+from typing import ClassVar
 
 import pytest
 
-from mailer.config import MailerSettings, SmtpRelay
+from mailer.config import MailerSettings, SmtpRelay, SmtpTimeouts
 from mailer.db import create_pool
 from mailer.sending import campaigns
 from mailer.sending.transport import Reply, SmtpPool, classify
@@ -154,12 +155,13 @@ async def test_a_connection_dropped_mid_data_is_retried(conn, db_dsn, settings, 
 
 
 async def test_a_stalled_server_times_out_and_is_retried(conn, db_dsn, settings, faults, tmp_path):
-    """STANDARDS 54: a stalled DATA reply trips the per-command timeout; retried later."""
+    """STANDARDS 54: a stalled reply to the final dot trips its timeout
+    (OPTOUT_SMTP_TIMEOUT_DATA_END, half a second here); the worker retries later."""
     tenant, _, campaign, people = await newsletter_campaign(conn, settings, tmp_path, 2)
     victim = sorted(people.values())[0]
     faults.faults[victim] = ("stall", 1)
     faults.stall_seconds = 3.0
-    s = mail_settings(settings, faults.port, smtp_timeout=0.5)
+    s = mail_settings(settings, faults.port, smtp_timeouts=SmtpTimeouts(data_end=0.5))
     status, _ = await _send_until_done(db_dsn, conn, s, tenant, campaign)
     assert status == "done"
     rows = await _deliveries(conn, campaign["id"])
@@ -291,3 +293,106 @@ async def test_a_dead_relay_is_set_aside_and_the_next_one_takes_the_mail(
     assert all(r["attempts"] == 1 for r in rows.values())
     dead = await probes().relay_row(conn, name=f"127-0-0-1-{dead_port}")
     assert dead["set_aside_until"] is not None
+
+
+class _StallingServer(asyncio.Protocol):
+    """A raw SMTP server that goes silent at one stage: no reply (greeting, mail, rcpt,
+    data_init, data_end) or, for data_block, no more reading of the message."""
+
+    opened: ClassVar[list[asyncio.Transport]] = []  # closed by the test, whatever the client did
+
+    def __init__(self, stall: str) -> None:
+        self.stall = stall
+        self.buffer = b""
+        self.in_data = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.opened.append(transport)
+        if self.stall != "greeting":
+            transport.write(b"220 stall.test ESMTP\r\n")
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.buffer += data
+        if self.in_data:
+            if b"\r\n.\r\n" in self.buffer and self.stall != "data_end":
+                self.transport.write(b"250 2.0.0 OK\r\n")
+            return
+        while b"\r\n" in self.buffer and not self.in_data:
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                self.transport.write(b"250 stall.test\r\n")
+            elif verb == b"MAIL" and self.stall != "mail":
+                self.transport.write(b"250 2.1.0 OK\r\n")
+            elif verb == b"RCPT" and self.stall != "rcpt":
+                self.transport.write(b"250 2.1.5 OK\r\n")
+            elif verb == b"DATA" and self.stall != "data_init":
+                self.transport.write(b"354 go ahead\r\n")
+                self.in_data = True
+                if self.stall == "data_block":
+                    self.transport.pause_reading()  # the message stops leaving the client
+            elif verb in (b"RSET", b"NOOP"):
+                self.transport.write(b"250 OK\r\n")
+            elif verb == b"QUIT":
+                self.transport.write(b"221 bye\r\n")
+                self.transport.close()
+
+
+@pytest.mark.parametrize(
+    "stage, reply_stage",
+    [
+        ("greeting", "connect"),
+        ("mail", "mail"),
+        ("rcpt", "rcpt"),
+        ("data_init", "data"),
+        ("data_block", "data"),
+        ("data_end", "data"),
+    ],
+)
+async def test_a_stalled_server_trips_the_timeout_of_that_stage(stage, reply_stage):
+    """STANDARDS 54: each RFC 5321 4.5.3.2 stage has its own setting; a server that stalls at
+    one stage trips that stage's timeout (seconds here), and the mail is left to retry."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _StallingServer(stage), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    relay = SmtpRelay(host="127.0.0.1", port=port, use_tls=False, starttls="off")
+    generous = dict.fromkeys(SmtpTimeouts.__dataclass_fields__, 30.0)
+    timeouts = SmtpTimeouts(**(generous | {stage: 0.3}))
+    pool = SmtpPool(relay, size=1, timeout=30, timeouts=timeouts)
+    # A message big enough to fill the socket buffers when the server stops reading.
+    size = 48 * 1024 * 1024 if stage == "data_block" else 100
+    message = b"Subject: x\r\n\r\n" + (b"y" * 998 + b"\r\n") * (size // 1000)
+    started = loop.time()
+    try:
+        reply = await asyncio.wait_for(pool.send("a@example.com", "b@example.org", message), 20)
+    finally:
+        await pool.close()
+        _close(server)
+    elapsed = loop.time() - started
+    assert (reply.outcome, reply.stage, reply.code) == ("retry", reply_stage, None), reply
+    assert elapsed < 10, elapsed  # the 0.3 s stage timeout, not any of the 30 s ones
+
+    # The same server with that stage's timeout generous and another one short still stalls
+    # there, and only gives up at the generous one: the settings are independent.
+    if stage == "data_end":
+        other = SmtpTimeouts(**(generous | {"data_end": 1.5, "data_init": 0.1}))
+        server = await loop.create_server(lambda: _StallingServer(stage), "127.0.0.1", 0)
+        relay = dataclasses.replace(relay, port=server.sockets[0].getsockname()[1])
+        pool = SmtpPool(relay, size=1, timeout=30, timeouts=other)
+        started = loop.time()
+        try:
+            reply = await pool.send("a@example.com", "b@example.org", message)
+        finally:
+            await pool.close()
+            _close(server)
+        assert reply.stage == "data" and loop.time() - started >= 1.4
+
+
+def _close(server: asyncio.Server) -> None:
+    server.close()
+    while _StallingServer.opened:
+        _StallingServer.opened.pop().close()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer.inbound.bounce_parse import BounceReport, parse_bounce, status_class
+from mailer.inbound.bounce_parse import BounceReport, parse_bounce, status_class, status_in_text
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "dsn"
 ALL_FIXTURES = sorted(p.name for p in FIXTURES.glob("*.eml"))
@@ -95,6 +95,24 @@ EXPECTED: dict[str, tuple[bool, str, list[tuple[str, str, str | None, bool]], st
         True, "flufl", [("pwilson@legacy.example", "failed", "5.1.1", True)],
         "<c42.s1025@news.example.com>",
     ),
+    # Issue 14: a version number is not a status ("Mailman v2.0.13", "2.0.12"); a final
+    # failure with a 4.x.x cause is final (a soft bounce), not a delay.
+    "dsn_no_status_mailman_version.eml": (
+        True, "dsn", [("announce@lists.example.net", "failed", None, True)],
+        "<c42.s1026@news.example.com>",
+    ),
+    "exim_version_number_in_text.eml": (
+        True, "flufl", [("ops@legacy-list.example", "failed", None, True)],
+        "<c42.s1027@news.example.com>",
+    ),
+    "postfix_failed_4_4_1_expired.eml": (
+        True, "dsn", [("asmith@slow.example", "failed", "4.4.1", False)],
+        "<c42.s1028@news.example.com>",
+    ),
+    "qmail_gave_up_4_4_2.eml": (
+        True, "flufl", [("ovega@down.example", "failed", "4.4.2", False)],
+        "<c42.s1029@news.example.com>",
+    ),
     "no_delivery_status_part.eml": (False, "unrecognised", [], "<c42.s1023@news.example.com>"),
     "delivered_success.eml": (
         True, "dsn", [("qchen@example.net", "delivered", "2.0.0", False)],
@@ -179,8 +197,10 @@ def test_plain_text_bounce_keeps_its_explanation_as_diagnostic():
     )
 
 
-def test_plain_text_bounce_with_4xx_near_the_address_is_delayed_not_permanent():
-    """STANDARDS 48: a 4.x.x code in a plain-text bounce overrides a heuristic "permanent"."""
+def test_plain_text_bounce_with_4xx_near_the_address_is_final_but_not_permanent():
+    """STANDARDS 48: a 4.x.x code in a plain-text bounce is never permanent; but qmail sends
+    this notice only once it has given up, so the failure is final (a soft bounce, issue 14),
+    not a delay."""
     raw = (
         b"From: MAILER-DAEMON@q.example\nSubject: failure notice\n\n"
         b"Hi. This is the qmail-send program at q.example.\n"
@@ -192,7 +212,8 @@ def test_plain_text_bounce_with_4xx_near_the_address_is_delayed_not_permanent():
     report = parse_bounce(raw)
     assert report.kind == "flufl"
     recipient = report.recipients[0]
-    assert (recipient.action, recipient.status, recipient.permanent) == ("delayed", "4.2.2", False)
+    assert (recipient.action, recipient.status, recipient.permanent) == ("failed", "4.2.2", False)
+    assert recipient.final
     assert report.original_message_id == "<c42.s1099@news.example.com>"
 
 
@@ -401,3 +422,74 @@ def test_fixtures_with_spliced_bytes_never_raise(name, offset, junk):
     raw = load(name)
     at = offset % (len(raw) + 1)
     assert isinstance(parse_bounce(raw[:at] + junk + raw[at:]), BounceReport)
+
+
+@pytest.mark.parametrize("name", ALL_FIXTURES)
+def test_failed_is_final_and_delayed_is_not(name):
+    """A final failure is final even when its cause is temporary; a delay never is."""
+    for recipient in parse_bounce(load(name)).recipients:
+        assert recipient.final is (recipient.action == "failed")
+        if recipient.permanent:
+            assert recipient.final
+
+
+@pytest.mark.parametrize("name", ["postfix_failed_4_4_1_expired.eml", "qmail_gave_up_4_4_2.eml"])
+def test_a_failure_given_up_on_with_a_4xx_cause_is_a_soft_final_failure(name):
+    recipient = parse_bounce(load(name)).recipients[0]
+    assert (recipient.action, recipient.final, recipient.permanent) == ("failed", True, False)
+    assert status_class(recipient.status) == 4
+
+
+@pytest.mark.parametrize(
+    "text, status",
+    [
+        ("host mx said: 550 5.1.1 <a@b.example>: no such user", "5.1.1"),
+        ("said: 550-5.7.1 blocked", "5.7.1"),
+        ("Sorry, no mailbox here by that name. (#5.1.1)", "5.1.1"),
+        ("<EXCH01.legacy.example #5.1.1>", "5.1.1"),
+        ("GNU Mailman v2.0.13 delivery agent", None),
+        ("upgraded to 2.0.12 last week", None),
+        ("550 2.0.0 mismatched class is no status", None),
+        ("version 5.1.1.2 of the agent", None),
+        ("listening on 192.0.2.55", None),
+    ],
+)
+def test_status_read_only_where_rfc_3463_puts_it(text, status):
+    assert status_in_text(text) == status
+
+
+# Prose around a dotted number: words, punctuation and the separators seen in real bounces.
+_PROSE = st.lists(
+    st.sampled_from([*"abcdefghij ABC.,;:()[]<>/-_#v\n", "Mailman ", "version ", "said: 550 "]),
+    max_size=12,
+).map("".join)
+_DOTTED = st.builds(
+    lambda parts: ".".join(str(p) for p in parts),
+    st.lists(st.integers(0, 999), min_size=3, max_size=4),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_PROSE, _DOTTED, _PROSE)
+def test_random_dotted_numbers_in_prose_are_never_a_status(before, dotted, after):
+    """Issue 14: a dotted number in prose is never taken as an enhanced status code, in a
+    Diagnostic-Code or a plain-text bounce; only one after a reply code of its class, or
+    qmail's and Exchange's "#X.Y.Z", is."""
+    text = before + dotted + after
+    # The two places a status may sit: excluded from the prose on purpose.
+    # (The DSN below puts the text after "550 ", as a Diagnostic-Code's reply code.)
+    reply_context = re.search(r"(?<![\w.])[245]\d\d[ -]" + re.escape(dotted), "550 " + text)
+    hash_context = "#" + dotted in text
+    if reply_context or hash_context:
+        return
+    assert status_in_text(text) is None
+    raw = (
+        b"Return-Path: <>\nFrom: MAILER-DAEMON@mx.example\nSubject: Undelivered Mail\n"
+        b"MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status;"
+        b" boundary=B\n\n--B\nContent-Type: text/plain\n\nfailed\n\n--B\n"
+        b"Content-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example\n\n"
+        b"Final-Recipient: rfc822; who@example.org\nAction: failed\n"
+        b"Diagnostic-Code: smtp; 550 " + text.replace("\n", " ").encode() + b"\n\n--B--\n"
+    )
+    recipient = parse_bounce(raw).recipients[0]
+    assert (recipient.status, recipient.permanent) == (None, True)
