@@ -28,7 +28,7 @@ from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.config import Settings, SmtpRelay
 from mailer.db import UNAVAILABLE_ERRORS, queries, rows
 from mailer.errors import ConfigError, OptoutError
-from mailer.sending import bounce_policy, compose
+from mailer.sending import bounce_policy, compose, tenant_templates
 from mailer.sending.campaigns import sender_for, signer_for
 from mailer.sending.dkim import DkimSigner
 from mailer.sending.relays import (
@@ -132,6 +132,7 @@ class Composer:
                     sender_for(tenant, topic, campaign_id),
                     campaign["subject"],
                     campaign["content"],
+                    layout=await tenant_templates.layout_for(conn, campaign),
                 )
                 self._campaigns[campaign_id] = _CampaignMail(
                     prepared,

@@ -241,3 +241,9 @@ SELECT id, campaign_id, state, payload FROM deliveries ORDER BY id;
 
 -- name: audit_lines()
 SELECT action, actor, tenant_id, target_id, detail FROM audit_log ORDER BY id;
+
+-- name: workspace_templates()
+-- The tenants' own templates and every version (the isolation and sandbox tests compare them).
+SELECT t.id, t.tenant_id, t.name, v.version, v.html, v.body_text
+  FROM email_templates t LEFT JOIN email_template_versions v ON v.template_id = t.id
+ ORDER BY t.id, v.version;

@@ -44,6 +44,7 @@ from mailer.errors import (
 )
 from unsubscribe_web.api import campaigns as api_campaigns
 from unsubscribe_web.api import openapi
+from unsubscribe_web.api import templates as api_templates
 from unsubscribe_web.api.context import DEFAULT_LIMIT, MAX_LIMIT, Ctx, id_cursor, page
 from unsubscribe_web.api.spec import (
     ANY_OBJECT,
@@ -664,8 +665,9 @@ CORE_ENDPOINTS: tuple[Endpoint, ...] = (
 )
 
 
-# Campaigns, policy versions and data requests (thin over mailer.campaigns/policy/privacy).
-ENDPOINTS = CORE_ENDPOINTS + api_campaigns.ENDPOINTS
+# Campaigns, policy versions and data requests (thin over mailer.campaigns/policy/privacy);
+# the tenants' own email templates (mailer.sending.tenant_templates).
+ENDPOINTS = CORE_ENDPOINTS + api_campaigns.ENDPOINTS + api_templates.ENDPOINTS
 
 
 # --- plumbing -----------------------------------------------------------------------------------
