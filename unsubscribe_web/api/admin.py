@@ -684,6 +684,8 @@ async def _visible_tenant(conn: asyncpg.Connection, principal: Principal, slug: 
 
 async def _json_body(request: web.Request, endpoint: Endpoint) -> Any:
     assert endpoint.body is not None
+    if endpoint.max_body is not None:
+        request = request.clone(client_max_size=endpoint.max_body)
     raw = await request.read()
     if not raw.strip() and not endpoint.body.get("required"):
         return {}  # every field optional: no body means none of them

@@ -19,6 +19,8 @@ TEMPLATE = Param("template_id", ID, location="path", required=True)
 # The checks in mailer count octets; the schema's bound is in characters, so it only stops
 # bodies that cannot possibly fit.
 PART = string(sandbox.MAX_SOURCE, multiline=True)
+# Both parts at their limit, each character escaped as \uXXXX in the worst case, and the rest.
+MAX_BODY = 2 * 6 * sandbox.MAX_SOURCE + 64 * 1024
 
 
 def _template(row: asyncpg.Record) -> dict[str, Any]:
@@ -120,6 +122,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             required=("name",),
         ),
         status=201,
+        max_body=MAX_BODY,
     ),
     Endpoint(
         "GET",
@@ -140,6 +143,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         params=(TENANT, TEMPLATE),
         body=obj({"html": PART, "text": PART}, required=("html", "text")),
         status=201,
+        max_body=MAX_BODY,
     ),
     Endpoint(
         "GET",

@@ -22,6 +22,8 @@ from unsubscribe_web.keys import SETTINGS
 
 BASE = "/dashboard/t/{tenant}/templates"
 ONE = BASE + "/{template_id}"
+# Both parts at their limit, every octet percent-encoded by the browser, and the rest.
+MAX_FORM = 2 * 3 * sandbox.MAX_SOURCE + 64 * 1024
 NOTICES = {
     "created": "Template created from the built-in newsletter layout: version 1.",
     "saved": "Saved as a new version.",
@@ -97,7 +99,7 @@ async def create(request: web.Request) -> web.Response:
 async def save(request: web.Request) -> web.Response:
     """POST: the editor's parts as the next version; refused (with the one reason, the
     submitted parts kept in the form) when the checks fail."""
-    async with posted(request, "save_template") as (ws, form):
+    async with posted(request, "save_template", max_size=MAX_FORM) as (ws, form):
         template = await _template(ws)
         values = {
             "html": text_field(form, "html", multiline=True),
