@@ -46,6 +46,8 @@ RIGHTS: dict[str, frozenset[str]] = {
             "campaigns.read",
             "campaigns.write",
             "campaigns.send",
+            "templates.read",
+            "templates.write",
             "policy.read",
             "policy.write",
             "requests.read",
@@ -67,6 +69,9 @@ RIGHTS: dict[str, frozenset[str]] = {
             "campaigns.write",
             # Start or re-queue mail to the audience (the workspace's Send and Retry buttons).
             "campaigns.send",
+            # The tenant's own email templates (issue 17).
+            "templates.read",
+            "templates.write",
         }
     ),
     "compliance": frozenset(

@@ -25,6 +25,7 @@ from unsubscribe_web import dev_outbox, errors, limits, security
 from unsubscribe_web.api import admin as api
 from unsubscribe_web.api import hooks
 from unsubscribe_web.dashboard import campaigns as workspace_campaigns
+from unsubscribe_web.dashboard import email_templates as workspace_templates
 from unsubscribe_web.dashboard import views as dashboard
 from unsubscribe_web.forms import CsrfTokens
 from unsubscribe_web.keys import (
@@ -96,6 +97,7 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     hooks.add_routes(app)
     dashboard.add_routes(app)
     workspace_campaigns.add_routes(app)
+    workspace_templates.add_routes(app)
     if outbox_dir is not None:
         dev_outbox.add_routes(app, outbox_dir)
     return app

@@ -18,7 +18,7 @@ from mailer import outbox
 from mailer.config import Settings
 from mailer.db import queries, rows
 from mailer.errors import Conflict, InvalidInput, OptoutError
-from mailer.sending import body, compose
+from mailer.sending import body, compose, tenant_templates
 from mailer.sending.campaign_status import UnknownCampaign as UnknownCampaign
 from mailer.sending.campaign_status import cancel as cancel
 from mailer.sending.campaign_status import pause as pause
@@ -152,9 +152,12 @@ def _prepare(
     template: str,
     subject: str,
     content: dict[str, Any],
+    layout: compose.Layout | None = None,
 ) -> compose.PreparedMessage:
     try:
-        return compose.prepare(template, sender_for(tenant, topic, campaign_id), subject, content)
+        return compose.prepare(
+            template, sender_for(tenant, topic, campaign_id), subject, content, layout=layout
+        )
     except OptoutError as exc:
         raise CampaignRefused(exc.message, field=exc.field) from exc
 
@@ -187,6 +190,7 @@ async def check(
         campaign["template"],
         campaign["subject"],
         campaign["content"],
+        await tenant_templates.layout_for(conn, campaign),
     )
     _check_sending(tenant, settings)
     return prepared
@@ -232,6 +236,7 @@ async def problems(
             campaign["template"],
             campaign["subject"],
             campaign["content"],
+            await tenant_templates.layout_for(conn, campaign),
         )
     except CampaignRefused as exc:
         found.append(exc)
@@ -257,12 +262,16 @@ async def create_draft(
     content: dict[str, Any],
     template: str = "campaign",
     created_by: str = "cli",
+    layout_id: int | None = None,
 ) -> asyncpg.Record:
     """A new draft as the workspace saves it: the form is checked, the content is not (a
-    draft may be unfinished; ``problems`` lists what stops it from being sent)."""
+    draft may be unfinished; ``problems`` lists what stops it from being sent). ``layout_id``
+    is one of the tenant's own templates, in place of the built-in layout."""
     topic = await get_topic(conn, tenant_id, topic_slug)
     _check_draft(name, subject, template, content)
-    return await queries().campaigns.create_campaign(
+    if layout_id is not None:
+        await tenant_templates.get(conn, tenant_id, layout_id)
+    row = await queries().campaigns.create_campaign(
         conn,
         tenant_id=tenant_id,
         topic_id=topic["id"],
@@ -273,6 +282,11 @@ async def create_draft(
         priority=0,
         created_by=created_by,
     )
+    if layout_id is not None:
+        row = await queries().email_templates.set_campaign_layout(
+            conn, tenant_id=tenant_id, id=row["id"], layout_id=layout_id
+        )
+    return row
 
 
 async def update_draft(
@@ -284,11 +298,14 @@ async def update_draft(
     name: str,
     subject: str,
     content: dict[str, Any],
+    layout_id: int | None = None,
 ) -> asyncpg.Record:
-    """Change a campaign that has not started yet."""
+    """Change a campaign that has not started yet (``layout_id`` None: the built-in layout)."""
     campaign = await get(conn, tenant_id, campaign_id)
     topic = await get_topic(conn, tenant_id, topic_slug)
     _check_draft(name, subject, campaign["template"], content)
+    if layout_id is not None:
+        await tenant_templates.get(conn, tenant_id, layout_id)
     row = await queries().campaigns.update_draft(
         conn,
         tenant_id=tenant_id,
@@ -303,6 +320,10 @@ async def update_draft(
             f"the campaign is {campaign['status']}; only a draft or a scheduled campaign "
             "can be edited (duplicate it to send it again)"
         )
+    if layout_id != campaign["layout_id"]:
+        row = await queries().email_templates.set_campaign_layout(
+            conn, tenant_id=tenant_id, id=campaign_id, layout_id=layout_id
+        )
     return row
 
 
@@ -312,7 +333,7 @@ async def duplicate(
     """A new draft with the campaign's topic, subject and content."""
     campaign = await get(conn, tenant_id, campaign_id)
     name = f"Copy of {campaign['name']}"[:MAX_NAME]
-    return await queries().campaigns.create_campaign(
+    row = await queries().campaigns.create_campaign(
         conn,
         tenant_id=tenant_id,
         topic_id=campaign["topic_id"],
@@ -323,6 +344,11 @@ async def duplicate(
         priority=campaign["priority"],
         created_by=created_by,
     )
+    if campaign["layout_id"] is not None:  # the copy follows the template's newest version
+        row = await queries().email_templates.set_campaign_layout(
+            conn, tenant_id=tenant_id, id=row["id"], layout_id=campaign["layout_id"]
+        )
+    return row
 
 
 def _check_draft(name: str, subject: str, template: str, content: dict[str, Any]) -> None:
@@ -347,7 +373,13 @@ async def preview(
     tenant = await queries().tenants.get_tenant(conn, id=tenant_id)
     topic = await queries().tenants.get_topic(conn, tenant_id=tenant_id, id=campaign["topic_id"])
     prepared = _prepare(
-        tenant, topic, campaign_id, campaign["template"], campaign["subject"], campaign["content"]
+        tenant,
+        topic,
+        campaign_id,
+        campaign["template"],
+        campaign["subject"],
+        campaign["content"],
+        await tenant_templates.layout_for(conn, campaign),
     )
     domain = tenant["sender_domain"]
     return prepared.render(
@@ -379,6 +411,8 @@ async def start(
                 "campaign can start"
             )
         await check(conn, settings, campaign)
+        # The layout's version now is the one every recipient gets, whatever edits follow.
+        await queries().email_templates.pin_campaign_layout(conn, id=campaign_id)
         queued: int = await q.enqueue(conn, campaign_id=campaign_id)
         if queued == 0:
             raise CampaignRefused(EMPTY_AUDIENCE, field="topic")

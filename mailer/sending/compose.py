@@ -31,6 +31,8 @@ from mailer.errors import InvalidAddress, InvalidInput
 from mailer.i18n import SOURCE_LANGUAGE, choose, translations
 from mailer.resources import EMAIL_TEMPLATES_DIR
 from mailer.sending import body as campaign_body
+from mailer.sending import sandbox
+from mailer.sending.sandbox import Layout as Layout
 
 TEMPLATE_DIR = EMAIL_TEMPLATES_DIR
 
@@ -197,11 +199,14 @@ def prepare(
     values: Mapping[str, object],
     *,
     language: str = SOURCE_LANGUAGE,
+    layout: Layout | None = None,
 ) -> PreparedMessage:
     """Prepare list mail (newsletter, policy notice): List-* headers and the footer required.
 
-    Raises TemplateError when the template cannot be rendered, lacks the footer, or the tenant
-    has no postal address; HeaderInjection when a header value is unsafe.
+    ``layout`` is a tenant's own template, rendered in the sandbox in place of the built-in
+    ``template`` files (whose values it gets). Raises TemplateError when the template cannot be
+    rendered, lacks the footer, or the tenant has no postal address; HeaderInjection when a
+    header value is unsafe.
     """
     if not sender.postal_address.strip():
         raise TemplateError(
@@ -210,7 +215,38 @@ def prepare(
         )
     if not sender.list_id.strip():
         raise InvalidInput("list mail needs a List-Id", field="list_id")
-    return _prepare(template, sender, subject, values, list_mail=True, language=language)
+    return _prepare(
+        template, sender, subject, values, list_mail=True, language=language, layout=layout
+    )
+
+
+# The body a layout is checked with at save: no link of its own, so the layout must carry the
+# unsubscribe and preference links and the postal address itself.
+SAMPLE_BODY = campaign_body.Parts(
+    html=markupsafe.Markup("<p>Sample body.</p>"), text="Sample body.\n"
+)
+
+
+def check_layout(layout: Layout, sender: Sender) -> PreparedMessage:
+    """Refuse a tenant template at save: over the size limit, a template error (name and
+    line), anything the sandbox forbids, over the time budget, or without the postal address,
+    unsubscribe and preference links in either part, rendered for a sample recipient."""
+    for part, source in (("html", layout.html), ("txt", layout.text)):
+        if len(source.encode("utf-8")) > sandbox.MAX_SOURCE:
+            raise TemplateError(
+                f"{layout.name}.{part} is larger than {sandbox.MAX_SOURCE // 1024} KiB",
+                field=part,
+            )
+    return _prepare(
+        "campaign",
+        sender,
+        "Sample subject",
+        {},
+        list_mail=True,
+        language=SOURCE_LANGUAGE,
+        layout=layout,
+        body=SAMPLE_BODY,
+    )
 
 
 def prepare_transactional(
@@ -266,6 +302,8 @@ def _prepare(
     *,
     list_mail: bool,
     language: str,
+    layout: Layout | None = None,
+    body: campaign_body.Parts | None = None,
 ) -> PreparedMessage:
     language = choose(language)
     if not _TEMPLATE_NAME.fullmatch(template):
@@ -297,7 +335,9 @@ def _prepare(
             "recipient": {**recipient, "extra": _ExtraSlots(extra_slot)},
             "lang": language,
         }
-        if template in BODY_TEMPLATES:
+        if body is not None:
+            context |= {"body_html": body.html, "body_text": body.text}
+        elif template in BODY_TEMPLATES:
             # The merge fields become the same slot markers as the template's own links.
             merge = {
                 "name": recipient["name"],
@@ -307,10 +347,16 @@ def _prepare(
             }
             parts = campaign_body.render(values, merge)
             context |= {"body_html": parts.html, "body_text": parts.text}
-        text = _render(f"{template}.txt", context, language)
-        html_text = _render(f"{template}.html", context, language)
+        if layout is None:
+            text = _render(f"{template}.txt", context, language)
+            html_text = _render(f"{template}.html", context, language)
+        else:
+            env = sandbox.environment(layout.sources(), language)
+            env.filters["one_stop"] = one_stop
+            text = _render(f"{layout.name}.txt", context, language, env)
+            html_text = _render(f"{layout.name}.html", context, language, env)
         if list_mail:
-            _check_footer(template, sender, text, html_text, recipient)
+            _check_footer(layout.name if layout else template, sender, text, html_text, recipient)
         if "<style" in html_text:
             html_text = _inline_css(html_text)
         try:
@@ -352,16 +398,35 @@ def _prepare(
     )
 
 
-def _render(name: str, context: Mapping[str, Any], language: str = SOURCE_LANGUAGE) -> str:
-    env = _environment(language)
+def _render(
+    name: str,
+    context: Mapping[str, Any],
+    language: str = SOURCE_LANGUAGE,
+    tenant_env: jinja2.Environment | None = None,
+) -> str:
     try:
-        return env.get_template(name).render(context)
+        if isinstance(tenant_env, sandbox.BudgetSandbox):
+            return sandbox.render(tenant_env, name, context)
+        return _environment(language).get_template(name).render(context)
     except jinja2.TemplateNotFound as exc:
+        if tenant_env is not None:  # the sandbox's loader: only the tenant's own names
+            raise TemplateError(
+                f"{name}: {exc.name!r} is not a template of this tenant", field="template"
+            ) from exc
         raise TemplateError(f"no email template named {exc.name!r}", field="template") from exc
     except jinja2.TemplateSyntaxError as exc:
-        where = Path(exc.filename or exc.name or name).name
+        where = (exc.filename or exc.name or name).removeprefix(sandbox.SOURCE_PREFIX)
+        where = Path(where).name if tenant_env is None else where
         raise TemplateError(f"{where} line {exc.lineno}: {exc.message}") from exc
-    except (jinja2.TemplateError, TypeError, ValueError, AttributeError, KeyError) as exc:
+    except (
+        jinja2.TemplateError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        KeyError,
+        ArithmeticError,
+        RecursionError,
+    ) as exc:
         raise TemplateError(f"{_template_location(exc, name)}: {exc}") from exc
 
 
@@ -369,6 +434,8 @@ def _template_location(exc: BaseException, name: str) -> str:
     """'file.html line N' from the innermost traceback frame inside our templates directory."""
     # jinja2 rewrites tracebacks so that template frames carry the template's file and line.
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.startswith(sandbox.SOURCE_PREFIX):
+            return f"{frame.filename.removeprefix(sandbox.SOURCE_PREFIX)} line {frame.lineno}"
         path = Path(frame.filename)
         if path.suffix in (".html", ".txt") and path.parent == TEMPLATE_DIR:
             return f"{path.name} line {frame.lineno}"

@@ -38,7 +38,7 @@ from mailer.db import UNAVAILABLE_ERRORS, queries, rows
 from mailer.errors import ConfigError, OptoutError
 from mailer.i18n import N_, choose, translations
 from mailer.limits import purge_expired
-from mailer.sending import bounce_policy, compose
+from mailer.sending import bounce_policy, compose, tenant_templates
 from mailer.sending.campaigns import sender_for, signer_for
 from mailer.sending.dkim import DkimSigner
 from mailer.sending.relays import (
@@ -164,6 +164,7 @@ class Composer:
                     campaign,
                     sender_for(tenant, topic, campaign_id),
                     self._wording[tenant["id"]],
+                    layout=await tenant_templates.layout_for(conn, campaign),
                 )
                 default = choose(tenant["default_language"])
                 prepared = remake(default)
@@ -282,11 +283,17 @@ def _prepare_campaign(
     sender: compose.Sender,
     words: dict[str, dict[str, str]],
     language: str,
+    layout: compose.Layout | None = None,
 ) -> compose.PreparedMessage:
     content = dict(campaign["content"])
     content |= _tenant_words(words, language, content)
     return compose.prepare(
-        campaign["template"], sender, campaign["subject"], content, language=language
+        campaign["template"],
+        sender,
+        campaign["subject"],
+        content,
+        language=language,
+        layout=layout,
     )
 
 

@@ -302,3 +302,9 @@ UPDATE tenants SET default_language = :language WHERE id = :tenant_id;
 
 -- name: subscriber_language(email)$
 SELECT language FROM subscribers WHERE email = :email;
+
+-- name: workspace_templates()
+-- The tenants' own templates and every version (the isolation and sandbox tests compare them).
+SELECT t.id, t.tenant_id, t.name, v.version, v.html, v.body_text
+  FROM email_templates t LEFT JOIN email_template_versions v ON v.template_id = t.id
+ ORDER BY t.id, v.version;

@@ -16,7 +16,7 @@ from mailer.consent import imports
 from mailer.consent import writer as consent
 from mailer.db import queries
 from mailer.rights import policy, privacy
-from mailer.sending import campaigns
+from mailer.sending import campaigns, tenant_templates
 
 
 @dataclass
@@ -29,6 +29,7 @@ class TenantWorld:
     import_id: int
     campaign_id: int = 0
     request_id: int = 0
+    template_id: int = 0
     tokens: dict[str, str] = field(default_factory=dict)  # role -> secret
 
 
@@ -102,6 +103,8 @@ async def _tenant(conn: Any, settings: Settings, slug: str, tmp_path: Path) -> T
     )
     world.campaign_id = (await new_campaign(conn, tenant["id"]))["id"]
     world.request_id = (await new_request(conn, settings, tenant, email))["id"]
+    template = await tenant_templates.create(conn, tenant, f"Look of {slug}", created_by="test")
+    world.template_id = template["id"]
     for role in ("marketing", "compliance", "client"):
         token = await api_tokens.create_token(conn, role=role, tenant_id=tenant["id"])
         world.tokens[role] = token.secret

@@ -46,6 +46,7 @@ from mailer.errors import (
 from mailer.i18n import LANGUAGES
 from unsubscribe_web.api import campaigns as api_campaigns
 from unsubscribe_web.api import openapi
+from unsubscribe_web.api import templates as api_templates
 from unsubscribe_web.api.context import DEFAULT_LIMIT, MAX_LIMIT, Ctx, id_cursor, page
 from unsubscribe_web.api.spec import (
     ANY_OBJECT,
@@ -732,8 +733,9 @@ CORE_ENDPOINTS: tuple[Endpoint, ...] = (
 )
 
 
-# Campaigns, policy versions and data requests (thin over mailer.campaigns/policy/privacy).
-ENDPOINTS = CORE_ENDPOINTS + api_campaigns.ENDPOINTS
+# Campaigns, policy versions and data requests (thin over mailer.campaigns/policy/privacy);
+# the tenants' own email templates (mailer.sending.tenant_templates).
+ENDPOINTS = CORE_ENDPOINTS + api_campaigns.ENDPOINTS + api_templates.ENDPOINTS
 
 
 # --- plumbing -----------------------------------------------------------------------------------
@@ -750,6 +752,8 @@ async def _visible_tenant(conn: asyncpg.Connection, principal: Principal, slug: 
 
 async def _json_body(request: web.Request, endpoint: Endpoint) -> Any:
     assert endpoint.body is not None
+    if endpoint.max_body is not None:
+        request = request.clone(client_max_size=endpoint.max_body)
     raw = await request.read()
     if not raw.strip() and not endpoint.body.get("required"):
         return {}  # every field optional: no body means none of them

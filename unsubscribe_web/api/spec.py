@@ -98,6 +98,7 @@ class Endpoint:
     audit_read: bool = False  # a read of personal data worth a line in the audit log
     domain_audit: bool = False  # the mailer function writes its own audit line
     public: bool = False  # no token needed (the OpenAPI document)
+    max_body: int | None = None  # a JSON body larger than the app's 64 KiB (tenant templates)
 
     @property
     def path_params(self) -> list[str]:

@@ -23,7 +23,7 @@ from mailer.addresses import parse_address
 from mailer.db import queries
 from mailer.errors import InvalidAddress, InvalidInput, NotFound, OptoutError
 from mailer.resources import STATIC_DIR
-from mailer.sending import body, campaigns, compose, preview
+from mailer.sending import body, campaigns, compose, preview, tenant_templates
 from unsubscribe_web.api.spec import path_id
 from unsubscribe_web.dashboard.workspace import (
     Workspace,
@@ -107,6 +107,7 @@ async def new_page(request: web.Request) -> web.Response:
             "format": "markdown",
             "body": body.DEFAULT_BODY,
             "text": "",
+            "layout": "",
         }
         return await _editor(ws, values, None)
 
@@ -158,6 +159,7 @@ def _form_values(form: MultiDictProxy[Any]) -> dict[str, str]:
         "format": text_field(form, "format") or "markdown",
         "body": text_field(form, "body", multiline=True),
         "text": text_field(form, "text", multiline=True),
+        "layout": text_field(form, "layout"),
     }
 
 
@@ -175,6 +177,7 @@ async def create(request: web.Request) -> web.Response:
     async with posted(request, "create_campaign") as (ws, form):
         values = _form_values(form)
         try:
+            layout_id = _layout_choice(values["layout"])
             async with ws.conn.transaction():
                 row = await campaigns.create_draft(
                     ws.conn,
@@ -184,6 +187,7 @@ async def create(request: web.Request) -> web.Response:
                     subject=values["subject"],
                     content=_content(values),
                     created_by=ws.principal.actor,
+                    layout_id=layout_id,
                 )
                 await ws.audit("create_campaign", ("campaign", row["id"]))
         except (InvalidInput, NotFound) as exc:
@@ -203,6 +207,10 @@ async def update(request: web.Request) -> web.Response:
         try:
             if fill:
                 values["text"] = body.generated_text(_content(values))
+            # Without the field (a role that cannot read templates) the layout stays as it is.
+            layout_id = (
+                _layout_choice(values["layout"]) if "layout" in form else campaign["layout_id"]
+            )
             async with ws.conn.transaction():
                 await campaigns.update_draft(
                     ws.conn,
@@ -212,6 +220,7 @@ async def update(request: web.Request) -> web.Response:
                     name=values["name"],
                     subject=values["subject"],
                     content=_content(values),
+                    layout_id=layout_id,
                 )
                 await ws.audit("update_campaign", ("campaign", campaign["id"]))
         except (InvalidInput, NotFound) as exc:
@@ -321,6 +330,17 @@ ACTIONS: dict[str, Callable[[web.Request], Awaitable[Any]]] = {
 # --- helpers ------------------------------------------------------------------------------------
 
 
+def _layout_choice(raw: str) -> int | None:
+    """The editor's layout field: "" for the built-in layout, else one of the tenant's own
+    templates (checked inside the tenant by mailer)."""
+    if not raw:
+        return None
+    found = path_id(raw)
+    if found is None:
+        raise InvalidInput("Choose a layout from the list.", field="layout")
+    return found
+
+
 async def _campaign(ws: Workspace) -> asyncpg.Record:
     """The campaign in the URL, looked up inside the tenant: another tenant's id reads like
     one that does not exist."""
@@ -350,6 +370,7 @@ async def _values(ws: Workspace, campaign: asyncpg.Record) -> dict[str, str]:
         "format": str(content.get("format", "markdown")),
         "body": str(content.get("body", "")),
         "text": str(content.get("text", "")),
+        "layout": str(campaign["layout_id"] or ""),
     }
 
 
@@ -380,6 +401,11 @@ async def _editor(
         topics=await _topics(ws),
         formats=body.FORMATS,
         merge_fields=body.MERGE_FIELDS,
+        layouts=(
+            await tenant_templates.list_templates(ws.conn, ws.tenant_id)
+            if ws.may("list_templates")
+            else []
+        ),
         generated=generated,
         action=action,
         error=error,
@@ -434,6 +460,7 @@ async def _campaign_view(
         ws.conn, tenant_id=ws.tenant_id, id=campaign["topic_id"]
     )
     picked = ws.request.query.get("recipient", "")
+    layout = await tenant_templates.layout_for(ws.conn, campaign)
     scheduled = campaign["scheduled_at"]
     now_local = dt.datetime.now(zone).replace(second=0, microsecond=0, tzinfo=None)
     return ws.page(
@@ -441,6 +468,7 @@ async def _campaign_view(
         status=status,
         campaign=campaign,
         topic=topic,
+        layout=layout,
         stats=stats,
         figures=_figures(stats),
         checks=checks,

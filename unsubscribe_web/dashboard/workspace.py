@@ -198,17 +198,18 @@ async def opened(request: web.Request, action: str) -> AsyncIterator[Workspace]:
 
 @contextlib.asynccontextmanager
 async def posted(
-    request: web.Request, action: str
+    request: web.Request, action: str, *, max_size: int | None = None
 ) -> AsyncIterator[tuple[Workspace, MultiDictProxy[Any]]]:
     """A workspace POST: from our own page, with the session's CSRF token, signed in, in a
     tenant the token sees, with the right of the API endpoint ``action``. Anything else is
-    refused before any change."""
+    refused before any change. ``max_size``: a form larger than the app's 64 KiB limit."""
     if from_another_site(request):
         raise Forbidden(EXPIRED_FORM)
     token = session_token(request)
     if token is None:
         raise Unauthorized(WRONG_TOKEN)
-    form = await request.post()
+    reader = request if max_size is None else request.clone(client_max_size=max_size)
+    form = await reader.post()
     if not csrf_ok(request, token, form.get(CSRF_FIELD)):
         raise Forbidden(EXPIRED_FORM)
     async with connection(request) as conn:

@@ -25,6 +25,8 @@ from unsubscribe_web.app import create_app
 ROLES = ("admin", "marketing", "compliance", "client")
 CSV = {"Content-Type": "text/csv"}
 MISSING_ID = 999_999_999
+TEMPLATE_HTML = '<p>{{ body_html }}</p>{% include "_footer.html" %}'
+TEMPLATE_TEXT = '{{ body_text }}\n{% include "_footer.txt" %}'
 
 
 def example(
@@ -50,6 +52,7 @@ def example(
         "request": t.request_id,
     }
     c = f"{s}/campaigns"
+    tpl = o.get("template", t.template_id)
     # Each publish must take effect after the one before: roles go in order.
     later = dt.datetime.now(dt.UTC) + dt.timedelta(
         days=100 + (ROLES.index(tag) if tag in ROLES else 9)
@@ -175,6 +178,15 @@ def example(
             {"json": {"reason": "Many systems to search"}},
         ),
         "complete_request": ("POST", f"{s}/requests/{o['request']}/complete", {}),
+        "list_templates": ("GET", f"{s}/templates", {}),
+        "create_template": ("POST", f"{s}/templates", {"json": {"name": f"Look {tag}"}}),
+        "get_template": ("GET", f"{s}/templates/{tpl}", {}),
+        "save_template": (
+            "POST",
+            f"{s}/templates/{tpl}/versions",
+            {"json": {"html": TEMPLATE_HTML, "text": TEMPLATE_TEXT}},
+        ),
+        "preview_template": ("GET", f"{s}/templates/{tpl}/preview", {}),
     }
     return table[name]
 
@@ -252,7 +264,9 @@ async def test_other_tenants_objects_answer_exactly_like_missing_ones(world, cli
                 slug="no-such-tenant",
                 subscriber=MISSING_ID,
                 import_id=MISSING_ID,
-                objs=dict.fromkeys(("draft", "sending", "paused", "request"), MISSING_ID),
+                objs=dict.fromkeys(
+                    ("draft", "sending", "paused", "request", "template"), MISSING_ID
+                ),
                 version=999_999,
             )
             status_b, body_b = await call(client, token, *theirs)
@@ -260,7 +274,7 @@ async def test_other_tenants_objects_answer_exactly_like_missing_ones(world, cli
             context = f"{role} {endpoint.method} {endpoint.path}"
             assert status_b == 404, f"{context}: {body_b}"
             assert (status_b, body_b) == (status_m, body_m), context
-            ids = {"subscriber_id", "import_id", "campaign_id", "request_id"}
+            ids = {"subscriber_id", "import_id", "campaign_id", "request_id", "template_id"}
             if ids & set(endpoint.path_params):
                 # B's ids under A's own tenant: the same as ids that do not exist.
                 b_objs = dict.fromkeys(("draft", "sending", "paused"), b.campaign_id)
@@ -270,7 +284,7 @@ async def test_other_tenants_objects_answer_exactly_like_missing_ones(world, cli
                     role,
                     subscriber=b.subscriber_id,
                     import_id=b.import_id,
-                    objs=b_objs | {"request": b.request_id},
+                    objs=b_objs | {"request": b.request_id, "template": b.template_id},
                 )
                 missing = example(
                     endpoint.name,
@@ -278,7 +292,9 @@ async def test_other_tenants_objects_answer_exactly_like_missing_ones(world, cli
                     role,
                     subscriber=MISSING_ID,
                     import_id=MISSING_ID,
-                    objs=dict.fromkeys(("draft", "sending", "paused", "request"), MISSING_ID),
+                    objs=dict.fromkeys(
+                        ("draft", "sending", "paused", "request", "template"), MISSING_ID
+                    ),
                 )
                 got = await call(client, token, *theirs)
                 expected = await call(client, token, *missing)

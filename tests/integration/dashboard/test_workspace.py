@@ -14,7 +14,8 @@ import pytest
 
 from mailer import tenants
 from mailer.api_tokens import RIGHTS
-from mailer.sending import campaigns
+from mailer.db import queries
+from mailer.sending import campaigns, tenant_templates
 from tests.conftest import probes
 from tests.support.api_world import CONTENT, sending_settings
 from tests.support.mailer_env import DOMAIN
@@ -338,6 +339,14 @@ POSTS: dict[str, tuple[str, dict[str, str]]] = {
     "ws_campaign_resume": ("resume_campaign", {}),
     "ws_campaign_cancel": ("cancel_campaign", {}),
     "ws_campaign_retry": ("retry_campaign", {}),
+    "ws_template_create": ("create_template", {"name": "New look"}),
+    "ws_template_save": (
+        "save_template",
+        {
+            "html": '{{ body_html }}{% include "_footer.html" %}',
+            "text": '{{ body_text }}{% include "_footer.txt" %}',
+        },
+    ),
 }
 
 
@@ -362,10 +371,12 @@ def _path(client, name: str) -> str:
 async def test_every_workspace_post_refuses_other_tenants_missing_rights_and_missing_csrf(
     client, conn, acme, beta
 ):
-    """For each POST: beta's campaign under acme's tenant, beta's tenant itself, a role
-    without the API right, and no (or a wrong) CSRF token: refused, and nothing changed."""
+    """For each POST: beta's campaign (or template) under acme's tenant, beta's tenant itself,
+    a role without the API right, and no (or a wrong) CSRF token: refused, nothing changed."""
     mine = await draft(conn, acme, name="Mine")
     theirs = await draft(conn, beta, name="Theirs")
+    mine_ids = {"campaign_id": mine["id"], "template_id": (await _template(conn, acme))["id"]}
+    theirs_ids = {"campaign_id": theirs["id"], "template_id": (await _template(conn, beta))["id"]}
     sessions = {role: await sign_in(client, acme.tokens[role]) for role in acme.tokens}
     # Each session's own valid CSRF value (compliance and client cannot open the pages).
     csrf = {role: csrf_for(client.app, secret) for role, secret in acme.tokens.items()}
@@ -373,10 +384,11 @@ async def test_every_workspace_post_refuses_other_tenants_missing_rights_and_mis
     assert csrf_of(page) == csrf["marketing"]
     before = await state(conn)
     for name, (api, data) in POSTS.items():
-        needs_id = "{campaign_id}" in _path(client, name)
+        id_names = [k for k in mine_ids if "{" + k + "}" in _path(client, name)]
+        needs_id = bool(id_names)
 
-        def url(slug: str, campaign_id: int, name: str = name, needs_id: bool = needs_id) -> str:
-            parts = {"tenant": slug} | ({"campaign_id": str(campaign_id)} if needs_id else {})
+        def url(slug: str, ids: dict[str, int], name: str = name, used: Any = id_names) -> str:
+            parts = {"tenant": slug} | {k: str(ids[k]) for k in used}
             return str(client.app.router[name].url_for(**parts))
 
         right = API_RIGHTS[api]
@@ -385,7 +397,7 @@ async def test_every_workspace_post_refuses_other_tenants_missing_rights_and_mis
         cases.append(
             (
                 "other tenant",
-                url("beta", theirs["id"]),
+                url("beta", theirs_ids),
                 sessions["marketing"],
                 csrf["marketing"],
                 (404,),
@@ -395,7 +407,7 @@ async def test_every_workspace_post_refuses_other_tenants_missing_rights_and_mis
             cases.append(
                 (
                     "other tenant's id",
-                    url("acme", theirs["id"]),
+                    url("acme", theirs_ids),
                     sessions["marketing"],
                     csrf["marketing"],
                     (404,),
@@ -406,27 +418,32 @@ async def test_every_workspace_post_refuses_other_tenants_missing_rights_and_mis
             cases.append(
                 (
                     f"{role} lacks {right}",
-                    url("acme", mine["id"]),
+                    url("acme", mine_ids),
                     sessions[role],
                     csrf[role],
                     (403,),
                 )
             )
-        cases.append(("no CSRF", url("acme", mine["id"]), sessions["marketing"], None, (403,)))
+        cases.append(("no CSRF", url("acme", mine_ids), sessions["marketing"], None, (403,)))
         cases.append(
             (
                 "another session's CSRF",
-                url("acme", mine["id"]),
+                url("acme", mine_ids),
                 sessions["marketing"],
                 csrf["admin"],
                 (403,),
             )
         )
-        cases.append(("no session", url("acme", mine["id"]), {}, csrf["marketing"], (401,)))
+        cases.append(("no session", url("acme", mine_ids), {}, csrf["marketing"], (401,)))
         for label, path, cookie, token, statuses in cases:
             response = await post(client, cookie, path, data, token)
             assert response.status in statuses, (name, label, await response.text())
             assert await state(conn) == before, (name, label)
+
+
+async def _template(conn, t: Tenant) -> Any:
+    tenant = await queries().tenants.get_tenant(conn, id=t.id)
+    return await tenant_templates.create(conn, tenant, f"Look of {t.slug}", created_by="test")
 
 
 def _rights(role: str) -> frozenset[str]:
