@@ -71,9 +71,10 @@ INSERT INTO inbound_events (tenant_id, kind, subscriber_id, delivery_id, parsed)
 VALUES (:tenant_id, 'complaint', :subscriber_id, :delivery_id, '{}');
 
 -- name: add_late_bounce(tenant_id, delivery_id)!
-INSERT INTO bounce_events (tenant_id, address_key, delivery_id, status, permanent, source)
+-- A permanent bounce is final too (bounce_events_permanent_is_final, migration 0020).
+INSERT INTO bounce_events (tenant_id, address_key, delivery_id, status, permanent, final, source)
 VALUES (:tenant_id, sha256(('late' || CAST(:delivery_id AS bigint))::bytea),
-        CAST(:delivery_id AS bigint), '5.1.1', true, 'dsn');
+        CAST(:delivery_id AS bigint), '5.1.1', true, true, 'dsn');
 
 -- name: first_deliveries(campaign_id, lim)
 SELECT id, subscriber_id FROM deliveries WHERE campaign_id = :campaign_id ORDER BY id LIMIT :lim;

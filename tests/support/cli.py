@@ -21,12 +21,14 @@ def optout(
 
 
 def leaf_commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    """Every runnable command of the parser, by its words: {"campaign send": parser, ...}."""
+    """Every runnable command of the parser, by its words: {"campaign send": parser, ...}; a
+    command that runs by itself and also has sub-commands (`inbound`, `inbound reapply`) counts
+    both."""
     found: dict[str, argparse.ArgumentParser] = {}
 
     def walk(node: argparse.ArgumentParser, words: tuple[str, ...]) -> None:
         groups = [a for a in node._actions if isinstance(a, argparse._SubParsersAction)]
-        if not groups:
+        if words and (not groups or node.get_default("run") is not None):
             found[" ".join(words)] = node
         for group in groups:
             for name, child in group.choices.items():

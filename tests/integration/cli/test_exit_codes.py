@@ -70,6 +70,7 @@ OTHER_COMMANDS: dict[str, str] = {
     "token expire": "token expire 1",
     "token revoke": "token revoke 1",
     "inbound": "inbound --port 0",
+    "inbound reapply": "inbound reapply",
     "worker": "worker --until-idle",
     "web": "web --port 0",
     "serve": "serve --no-worker --port 0 --inbound-port 0",
