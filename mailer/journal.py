@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailer.durable import fsync_directory
+
 log = logging.getLogger(__name__)
 
 SUFFIX = ".journal"
@@ -219,20 +221,12 @@ def _write_batch(batch: list[_Queued]) -> tuple[list[Head], set[Path]]:
             finally:
                 os.close(fd)
             if created:
-                _fsync_dir(path.parent)
+                fsync_directory(path.parent)
             heads.append(items[-1].head)
         except OSError:
             log.exception("journal write failed file=%s: moving to a new file", path.name)
             failed.add(path)
     return heads, failed
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- the process's journal ----------------------------------------------------------------

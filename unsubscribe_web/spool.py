@@ -29,6 +29,7 @@ import asyncpg
 
 from mailer.consent import writer as consent
 from mailer.db import UNAVAILABLE_ERRORS
+from mailer.durable import fsync_directory
 from mailer.errors import DatabaseUnavailable, NotFound
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class Spool:
                 finally:
                     os.close(fd)
                 if created:
-                    _fsync_dir(self.directory)
+                    fsync_directory(self.directory)
             except OSError as exc:
                 log.error("spool write failed, opt-out not taken: %s", exc)
                 raise SpoolWriteFailed(str(exc)) from exc
@@ -232,14 +233,6 @@ async def _apply(conn: asyncpg.Connection, entry: SpooledOptOut) -> None:
     except NotFound:
         # The topic went away while we were down: nothing left to unsubscribe from.
         log.warning("spooled opt-out for an unknown topic dropped: topic=%s", entry.topic_id)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 async def replay_forever(spool: Spool, pool: asyncpg.Pool) -> None:

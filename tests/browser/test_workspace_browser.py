@@ -209,11 +209,11 @@ async def test_each_refusal_shows_inline_and_queues_nothing(
 ):
     text = BODY
     if case == "no_postal_address":
-        await conn.execute("UPDATE tenants SET postal_address = NULL")
+        await probes().clear_every_postal_address(conn)
     elif case == "no_unsubscribe_link":
         text = "# Hello {{ name }}\n\nNothing to leave by.\n"
     elif case == "empty_audience":
-        await conn.execute("UPDATE subscriptions SET state = 'unsubscribed'")
+        await probes().unsubscribe_everyone(conn)
     campaign = await draft(conn, acme, text=text)
     page = await staff_page(browser, script=False)
     await sign_in(page, ws_settings.base_url, acme.tokens["marketing"])

@@ -308,3 +308,21 @@ SELECT language FROM subscribers WHERE email = :email;
 SELECT t.id, t.tenant_id, t.name, v.version, v.html, v.body_text
   FROM email_templates t LEFT JOIN email_template_versions v ON v.template_id = t.id
  ORDER BY t.id, v.version;
+
+-- name: set_subscriber_name(subscriber_id, name)!
+UPDATE subscribers SET name = :name WHERE id = :subscriber_id;
+
+-- name: clear_postal_address(tenant_id)!
+UPDATE tenants SET postal_address = NULL WHERE id = :tenant_id;
+
+-- name: clear_every_postal_address()!
+UPDATE tenants SET postal_address = NULL;
+
+-- name: unsubscribe_everyone()!
+UPDATE subscriptions SET state = 'unsubscribed';
+
+-- name: clear_every_dkim_key()!
+UPDATE tenants SET dkim_selector = NULL, dkim_key_path = NULL;
+
+-- name: fail_campaign_deliveries(campaign_id)!
+UPDATE deliveries SET state = 'failed' WHERE campaign_id = :campaign_id;

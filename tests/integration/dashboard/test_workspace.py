@@ -126,7 +126,7 @@ async def test_a_marketer_writes_a_markdown_campaign_and_sees_it_as_a_recipient_
 async def test_the_preview_as_a_chosen_recipient_escapes_merge_fields(client, conn, acme):
     """A name is text: `<b>` in a name shows as `&lt;b&gt;` in the HTML part."""
     person = next(iter(acme.people))
-    await conn.execute("UPDATE subscribers SET name = '<b>Ada</b>' WHERE id = $1", person)
+    await probes().set_subscriber_name(conn, subscriber_id=person, name="<b>Ada</b>")
     campaign = await draft(conn, acme)
     cookie = await sign_in(client, acme.tokens["marketing"])
     base = f"/dashboard/t/acme/campaigns/{campaign['id']}"
@@ -210,15 +210,15 @@ async def test_every_refusal_of_a_send_shows_inline_and_send_queues_nothing(
     }[case]
     text = BODY
     if case == "no_postal_address":
-        await conn.execute("UPDATE tenants SET postal_address = NULL WHERE id = $1", acme.id)
+        await probes().clear_postal_address(conn, tenant_id=acme.id)
     elif case == "no_unsubscribe_link":
         text = "# Hello\n\nNo way out.\n"
     elif case == "empty_audience":
-        await conn.execute("UPDATE subscriptions SET state = 'unsubscribed'")
+        await probes().unsubscribe_everyone(conn)
     elif case == "template_error":
         text = "# Hello\n\n{{ name }\n"
     elif case == "no_dkim":
-        await conn.execute("UPDATE tenants SET dkim_selector = NULL, dkim_key_path = NULL")
+        await probes().clear_every_dkim_key(conn)
     campaign = await draft(conn, acme, text=text)
     cookie = await sign_in(client, acme.tokens["marketing"])
     base = f"/dashboard/t/acme/campaigns/{campaign['id']}"
@@ -278,7 +278,7 @@ async def test_actions_send_pause_resume_cancel_and_retry_with_audit(client, con
     # Retry failed: soft failures go back to the queue.
     other = await draft(conn, acme, name="Retry me")
     await campaigns.start(conn, client.app[SETTINGS], acme.id, other["id"])
-    await conn.execute("UPDATE deliveries SET state = 'failed' WHERE campaign_id = $1", other["id"])
+    await probes().fail_campaign_deliveries(conn, campaign_id=other["id"])
     html = await get(client, cookie, f"/dashboard/t/acme/campaigns/{other['id']}")
     assert "Retry failed (3)" in html
     response = await post(
