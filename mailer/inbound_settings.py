@@ -16,6 +16,8 @@ from mailer.errors import ConfigError
 RELAYS = ("ses", "sendgrid", "postmark")
 _HOOK_SECRET = re.compile(r"^OPTOUT_HOOK_SECRET_([A-Z0-9_]+)$")
 MIN_HOOK_SECRET_CHARS = 16
+# RFC 5321 4.5.3.1.6: a server must take text lines of 1,000 octets with the CRLF.
+MIN_LINE_BYTES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +25,9 @@ class InboundSettings:
     """Limits and thresholds of the inbound side; the defaults suit a small install."""
 
     max_message_bytes: int = 10 * 1024 * 1024
+    # Longest DATA line accepted, CRLF included: real bounces (SES, GMX) carry lines past
+    # RFC 5321's 1,000-octet minimum (STANDARDS 60); command lines keep their own bound.
+    max_line_bytes: int = 64 * 1024
     max_recipients: int = 20
     max_connections_per_ip: int = 10
     tls_cert: Path | None = None
@@ -67,6 +72,7 @@ def load_inbound_settings(env: Mapping[str, str]) -> InboundSettings:
         )
     return InboundSettings(
         max_message_bytes=_int(env, "OPTOUT_INBOUND_MAX_BYTES", 10 * 1024 * 1024, 1024),
+        max_line_bytes=_int(env, "OPTOUT_INBOUND_MAX_LINE", 64 * 1024, MIN_LINE_BYTES),
         max_recipients=_int(env, "OPTOUT_INBOUND_MAX_RECIPIENTS", 20, 1),
         max_connections_per_ip=_int(env, "OPTOUT_INBOUND_MAX_CONNECTIONS_PER_IP", 10, 1),
         tls_cert=Path(cert) if cert else None,
