@@ -29,6 +29,8 @@ class InboundSettings:
     # RFC 5321's 1,000-octet minimum (STANDARDS 60); command lines keep their own bound.
     max_line_bytes: int = 64 * 1024
     max_recipients: int = 20
+    # A derived 5.1.1 (read from words, not given) suppresses after this many (issue 23).
+    derived_unknown_after: int = 2
     max_connections_per_ip: int = 10
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -74,6 +76,7 @@ def load_inbound_settings(env: Mapping[str, str]) -> InboundSettings:
         max_message_bytes=_int(env, "OPTOUT_INBOUND_MAX_BYTES", 10 * 1024 * 1024, 1024),
         max_line_bytes=_int(env, "OPTOUT_INBOUND_MAX_LINE", 64 * 1024, MIN_LINE_BYTES),
         max_recipients=_int(env, "OPTOUT_INBOUND_MAX_RECIPIENTS", 20, 1),
+        derived_unknown_after=_int(env, "OPTOUT_BOUNCE_DERIVED_5_1_1_AFTER", 2, 1),
         max_connections_per_ip=_int(env, "OPTOUT_INBOUND_MAX_CONNECTIONS_PER_IP", 10, 1),
         tls_cert=Path(cert) if cert else None,
         tls_key=Path(key) if key else None,

@@ -43,7 +43,7 @@ from mailer.inbound.matching import (
     remember_addresses,
     split_address,
 )
-from mailer.sending.bounce_policy import record_bounce
+from mailer.sending.bounce_policy import DEFAULT_POLICY, record_bounce
 from mailer.tokens import CodeClaims, CodeKind
 
 __all__ = ["COMPLAINT_LOCALS", "InboundHandler", "Target", "TenantDirectory"]
@@ -472,6 +472,8 @@ class InboundHandler:
             "status": recipient.status,
             "permanent": recipient.permanent,
             "final": recipient.final,
+            "derived": recipient.derived,
+            "phrase": recipient.phrase,
         }
         if recipient.action not in ("failed", "delayed"):
             return Result("bounce", "not_a_failure", tenant_id, delivery_id, subscriber_id, parsed)
@@ -491,6 +493,10 @@ class InboundHandler:
             source="dsn",
             subscriber_id=subscriber_id,
             now=ctx.received_at,
+            derived=recipient.derived,
+            policy=dataclasses.replace(
+                DEFAULT_POLICY, derived_unknown_after=self.settings.inbound.derived_unknown_after
+            ),
         )
         parsed["decision"] = plain(decision)
         outcome = bounce_outcome(recipient.permanent, recipient.final)
@@ -677,6 +683,8 @@ def bounce_summary(report: BounceReport) -> dict[str, Any]:
                 "status": r.status,
                 "permanent": r.permanent,
                 "final": r.final,
+                "derived": r.derived,
+                "phrase": r.phrase,
                 "diagnostic": (r.diagnostic or "")[:1000] or None,
             }
             for r in report.recipients[:20]

@@ -50,6 +50,7 @@ def test_values_and_secrets_are_read():
         ({"OPTOUT_HOOK_SES_VERIFY_SIGNATURE": "maybe"}, "OPTOUT_HOOK_SES_VERIFY_SIGNATURE"),
         ({"OPTOUT_INBOUND_MAX_LINE": "999"}, "OPTOUT_INBOUND_MAX_LINE"),
         ({"OPTOUT_INBOUND_MAX_LINE": "64k"}, "OPTOUT_INBOUND_MAX_LINE"),
+        ({"OPTOUT_BOUNCE_DERIVED_5_1_1_AFTER": "0"}, "OPTOUT_BOUNCE_DERIVED_5_1_1_AFTER"),
     ],
 )
 def test_bad_values_name_their_variable(env, names):
