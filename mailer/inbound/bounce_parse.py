@@ -24,7 +24,7 @@ from mailer.inbound.bounces import (
     notice,
     opensmtpd,
 )
-from mailer.inbound.bounces.derive import derive_status
+from mailer.inbound.bounces.derive import derive_status, most_specific
 from mailer.inbound.bounces.mentions import Mention
 
 __all__ = [
@@ -415,7 +415,7 @@ def _flufl_recipient(address: str, action: str, text: str, alone: bool) -> Bounc
         action = "failed"  # a warning says "delayed"; "not going to try again" is final
     derived = None
     if status is None:
-        derived = derive_status(paragraph) or (derive_status(text) if alone else None)
+        derived = most_specific(paragraph, text if alone else None)
     if derived is not None:
         status = derived.status
         action = "failed" if derived.final else action

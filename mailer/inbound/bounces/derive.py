@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Derived", "derive_status"]
+__all__ = ["Derived", "derive_status", "most_specific"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +21,11 @@ class Derived:
     status: str
     phrase: str  # the words that matched, as they stand in the notice
     final: bool  # the notice says delivery has stopped (expiry); else the class decides
+
+    @property
+    def specific(self) -> bool:
+        """It names a cause, not just a class (X.0.0)."""
+        return not self.status.endswith(".0.0")
 
 
 # Order matters: an expiry notice often quotes the last temporary error, and a "mailbox full"
@@ -44,6 +49,7 @@ _RULES: tuple[tuple[str, bool, re.Pattern[str]], ...] = (
         False,
         re.compile(
             r"mailbox (?:is )?full|over (?:disk )?quota|overquota|quota exceeded"
+            r"|exceeding .{0,12}quota"
             r"|exceeded (?:the |his |her )?(?:storage |mailbox )?quota|mailbox size limit"
             r"|insufficient (?:storage|disk space)"
             r"|(?:mailbox|inbox) (?:has )?exceeded|not enough (?:storage|space)|user is over"
@@ -145,3 +151,10 @@ def _class_of_reply(text: str, status: str) -> str:
     if match and match.group(1)[0] == "4" and status[0] == "5":
         return "4" + status[1:]
     return status
+
+
+def most_specific(*texts: str | None) -> Derived | None:
+    """The first derivation that names a cause, else the first at all, over texts from the
+    closest to the address to the whole notice."""
+    found = [d for d in map(derive_status, texts) if d is not None]
+    return next((d for d in found if d.specific), found[0] if found else None)
