@@ -287,14 +287,21 @@ class InboundHandler:
                 return True
         return False
 
-    async def reapply(self, event_id: int) -> Result | None:
-        """Run one kept message (outcome ``error``) again in place; None when it is not one.
+    async def reapply(self, event_id: int, *, unparsed: bool = False) -> Result | None:
+        """Run one kept message (outcome ``error``, or with ``unparsed`` a bounce no parser
+        understood) again in place; None when it is not one.
 
         The event keeps its id and raw message; its kind, outcome and links are rewritten, and
-        ``parsed.reapplied`` says it was run again (``optout inbound reapply``).
+        ``parsed.reapplied`` says it was run again (``optout inbound reapply``). Once applied,
+        its outcome is no longer one these runs pick up, so nothing is applied twice.
         """
+        lock = (
+            queries().inbound.lock_unparsed_bounce
+            if unparsed
+            else queries().inbound.lock_kept_event
+        )
         async with self.pool.acquire() as conn, conn.transaction():
-            event = await queries().inbound.lock_kept_event(conn, id=event_id)
+            event = await lock(conn, id=event_id)
             if event is None or event["raw"] is None:
                 return None
             target = self.directory.classify(event["envelope_rcpt"] or "", self.keyring)
