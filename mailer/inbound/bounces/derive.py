@@ -82,6 +82,7 @@ _RULES: tuple[tuple[str, bool, re.Pattern[str]], ...] = (
             r"(?:disabled|deactivated|closed|suspended)|this account is not allowed|"
             r"(?:is|are) not a valid user|not our customer|unrouteable address|"
             r"did not (?:exactly )?match an? .{0,30}address|no matches to nameserver query|"
+            r"(?:does not|doesn't) have an? .{0,30}account|"
             r"Benutzer unbekannt|unbekannte(?:r)? (?:Empfänger|Benutzer)|existiert nicht"
             r"|utilisateur inconnu|destinataire inconnu|n'existe pas|usuario desconocido"
             r"|no existe|宛先(?:が)?(?:不明|見つかりません)|存在しません|ユーザ(?:ー)?不明",
@@ -123,7 +124,7 @@ _UNDEFINED = re.compile(
     re.I,
 )
 # A reply code standing alone at a line's or phrase's start, with no enhanced code after it.
-_BARE_REPLY = re.compile(r"(?:^|[\s:(\[])([45][0-5]\d)(?:[ -](?![245]\.\d)|$)", re.M)
+_BARE_REPLY = re.compile(r"(?:^|[\s:(\[])([45][0-5]\d)(?:[ :-](?! ?[245]\.\d)|$)", re.M)
 
 
 def derive_status(text: str | None) -> Derived | None:

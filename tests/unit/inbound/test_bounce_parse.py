@@ -64,7 +64,7 @@ EXPECTED: dict[str, tuple[bool, str, list[tuple[str, str, str | None, bool]], st
     ),
     # The classic Yahoo text carries only a basic 554 reply: no enhanced code to keep.
     "yahoo_plain_dd_no_account.eml": (
-        True, "flufl", [("jmorris.fixture@yahoo.com", "failed", None, True)],
+        True, "flufl", [("jmorris.fixture@yahoo.com", "failed", "5.1.1", True)],
         "<c42.s1017@news.example.com>",
     ),
     "qmail_plain.eml": (
