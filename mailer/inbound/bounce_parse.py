@@ -5,6 +5,7 @@ Pure functions on bytes: no database, no SMTP. Never raises on bad input; it say
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import logging
@@ -194,7 +195,7 @@ def _parse_bounce(raw: bytes) -> BounceReport:
     status_parts = [p for p in msg.walk() if p.get_content_type() in _STATUS_TYPES]
     dsn_problem = "no message/delivery-status part"
     if status_parts:
-        report = _parse_dsn(status_parts, original)
+        report = _parse_dsn(status_parts, original, msg)
         if report.recognised:
             return report
         dsn_problem = report.reason or dsn_problem
@@ -249,18 +250,43 @@ def _from_mention(mention: Mention) -> BounceRecipient:
     )
 
 
-def _parse_dsn(status_parts: list[Message], original: OriginalHeaders) -> BounceReport:
+def _parse_dsn(
+    status_parts: list[Message], original: OriginalHeaders, msg: Message
+) -> BounceReport:
     reporting_mta: str | None = None
     recipients: list[BounceRecipient] = []
+    text: str | None = None
     for part in status_parts:
         for block in _status_blocks(part):
             reporting_mta = reporting_mta or _strip_type(header_value(block, "reporting-mta"))
             recipient = _dsn_recipient(block)
+            if recipient is not None and (recipient.status or "").endswith(".0.0"):
+                if text is None:
+                    text = "\n".join(_notification_texts(msg)).replace("\r\n", "\n")
+                recipient = _refined(recipient, text)
             if recipient is not None:
                 recipients.append(recipient)
     if not recipients:
         return _unrecognised("delivery-status part has no usable per-recipient fields", original)
     return _report("dsn", recipients, original, reporting_mta)
+
+
+def _refined(recipient: BounceRecipient, text: str) -> BounceRecipient:
+    """A generic X.0.0 Status made specific by the server's own reply, when it gave one.
+
+    Exim and OpenSMTPD write "Status: 5.0.0" whatever the remote said; the remote's "550 5.1.1"
+    stands in the Diagnostic-Code (Exim) or in the notice's line for the recipient (OpenSMTPD).
+    Only a code of the same class, after its reply code, is taken: it is given, not derived.
+    """
+    assert recipient.status is not None
+    better = status_in_text(recipient.diagnostic) or _evidence_near(recipient.recipient, text)[0]
+    if better is None or better[0] != recipient.status[0] or better.endswith(".0.0"):
+        return recipient
+    return dataclasses.replace(
+        recipient,
+        status=better,
+        permanent=_is_permanent(recipient.action, better),
+    )
 
 
 def _status_blocks(part: Message) -> Iterator[Message]:

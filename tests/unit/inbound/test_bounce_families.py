@@ -36,7 +36,8 @@ FAMILIES: dict[str, tuple[str, str, str, bool, bool]] = {
     "flufl/simple_11.eml": ("lotus_notes", "userx@example.com", "5.1.1", True, True),
     "flufl/simple_34.eml": ("exchange", "roland@example.com", "5.1.1", False, True),
     "flufl/simple_41.eml": ("exchange", "userx@example.com", "5.1.1", True, True),
-    "flufl/simple_42.eml": ("dsn", "david...@gmail.com", "5.0.0", False, True),
+    # Status: 5.0.0 made specific by Gmail's own "550-5.7.1" in the Diagnostic-Code.
+    "flufl/simple_42.eml": ("dsn", "david...@gmail.com", "5.7.1", False, True),
     "flufl/simple_43.eml": ("notice", "", "5.1.1", True, True),
     "flufl/smtp32_06.eml": ("flufl", "Absolute_garbage_addr@example.net", "5.3.0", False, True),
     "flufl/yahoo_02.eml": ("flufl", "userx@example.es", "5.2.2", True, True),
@@ -52,6 +53,13 @@ FAMILIES: dict[str, tuple[str, str, str, bool, bool]] = {
         "opensmtpd", "mwhite@example.net", "5.1.1", True, True,
     ),
 }  # fmt: skip
+# Captured from the MTAs themselves (capture/capture.sh; MTA and version in the name). Exim
+# and OpenSMTPD write "Status: 5.0.0": the remote's code is read from their own reply text.
+for _mta in ("exim-4.96", "opensmtpd-6.8.0p2", "postfix-3.7.11"):
+    for _case, _status in (("unknown", "5.1.1"), ("full", "5.2.2"), ("refused", "5.7.1")):
+        FAMILIES[f"captured/{_mta}-{_case}.eml"] = (
+            "dsn", f"{_case}@example.net", _status, False, True,
+        )  # fmt: skip
 
 
 def load(name: str) -> bytes:

@@ -35,7 +35,7 @@ EXPECTED: dict[str, tuple[bool, str, list[tuple[str, str, str | None, bool]], st
         "<c42.s1009@news.example.com>",
     ),
     "exim_dsn_5_1_1.eml": (
-        True, "dsn", [("cjones@example.co.uk", "failed", "5.0.0", True)],
+        True, "dsn", [("cjones@example.co.uk", "failed", "5.1.1", True)],
         "<c42.s1010@news.example.com>",
     ),
     "exim_classic_plain.eml": (
