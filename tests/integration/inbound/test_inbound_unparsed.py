@@ -14,6 +14,8 @@ import pytest
 from mailer import api_tokens, tenants
 from mailer.db import create_pool
 from mailer.inbound.server import purge_expired_raw
+from mailer.inbound.unparsed import count_unparsed, list_unparsed
+from mailer.rights import erasure
 from tests.conftest import subprocess_env
 from tests.support.api_world import sending_settings
 from tests.support.cli import optout
@@ -134,3 +136,21 @@ async def test_reapply_unparsed_applies_what_the_parser_now_reads_once(
     again = optout("inbound", "reapply", "--unparsed", env=env)
     assert again.stdout.strip() == "optout inbound reapply: 0 now parsed, 1 still unparsed"
     assert len(await rows(probes().bounce_events(conn))) == 1
+
+
+async def test_erasing_the_person_removes_their_unparsed_bounce(world, conn, settings, db_dsn):
+    """DESIGN invariant 4: the kept message is linked to the delivery its VERP names, so
+    erasing the person removes it (raw, envelope and parse), and it is no longer counted."""
+    subscriber = await world.person("lee@example.org", topics=[world.topic_id])
+    delivery = await world.delivery(await world.campaign(), subscriber)
+    raw = HOSTILE + b"Your mail to lee@example.org could not be read.\r\n"
+    async with inbound_server(settings, db_dsn) as inbound:
+        await send_smtplib(inbound.port, "", [world.bounce_address(delivery)], raw)
+    assert await count_unparsed(conn, world.tenant_id) == 1
+    await erasure.erase_subscriber(
+        conn, tenant_id=world.tenant_id, subscriber_id=subscriber, by="staff"
+    )
+    [event] = await rows(probes().events(conn))
+    assert (event["raw"], event["envelope_rcpt"], event["parsed"]) == (None, None, {})
+    assert await count_unparsed(conn, world.tenant_id) == 0
+    assert await list_unparsed(conn, world.tenant_id) == []
