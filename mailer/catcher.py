@@ -21,6 +21,7 @@ from pathlib import Path
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailer.errors import NotFound
+from mailer.smtp_envelope import RawEnvelopeSMTP
 
 MESSAGE_ID = re.compile(r"^[0-9]{19}-[0-9]{1,9}$")
 _sequence = itertools.count(1)
@@ -140,5 +141,8 @@ async def start_catcher(folder: Path, host: str = "127.0.0.1", port: int = 0) ->
     handler = Catcher(folder)
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: SMTP(handler, hostname="catcher.optout.local"), host, port
+        # Raw envelope addresses: the outbox shows what was on the wire, not a decoded form.
+        lambda: RawEnvelopeSMTP(handler, hostname="catcher.optout.local", enable_SMTPUTF8=True),
+        host,
+        port,
     )

@@ -16,6 +16,8 @@ from mailer.errors import ConfigError
 RELAYS = ("ses", "sendgrid", "postmark")
 _HOOK_SECRET = re.compile(r"^OPTOUT_HOOK_SECRET_([A-Z0-9_]+)$")
 MIN_HOOK_SECRET_CHARS = 16
+# RFC 5321 4.5.3.1.6: a server must take text lines of 1,000 octets with the CRLF.
+MIN_LINE_BYTES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +25,12 @@ class InboundSettings:
     """Limits and thresholds of the inbound side; the defaults suit a small install."""
 
     max_message_bytes: int = 10 * 1024 * 1024
+    # Longest DATA line accepted, CRLF included: real bounces (SES, GMX) carry lines past
+    # RFC 5321's 1,000-octet minimum (STANDARDS 60); command lines keep their own bound.
+    max_line_bytes: int = 64 * 1024
     max_recipients: int = 20
+    # A derived 5.1.1 (read from words, not given) suppresses after this many (issue 23).
+    derived_unknown_after: int = 2
     max_connections_per_ip: int = 10
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -67,7 +74,9 @@ def load_inbound_settings(env: Mapping[str, str]) -> InboundSettings:
         )
     return InboundSettings(
         max_message_bytes=_int(env, "OPTOUT_INBOUND_MAX_BYTES", 10 * 1024 * 1024, 1024),
+        max_line_bytes=_int(env, "OPTOUT_INBOUND_MAX_LINE", 64 * 1024, MIN_LINE_BYTES),
         max_recipients=_int(env, "OPTOUT_INBOUND_MAX_RECIPIENTS", 20, 1),
+        derived_unknown_after=_int(env, "OPTOUT_BOUNCE_DERIVED_5_1_1_AFTER", 2, 1),
         max_connections_per_ip=_int(env, "OPTOUT_INBOUND_MAX_CONNECTIONS_PER_IP", 10, 1),
         tls_cert=Path(cert) if cert else None,
         tls_key=Path(key) if key else None,

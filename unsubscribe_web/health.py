@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from mailer.db import UNAVAILABLE_ERRORS, queries
+from mailer.inbound.unparsed import count_unparsed
 from unsubscribe_web.keys import METRICS, POOL, SPOOL
 
 PING_TIMEOUT = 2.0
@@ -33,6 +34,11 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     registry = request.app[METRICS]
     registry.spool_depth = request.app[SPOOL].depth
+    try:
+        async with asyncio.timeout(PING_TIMEOUT), request.app[POOL].acquire() as conn:
+            registry.unparsed_bounces = await count_unparsed(conn)
+    except _UNAVAILABLE:
+        registry.unparsed_bounces = None  # unknown: left out rather than shown as 0
     return web.Response(
         text=registry.render(), content_type="text/plain", headers={"Cache-Control": "no-store"}
     )

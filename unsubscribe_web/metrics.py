@@ -23,6 +23,7 @@ class Metrics:
         self._buckets: dict[str, list[int]] = {}
         self._sums: defaultdict[str, float] = defaultdict(float)
         self.spool_depth = 0
+        self.unparsed_bounces: int | None = None  # read from Postgres at each scrape
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests[(route, method, status)] += 1
@@ -69,6 +70,13 @@ class Metrics:
             "# TYPE optout_spool_depth gauge",
             f"optout_spool_depth {self.spool_depth}",
         ]
+        if self.unparsed_bounces is not None:
+            out += [
+                "# HELP optout_unparsed_bounces Bounces to VERP addresses that no parser"
+                " understood, kept until their raw message expires.",
+                "# TYPE optout_unparsed_bounces gauge",
+                f"optout_unparsed_bounces {self.unparsed_bounces}",
+            ]
         return "\n".join(out) + "\n"
 
 

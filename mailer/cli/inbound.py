@@ -38,6 +38,11 @@ def register(commands: Commands[Any]) -> None:
     again.add_argument(
         "--limit", type=int, default=REAPPLY_LIMIT, help=f"at most this many ({REAPPLY_LIMIT})"
     )
+    again.add_argument(
+        "--unparsed",
+        action="store_true",
+        help="run the bounces no parser understood through today's parser instead",
+    )
     again.set_defaults(run=_reapply)
 
 
@@ -55,9 +60,40 @@ def _reapply(settings: Settings, args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise InvalidInput("--limit must be at least 1", field="limit")
     with database_url(settings) as dsn:
+        if args.unparsed:
+            done, still = asyncio.run(reapply_unparsed(settings, dsn, args.limit))
+            print(f"optout inbound reapply: {done} now parsed, {still} still unparsed", flush=True)
+            return 0
         done, failed = asyncio.run(reapply_kept(settings, dsn, args.limit))
     print(f"optout inbound reapply: {done} applied, {failed} still failing", flush=True)
     return 0 if failed == 0 else 1
+
+
+async def reapply_unparsed(settings: Settings, dsn: str, limit: int) -> tuple[int, int]:
+    """Run up to ``limit`` unparsed bounces through today's parser; (now parsed, still not).
+
+    One that still does not parse stays as it was (and is tried again by a later run); one
+    that parses is applied once, in the same transaction that rewrites its outcome.
+    """
+    async with pool_for(settings, dsn) as pool:
+        async with pool.acquire() as conn:
+            ids = [
+                row["id"]
+                for row in await rows(queries().inbound.unparsed_bounce_ids(conn, lim=limit))
+            ]
+        handler = InboundHandler(settings, pool)
+        if ids and not await handler.refresh():
+            raise DatabaseUnavailable()
+        parsed = still = 0
+        for event_id in ids:
+            result = await handler.reapply(event_id, unparsed=True)
+            if result is None:
+                continue  # applied by another run meanwhile
+            if result.outcome == "unparsed":
+                still += 1
+            else:
+                parsed += 1
+        return parsed, still
 
 
 async def reapply_kept(settings: Settings, dsn: str, limit: int) -> tuple[int, int]:

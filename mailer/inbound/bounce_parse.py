@@ -5,6 +5,7 @@ Pure functions on bytes: no database, no SMTP. Never raises on bad input; it say
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import logging
@@ -16,6 +17,16 @@ from email.parser import BytesHeaderParser
 from email.utils import getaddresses, parseaddr
 
 from flufl.bounce import all_failures
+
+from mailer.inbound.bounces import (
+    exchange,
+    japanese_carriers,
+    lotus_notes,
+    notice,
+    opensmtpd,
+)
+from mailer.inbound.bounces.derive import derive_status, most_specific
+from mailer.inbound.bounces.mentions import Mention
 
 __all__ = [
     "BounceRecipient",
@@ -82,6 +93,8 @@ class BounceRecipient:
     permanent: bool  # action failed and status class 5 (or no status at all: see _is_permanent)
     diagnostic: str | None  # Diagnostic-Code without its "smtp;" type
     remote_mta: str | None  # Remote-MTA without its "dns;" type
+    derived: bool = False  # the status was read from the notice's words, not given
+    phrase: str | None = None  # the words a derived status was read from
 
     @property
     def final(self) -> bool:
@@ -97,7 +110,7 @@ class BounceReport:
     """Everything a bounce says about which sent message failed for whom."""
 
     recognised: bool
-    kind: str  # "dsn" | "flufl" | "unrecognised"
+    kind: str  # "dsn" | a family (mailer.inbound.bounces) | "flufl" | "unrecognised"
     recipients: tuple[BounceRecipient, ...]
     original_message_id: str | None
     original_list_unsubscribe: str | None
@@ -182,28 +195,98 @@ def _parse_bounce(raw: bytes) -> BounceReport:
     status_parts = [p for p in msg.walk() if p.get_content_type() in _STATUS_TYPES]
     dsn_problem = "no message/delivery-status part"
     if status_parts:
-        report = _parse_dsn(status_parts, original)
+        report = _parse_dsn(status_parts, original, msg)
         if report.recognised:
             return report
         dsn_problem = report.reason or dsn_problem
+    text = "\n".join(_notification_texts(msg)).replace("\r\n", "\n")
+    for family, reader in _FAMILIES:
+        mentions = reader(text)
+        if mentions:
+            return _report(family, [_from_mention(m) for m in mentions], original, None)
     report = _parse_with_flufl(raw, msg, original)
     if report.recognised:
         return report
+    # Last: a notice naming nobody, sent to a VERP address that names the delivery itself.
+    subject = header_value(msg, "subject") or ""
+    sender = f"{header_value(msg, 'from') or ''} {header_value(msg, 'return-path') or ''}"
+    mentions = notice.read(subject, sender, text) or []
+    found = [r for r in map(_from_mention, mentions) if r.status is not None]
+    if found:
+        return _report("notice", found, original, None)
     return _unrecognised(f"{dsn_problem}; {report.reason}", original)
 
 
-def _parse_dsn(status_parts: list[Message], original: OriginalHeaders) -> BounceReport:
+# Families whose own formats flufl.bounce misses or reads without a status, most specific first.
+_FAMILIES = (
+    ("opensmtpd", opensmtpd.read),
+    ("lotus_notes", lotus_notes.read),
+    ("exchange", exchange.read),
+    ("japanese_carrier", japanese_carriers.read),
+)
+
+
+def _from_mention(mention: Mention) -> BounceRecipient:
+    """A family reader's mention as evidence: a given status first, else one derived."""
+    context = mention.context
+    action = "delayed" if mention.delayed else "failed"
+    status = status_in_text(context)
+    derived = None if status else derive_status(context)
+    if derived is not None:
+        status = derived.status
+        if derived.final:
+            action = "failed"
+    if action == "delayed" and gave_up(context):
+        action = "failed"
+    return BounceRecipient(
+        recipient=mention.recipient,
+        action=action,
+        status=status,
+        permanent=_is_permanent(action, status),
+        diagnostic=" ".join(context.split())[:_NEAR_CHARS] or None,
+        remote_mta=None,
+        derived=derived is not None,
+        phrase=derived.phrase if derived else None,
+    )
+
+
+def _parse_dsn(
+    status_parts: list[Message], original: OriginalHeaders, msg: Message
+) -> BounceReport:
     reporting_mta: str | None = None
     recipients: list[BounceRecipient] = []
+    text: str | None = None
     for part in status_parts:
         for block in _status_blocks(part):
             reporting_mta = reporting_mta or _strip_type(header_value(block, "reporting-mta"))
             recipient = _dsn_recipient(block)
+            if recipient is not None and (recipient.status or "").endswith(".0.0"):
+                if text is None:
+                    text = "\n".join(_notification_texts(msg)).replace("\r\n", "\n")
+                recipient = _refined(recipient, text)
             if recipient is not None:
                 recipients.append(recipient)
     if not recipients:
         return _unrecognised("delivery-status part has no usable per-recipient fields", original)
     return _report("dsn", recipients, original, reporting_mta)
+
+
+def _refined(recipient: BounceRecipient, text: str) -> BounceRecipient:
+    """A generic X.0.0 Status made specific by the server's own reply, when it gave one.
+
+    Exim and OpenSMTPD write "Status: 5.0.0" whatever the remote said; the remote's "550 5.1.1"
+    stands in the Diagnostic-Code (Exim) or in the notice's line for the recipient (OpenSMTPD).
+    Only a code of the same class, after its reply code, is taken: it is given, not derived.
+    """
+    assert recipient.status is not None
+    better = status_in_text(recipient.diagnostic) or _evidence_near(recipient.recipient, text)[0]
+    if better is None or better[0] != recipient.status[0] or better.endswith(".0.0"):
+        return recipient
+    return dataclasses.replace(
+        recipient,
+        status=better,
+        permanent=_is_permanent(recipient.action, better),
+    )
 
 
 def _status_blocks(part: Message) -> Iterator[Message]:
@@ -250,6 +333,12 @@ def _dsn_recipient(block: Message) -> BounceRecipient | None:
     action = _normalise_action(header_value(block, "action"), status)
     if action is None:
         return None
+    derived = None
+    if status is None and action in ("failed", "delayed"):
+        derived = derive_status(diagnostic)
+    if derived is not None:
+        status = derived.status
+        action = "failed" if derived.final else action
     return BounceRecipient(
         recipient=address,
         action=action,
@@ -257,6 +346,8 @@ def _dsn_recipient(block: Message) -> BounceRecipient | None:
         permanent=_is_permanent(action, status),
         diagnostic=diagnostic,
         remote_mta=_strip_type(header_value(block, "remote-mta")),
+        derived=derived is not None,
+        phrase=derived.phrase if derived else None,
     )
 
 
@@ -323,13 +414,11 @@ def _parse_with_flufl(raw: bytes, msg: Message, original: OriginalHeaders) -> Bo
     if not temporary and not permanent:
         return _unrecognised("no known bounce format", original)
     text = "\n".join(_notification_texts(msg)).replace("\r\n", "\n")
-    recipients = [
-        _flufl_recipient(address, "failed", text) for address in sorted(_decode_all(permanent))
-    ]
-    recipients += [
-        _flufl_recipient(address, "delayed", text)
-        for address in sorted(_decode_all(temporary - permanent))
-    ]
+    failed = sorted(_decode_all(permanent))
+    delayed = sorted(_decode_all(temporary - permanent))
+    alone = len(failed) + len(delayed) == 1  # then the whole notice is about that one address
+    recipients = [_flufl_recipient(address, "failed", text, alone) for address in failed]
+    recipients += [_flufl_recipient(address, "delayed", text, alone) for address in delayed]
     return _report("flufl", recipients, original, None)
 
 
@@ -346,10 +435,16 @@ def _flufl_view(raw: bytes) -> Message:
     return view
 
 
-def _flufl_recipient(address: str, action: str, text: str) -> BounceRecipient:
+def _flufl_recipient(address: str, action: str, text: str, alone: bool) -> BounceRecipient:
     status, paragraph = _evidence_near(address, text)
     if action == "delayed" and gave_up(text):
         action = "failed"  # a warning says "delayed"; "not going to try again" is final
+    derived = None
+    if status is None:
+        derived = most_specific(paragraph, text if alone else None)
+    if derived is not None:
+        status = derived.status
+        action = "failed" if derived.final else action
     # A final failure with a 4.x.x status stays final (not retried): _is_permanent makes it a
     # soft bounce, not a hard one.
     return BounceRecipient(
@@ -359,6 +454,8 @@ def _flufl_recipient(address: str, action: str, text: str) -> BounceRecipient:
         permanent=_is_permanent(action, status),
         diagnostic=paragraph,
         remote_mta=None,
+        derived=derived is not None,
+        phrase=derived.phrase if derived else None,
     )
 
 

@@ -43,7 +43,7 @@ from mailer.inbound.matching import (
     remember_addresses,
     split_address,
 )
-from mailer.sending.bounce_policy import record_bounce
+from mailer.sending.bounce_policy import DEFAULT_POLICY, record_bounce
 from mailer.tokens import CodeClaims, CodeKind
 
 __all__ = ["COMPLAINT_LOCALS", "InboundHandler", "Target", "TenantDirectory"]
@@ -287,14 +287,21 @@ class InboundHandler:
                 return True
         return False
 
-    async def reapply(self, event_id: int) -> Result | None:
-        """Run one kept message (outcome ``error``) again in place; None when it is not one.
+    async def reapply(self, event_id: int, *, unparsed: bool = False) -> Result | None:
+        """Run one kept message (outcome ``error``, or with ``unparsed`` a bounce no parser
+        understood) again in place; None when it is not one.
 
         The event keeps its id and raw message; its kind, outcome and links are rewritten, and
-        ``parsed.reapplied`` says it was run again (``optout inbound reapply``).
+        ``parsed.reapplied`` says it was run again (``optout inbound reapply``). Once applied,
+        its outcome is no longer one these runs pick up, so nothing is applied twice.
         """
+        lock = (
+            queries().inbound.lock_unparsed_bounce
+            if unparsed
+            else queries().inbound.lock_kept_event
+        )
         async with self.pool.acquire() as conn, conn.transaction():
-            event = await queries().inbound.lock_kept_event(conn, id=event_id)
+            event = await lock(conn, id=event_id)
             if event is None or event["raw"] is None:
                 return None
             target = self.directory.classify(event["envelope_rcpt"] or "", self.keyring)
@@ -472,6 +479,8 @@ class InboundHandler:
             "status": recipient.status,
             "permanent": recipient.permanent,
             "final": recipient.final,
+            "derived": recipient.derived,
+            "phrase": recipient.phrase,
         }
         if recipient.action not in ("failed", "delayed"):
             return Result("bounce", "not_a_failure", tenant_id, delivery_id, subscriber_id, parsed)
@@ -491,6 +500,10 @@ class InboundHandler:
             source="dsn",
             subscriber_id=subscriber_id,
             now=ctx.received_at,
+            derived=recipient.derived,
+            policy=dataclasses.replace(
+                DEFAULT_POLICY, derived_unknown_after=self.settings.inbound.derived_unknown_after
+            ),
         )
         parsed["decision"] = plain(decision)
         outcome = bounce_outcome(recipient.permanent, recipient.final)
@@ -677,6 +690,8 @@ def bounce_summary(report: BounceReport) -> dict[str, Any]:
                 "status": r.status,
                 "permanent": r.permanent,
                 "final": r.final,
+                "derived": r.derived,
+                "phrase": r.phrase,
                 "diagnostic": (r.diagnostic or "")[:1000] or None,
             }
             for r in report.recipients[:20]

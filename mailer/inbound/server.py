@@ -13,16 +13,16 @@ import signal
 import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, AnyStr
 
 import asyncpg
-from aiosmtpd.smtp import SMTP
 
 from mailer.config import Settings
 from mailer.db import UNAVAILABLE_ERRORS, pool_for, queries
 from mailer.errors import ConfigError
 from mailer.inbound.handler import DIRECTORY_MAX_AGE, InboundHandler
 from mailer.inbound_settings import InboundSettings
+from mailer.smtp_envelope import RawEnvelopeSMTP
 
 __all__ = ["ConnectionLimiter", "InboundSMTP", "purge_expired_raw", "serve", "start_server"]
 
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 IDENT = "Optout inbound"
 REPLY_TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections from your address\r\n"
+# aiosmtpd's reply to a DATA line over its limit carries no enhanced status.
+_AIOSMTPD_LINE_TOO_LONG = "500 Line too long"
 PURGE_EVERY = 3600.0
 PURGE_BATCH = 1000
 PURGE_MAX_BATCHES = 100
@@ -54,13 +56,33 @@ class ConnectionLimiter:
             del self.open[ip]
 
 
-class InboundSMTP(SMTP):
-    """aiosmtpd's SMTP with a per-IP connection limit (421 to the connection over it)."""
+class InboundSMTP(RawEnvelopeSMTP):
+    """aiosmtpd's SMTP with a per-IP connection limit (421 to the connection over it), DATA
+    lines up to ``max_line`` octets (longer ones get 500 5.5.2), raw envelope addresses.
 
-    def __init__(self, handler: Any, *, limiter: ConnectionLimiter, **options: Any) -> None:
+    aiosmtpd reads every line through one StreamReader bounded by ``line_length_limit``;
+    command lines stay bounded by its separate ``command_size_limit`` (512 octets plus the
+    ESMTP extensions' allowances), so only DATA lines grow.
+    """
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        limiter: ConnectionLimiter,
+        max_line: int = 64 * 1024,
+        **options: Any,
+    ) -> None:
+        self.line_length_limit = max_line  # read by SMTP.__init__ to size its reader
         super().__init__(handler, **options)
         self._limiter = limiter
         self._counted_ip: str | None = None
+
+    async def push(self, status: AnyStr) -> None:
+        text = status.decode() if isinstance(status, bytes) else status
+        if text.startswith(_AIOSMTPD_LINE_TOO_LONG):
+            text = f"500 5.5.2 Line too long: at most {self.line_length_limit} octets"
+        await super().push(text)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         starttls_again = self._counted_ip is not None
@@ -109,6 +131,7 @@ async def start_server(
             handler,
             limiter=limiter,
             data_size_limit=settings.max_message_bytes,
+            max_line=settings.max_line_bytes,
             enable_SMTPUTF8=True,
             tls_context=context,
             hostname=hostname,

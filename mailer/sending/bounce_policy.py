@@ -46,6 +46,10 @@ class BouncePolicy:
     alert_prefixes: tuple[str, ...] = ("5.7.",)
     # Above 0.5 so three recent soft bounces pass 1.5 despite the decay; 2 x 0.6 stays below.
     soft_weight: float = 0.6
+    # A 5.1.1 read from a notice's words (not given by the server) suppresses only once this
+    # many permanent failures of the address fall within the window
+    # (OPTOUT_BOUNCE_DERIVED_5_1_1_AFTER).
+    derived_unknown_after: int = 2
 
     def weight(self, age: dt.timedelta) -> float:
         if age < dt.timedelta(0):
@@ -82,13 +86,15 @@ async def record_bounce(
     now: dt.datetime | None = None,
     policy: BouncePolicy = DEFAULT_POLICY,
     final: bool | None = None,
+    derived: bool = False,
 ) -> BounceDecision:
     """Record one bounce signal in bounce_events and apply the policy, in one transaction.
 
     ``status`` is the RFC 3463 enhanced status ("5.1.1"), or None when the signal had none.
     ``final`` (default: ``permanent``) says no later delivery will happen; final and not
-    permanent is a soft bounce. Suppression goes through mailer.consent.suppress (the only
-    writer of consent state).
+    permanent is a soft bounce. ``derived``: the status was read from words, not given, so
+    an immediate status waits for ``policy.derived_unknown_after`` failures. Suppression goes
+    through mailer.consent.suppress (the only writer of consent state).
     """
     final = permanent if final is None else final or permanent
     if source not in ("smtp", "dsn", "webhook"):
@@ -122,9 +128,25 @@ async def record_bounce(
             return BounceDecision(
                 "alert", f"{status}: policy or reputation block", event_id=event_id
             )
-        if permanent and status in policy.immediate:
+        if permanent and status in policy.immediate and not derived:
             reason = f"{status}: the address does not exist"
             score = policy.suppress_score
+        elif permanent and status in policy.immediate:
+            recent = await rows(
+                q.recent_permanent_bounces(
+                    conn, tenant_id=tenant_id, address_key=address_key, since=at - policy.window
+                )
+            )
+            permanent_count = sum(1 for r in recent if r["permanent"])
+            if permanent_count < policy.derived_unknown_after:
+                return BounceDecision(
+                    "record",
+                    f"{status} derived from the notice's words: {permanent_count} of "
+                    f"{policy.derived_unknown_after} failures",
+                    event_id=event_id,
+                )
+            score = policy.suppress_score
+            reason = f"{status} (derived) {permanent_count} times within {policy.window.days} days"
         else:
             recent = await rows(
                 q.recent_permanent_bounces(

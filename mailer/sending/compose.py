@@ -56,7 +56,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _RAW_PHRASE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
 _ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 # A dot-atom local part at a host name: no specials, so no second address can ride along.
-_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+# The local part may be UTF-8 (RFC 6531/6532: such mail goes only with SMTPUTF8, which the
+# transport checks); the domain is the ASCII form.
+_ADDRESS = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+)
 _MESSAGE_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+>")
 _URI = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]+")  # printable ASCII without < > or spaces
 # 42 octets are 56 base64 chars: "=?utf-8?b?" + 56 + "?=" is 68, so even "Subject: " + word and
@@ -603,7 +607,7 @@ def _checked_address(field_name: str, address: str) -> str:
 def _to_header(address: str, name: str | None) -> bytes:
     address = _checked_address("to_address", address)
     if not name:
-        return f"To: {address}\r\n".encode("ascii")
+        return f"To: {address}\r\n".encode()  # UTF-8 only for a UTF-8 local part
     _check_header_value("to_name", name, MAX_NAME)
     return _fold_mailbox("To", name, address)
 
@@ -620,7 +624,7 @@ def _fold_mailbox(header: str, name: str, address: str) -> bytes:
         lines[-1] = f"{lines[-1]} <{address}>"
     else:
         lines.append(f" <{address}>")
-    return (f"{header}: " + "\r\n".join(lines) + "\r\n").encode("ascii")
+    return (f"{header}: " + "\r\n".join(lines) + "\r\n").encode()
 
 
 def _from_subject_headers(sender: Sender, subject: str) -> bytes:
@@ -688,9 +692,10 @@ def _unsubscribe_scheme_ok(url: str) -> bool:
 
 
 def _fold_at_spaces(line: str) -> bytes:
-    """Fold a raw ASCII header line at existing spaces to keep lines near 78 octets."""
+    """Fold a raw header line at existing spaces to keep lines near 78 octets; ASCII but for
+    a UTF-8 local part of an address (RFC 6532), checked where the address is."""
     if len(line) <= SOFT_LINE:
-        return (line + "\r\n").encode("ascii")
+        return (line + "\r\n").encode()
     out: list[str] = []
     current = ""
     for i, word in enumerate(line.split(" ")):
@@ -700,7 +705,7 @@ def _fold_at_spaces(line: str) -> bytes:
         else:
             current = word if i == 0 else current + " " + word
     out.append(current)
-    return ("\r\n".join(out) + "\r\n").encode("ascii")
+    return ("\r\n".join(out) + "\r\n").encode()
 
 
 def _encoded_words(text: str) -> list[str]:

@@ -31,6 +31,10 @@ _BLOCK = 64 * 1024
 _DRAIN_POLL = 0.01
 _LINE_START_DOT = re.compile(rb"^\.", re.M)
 _BARE_LINE_END = re.compile(rb"\r\n|\r|\n")
+# The reply text of a delivery refused before MAIL: a non-ASCII address and a relay without
+# SMTPUTF8 (RFC 6531 3.4). Never down-converted (RFC 5321 2.4: the local part is sent as is)
+# and never retried (the relay's extensions will not change by themselves).
+SMTPUTF8_UNSUPPORTED = "smtputf8-unsupported"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +126,18 @@ class _Connection:
                 self.client = await self._open()
             client = self.client
             stage = "mail"
-            await client.mail(mail_from, timeout=self.timeouts.mail)
+            international = not (mail_from.isascii() and rcpt.isascii())
+            if international and client.is_ehlo_or_helo_needed:
+                await client.ehlo()  # the relay's extensions are known only after EHLO
+            if international and not client.supports_extension("smtputf8"):
+                return Reply("permanent", None, SMTPUTF8_UNSUPPORTED, stage)
+            encoding = "utf-8" if international else "ascii"
+            options = ["SMTPUTF8"] if international else None
+            await client.mail(
+                mail_from, options=options, encoding=encoding, timeout=self.timeouts.mail
+            )
             stage = "rcpt"
-            await client.rcpt(rcpt, timeout=self.timeouts.rcpt)
+            await client.rcpt(rcpt, encoding=encoding, timeout=self.timeouts.rcpt)
             stage = "data"
             response = await self._data(client, data)
         except aiosmtplib.SMTPResponseException as exc:

@@ -134,3 +134,38 @@ SELECT id FROM inbound_events
  WHERE outcome = 'error' AND raw IS NOT NULL
  ORDER BY id
  LIMIT :lim;
+
+-- name: lock_unparsed_bounce(id)^
+-- A bounce no parser understood, locked so two reapply runs cannot both apply it; one that a
+-- later run applied has another outcome and is not returned (inbound_events_unparsed_bounces).
+SELECT id, envelope_from, envelope_rcpt, raw, received_at
+  FROM inbound_events
+ WHERE id = :id AND kind = 'bounce' AND outcome = 'unparsed'
+   FOR UPDATE;
+
+-- name: unparsed_bounce_ids(lim)
+-- What `optout inbound reapply --unparsed` runs again: unparsed bounces whose raw message is
+-- still here (not yet expired or erased), oldest first.
+SELECT id FROM inbound_events
+ WHERE kind = 'bounce' AND outcome = 'unparsed' AND raw IS NOT NULL
+ ORDER BY id
+ LIMIT :lim;
+
+-- name: count_unparsed_bounces()$
+-- For /metrics: unparsed bounces still kept (inbound_events_unparsed_bounces).
+SELECT count(*) FROM inbound_events
+ WHERE kind = 'bounce' AND outcome = 'unparsed' AND raw IS NOT NULL;
+
+-- name: count_unparsed_bounces_of_tenant(tenant_id)$
+-- For the dashboard: one tenant's unparsed bounces still kept.
+SELECT count(*) FROM inbound_events
+ WHERE tenant_id = :tenant_id AND kind = 'bounce' AND outcome = 'unparsed' AND raw IS NOT NULL;
+
+-- name: list_unparsed_bounces(tenant_id, lim)
+-- The workspace's list for a tenant's staff: newest first, with the raw message to show as
+-- escaped text (inbound_events_unparsed_bounces).
+SELECT id, delivery_id, received_at, envelope_from, raw, raw_expires_at, parsed
+  FROM inbound_events
+ WHERE tenant_id = :tenant_id AND kind = 'bounce' AND outcome = 'unparsed' AND raw IS NOT NULL
+ ORDER BY id DESC
+ LIMIT :lim;

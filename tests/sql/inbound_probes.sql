@@ -106,3 +106,11 @@ SELECT id, recipient, template, payload FROM deliveries
 -- As if every confirmation mail went out :days ago.
 UPDATE partner_claims
    SET confirmation_sent_at = confirmation_sent_at - make_interval(days => :days);
+
+-- name: insert_unparsed_bounce(tenant_id, delivery_id, subscriber_id, rcpt, raw, expires)$
+-- A bounce as a parser before issue 23 left it: kept, linked to its delivery, unparsed.
+INSERT INTO inbound_events (tenant_id, kind, delivery_id, subscriber_id, envelope_from,
+                            envelope_rcpt, raw, raw_expires_at, outcome, parsed)
+VALUES (:tenant_id, 'bounce', :delivery_id, :subscriber_id, '', :rcpt, :raw, :expires,
+        'unparsed', '{"recognised": false}')
+RETURNING id;

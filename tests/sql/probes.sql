@@ -326,3 +326,5 @@ UPDATE tenants SET dkim_selector = NULL, dkim_key_path = NULL;
 
 -- name: fail_campaign_deliveries(campaign_id)!
 UPDATE deliveries SET state = 'failed' WHERE campaign_id = :campaign_id;
+-- name: bounce_events_count()$
+SELECT count(*) FROM bounce_events;

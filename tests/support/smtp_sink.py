@@ -9,6 +9,23 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 
+class RecordingSMTP(SMTP):
+    """aiosmtpd's SMTP that logs each MAIL and RCPT command's argument as it came on the wire
+    (UTF-8, surrogate-escaped), before any parsing of the address."""
+
+    def __init__(self, sink: SmtpSink, **options: Any) -> None:
+        super().__init__(sink, **options)
+        self._sink = sink
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        self._sink.command_lines.append(f"MAIL {arg}")
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        self._sink.command_lines.append(f"RCPT {arg}")
+        await super().smtp_RCPT(arg)
+
+
 @dataclass(frozen=True, slots=True)
 class CapturedMessage:
     mail_from: str
@@ -23,6 +40,7 @@ class SmtpSink:
     messages: list[CapturedMessage] = field(default_factory=list)
     reply: str = "250 2.0.0 OK"
     connections: int = 0
+    command_lines: list[str] = field(default_factory=list)  # "MAIL FROM:<...> ...", "RCPT TO:<...>"
     port: int = 0
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -52,7 +70,7 @@ async def start_sink(**smtp_options: Any) -> tuple[SmtpSink, asyncio.Server]:
 
     def factory() -> SMTP:
         sink.connections += 1
-        return SMTP(sink, hostname="sink.test", **smtp_options)
+        return RecordingSMTP(sink, hostname="sink.test", **smtp_options)
 
     loop = asyncio.get_running_loop()
     server = await loop.create_server(factory, "127.0.0.1", 0)

@@ -12,6 +12,7 @@ def test_defaults():
     settings = load_inbound_settings({})
     assert settings == InboundSettings()
     assert settings.max_message_bytes == 10 * 1024 * 1024
+    assert settings.max_line_bytes == 64 * 1024
     assert (settings.complaint_alert_rate, settings.complaint_pause_rate) == (0.001, 0.003)
     assert settings.complaint_min_deliveries == 1000
     assert settings.hook_secret("ses") is None
@@ -47,6 +48,9 @@ def test_values_and_secrets_are_read():
         ({"OPTOUT_HOOK_SECRET_SES": "short"}, "OPTOUT_HOOK_SECRET_SES"),
         ({"OPTOUT_INBOUND_TLS_CERT": "/nonexistent.pem"}, "OPTOUT_INBOUND_TLS_KEY"),
         ({"OPTOUT_HOOK_SES_VERIFY_SIGNATURE": "maybe"}, "OPTOUT_HOOK_SES_VERIFY_SIGNATURE"),
+        ({"OPTOUT_INBOUND_MAX_LINE": "999"}, "OPTOUT_INBOUND_MAX_LINE"),
+        ({"OPTOUT_INBOUND_MAX_LINE": "64k"}, "OPTOUT_INBOUND_MAX_LINE"),
+        ({"OPTOUT_BOUNCE_DERIVED_5_1_1_AFTER": "0"}, "OPTOUT_BOUNCE_DERIVED_5_1_1_AFTER"),
     ],
 )
 def test_bad_values_name_their_variable(env, names):

@@ -25,6 +25,7 @@ from mailer.addresses import mask
 from mailer.api_tokens import Principal
 from mailer.db import queries, rows
 from mailer.errors import InvalidAddress, Unauthorized, UnknownTenant
+from mailer.inbound.unparsed import count_unparsed, list_unparsed
 from mailer.limits import Limit
 from mailer.resources import STATIC_DIR
 from mailer.rights import deadlines, policy, privacy
@@ -179,6 +180,8 @@ class View:
     policy_current: dict[str, Any] | None
     policy_upcoming: dict[str, Any] | None
     overdue: list[dict[str, Any]]
+    unparsed_count: int = 0
+    unparsed: tuple[dict[str, Any], ...] = ()
 
 
 # Each section is shown to the roles with the API right that reads the same data. The policy
@@ -239,6 +242,22 @@ async def _view(
                 title=f"Unsubscribes per day, last {UNSUBSCRIBE_DAYS} days ({zone.key})",
             )
         )
+    unparsed_count = 0
+    unparsed: list[dict[str, Any]] = []
+    if "campaigns" in sections:
+        # Bounces no parser understood: kept for staff to read (issue 23, never a silent drop).
+        unparsed_count = await count_unparsed(conn, tenant_id)
+        unparsed = [
+            {
+                "id": u.id,
+                "delivery": u.delivery_id,
+                "received": _local(u.received_at, zone),
+                "expires": _local(u.expires_at, zone) if u.expires_at else None,
+                "text": u.text,
+                "cut": u.cut,
+            }
+            for u in await list_unparsed(conn, tenant_id)
+        ]
     versions = await policy.view(conn, tenant_id, now)
     overdue: list[dict[str, Any]] = []
     if "requests" in sections:
@@ -257,6 +276,8 @@ async def _view(
         policy_current=_version(versions.current, zone),
         policy_upcoming=_version(versions.upcoming, zone),
         overdue=overdue,
+        unparsed_count=unparsed_count,
+        unparsed=tuple(unparsed),
     )
 
 

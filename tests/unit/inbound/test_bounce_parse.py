@@ -35,7 +35,7 @@ EXPECTED: dict[str, tuple[bool, str, list[tuple[str, str, str | None, bool]], st
         "<c42.s1009@news.example.com>",
     ),
     "exim_dsn_5_1_1.eml": (
-        True, "dsn", [("cjones@example.co.uk", "failed", "5.0.0", True)],
+        True, "dsn", [("cjones@example.co.uk", "failed", "5.1.1", True)],
         "<c42.s1010@news.example.com>",
     ),
     "exim_classic_plain.eml": (
@@ -64,7 +64,7 @@ EXPECTED: dict[str, tuple[bool, str, list[tuple[str, str, str | None, bool]], st
     ),
     # The classic Yahoo text carries only a basic 554 reply: no enhanced code to keep.
     "yahoo_plain_dd_no_account.eml": (
-        True, "flufl", [("jmorris.fixture@yahoo.com", "failed", None, True)],
+        True, "flufl", [("jmorris.fixture@yahoo.com", "failed", "5.1.1", True)],
         "<c42.s1017@news.example.com>",
     ),
     "qmail_plain.eml": (
@@ -92,17 +92,17 @@ EXPECTED: dict[str, tuple[bool, str, list[tuple[str, str, str | None, bool]], st
         "<c42.s1022@news.example.com>",
     ),
     "exchange_legacy_plain.eml": (
-        True, "flufl", [("pwilson@legacy.example", "failed", "5.1.1", True)],
+        True, "exchange", [("pwilson@legacy.example", "failed", "5.1.1", True)],
         "<c42.s1025@news.example.com>",
     ),
     # Issue 14: a version number is not a status ("Mailman v2.0.13", "2.0.12"); a final
     # failure with a 4.x.x cause is final (a soft bounce), not a delay.
     "dsn_no_status_mailman_version.eml": (
-        True, "dsn", [("announce@lists.example.net", "failed", None, True)],
+        True, "dsn", [("announce@lists.example.net", "failed", "5.0.0", True)],
         "<c42.s1026@news.example.com>",
     ),
     "exim_version_number_in_text.eml": (
-        True, "flufl", [("ops@legacy-list.example", "failed", None, True)],
+        True, "flufl", [("ops@legacy-list.example", "failed", "5.0.0", True)],
         "<c42.s1027@news.example.com>",
     ),
     "postfix_failed_4_4_1_expired.eml": (
@@ -119,6 +119,17 @@ EXPECTED: dict[str, tuple[bool, str, list[tuple[str, str, str | None, bool]], st
         "<c42.s1024@news.example.com>",
     ),
 }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name, reply", [("dsn_no_status_mailman_version.eml", "550"),
+                    ("exim_version_number_in_text.eml", "554")],
+)  # fmt: skip
+def test_a_version_number_is_never_a_status_but_the_reply_code_gives_a_class(name, reply):
+    """STANDARDS 59 and issue 23: with no enhanced code, the bare reply code's class is the
+    status (X.0.0), derived and saying so; "2.0.13" in the text never is."""
+    [recipient] = parse_bounce(load(name)).recipients
+    assert (recipient.status, recipient.derived, recipient.phrase) == ("5.0.0", True, reply)
 
 
 def test_every_fixture_has_an_expectation():
@@ -492,4 +503,9 @@ def test_random_dotted_numbers_in_prose_are_never_a_status(before, dotted, after
         b"Diagnostic-Code: smtp; 550 " + text.replace("\n", " ").encode() + b"\n\n--B--\n"
     )
     recipient = parse_bounce(raw).recipients[0]
-    assert (recipient.status, recipient.permanent) == (None, True)
+    assert recipient.permanent
+    # Issue 23: a status may now be derived from the words or the reply code, never from the
+    # dotted number, and it says it was derived.
+    assert recipient.status is None or (
+        recipient.derived and dotted not in (recipient.phrase or "")
+    )

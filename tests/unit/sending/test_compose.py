@@ -358,13 +358,20 @@ def test_bad_recipient_values_are_header_injection(changes):
 
 
 @pytest.mark.parametrize(
-    "address", ["bob@example.org, eve@evil.example", "Bob <bob@example.org>", "bö@example.org"]
+    "address", ["bob@example.org, eve@evil.example", "Bob <bob@example.org>", "bob@exämple.org"]
 )
 def test_to_address_must_be_one_plain_address(address):
-    """G6: a second address cannot ride along in To."""
+    """G6: a second address cannot ride along in To; the domain is in its ASCII form."""
     prepared = prepare("newsletter", SENDER, "S", NEWSLETTER)
     with pytest.raises(InvalidAddress):
         prepared.render(recipient(to_address=address))
+
+
+def test_a_utf8_local_part_stands_in_to_as_stored():
+    """STANDARDS 61: never down-converted; the transport sends it only with SMTPUTF8."""
+    prepared = prepare("newsletter", SENDER, "S", NEWSLETTER)
+    raw = prepared.render(recipient(to_address="bö@example.org"))
+    assert b"\r\nTo: Bob Example <b\xc3\xb6@example.org>\r\n" in raw
 
 
 def test_bad_sender_name_is_header_injection():
