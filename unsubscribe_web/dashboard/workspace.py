@@ -74,6 +74,12 @@ class Workspace:
         slug: str = self.tenant["slug"]
         return slug
 
+    @property
+    def actor(self) -> str:
+        """Who acts, as the ledger and the audit log name them: the one place the workspace
+        says it, so staff accounts can replace tokens here alone."""
+        return self.principal.actor
+
     def may(self, action: str) -> bool:
         return self.principal.may(right_of(action))
 
@@ -105,7 +111,7 @@ class Workspace:
         target_type, target_id = target or (None, None)
         await audit.record(
             self.conn,
-            actor=self.principal.actor,
+            actor=self.actor,
             token_id=self.principal.token_id,
             tenant_id=self.tenant_id,
             action=action,
