@@ -18,13 +18,13 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import asyncpg
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from multidict import MultiDictProxy
 
 from mailer import api_tokens, audit, tenants
 from mailer.api_tokens import Principal
 from mailer.db import queries
-from mailer.errors import Forbidden, Unauthorized, UnknownTenant
+from mailer.errors import Forbidden, InvalidInput, Unauthorized, UnknownTenant
 from unsubscribe_web.api.admin import ENDPOINTS
 from unsubscribe_web.api.spec import SLUG_PATTERN
 from unsubscribe_web.keys import CSRF, SETTINGS
@@ -224,6 +224,63 @@ async def posted(
         if not principal.may(right_of(action)):
             raise Forbidden(f"A {principal.role} token may not do this ({right_of(action)}).")
         yield Workspace(request, conn, principal, tenant, csrf_value(request, token)), form
+
+
+# A file form's text fields: a few short values before the file (the CSRF token among them).
+MAX_FIELDS = 20
+MAX_FIELD_BYTES = 8 * 1024
+
+
+@contextlib.asynccontextmanager
+async def uploaded(
+    request: web.Request, action: str
+) -> AsyncIterator[tuple[Workspace, dict[str, str], BodyPartReader | None]]:
+    """A workspace POST with a file (multipart/form-data): its text fields come first and the
+    file last, so every check of ``posted`` (site, session, CSRF, tenant, right) is made
+    before a byte of the file is read; the caller streams the file part (None: no file)."""
+    if from_another_site(request):
+        raise Forbidden(EXPIRED_FORM)
+    token = session_token(request)
+    if token is None:
+        raise Unauthorized(WRONG_TOKEN)
+    fields: dict[str, str] = {}
+    file_part: BodyPartReader | None = None
+    if request.content_type == "multipart/form-data":
+        reader = await request.multipart()
+        while len(fields) <= MAX_FIELDS:
+            part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader) or part.name is None:
+                raise InvalidInput("The form is not one of ours.")
+            if part.filename is not None:
+                file_part = part
+                break
+            fields[part.name] = await _short_field(part)
+    else:
+        form = await request.post()
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    if not csrf_ok(request, token, fields.get(CSRF_FIELD)):
+        raise Forbidden(EXPIRED_FORM)
+    async with connection(request) as conn:
+        principal = await staff(conn, token)
+        tenant = await visible_tenant(conn, principal, request.match_info["tenant"])
+        if not principal.may(right_of(action)):
+            raise Forbidden(f"A {principal.role} token may not do this ({right_of(action)}).")
+        ws = Workspace(request, conn, principal, tenant, csrf_value(request, token))
+        yield ws, {k: v.strip() for k, v in fields.items()}, file_part
+
+
+async def _short_field(part: BodyPartReader) -> str:
+    data = bytearray()
+    while chunk := await part.read_chunk(1024):
+        data.extend(chunk)
+        if len(data) > MAX_FIELD_BYTES:
+            raise InvalidInput(f"The field {part.name} is too long.", field=part.name)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"The field {part.name} is not UTF-8.", field=part.name) from None
 
 
 def see_other(location: str) -> web.Response:

@@ -350,6 +350,12 @@ POSTS: dict[str, tuple[str, dict[str, str]]] = {
     "ws_subscriber_unsubscribe": ("unsubscribe_subscriber", {"topic": "newsletter"}),
     "ws_subscriber_suppress": ("suppress_subscriber", {"scope": "all"}),
     "ws_subscriber_request": ("create_request", {"kind": "erase"}),
+    "ws_import_create": (
+        "create_import",
+        {"topic": "newsletter", "lawful_basis": "consent", "source": "fair", "age_attested": "yes"},
+    ),
+    "ws_suppressions_import": ("import_suppressions", {"reason": "complaint"}),
+    "ws_suppressions_export": ("list_suppressions", {}),
 }
 # Staff roles bound to one tenant: the first that holds an action's right acts as the
 # tenant's own staff in the cases below; the others must be refused with 403.
