@@ -209,21 +209,37 @@ async def posted(
     """A workspace POST: from our own page, with the session's CSRF token, signed in, in a
     tenant the token sees, with the right of the API endpoint ``action``. Anything else is
     refused before any change. ``max_size``: a form larger than the app's 64 KiB limit."""
+    token = _form_session(request)
+    reader = request if max_size is None else request.clone(client_max_size=max_size)
+    form = await reader.post()
+    async with _acting(request, token, form.get(CSRF_FIELD), action) as ws:
+        yield ws, form
+
+
+def _form_session(request: web.Request) -> str:
+    """The session token of a form posted from our own site; refused otherwise."""
     if from_another_site(request):
         raise Forbidden(EXPIRED_FORM)
     token = session_token(request)
     if token is None:
         raise Unauthorized(WRONG_TOKEN)
-    reader = request if max_size is None else request.clone(client_max_size=max_size)
-    form = await reader.post()
-    if not csrf_ok(request, token, form.get(CSRF_FIELD)):
+    return token
+
+
+@contextlib.asynccontextmanager
+async def _acting(
+    request: web.Request, token: str, given_csrf: object, action: str
+) -> AsyncIterator[Workspace]:
+    """The checks of every workspace POST after its fields are read: the CSRF token, the
+    session, the tenant in the URL, the right of the API endpoint ``action``."""
+    if not csrf_ok(request, token, given_csrf):
         raise Forbidden(EXPIRED_FORM)
     async with connection(request) as conn:
         principal = await staff(conn, token)
         tenant = await visible_tenant(conn, principal, request.match_info["tenant"])
         if not principal.may(right_of(action)):
             raise Forbidden(f"A {principal.role} token may not do this ({right_of(action)}).")
-        yield Workspace(request, conn, principal, tenant, csrf_value(request, token)), form
+        yield Workspace(request, conn, principal, tenant, csrf_value(request, token))
 
 
 # A file form's text fields: a few short values before the file (the CSRF token among them).
@@ -238,11 +254,7 @@ async def uploaded(
     """A workspace POST with a file (multipart/form-data): its text fields come first and the
     file last, so every check of ``posted`` (site, session, CSRF, tenant, right) is made
     before a byte of the file is read; the caller streams the file part (None: no file)."""
-    if from_another_site(request):
-        raise Forbidden(EXPIRED_FORM)
-    token = session_token(request)
-    if token is None:
-        raise Unauthorized(WRONG_TOKEN)
+    token = _form_session(request)
     fields: dict[str, str] = {}
     file_part: BodyPartReader | None = None
     if request.content_type == "multipart/form-data":
@@ -260,14 +272,7 @@ async def uploaded(
     else:
         form = await request.post()
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    if not csrf_ok(request, token, fields.get(CSRF_FIELD)):
-        raise Forbidden(EXPIRED_FORM)
-    async with connection(request) as conn:
-        principal = await staff(conn, token)
-        tenant = await visible_tenant(conn, principal, request.match_info["tenant"])
-        if not principal.may(right_of(action)):
-            raise Forbidden(f"A {principal.role} token may not do this ({right_of(action)}).")
-        ws = Workspace(request, conn, principal, tenant, csrf_value(request, token))
+    async with _acting(request, token, fields.get(CSRF_FIELD), action) as ws:
         yield ws, {k: v.strip() for k, v in fields.items()}, file_part
 
 

@@ -13,32 +13,14 @@ import time
 from typing import Any
 
 import aiohttp
-import pytest
 
 from mailer.csv_safe import FORMULA_STARTS
 from tests.conftest import probes
-from tests.support.api_world import sending_settings
 from tests.support.mailer_env import address_key
-from tests.support.workspace import Tenant, csrf_of, page_of, ready_tenant, sign_in, state
-from unsubscribe_web.app import create_app
+from tests.support.workspace import csrf_of, page_of, sign_in, state
 
 BAD = 10
 ROWS = 1000
-
-
-@pytest.fixture
-def app_settings(settings):
-    return sending_settings(settings)
-
-
-@pytest.fixture
-async def client(aiohttp_client, app_settings):
-    return await aiohttp_client(create_app(app_settings))
-
-
-@pytest.fixture
-async def acme(conn, app_settings, tmp_path) -> Tenant:
-    return await ready_tenant(conn, app_settings, tmp_path, "acme")
 
 
 def people_csv(rows: int = ROWS, bad: int = BAD) -> str:

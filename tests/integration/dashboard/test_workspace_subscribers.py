@@ -6,52 +6,23 @@ ledger row naming the staff actor, and the same actions through the admin API.""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from urllib.parse import urlencode
-
-import pytest
 
 from mailer import api_tokens, tenants
 from mailer.consent import writer
 from mailer.db import queries
 from tests.conftest import probes
-from tests.support.api_world import sending_settings
 from tests.support.mailer_env import add_subscribers
 from tests.support.workspace import (
     Tenant,
     csrf_of,
     page_of,
-    ready_tenant,
     sign_in,
     state,
     submit,
 )
-from unsubscribe_web.app import create_app
 from unsubscribe_web.dashboard.subscribers import PAGE_SIZE
-
-
-@pytest.fixture
-def app_settings(settings):
-    relay = sending_settings(settings)
-    return dataclasses.replace(
-        relay, mailer=dataclasses.replace(relay.mailer, allow_unsigned=False)
-    )
-
-
-@pytest.fixture
-async def client(aiohttp_client, app_settings):
-    return await aiohttp_client(create_app(app_settings))
-
-
-@pytest.fixture
-async def acme(conn, app_settings, tmp_path) -> Tenant:
-    return await ready_tenant(conn, app_settings, tmp_path, "acme")
-
-
-@pytest.fixture
-async def beta(conn, app_settings, tmp_path) -> Tenant:
-    return await ready_tenant(conn, app_settings, tmp_path, "beta")
 
 
 async def signed_up(conn, settings, t: Tenant, email: str) -> int:
