@@ -18,6 +18,7 @@ from mailer.csv_safe import FORMULA_STARTS
 from tests.conftest import probes
 from tests.support.mailer_env import address_key
 from tests.support.workspace import csrf_of, page_of, sign_in, state
+from unsubscribe_web.dashboard.workspace import csrf_for
 
 BAD = 10
 ROWS = 1000
@@ -155,3 +156,30 @@ async def test_suppression_lists_upload_and_download_without_addresses(
     assert download.status == 200 and download.content_type == "text/csv"
     body = await download.text()
     assert key.hex() in body and "@" not in body
+
+
+async def test_an_upload_without_the_right_or_the_csrf_token_is_refused_before_the_file(
+    client, conn, app_settings, acme, beta
+):
+    """The multipart form's checks come before its file: nothing reaches the uploads folder."""
+    marketing = await sign_in(client, acme.tokens["marketing"])
+    token = csrf_of(await page_of(client, marketing, "/dashboard/t/acme/imports"))
+    holder = await sign_in(client, acme.tokens["client"])
+    client_token = csrf_for(client.app, acme.tokens["client"])
+    before = await state(conn)
+    for cookie, csrf, path, status in (
+        (holder, client_token, "/dashboard/t/acme/imports", 403),  # client: no imports.write
+        (marketing, None, "/dashboard/t/acme/imports", 403),
+        (marketing, token, "/dashboard/t/beta/imports", 404),
+        (marketing, token, "/dashboard/t/acme/suppressions", 403),  # no suppressions.write
+    ):
+        response = await client.post(
+            path,
+            data=upload_form(csrf, IMPORT_FIELDS | {"reason": "complaint"}, people_csv(), "x.csv"),
+            headers=cookie,
+            allow_redirects=False,
+        )
+        assert response.status == status, (path, await response.text())
+        assert await state(conn) == before
+        uploads = app_settings.data_dir / "uploads"
+        assert not uploads.exists() or list(uploads.iterdir()) == []

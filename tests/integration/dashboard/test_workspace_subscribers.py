@@ -222,3 +222,26 @@ async def test_the_api_unsubscribes_and_suppresses_naming_the_token(client, conn
 async def _actor(conn, secret: str) -> str:
     principal = await api_tokens.authenticate(conn, f"Bearer {secret}")
     return principal.actor
+
+
+async def test_get_and_head_on_the_new_pages_change_nothing_and_need_a_session(client, conn, acme):
+    """G4: link scanners and prefetchers only read; without a session, back to sign-in."""
+    person = min(acme.people)
+    paths = (
+        "/dashboard/t/acme/subscribers",
+        f"/dashboard/t/acme/subscribers?q={person}",
+        f"/dashboard/t/acme/subscribers/{person}",
+        "/dashboard/t/acme/imports",
+        f"/dashboard/t/acme/subscribers/{person}/unsubscribe",  # a POST route: GET is refused
+    )
+    cookie = await sign_in(client, acme.tokens["marketing"])
+    before = await state(conn)
+    for path in paths:
+        for method in ("GET", "HEAD"):
+            response = await client.request(method, path, headers=cookie, allow_redirects=False)
+            assert response.status in (200, 405), (method, path)
+        response = await client.get(path, allow_redirects=False)
+        assert response.status in (303, 405), path
+        if response.status == 303:
+            assert response.headers["Location"] == "/dashboard", path
+    assert await state(conn) == before
