@@ -1,5 +1,5 @@
 """The workspace tests' world: the app with a relay (never reached) and DKIM required, and two
-tenants ready to send (tests/support/workspace.py). Older modules keep their own copies."""
+tenants ready to send (tests/support/workspace.py). test_dashboard.py has its own."""
 
 from __future__ import annotations
 
