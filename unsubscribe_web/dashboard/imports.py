@@ -14,9 +14,11 @@ import asyncio
 import contextlib
 import io
 import logging
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from aiohttp import BodyPartReader, web
 
 from mailer import tenants
@@ -124,7 +126,7 @@ async def upload(request: web.Request) -> web.Response:
     return see_other(target)
 
 
-async def _chunks(part: BodyPartReader) -> Any:
+async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
     while chunk := await part.read_chunk(uploads.UPLOAD_CHUNK):
         yield chunk
 
@@ -170,7 +172,7 @@ async def _start(
 
 
 async def _run(
-    pool: Any,
+    pool: asyncpg.Pool,
     settings: Settings,
     tenant_id: int,
     topic_id: int,
@@ -178,7 +180,7 @@ async def _run(
     options: imports.ImportOptions,
     filename: str,
     principal: Principal,
-    started: Any,
+    started: Callable[[int], None],
 ) -> dict[str, Any]:
     try:
         async with pool.acquire() as conn:
