@@ -77,15 +77,15 @@ def masked(row: asyncpg.Record) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Person:
-    """Everything a person's page shows."""
+    """Everything a person's page shows (activity rows are dicts, their times UTC text)."""
 
     subscriber: asyncpg.Record
     subscriptions: list[asyncpg.Record]
     ledger: list[asyncpg.Record]
-    deliveries: list[asyncpg.Record]
-    bounces: list[asyncpg.Record]
-    requests: list[asyncpg.Record]
-    suppression: asyncpg.Record | None
+    deliveries: list[dict[str, Any]]
+    bounces: list[dict[str, Any]]
+    requests: list[dict[str, Any]]
+    suppression: dict[str, Any] | None
 
 
 async def get(conn: asyncpg.Connection, tenant_id: int, subscriber_id: int) -> asyncpg.Record:
@@ -99,29 +99,21 @@ async def get(conn: asyncpg.Connection, tenant_id: int, subscriber_id: int) -> a
 
 
 async def person(conn: asyncpg.Connection, tenant_id: int, subscriber_id: int) -> Person:
-    """The person's whole page, every part by index (see sql/queries/people.sql)."""
+    """The person's whole page in four queries, every part by index (sql/queries/people.sql)."""
     q = queries()
     subscriber = await get(conn, tenant_id, subscriber_id)
-    key = subscriber["email_key"]
     ids = {"tenant_id": tenant_id, "subscriber_id": subscriber_id}
+    # An erased person has no key: no bounces or suppression are theirs to show.
+    key = subscriber["email_key"] or b""
+    activity = await q.people.person_activity(conn, **ids, address_key=key, lim=RECENT)
     return Person(
         subscriber=subscriber,
         subscriptions=await rows(q.consent.list_subscriptions(conn, **ids)),
         ledger=await rows(q.api.consent_history(conn, **ids)),
-        deliveries=await rows(q.people.person_deliveries(conn, **ids, lim=RECENT)),
-        bounces=(
-            await rows(
-                q.people.person_bounces(conn, tenant_id=tenant_id, address_key=key, lim=RECENT)
-            )
-            if key is not None
-            else []
-        ),
-        requests=await rows(q.people.person_requests(conn, **ids)),
-        suppression=(
-            await q.consent.get_suppression(conn, tenant_id=tenant_id, address_key=key)
-            if key is not None
-            else None
-        ),
+        deliveries=activity["deliveries"],
+        bounces=activity["bounces"],
+        requests=activity["requests"],
+        suppression=activity["suppression"],
     )
 
 

@@ -152,10 +152,7 @@ def person_queries(tenant, subscriber_id: int) -> list[tuple[str, str, dict[str,
         ("api", "list_subscribers", {"tenant_id": tid, "after_id": subscriber_id, "lim": 50}),
         ("consent", "list_subscriptions", person),
         ("api", "consent_history", person),
-        ("people", "person_deliveries", person | {"lim": 50}),
-        ("people", "person_bounces", {"tenant_id": tid, "address_key": key, "lim": 50}),
-        ("people", "person_requests", person),
-        ("consent", "get_suppression", {"tenant_id": tid, "address_key": key}),
+        ("people", "person_activity", person | {"address_key": key, "lim": 50}),
     ]
 
 
