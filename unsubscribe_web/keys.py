@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import asyncpg
 import jinja2
 from aiohttp import web
@@ -28,3 +31,6 @@ LIMITS = web.AppKey("limits", RateLimits)
 ONE_CLICK_PAGES = web.AppKey("one_click_pages", dict[tuple[str, str, str], str])
 # The subscriber pages' environments, one per shipped language (issue 19).
 LOCALIZED_PAGES = web.AppKey("localized_pages", dict[str, jinja2.Environment])
+# Imports started from the workspace run on after the upload's request (issue 17): held here
+# so none is garbage-collected mid-run, and cancelled (resumable) at shutdown.
+IMPORT_TASKS = web.AppKey("import_tasks", set[asyncio.Task[Any]])

@@ -262,11 +262,13 @@ async def run_import(
     actor: str = "cli",
     token_id: int | None = None,
     progress: Progress | None = None,
+    started: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Import (or resume importing) ``path`` into a topic; returns the import's summary.
 
     The same file for the same topic again continues where it stopped, or, when it finished,
-    returns that import unchanged."""
+    returns that import unchanged. ``started`` is told the import's id once its row exists
+    (the workspace shows the import's page while it runs)."""
     options = options.checked()
     topic = await queries().tenants.get_topic(conn, tenant_id=tenant_id, id=topic_id)
     if topic is None:
@@ -314,6 +316,8 @@ async def run_import(
             detail={"topic_id": topic_id, "lines": facts.lines},
         )
     import_id: int = record["id"]
+    if started is not None:
+        started(import_id)
     if not await q.try_lock(conn, id=import_id):
         raise Conflict("This import is running in another process.")
     try:

@@ -22,6 +22,8 @@ def event_view(e: asyncpg.Record, *, time: Callable[[dt.datetime], Any] = _as_is
         "action": e["action"],
         "effect": e["effect"],
         "source": e["source"],
+        # Who on the staff made a staff or API change (None: the person, or the system).
+        "actor": e["actor"],
         "topic": e["topic"],
         "lawful_basis": e["lawful_basis"],
         "campaign_id": e["campaign_id"],

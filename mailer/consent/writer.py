@@ -178,6 +178,7 @@ async def confirm(
             evidence_id=evidence_id,
             campaign_id=None,
             lawful_basis=None,
+            actor=None,
         )
         return True
 
@@ -191,8 +192,10 @@ async def unsubscribe(
     source: str,
     evidence: Evidence | None = None,
     campaign_id: int | None = None,
+    actor: str | None = None,
 ) -> bool:
-    """Leave one topic. Returns False when already unsubscribed (no second ledger row)."""
+    """Leave one topic. Returns False when already unsubscribed (no second ledger row).
+    ``actor``: the staff member behind a staff or API change, named in the ledger row."""
     q = queries().consent
     async with conn.transaction():
         changed = await q.unsubscribe_topic(
@@ -211,6 +214,7 @@ async def unsubscribe(
             source=source,
             evidence=evidence,
             campaign_id=campaign_id,
+            actor=actor,
         )
         await journal_event(
             conn, tenant_id, subscriber_id, "withdraw_topic", topic_id=topic_id, source=source
@@ -226,6 +230,7 @@ async def unsubscribe_all_marketing(
     source: str,
     evidence: Evidence | None = None,
     campaign_id: int | None = None,
+    actor: str | None = None,
 ) -> bool:
     """Stop all marketing: every marketing topic unsubscribed plus a `marketing` suppression
     that keeps future imports and staff from signing the address up again."""
@@ -255,6 +260,7 @@ async def unsubscribe_all_marketing(
             source=source,
             evidence=evidence,
             campaign_id=campaign_id,
+            actor=actor,
         )
         await journal_event(
             conn, tenant_id, subscriber_id, "withdraw_marketing", scope="marketing", source=source
@@ -273,6 +279,7 @@ async def suppress(
     subscriber_id: int | None = None,
     evidence: Evidence | None = None,
     campaign_id: int | None = None,
+    actor: str | None = None,
 ) -> bool:
     """Suppress an address (bounce, complaint, erasure, import of another sender's list).
 
@@ -310,6 +317,7 @@ async def suppress(
                 source=source,
                 evidence=evidence,
                 campaign_id=campaign_id,
+                actor=actor,
             )
         return True
 
@@ -388,6 +396,7 @@ async def _lift_marketing_suppression(
             evidence_id=evidence_id,
             campaign_id=None,
             lawful_basis=None,
+            actor=None,
         )
         await journal_event(
             conn,
@@ -468,6 +477,7 @@ async def _write_event(
     evidence: Evidence | None,
     campaign_id: int | None = None,
     lawful_basis: str | None = None,
+    actor: str | None = None,
 ) -> None:
     q = queries().consent
     await q.insert_event(
@@ -482,6 +492,7 @@ async def _write_event(
         evidence_id=await _write_evidence(conn, tenant_id, evidence),
         campaign_id=campaign_id,
         lawful_basis=lawful_basis,
+        actor=actor,
     )
 
 
@@ -544,6 +555,7 @@ async def _write_return(
         evidence_id=evidence_id,
         campaign_id=None,
         lawful_basis=None,
+        actor=None,
     )
 
 

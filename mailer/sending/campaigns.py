@@ -28,6 +28,8 @@ from mailer.tenants import get_topic
 
 log = logging.getLogger(__name__)
 
+# The built-in template whose body a tenant's own layout can wrap (the workspace editor's).
+LAID_OUT = "campaign"
 ANALYZE_AFTER = 1_000  # enqueued rows after which the deliveries statistics are refreshed
 STATUSES = ("draft", "scheduled", "sending", "paused", "done", "cancelled")
 MAX_NAME = 200
@@ -323,6 +325,41 @@ async def update_draft(
     if layout_id != campaign["layout_id"]:
         row = await queries().email_templates.set_campaign_layout(
             conn, tenant_id=tenant_id, id=campaign_id, layout_id=layout_id
+        )
+    return row
+
+
+async def choose_layout(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    campaign_id: int,
+    layout_id: int | None,
+    version: int | None = None,
+) -> asyncpg.Record:
+    """Lay a campaign that has not started out in one of the tenant's own templates, at
+    ``version`` (None: the template's newest, pinned when the campaign starts), or (None) in
+    the built-in layout. Another tenant's template reads like one that does not exist."""
+    campaign = await get(conn, tenant_id, campaign_id)
+    if layout_id is None and version is not None:
+        raise InvalidInput("A version needs a template_id.", field="version")
+    if layout_id is not None:
+        if campaign["template"] != LAID_OUT:
+            # The newsletter template is a whole message of its own: nothing to lay out.
+            raise InvalidInput(
+                f"A layout takes a campaign of the {LAID_OUT!r} template (a body in Markdown "
+                f"or HTML); this one uses {campaign['template']!r}.",
+                field="layout",
+            )
+        await tenant_templates.get(conn, tenant_id, layout_id)
+        if version is not None:
+            await tenant_templates.version(conn, layout_id, version)
+    row: asyncpg.Record | None = await queries().email_templates.choose_campaign_layout(
+        conn, tenant_id=tenant_id, id=campaign_id, layout_id=layout_id, layout_version=version
+    )
+    if row is None:
+        raise Conflict(
+            f"the campaign is {campaign['status']}; only a draft or a scheduled campaign "
+            "can change its layout"
         )
     return row
 

@@ -23,7 +23,7 @@ SELECT s.id, s.email, s.name, s.status, s.partner_consent, s.age_attested_at, s.
 -- name: consent_history(tenant_id, subscriber_id)
 -- The consent proof of one person: every ledger row with its evidence (erased evidence shows
 -- as erased) and the policy version in force when it was written.
-SELECT e.id, e.occurred_at, e.action, e.effect, e.source, e.lawful_basis, e.campaign_id,
+SELECT e.id, e.occurred_at, e.action, e.effect, e.source, e.actor, e.lawful_basis, e.campaign_id,
        e.topic_id, t.slug AS topic, p.version AS policy_version,
        ev.id AS evidence_id, ev.ip, ev.user_agent, ev.form_text, ev.message_id, ev.detail,
        ev.erased_at AS evidence_erased_at

@@ -81,11 +81,12 @@ INSERT INTO consent_evidence (tenant_id, ip, user_agent, form_text, form_languag
 VALUES (:tenant_id, :ip, :user_agent, :form_text, :form_language, :message_id, :detail)
 RETURNING id;
 
--- name: insert_event(tenant_id, subscriber_id, topic_id, action, effect, source, policy_version_id, evidence_id, campaign_id, lawful_basis)$
+-- name: insert_event(tenant_id, subscriber_id, topic_id, action, effect, source, policy_version_id, evidence_id, campaign_id, lawful_basis, actor)$
+-- actor: the staff member behind a staff or API change (NULL for the person's own).
 INSERT INTO consent_events (tenant_id, subscriber_id, topic_id, action, effect, source,
-                            policy_version_id, evidence_id, campaign_id, lawful_basis)
+                            policy_version_id, evidence_id, campaign_id, lawful_basis, actor)
 VALUES (:tenant_id, :subscriber_id, :topic_id, :action, :effect, :source,
-        :policy_version_id, :evidence_id, :campaign_id, :lawful_basis)
+        :policy_version_id, :evidence_id, :campaign_id, :lawful_basis, :actor)
 RETURNING id;
 
 -- name: list_events(tenant_id, subscriber_id)

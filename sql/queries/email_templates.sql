@@ -63,3 +63,10 @@ UPDATE campaigns c
    SET layout_version = (SELECT max(version) FROM email_template_versions
                           WHERE template_id = c.layout_id)
  WHERE c.id = :id AND c.layout_id IS NOT NULL AND c.layout_version IS NULL;
+
+-- name: choose_campaign_layout(tenant_id, id, layout_id, layout_version)^
+-- The admin API's choice of layout and, optionally, its version (issue 17): a version given
+-- here is kept at start (pin_campaign_layout only fills a NULL). Only before the start.
+UPDATE campaigns SET layout_id = :layout_id, layout_version = :layout_version, updated_at = now()
+ WHERE tenant_id = :tenant_id AND id = :id AND status IN ('draft', 'scheduled')
+RETURNING *;

@@ -328,3 +328,17 @@ UPDATE tenants SET dkim_selector = NULL, dkim_key_path = NULL;
 UPDATE deliveries SET state = 'failed' WHERE campaign_id = :campaign_id;
 -- name: bounce_events_count()$
 SELECT count(*) FROM bounce_events;
+-- name: workspace_people()^
+-- What a subscriber action can change (issue 17): subscriptions, the ledger, suppressions,
+-- data requests (the isolation test compares before and after).
+SELECT (SELECT coalesce(json_agg(s ORDER BY s.subscriber_id, s.topic_id), '[]')
+          FROM (SELECT subscriber_id, topic_id, state FROM subscriptions) s)::text AS subscriptions,
+       (SELECT count(*) FROM consent_events) AS ledger,
+       (SELECT coalesce(json_agg(x ORDER BY x.tenant_id, x.address_key), '[]')
+          FROM (SELECT tenant_id, address_key, scope, reason FROM suppressions) x)::text AS suppressions,
+       (SELECT count(*) FROM data_requests) AS requests;
+
+-- name: staff_ledger_rows(subscriber_id)
+-- The ledger rows of one person that name a staff actor.
+SELECT action, topic_id, source, actor FROM consent_events
+ WHERE subscriber_id = :subscriber_id AND actor IS NOT NULL ORDER BY id;

@@ -17,6 +17,7 @@ from mailer.consent import writer as consent
 from mailer.db import queries
 from mailer.rights import policy, privacy
 from mailer.sending import campaigns, tenant_templates
+from tests.support.mailer_env import add_subscribers
 
 
 @dataclass
@@ -164,7 +165,11 @@ async def role_objects(conn: Any, settings: Settings, t: TenantWorld) -> dict[st
     paused = await new_campaign(conn, t.id)
     await campaigns.start(conn, settings, t.id, paused["id"])
     await campaigns.pause(conn, t.id, paused["id"])
+    # Someone the subscriber actions may unsubscribe and suppress, so the campaigns above
+    # keep their audience.
+    person = await add_subscribers(conn, settings, t.id, t.topic_id, 1, prefix=f"p{paused['id']}-")
     return {
+        "person": min(person),
         "draft": (await new_campaign(conn, t.id))["id"],
         "sending": sending["id"],
         "paused": paused["id"],

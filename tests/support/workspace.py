@@ -94,10 +94,27 @@ def csrf_of(html: str) -> str:
 
 async def state(conn: asyncpg.Connection) -> dict[str, Any]:
     """Everything a workspace action could change: campaigns, deliveries, templates, the
-    audit log."""
+    people's subscriptions, ledger, suppressions and requests, the audit log."""
     return {
+        "people": dict(await probes().workspace_people(conn)),
         "templates": [dict(r) async for r in probes().workspace_templates(conn)],
         "campaigns": [dict(r) async for r in probes().workspace_campaigns(conn)],
         "deliveries": [dict(r) async for r in probes().workspace_deliveries(conn)],
         "audit": await probes().audit_count(conn),
     }
+
+
+async def page_of(client: Any, cookie: dict[str, str], path: str, status: int = 200) -> str:
+    """A workspace GET's HTML, asserting its status."""
+    response = await client.get(path, headers=cookie, allow_redirects=False)
+    text: str = await response.text()
+    assert response.status == status, text
+    return text
+
+
+async def submit(
+    client: Any, cookie: dict[str, str], path: str, data: dict[str, str], csrf: str | None
+) -> Any:
+    """A workspace form POST (with ``csrf`` unless None), not following the redirect."""
+    form = dict(data) | ({"csrf": csrf} if csrf is not None else {})
+    return await client.post(path, data=form, headers=cookie, allow_redirects=False)

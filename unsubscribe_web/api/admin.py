@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import logging
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -44,8 +43,10 @@ from mailer.errors import (
     UnknownTenant,
 )
 from mailer.i18n import LANGUAGES
+from unsubscribe_web import uploads
 from unsubscribe_web.api import campaigns as api_campaigns
 from unsubscribe_web.api import openapi
+from unsubscribe_web.api import subscribers as api_subscribers
 from unsubscribe_web.api import templates as api_templates
 from unsubscribe_web.api.context import DEFAULT_LIMIT, MAX_LIMIT, Ctx, id_cursor, page
 from unsubscribe_web.api.spec import (
@@ -68,8 +69,6 @@ from unsubscribe_web.keys import POOL, SETTINGS
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
-MAX_UPLOAD_BYTES = 256 * 1024 * 1024
-UPLOAD_CHUNK = 64 * 1024
 OPENAPI_DOC = web.AppKey("openapi_document", dict)
 
 
@@ -356,7 +355,7 @@ async def import_suppressions(ctx: Ctx) -> Any:
             token_id=ctx.principal.token_id,
         )
     finally:
-        _discard(path)
+        uploads.discard(path)
     return result.as_dict()
 
 
@@ -391,7 +390,7 @@ async def create_import(ctx: Ctx) -> Any:
             token_id=ctx.principal.token_id,
         )
     finally:
-        _discard(path)
+        uploads.discard(path)
 
 
 async def get_import(ctx: Ctx) -> Any:
@@ -734,8 +733,11 @@ CORE_ENDPOINTS: tuple[Endpoint, ...] = (
 
 
 # Campaigns, policy versions and data requests (thin over mailer.campaigns/policy/privacy);
-# the tenants' own email templates (mailer.sending.tenant_templates).
-ENDPOINTS = CORE_ENDPOINTS + api_campaigns.ENDPOINTS + api_templates.ENDPOINTS
+# the tenants' own email templates (mailer.sending.tenant_templates); staff actions on one
+# person (mailer.consent.people).
+ENDPOINTS = (
+    CORE_ENDPOINTS + api_campaigns.ENDPOINTS + api_templates.ENDPOINTS + api_subscribers.ENDPOINTS
+)
 
 
 # --- plumbing -----------------------------------------------------------------------------------
@@ -766,31 +768,9 @@ async def _json_body(request: web.Request, endpoint: Endpoint) -> Any:
     return check(value, endpoint.body, "body")
 
 
-def _discard(path: Path) -> None:
-    path.unlink(missing_ok=True)
-
-
 async def _spool(request: web.Request, settings: Settings) -> Path:
-    """Stream the upload to a temporary file (never held in memory), bounded in size."""
-    folder = settings.data_dir / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    size = 0
-    with tempfile.NamedTemporaryFile(dir=folder, suffix=".csv", delete=False) as out:
-        path = Path(out.name)
-        try:
-            async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
-                size += len(chunk)
-                if size > MAX_UPLOAD_BYTES:
-                    raise InvalidInput(
-                        f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB; "
-                        "use `optout import` on the server.",
-                        field="file",
-                    )
-                out.write(chunk)
-        except BaseException:
-            _discard(path)
-            raise
-    return path
+    """Stream the body to a file in the uploads folder, bounded in size."""
+    return await uploads.spool(request.content.iter_chunked(uploads.UPLOAD_CHUNK), settings)
 
 
 @contextlib.contextmanager

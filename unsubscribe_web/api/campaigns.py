@@ -72,7 +72,27 @@ def _campaign(row: asyncpg.Record) -> dict[str, Any]:
         "created_at",
         "updated_at",
     )
-    return {name: row[name] for name in fields}
+    out = {name: row[name] for name in fields}
+    out["layout"] = (
+        None
+        if row["layout_id"] is None
+        else {"template_id": row["layout_id"], "version": row["layout_version"]}
+    )
+    return out
+
+
+async def _choose_layout(ctx: Ctx, row: asyncpg.Record) -> asyncpg.Record:
+    """The body's ``layout`` (a template id and optional version; null: the built-in one)."""
+    if "layout" not in ctx.body:
+        return row
+    layout = ctx.body["layout"]
+    return await campaigns.choose_layout(
+        ctx.conn,
+        ctx.tenant_id,
+        row["id"],
+        None if layout is None else layout["template_id"],
+        None if layout is None else layout.get("version"),
+    )
 
 
 async def _campaign_id(ctx: Ctx) -> int:
@@ -105,7 +125,7 @@ async def create_campaign(ctx: Ctx) -> Any:
         created_by=ctx.principal.actor,
     )
     ctx.target = ("campaign", row["id"])
-    return _campaign(row)
+    return _campaign(await _choose_layout(ctx, row))
 
 
 async def get_campaign(ctx: Ctx) -> Any:
@@ -151,8 +171,9 @@ async def update_campaign(ctx: Ctx) -> Any:
         name=body.get("name", current["name"]),
         subject=body.get("subject", current["subject"]),
         content=body.get("content", current["content"]),
+        layout_id=current["layout_id"],  # kept unless the body names another (below)
     )
-    return _campaign(row)
+    return _campaign(await _choose_layout(ctx, row))
 
 
 async def duplicate_campaign(ctx: Ctx) -> Any:
@@ -403,6 +424,11 @@ VERSION = Param("version", integer(1, MAX_VERSION), location="path", required=Tr
 REQUEST = Param("request_id", ID, location="path", required=True)
 LIST = {"type": "object", "properties": {"items": {"type": "array"}}}
 CAMPAIGN_PATH = "/tenants/{tenant}/campaigns/{campaign_id}"
+# One of the tenant's own templates as the campaign's layout, at a version (default: its
+# newest, pinned at start); null: the built-in layout.
+LAYOUT = obj({"template_id": ID, "version": integer(1, MAX_VERSION)}, required=("template_id",)) | {
+    "type": ["object", "null"]
+}
 
 
 def _campaign_action(
@@ -459,6 +485,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "subject": string(255, min_length=1),
                 "content": ANY_OBJECT,
                 "priority": integer(0, 40),
+                "layout": LAYOUT,
             },
             required=("topic", "name", "subject"),
         ),
@@ -526,6 +553,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "name": string(200, min_length=1),
                 "subject": string(255, min_length=1),
                 "content": ANY_OBJECT,
+                "layout": LAYOUT,
             }
         ),
     ),

@@ -18,13 +18,13 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import asyncpg
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from multidict import MultiDictProxy
 
 from mailer import api_tokens, audit, tenants
 from mailer.api_tokens import Principal
 from mailer.db import queries
-from mailer.errors import Forbidden, Unauthorized, UnknownTenant
+from mailer.errors import Forbidden, InvalidInput, Unauthorized, UnknownTenant
 from unsubscribe_web.api.admin import ENDPOINTS
 from unsubscribe_web.api.spec import SLUG_PATTERN
 from unsubscribe_web.keys import CSRF, SETTINGS
@@ -74,6 +74,12 @@ class Workspace:
         slug: str = self.tenant["slug"]
         return slug
 
+    @property
+    def actor(self) -> str:
+        """Who acts, as the ledger and the audit log name them: the one place the workspace
+        says it, so staff accounts can replace tokens here alone."""
+        return self.principal.actor
+
     def may(self, action: str) -> bool:
         return self.principal.may(right_of(action))
 
@@ -105,7 +111,7 @@ class Workspace:
         target_type, target_id = target or (None, None)
         await audit.record(
             self.conn,
-            actor=self.principal.actor,
+            actor=self.actor,
             token_id=self.principal.token_id,
             tenant_id=self.tenant_id,
             action=action,
@@ -203,21 +209,83 @@ async def posted(
     """A workspace POST: from our own page, with the session's CSRF token, signed in, in a
     tenant the token sees, with the right of the API endpoint ``action``. Anything else is
     refused before any change. ``max_size``: a form larger than the app's 64 KiB limit."""
+    token = _form_session(request)
+    reader = request if max_size is None else request.clone(client_max_size=max_size)
+    form = await reader.post()
+    async with _acting(request, token, form.get(CSRF_FIELD), action) as ws:
+        yield ws, form
+
+
+def _form_session(request: web.Request) -> str:
+    """The session token of a form posted from our own site; refused otherwise."""
     if from_another_site(request):
         raise Forbidden(EXPIRED_FORM)
     token = session_token(request)
     if token is None:
         raise Unauthorized(WRONG_TOKEN)
-    reader = request if max_size is None else request.clone(client_max_size=max_size)
-    form = await reader.post()
-    if not csrf_ok(request, token, form.get(CSRF_FIELD)):
+    return token
+
+
+@contextlib.asynccontextmanager
+async def _acting(
+    request: web.Request, token: str, given_csrf: object, action: str
+) -> AsyncIterator[Workspace]:
+    """The checks of every workspace POST after its fields are read: the CSRF token, the
+    session, the tenant in the URL, the right of the API endpoint ``action``."""
+    if not csrf_ok(request, token, given_csrf):
         raise Forbidden(EXPIRED_FORM)
     async with connection(request) as conn:
         principal = await staff(conn, token)
         tenant = await visible_tenant(conn, principal, request.match_info["tenant"])
         if not principal.may(right_of(action)):
             raise Forbidden(f"A {principal.role} token may not do this ({right_of(action)}).")
-        yield Workspace(request, conn, principal, tenant, csrf_value(request, token)), form
+        yield Workspace(request, conn, principal, tenant, csrf_value(request, token))
+
+
+# A file form's text fields: a few short values before the file (the CSRF token among them).
+MAX_FIELDS = 20
+MAX_FIELD_BYTES = 8 * 1024
+
+
+@contextlib.asynccontextmanager
+async def uploaded(
+    request: web.Request, action: str
+) -> AsyncIterator[tuple[Workspace, dict[str, str], BodyPartReader | None]]:
+    """A workspace POST with a file (multipart/form-data): its text fields come first and the
+    file last, so every check of ``posted`` (site, session, CSRF, tenant, right) is made
+    before a byte of the file is read; the caller streams the file part (None: no file)."""
+    token = _form_session(request)
+    fields: dict[str, str] = {}
+    file_part: BodyPartReader | None = None
+    if request.content_type == "multipart/form-data":
+        reader = await request.multipart()
+        while len(fields) <= MAX_FIELDS:
+            part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader) or part.name is None:
+                raise InvalidInput("The form is not one of ours.")
+            if part.filename is not None:
+                file_part = part
+                break
+            fields[part.name] = await _short_field(part)
+    else:
+        form = await request.post()
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    async with _acting(request, token, fields.get(CSRF_FIELD), action) as ws:
+        yield ws, {k: v.strip() for k, v in fields.items()}, file_part
+
+
+async def _short_field(part: BodyPartReader) -> str:
+    data = bytearray()
+    while chunk := await part.read_chunk(1024):
+        data.extend(chunk)
+        if len(data) > MAX_FIELD_BYTES:
+            raise InvalidInput(f"The field {part.name} is too long.", field=part.name)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"The field {part.name} is not UTF-8.", field=part.name) from None
 
 
 def see_other(location: str) -> web.Response:

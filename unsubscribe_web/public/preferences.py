@@ -125,7 +125,7 @@ async def _save(
     proof: consent.Evidence,
 ) -> str:
     """Apply what differs from the stored state: one ledger row per change, all or nothing."""
-    ids = {"tenant_id": claims.tenant_id, "subscriber_id": claims.subscriber_id}
+    ids: dict[str, Any] = {"tenant_id": claims.tenant_id, "subscriber_id": claims.subscriber_id}
     async with conn.transaction():
         for topic in topics:
             wanted = form.get(f"topic-{topic['id']}") == "on"

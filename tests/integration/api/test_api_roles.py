@@ -84,6 +84,16 @@ def example(
         ),
         "get_subscriber": ("GET", f"{s}/subscribers/{sub}", {}),
         "consent_history": ("GET", f"{s}/subscribers/{sub}/consent", {}),
+        "unsubscribe_subscriber": (
+            "POST",
+            f"{s}/subscribers/{o.get('person', sub)}/unsubscribe",
+            {"json": {"topic": "news"}},
+        ),
+        "suppress_subscriber": (
+            "POST",
+            f"{s}/subscribers/{o.get('person', sub)}/suppress",
+            {"json": {"scope": "marketing"}},
+        ),
         "list_suppressions": ("GET", f"{s}/suppressions", {}),
         "add_suppression": (
             "POST",

@@ -4,7 +4,6 @@ progress endpoint, and the table-driven isolation test over every workspace POST
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import re
 from typing import Any
@@ -17,37 +16,12 @@ from mailer.api_tokens import RIGHTS
 from mailer.db import queries
 from mailer.sending import campaigns, tenant_templates
 from tests.conftest import probes
-from tests.support.api_world import CONTENT, sending_settings
+from tests.support.api_world import CONTENT
 from tests.support.mailer_env import DOMAIN
-from tests.support.workspace import BODY, Tenant, csrf_of, draft, ready_tenant, sign_in, state
-from unsubscribe_web.app import create_app
+from tests.support.workspace import BODY, Tenant, csrf_of, draft, sign_in, state
 from unsubscribe_web.dashboard import campaigns as workspace_campaigns
 from unsubscribe_web.dashboard.workspace import API_RIGHTS, csrf_for
 from unsubscribe_web.keys import SETTINGS
-
-
-@pytest.fixture
-def app_settings(settings):
-    """A relay (never reached here) and DKIM required: the tenants have keys."""
-    relay = sending_settings(settings)
-    return dataclasses.replace(
-        relay, mailer=dataclasses.replace(relay.mailer, allow_unsigned=False)
-    )
-
-
-@pytest.fixture
-async def client(aiohttp_client, app_settings):
-    return await aiohttp_client(create_app(app_settings))
-
-
-@pytest.fixture
-async def acme(conn, app_settings, tmp_path) -> Tenant:
-    return await ready_tenant(conn, app_settings, tmp_path, "acme")
-
-
-@pytest.fixture
-async def beta(conn, app_settings, tmp_path) -> Tenant:
-    return await ready_tenant(conn, app_settings, tmp_path, "beta")
 
 
 async def get(client, cookie, path: str, status: int = 200) -> str:
@@ -347,7 +321,19 @@ POSTS: dict[str, tuple[str, dict[str, str]]] = {
             "text": '{{ body_text }}{% include "_footer.txt" %}',
         },
     ),
+    "ws_subscriber_unsubscribe": ("unsubscribe_subscriber", {"topic": "newsletter"}),
+    "ws_subscriber_suppress": ("suppress_subscriber", {"scope": "all"}),
+    "ws_subscriber_request": ("create_request", {"kind": "erase"}),
+    "ws_import_create": (
+        "create_import",
+        {"topic": "newsletter", "lawful_basis": "consent", "source": "fair", "age_attested": "yes"},
+    ),
+    "ws_suppressions_import": ("import_suppressions", {"reason": "complaint"}),
+    "ws_suppressions_export": ("list_suppressions", {}),
 }
+# Staff roles bound to one tenant: the first that holds an action's right acts as the
+# tenant's own staff in the cases below; the others must be refused with 403.
+TENANT_ROLES = ("marketing", "compliance", "client")
 
 
 def test_the_isolation_table_covers_every_workspace_post(client):
@@ -371,12 +357,21 @@ def _path(client, name: str) -> str:
 async def test_every_workspace_post_refuses_other_tenants_missing_rights_and_missing_csrf(
     client, conn, acme, beta
 ):
-    """For each POST: beta's campaign (or template) under acme's tenant, beta's tenant itself,
-    a role without the API right, and no (or a wrong) CSRF token: refused, nothing changed."""
+    """For each POST: beta's campaign (template, subscriber) under acme's tenant, beta's
+    tenant itself, a role without the API right, and no (or a wrong) CSRF token: refused,
+    nothing changed."""
     mine = await draft(conn, acme, name="Mine")
     theirs = await draft(conn, beta, name="Theirs")
-    mine_ids = {"campaign_id": mine["id"], "template_id": (await _template(conn, acme))["id"]}
-    theirs_ids = {"campaign_id": theirs["id"], "template_id": (await _template(conn, beta))["id"]}
+    mine_ids = {
+        "campaign_id": mine["id"],
+        "template_id": (await _template(conn, acme))["id"],
+        "subscriber_id": min(acme.people),
+    }
+    theirs_ids = {
+        "campaign_id": theirs["id"],
+        "template_id": (await _template(conn, beta))["id"],
+        "subscriber_id": min(beta.people),
+    }
     sessions = {role: await sign_in(client, acme.tokens[role]) for role in acme.tokens}
     # Each session's own valid CSRF value (compliance and client cannot open the pages).
     csrf = {role: csrf_for(client.app, secret) for role, secret in acme.tokens.items()}
@@ -392,14 +387,16 @@ async def test_every_workspace_post_refuses_other_tenants_missing_rights_and_mis
             return str(client.app.router[name].url_for(**parts))
 
         right = API_RIGHTS[api]
+        holder = next(r for r in TENANT_ROLES if right in _rights(r))
         cases: list[tuple[str, str, dict[str, str], str | None, tuple[int, ...]]] = []
-        # A marketer of acme: beta's tenant, and (where the route names one) beta's campaign.
+        # Staff of acme with the right: beta's tenant, and (where the route names one) beta's
+        # campaign, template or subscriber under acme.
         cases.append(
             (
                 "other tenant",
                 url("beta", theirs_ids),
-                sessions["marketing"],
-                csrf["marketing"],
+                sessions[holder],
+                csrf[holder],
                 (404,),
             )
         )
@@ -408,13 +405,14 @@ async def test_every_workspace_post_refuses_other_tenants_missing_rights_and_mis
                 (
                     "other tenant's id",
                     url("acme", theirs_ids),
-                    sessions["marketing"],
-                    csrf["marketing"],
+                    sessions[holder],
+                    csrf[holder],
                     (404,),
                 )
             )
-        for role in ("compliance", "client"):
-            assert right not in _rights(role), (name, role)
+        lacking = [r for r in TENANT_ROLES if right not in _rights(r)]
+        assert lacking, (name, "every role may do this: nothing to refuse")
+        for role in lacking:
             cases.append(
                 (
                     f"{role} lacks {right}",
@@ -424,17 +422,17 @@ async def test_every_workspace_post_refuses_other_tenants_missing_rights_and_mis
                     (403,),
                 )
             )
-        cases.append(("no CSRF", url("acme", mine_ids), sessions["marketing"], None, (403,)))
+        cases.append(("no CSRF", url("acme", mine_ids), sessions[holder], None, (403,)))
         cases.append(
             (
                 "another session's CSRF",
                 url("acme", mine_ids),
-                sessions["marketing"],
+                sessions[holder],
                 csrf["admin"],
                 (403,),
             )
         )
-        cases.append(("no session", url("acme", mine_ids), {}, csrf["marketing"], (401,)))
+        cases.append(("no session", url("acme", mine_ids), {}, csrf[holder], (401,)))
         for label, path, cookie, token, statuses in cases:
             response = await post(client, cookie, path, data, token)
             assert response.status in statuses, (name, label, await response.text())

@@ -139,3 +139,31 @@ async def test_the_checker_sees_a_sequential_scan(conn, big):
     _, topic, _, _ = big
     plan = await explain(conn, "campaigns", "audience_size", tenant_id=1, topic_id=topic["id"])
     assert {"subscribers"} & set(seq_scans(plan)) or {"subscriptions"} & set(seq_scans(plan))
+
+
+def person_queries(tenant, subscriber_id: int) -> list[tuple[str, str, dict[str, Any]]]:
+    """The workspace's subscriber search, list and person page (mailer.consent.people)."""
+    tid = tenant["id"]
+    person = {"tenant_id": tid, "subscriber_id": subscriber_id}
+    key = b"\x01" * 32
+    return [
+        ("consent", "get_subscriber_by_key", {"tenant_id": tid, "email_key": key}),
+        ("consent", "get_subscriber", {"tenant_id": tid, "id": subscriber_id}),
+        ("api", "list_subscribers", {"tenant_id": tid, "after_id": subscriber_id, "lim": 50}),
+        ("consent", "list_subscriptions", person),
+        ("api", "consent_history", person),
+        ("people", "person_activity", person | {"address_key": key, "lim": 50}),
+    ]
+
+
+async def test_subscriber_search_and_person_page_scan_no_big_table(conn, big):
+    """Issue 17: finding a person (by keyed hash or id), the list's keyset page and every part
+    of the person's page reach subscribers, subscriptions and consent_events (and
+    deliveries) only through indexes, at 200,000 rows each."""
+    tenant, _topic, _campaign, _ids = big
+    scans: dict[str, list[str]] = {}
+    for group, name, params in person_queries(tenant, ROWS // 2):
+        found = [r for r in seq_scans(await explain(conn, group, name, **params)) if r in WATCHED]
+        if found:
+            scans[f"{group}.{name}"] = found
+    assert scans == {}, f"sequential scans of big tables: {scans}"
