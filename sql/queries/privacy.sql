@@ -17,7 +17,8 @@ SELECT * FROM data_requests WHERE tenant_id = :tenant_id AND id = :id FOR UPDATE
 -- name: extend_request(tenant_id, id, extended_due_at, extension_reason)^
 -- The WHERE repeats the rules the caller checked, so a concurrent extension cannot slip in.
 UPDATE data_requests SET extended_due_at = :extended_due_at, extension_reason = :extension_reason
- WHERE tenant_id = :tenant_id AND id = :id AND extended_due_at IS NULL AND status <> 'done'
+ WHERE tenant_id = :tenant_id AND id = :id AND extended_due_at IS NULL
+   AND status NOT IN ('done', 'rejected')
 RETURNING *;
 
 -- name: verify_request(tenant_id, id, now)^
@@ -25,9 +26,11 @@ UPDATE data_requests SET status = 'open', verified_at = :now
  WHERE tenant_id = :tenant_id AND id = :id AND status = 'awaiting_verification'
 RETURNING *;
 
--- name: complete_request(tenant_id, id, now, completed_by)^
--- Only an open (verified) request can be done: nothing is disclosed or deleted before.
-UPDATE data_requests SET status = 'done', completed_at = :now, completed_by = :completed_by
+-- name: complete_request(tenant_id, id, now, completed_by, receipt)^
+-- Only an open (verified) request can be done: nothing is disclosed or deleted before. The
+-- receipt says what its action did (migration 0110: no request is done without one).
+UPDATE data_requests SET status = 'done', completed_at = :now, completed_by = :completed_by,
+       receipt = :receipt
  WHERE tenant_id = :tenant_id AND id = :id AND status = 'open'
 RETURNING *;
 

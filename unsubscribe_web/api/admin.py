@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import logging
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -29,7 +28,6 @@ from aiohttp.typedefs import Handler
 from mailer import api_tokens, audit, json_input, tenants, wording
 from mailer.addresses import parse_address, suppression_key, tenant_hash_key
 from mailer.api_tokens import Principal
-from mailer.config import Settings
 from mailer.consent import imports, suppression_lists
 from mailer.consent.ledger import event_view
 from mailer.db import queries, rows
@@ -45,7 +43,8 @@ from mailer.errors import (
 )
 from mailer.i18n import LANGUAGES
 from unsubscribe_web.api import campaigns as api_campaigns
-from unsubscribe_web.api import openapi
+from unsubscribe_web.api import openapi, uploads
+from unsubscribe_web.api import requests as api_requests
 from unsubscribe_web.api import templates as api_templates
 from unsubscribe_web.api.context import DEFAULT_LIMIT, MAX_LIMIT, Ctx, id_cursor, page
 from unsubscribe_web.api.spec import (
@@ -68,8 +67,6 @@ from unsubscribe_web.keys import POOL, SETTINGS
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
-MAX_UPLOAD_BYTES = 256 * 1024 * 1024
-UPLOAD_CHUNK = 64 * 1024
 OPENAPI_DOC = web.AppKey("openapi_document", dict)
 
 
@@ -344,7 +341,7 @@ async def add_suppression(ctx: Ctx) -> Any:
 
 
 async def import_suppressions(ctx: Ctx) -> Any:
-    path = await _spool(ctx.request, ctx.settings)
+    path = await uploads.spool(ctx.request, ctx.settings)
     try:
         result = await suppression_lists.import_file(
             ctx.conn,
@@ -356,7 +353,7 @@ async def import_suppressions(ctx: Ctx) -> Any:
             token_id=ctx.principal.token_id,
         )
     finally:
-        _discard(path)
+        uploads.discard(path)
     return result.as_dict()
 
 
@@ -377,7 +374,7 @@ async def create_import(ctx: Ctx) -> Any:
         existing_consent=q.get("existing_consent", False),
         evidence=q.get("evidence"),
     ).checked()  # refuse before reading a byte of the upload
-    path = await _spool(ctx.request, ctx.settings)
+    path = await uploads.spool(ctx.request, ctx.settings)
     try:
         return await imports.run_import(
             ctx.conn,
@@ -391,7 +388,7 @@ async def create_import(ctx: Ctx) -> Any:
             token_id=ctx.principal.token_id,
         )
     finally:
-        _discard(path)
+        uploads.discard(path)
 
 
 async def get_import(ctx: Ctx) -> Any:
@@ -735,7 +732,9 @@ CORE_ENDPOINTS: tuple[Endpoint, ...] = (
 
 # Campaigns, policy versions and data requests (thin over mailer.campaigns/policy/privacy);
 # the tenants' own email templates (mailer.sending.tenant_templates).
-ENDPOINTS = CORE_ENDPOINTS + api_campaigns.ENDPOINTS + api_templates.ENDPOINTS
+ENDPOINTS = (
+    CORE_ENDPOINTS + api_campaigns.ENDPOINTS + api_requests.ENDPOINTS + api_templates.ENDPOINTS
+)
 
 
 # --- plumbing -----------------------------------------------------------------------------------
@@ -764,33 +763,6 @@ async def _json_body(request: web.Request, endpoint: Endpoint) -> Any:
     if not isinstance(value, dict):
         raise InvalidInput("The body must be a JSON object.")
     return check(value, endpoint.body, "body")
-
-
-def _discard(path: Path) -> None:
-    path.unlink(missing_ok=True)
-
-
-async def _spool(request: web.Request, settings: Settings) -> Path:
-    """Stream the upload to a temporary file (never held in memory), bounded in size."""
-    folder = settings.data_dir / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    size = 0
-    with tempfile.NamedTemporaryFile(dir=folder, suffix=".csv", delete=False) as out:
-        path = Path(out.name)
-        try:
-            async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
-                size += len(chunk)
-                if size > MAX_UPLOAD_BYTES:
-                    raise InvalidInput(
-                        f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB; "
-                        "use `optout import` on the server.",
-                        field="file",
-                    )
-                out.write(chunk)
-        except BaseException:
-            _discard(path)
-            raise
-    return path
 
 
 @contextlib.contextmanager
