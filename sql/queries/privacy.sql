@@ -330,16 +330,19 @@ INSERT INTO export_subscribers (export_id, subscriber_id)
 SELECT :export_id, unnest(CAST(:ids AS bigint[]));
 
 -- name: partner_consenting(tenant_id)
--- Partner sharing only for those whose consent is granted now (and who are not suppressed
--- from everything: an erased, bounced or complaining address is never handed on).
+-- Partner sharing only for those whose consent stands now, whose address was confirmed (a
+-- box ticked at sign-up counts once the mailbox confirms: nobody can sign up another's
+-- address for sharing), and who are not suppressed at all: an erased, bounced or
+-- complaining address, or one that left all marketing (Art. 21(3)), is never handed on.
 SELECT s.id, s.email, s.name, s.created_at,
        (SELECT max(e.occurred_at) FROM consent_events e
          WHERE e.subscriber_id = s.id AND e.action = 'partner_grant') AS consent_given_at
   FROM subscribers s
  WHERE s.tenant_id = :tenant_id AND s.status = 'active' AND s.partner_consent
+   AND EXISTS (SELECT 1 FROM subscriptions p
+                WHERE p.subscriber_id = s.id AND p.confirmed_at IS NOT NULL)
    AND NOT EXISTS (SELECT 1 FROM suppressions x
-                    WHERE x.tenant_id = s.tenant_id AND x.address_key = s.email_key
-                      AND x.scope = 'all')
+                    WHERE x.tenant_id = s.tenant_id AND x.address_key = s.email_key)
  ORDER BY s.id;
 
 -- name: tenant_subscribers(tenant_id)

@@ -308,3 +308,19 @@ SELECT language FROM subscribers WHERE email = :email;
 SELECT t.id, t.tenant_id, t.name, v.version, v.html, v.body_text
   FROM email_templates t LEFT JOIN email_template_versions v ON v.template_id = t.id
  ORDER BY t.id, v.version;
+
+-- name: workspace_requests()
+-- Data requests and what their actions touch (the request queue's isolation test).
+SELECT r.*, (SELECT count(*) FROM client_removal_addresses a WHERE a.data_request_id = r.id)
+       AS removal_addresses
+  FROM data_requests r ORDER BY r.id;
+
+-- name: workspace_people()
+SELECT id, status, email, name, partner_consent FROM subscribers ORDER BY id;
+
+-- name: partner_ledger(subscriber_id)
+-- The partner-consent rows of a person with their evidence.
+SELECT e.action, e.effect, e.source, v.form_text, v.detail
+  FROM consent_events e LEFT JOIN consent_evidence v ON v.id = e.evidence_id
+ WHERE e.subscriber_id = :subscriber_id AND e.action IN ('partner_grant', 'partner_withdraw')
+ ORDER BY e.id;

@@ -93,11 +93,13 @@ def csrf_of(html: str) -> str:
 
 
 async def state(conn: asyncpg.Connection) -> dict[str, Any]:
-    """Everything a workspace action could change: campaigns, deliveries, templates, the
-    audit log."""
+    """Everything a workspace action could change: campaigns, deliveries, templates, data
+    requests, subscribers, the audit log."""
     return {
         "templates": [dict(r) async for r in probes().workspace_templates(conn)],
         "campaigns": [dict(r) async for r in probes().workspace_campaigns(conn)],
         "deliveries": [dict(r) async for r in probes().workspace_deliveries(conn)],
         "audit": await probes().audit_count(conn),
+        "requests": [dict(r) async for r in probes().workspace_requests(conn)],
+        "people": [dict(r) async for r in probes().workspace_people(conn)],
     }

@@ -240,16 +240,16 @@ async def _person(
 
 
 def _receipt_lines(receipt: Any) -> list[tuple[str, str]]:
-    """The receipt as label/value lines (ids and counts only)."""
+    """The receipt as label/value lines (ids and counts only), in words."""
     if not receipt:
         return []
-    return [
-        (
-            key.replace("_", " "),
-            ", ".join(map(str, value)) if isinstance(value, list) else str(value),
-        )
-        for key, value in receipt.items()
-    ]
+    return [(_words(key), _words(value)) for key, value in receipt.items()]
+
+
+def _words(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "none"
+    return str(value).replace("_", " ")
 
 
 def _step(api_name: str, done: str, form_name: str, run: Any) -> Any:
