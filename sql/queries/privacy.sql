@@ -381,8 +381,9 @@ SELECT * FROM erasure_receipts WHERE tenant_id = :tenant_id ORDER BY id;
 
 -- name: verify_requests_of(tenant_id, subscriber_id, now)
 -- The person used the link mailed to their address: every request of theirs waiting for that
--- proof is verified (address changes have their own link and are left alone).
+-- proof is verified (address changes have their own link, to the new mailbox, and are left
+-- alone; a rectification staff recorded is verified like any other request).
 UPDATE data_requests SET status = 'open', verified_at = :now
  WHERE tenant_id = :tenant_id AND subscriber_id = :subscriber_id
-   AND status = 'awaiting_verification' AND kind <> 'rectify'
+   AND status = 'awaiting_verification' AND NOT (kind = 'rectify' AND detail ? 'new_email')
 RETURNING id, kind;

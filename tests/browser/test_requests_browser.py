@@ -6,16 +6,23 @@ rejected with a reason that is mailed."""
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
+import re
+from email.message import EmailMessage
 from pathlib import Path
 
+import aiohttp
 import pytest
 from playwright.async_api import Browser
 
 from mailer.consent import writer as consent
-from mailer.db import queries
+from mailer.db import create_pool, queries
+from mailer.sending.worker import Worker
 from tests.browser.test_workspace_browser import sign_in, staff_page
 from tests.conftest import probes
 from tests.support.axe import assert_accessible
+from tests.support.mailer_env import mail_settings
 from tests.support.workspace import Tenant, ready_tenant
 
 
@@ -82,3 +89,114 @@ async def test_compliance_attaches_and_closes_a_partner_withdrawal_and_rejects_a
     closed = await page.locator("#closed-requests").inner_text()
     assert f"Request {first}" in closed and f"Request {second}" in closed
     await assert_accessible(page)
+
+
+async def send_mail(db_dsn: str, settings, smtp_sink, total: int) -> list[tuple[str, str]]:
+    """Run the worker until the outbox is empty; (recipient, plain text) of every message the
+    sink holds, once it holds ``total``."""
+    pool = await create_pool(db_dsn, max_size=2)
+    try:
+        await Worker(pool, mail_settings(settings, smtp_sink.port)).run(until_idle=True)
+    finally:
+        await pool.close()
+    messages = await smtp_sink.wait_for(total)
+    found = []
+    for message in messages:
+        parsed = email.message_from_bytes(message.data, policy=email.policy.default)
+        body = parsed.get_body(("plain",))
+        assert isinstance(body, EmailMessage)
+        found.append((message.rcpt_tos[0], body.get_content()))
+    return found
+
+
+def link_in(text: str) -> str:
+    found = re.search(r"http://127\.0\.0\.1:\d+/d/[A-Za-z0-9_-]+", text)
+    assert found is not None, text
+    return found.group(0)
+
+
+async def test_each_persons_request_verified_by_their_link_then_acted_on_in_the_queue(
+    browser: Browser, web_server, web_settings, acme, conn, db_dsn, smtp_sink
+):
+    """STANDARDS 38, 39, 40: staff record access, rectification and erasure; each person
+    confirms from the mailed link; each action does its work and closes with a receipt."""
+    base = web_settings.base_url
+    (ann, ann_address), (bob, bob_address), (cy, cy_address) = list(acme.people.items())
+    staff = await staff_page(browser, script=True)
+    await sign_in(staff, base, acme.tokens["compliance"])
+    for kind, address in (
+        ("Access (a copy of the data)", ann_address),
+        ("Rectification", bob_address),
+        ("Erasure", cy_address),
+    ):
+        await staff.goto(f"{base}/dashboard/t/acme/requests")
+        await staff.get_by_label("Kind").select_option(label=kind)
+        await staff.get_by_label("The person's email address").fill(address)
+        await staff.get_by_role("button", name="Record the request").click()
+        assert "Request recorded" in await staff.locator("#notice").inner_text()
+    ids = {r["subscriber_id"]: r["id"] async for r in probes().workspace_requests(conn)}
+    assert set(ids) == {ann, bob, cy}
+
+    # Each person confirms from the verification link mailed to them.
+    person = await browser.new_page()
+    for recipient, text in await send_mail(db_dsn, web_settings, smtp_sink, 3):
+        assert recipient in (ann_address, bob_address, cy_address)
+        await person.goto(link_in(text))
+        await person.locator("#use-link").click()
+    statuses = {r["id"]: r["status"] async for r in probes().workspace_requests(conn)}
+    assert set(statuses.values()) == {"open"}
+
+    await staff.goto(f"{base}/dashboard/t/acme/requests/{ids[ann]}")
+    await staff.get_by_role("button", name="Mail the data link and close").click()
+    assert "data link mailed" in await staff.locator("#receipt").inner_text()
+    recipient, text = (await send_mail(db_dsn, web_settings, smtp_sink, 4))[-1]
+    assert recipient == ann_address and "/d/" in text
+    await person.goto(link_in(text))
+    await person.locator("#use-link").click()
+    assert await person.locator("h1").inner_text() == "Your data"
+
+    await staff.goto(f"{base}/dashboard/t/acme/requests/{ids[bob]}")
+    await staff.get_by_role("button", name="Apply the correction and close").click()
+    assert "Give the correction" in await staff.locator("#form-error").inner_text()
+    await assert_accessible(staff)
+    await staff.get_by_label("Correct name").fill("Bob Builder")
+    await staff.get_by_role("button", name="Apply the correction and close").click()
+    assert "name corrected" in await staff.locator("#receipt").inner_text()
+    assert (await probes().subscriber_row(conn, id=bob))["name"] == "Bob Builder"
+
+    await staff.goto(f"{base}/dashboard/t/acme/requests/{ids[cy]}")
+    await staff.get_by_role("button", name="Erase and close").click()
+    assert "erasure receipt id" in await staff.locator("#receipt").inner_text()
+    assert (await probes().subscriber_row(conn, id=cy))["status"] == "erased"
+    await assert_accessible(staff)
+
+
+async def test_a_clients_csv_from_the_api_is_acted_on_in_the_queue(
+    browser: Browser, web_server, web_settings, acme, conn
+):
+    """A client's removal list: uploaded with the client's token, done by compliance."""
+    base = web_settings.base_url
+    (ann, ann_address), *_ = list(acme.people.items())
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{base}/api/v1/tenants/acme/client-removals",
+            data=f"email\n{ann_address}\nnobody@example.org\n".encode(),
+            headers={
+                "Authorization": f"Bearer {acme.tokens['client']}",
+                "Content-Type": "text/csv",
+            },
+        ) as response,
+    ):
+        created = await response.json()
+        assert response.status == 201, created
+    staff = await staff_page(browser, script=True)
+    await sign_in(staff, base, acme.tokens["compliance"])
+    await staff.goto(f"{base}/dashboard/t/acme/requests")
+    assert "Client removal (2 addresses)" in await staff.locator("#open-requests").inner_text()
+    await staff.get_by_role("link", name=f"Request {created['id']}", exact=True).click()
+    await assert_accessible(staff)
+    await staff.get_by_role("button", name="Remove and close").click()
+    receipt = await staff.locator("#receipt").inner_text()
+    assert "erased\t1" in receipt.replace("\n", "\t") or "erased 1" in receipt.replace("\n", " ")
+    assert (await probes().subscriber_row(conn, id=ann))["status"] == "erased"
