@@ -5,10 +5,13 @@ rejected with a reason that is mailed."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import email
 import email.policy
 import re
+import smtplib
+import uuid
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -16,12 +19,14 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser
 
+from mailer import api_tokens
 from mailer.consent import writer as consent
 from mailer.db import create_pool, queries
 from mailer.sending.worker import Worker
 from tests.browser.test_workspace_browser import sign_in, staff_page
 from tests.conftest import probes
 from tests.support.axe import assert_accessible
+from tests.support.inbound_world import PARTNER, inbound_server, make_world
 from tests.support.mailer_env import mail_settings
 from tests.support.workspace import Tenant, ready_tenant
 
@@ -200,3 +205,57 @@ async def test_a_clients_csv_from_the_api_is_acted_on_in_the_queue(
     receipt = await staff.locator("#receipt").inner_text()
     assert "erased\t1" in receipt.replace("\n", "\t") or "erased 1" in receipt.replace("\n", " ")
     assert (await probes().subscriber_row(conn, id=ann))["status"] == "erased"
+
+
+async def test_a_partner_withdrawal_mailed_and_confirmed_by_the_mailbox_is_done_in_the_queue(
+    browser: Browser, web_server, web_settings, conn, db_dsn, dns_zone
+):
+    """STANDARDS 36, 58: mail to the partner address from an address we do not hold, whose
+    domain's SPF passes through the loopback DNS, gets a confirmation; the mailbox confirms
+    in the browser; compliance attaches the request by the person's address and closes it."""
+    world = await make_world(conn, web_settings)
+    person = await world.person("ann@example.org")
+    await consent.set_partner_consent(
+        conn, tenant_id=world.tenant_id, subscriber_id=person, granted=True, source="web_form"
+    )
+    domain = f"ok{uuid.uuid4().hex[:8]}.example"
+    dns_zone.add_txt(domain, "v=spf1 ip4:127.0.0.1 -all")
+    sender = f"ann.private@{domain}"
+    message = (
+        f"From: {sender}\r\nTo: {PARTNER}\r\nSubject: stop sharing\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@x>\r\n\r\nPlease stop sharing my address.\r\n"
+    ).encode()
+    async with inbound_server(web_settings, db_dsn) as inbound:
+        await asyncio.to_thread(_send, inbound.port, sender, message)
+    [mail] = [d async for d in probes().transactional_to(conn, recipient=sender)]
+    assert mail["template"] == "confirm_claim"
+
+    mailbox = await browser.new_page()
+    await mailbox.goto(mail["payload"]["confirm_url"])
+    await mailbox.get_by_role("button", name="Yes, this is my request").click()
+    assert "confirmed" in await mailbox.locator("#done").inner_text()
+    [request] = [r async for r in probes().workspace_requests(conn)]
+    assert (request["kind"], request["status"], request["subscriber_id"]) == (
+        "partner_withdrawal",
+        "open",
+        None,
+    )
+
+    token = await api_tokens.create_token(conn, role="compliance", tenant_id=world.tenant_id)
+    staff = await staff_page(browser, script=True)
+    base = web_settings.base_url
+    await sign_in(staff, base, token.secret)
+    await staff.goto(f"{base}/dashboard/t/acme/requests/{request['id']}")
+    assert sender in await staff.locator("#request-requester").inner_text()
+    await staff.get_by_label("Exact email address").fill("ann@example.org")
+    await staff.get_by_role("button", name="Attach").click()
+    await staff.get_by_role("button", name="Withdraw partner consent and close").click()
+    assert "partner consent withdrawn" in await staff.locator("#receipt").inner_text()
+    ledger = [dict(r) async for r in probes().partner_ledger(conn, subscriber_id=person)]
+    assert [r["action"] for r in ledger] == ["partner_grant", "partner_withdraw"]
+    assert ledger[-1]["detail"]["data_request_id"] == request["id"]
+
+
+def _send(port: int, sender: str, message: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+        client.sendmail(sender, [PARTNER], message)
