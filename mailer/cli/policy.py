@@ -63,10 +63,12 @@ def register(commands: Commands[Any]) -> None:
     add.add_argument("--reason", required=True)
     add.add_argument("--months", type=int, default=deadlines.MAX_PERSON_MONTHS)
     add.set_defaults(run=with_db(_requests_extend))
-    add = sub.add_parser("complete", help="carry out a verified request and close it")
+    add = sub.add_parser("complete", help="the request's action: do its work and close it")
     add.add_argument("id", type=int)
     add.add_argument("--tenant", required=True)
     add.add_argument("--output", type=Path, help="access requests: where to write the JSON")
+    add.add_argument("--name", help="rectification: the corrected name")
+    add.add_argument("--email", help="rectification: the new address (confirmed by its mailbox)")
     add.set_defaults(run=with_db(_requests_complete))
 
     group = commands.add_parser("partners", help="sharing with partners")
@@ -264,6 +266,7 @@ async def _requests_complete(conn: asyncpg.Connection, args: argparse.Namespace)
             request_id=args.id,
             by=ACTOR,
             now=_now(),
+            correction=queue.Correction(args.name, args.email),
             access_by="copy",
         )
         if done.already_done:
