@@ -11,7 +11,6 @@ erases every live person its list names. Receipts hold ids and counts, never per
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
@@ -26,10 +25,11 @@ from mailer.config import Settings
 from mailer.consent import writer as consent
 from mailer.consent.imports import scan
 from mailer.db import queries, rows
-from mailer.errors import Conflict, InvalidAddress, InvalidInput, NotFound
+from mailer.errors import Conflict, InvalidInput, NotFound
 from mailer.i18n import N_
 from mailer.outbox import enqueue_transactional
 from mailer.rights import deadlines, erasure, privacy
+from mailer.rights.removal_lists import read_removal_list
 
 log = logging.getLogger(__name__)
 
@@ -527,37 +527,25 @@ async def receive_client_list(
             verified_at=now,
             detail={"channel": source},
         )
+        keys: list[bytes] = []
+        lines: list[int] = []
         with path.open(newline="", encoding="utf-8-sig") as file:
-            reader = csv.reader(file, strict=True)
-            column = _email_column(reader)
-            keys: list[bytes] = []
-            lines: list[int] = []
-            while True:
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    break
-                except csv.Error:
-                    row = None
-                if row == []:
-                    continue
-                try:
-                    if row is None or len(row) <= column:
-                        raise InvalidAddress()
-                    keys.append(suppression_key(tenant_key, parse_address(row[column])))
-                    lines.append(reader.line_num)
-                except InvalidAddress:
+            for line, key in read_removal_list(file, tenant_key):
+                if key is None:
                     bad += 1
                     if len(bad_lines) < MAX_BAD_LINES:
-                        bad_lines.append(reader.line_num)
+                        bad_lines.append(line)
+                    continue
+                keys.append(key)
+                lines.append(line)
                 if len(keys) >= REMOVAL_BATCH:
                     added += await q.add_removal_addresses(
                         conn, data_request_id=request["id"], keys=keys, lines=lines
                     )
                     keys, lines = [], []
-            added += await q.add_removal_addresses(
-                conn, data_request_id=request["id"], keys=keys, lines=lines
-            )
+        added += await q.add_removal_addresses(
+            conn, data_request_id=request["id"], keys=keys, lines=lines
+        )
         if added == 0:
             raise InvalidInput("The file names no valid address.", field="file")
         detail = {"channel": source, "addresses": added, "bad": bad, "bad_lines": bad_lines}
@@ -578,15 +566,3 @@ async def receive_client_list(
         "client removal list tenant=%s request=%s addresses=%s", tenant_id, request["id"], added
     )
     return ClientList(request, added, bad, tuple(bad_lines))
-
-
-def _email_column(reader: Any) -> int:
-    try:
-        names = [cell.strip().lower() for cell in next(reader)]
-    except StopIteration:
-        raise InvalidInput("The file is empty.", field="file") from None
-    except csv.Error as exc:
-        raise InvalidInput(f"Line 1 is not valid CSV: {exc}.", field="file") from None
-    if names.count("email") != 1:
-        raise InvalidInput("The first line must be a header with one 'email' column.", field="file")
-    return names.index("email")
