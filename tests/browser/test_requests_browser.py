@@ -61,7 +61,7 @@ async def test_compliance_attaches_and_closes_a_partner_withdrawal_and_rejects_a
     second = await withdrawal(conn, acme, "someone@example.net")
     page = await staff_page(browser, script=True)
     await sign_in(page, base, acme.tokens["compliance"])
-    await page.goto(f"{base}/dashboard/t/acme/requests")
+    await page.get_by_role("link", name="Requests").click()
     assert await page.locator("h1").inner_text() == "Data requests"
     await assert_accessible(page)
 
