@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,6 @@ class _Work:
     erasure_receipt: asyncpg.Record | None = None
     partner_exports: tuple[asyncpg.Record, ...] = ()
     access: dict[str, Any] | None = None
-    counts: dict[str, int] = field(default_factory=dict)
 
 
 # --- the queue ---------------------------------------------------------------------------------
@@ -300,7 +299,7 @@ async def _remove_client_list(
             break
         after = batch[-1]["address_key"]
     receipt = {"action": "client_removal", **counts, "partner_export_ids": sorted(exports)}
-    return _Work(receipt, counts=counts)
+    return _Work(receipt)
 
 
 # --- attaching, rejecting, extending -----------------------------------------------------------
