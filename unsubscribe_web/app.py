@@ -27,6 +27,7 @@ from unsubscribe_web.api import hooks
 from unsubscribe_web.dashboard import campaigns as workspace_campaigns
 from unsubscribe_web.dashboard import email_templates as workspace_templates
 from unsubscribe_web.dashboard import imports as workspace_imports
+from unsubscribe_web.dashboard import requests as workspace_requests
 from unsubscribe_web.dashboard import subscribers as workspace_subscribers
 from unsubscribe_web.dashboard import views as dashboard
 from unsubscribe_web.forms import CsrfTokens
@@ -102,6 +103,7 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     workspace_templates.add_routes(app)
     workspace_subscribers.add_routes(app)
     workspace_imports.add_routes(app)
+    workspace_requests.add_routes(app)
     if outbox_dir is not None:
         dev_outbox.add_routes(app, outbox_dir)
     return app

@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import AsyncIterable
 from pathlib import Path
 
+from aiohttp import web
+
 from mailer.config import Settings
 from mailer.errors import InvalidInput
 
@@ -15,17 +17,28 @@ MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 UPLOAD_CHUNK = 64 * 1024
 
 
+def upload_folder(settings: Settings) -> Path:
+    folder = settings.data_dir / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def discard(path: Path) -> None:
     path.unlink(missing_ok=True)
+
+
+async def spool_body(request: web.Request, settings: Settings) -> Path:
+    """An API upload: the request's body, streamed like ``spool``."""
+    return await spool(request.content.iter_chunked(UPLOAD_CHUNK), settings)
 
 
 async def spool(chunks: AsyncIterable[bytes], settings: Settings) -> Path:
     """Write ``chunks`` to a new file under the uploads folder; InvalidInput (and no file
     left behind) past MAX_UPLOAD_BYTES."""
-    folder = settings.data_dir / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
     size = 0
-    with tempfile.NamedTemporaryFile(dir=folder, suffix=".csv", delete=False) as out:
+    with tempfile.NamedTemporaryFile(
+        dir=upload_folder(settings), suffix=".csv", delete=False
+    ) as out:
         path = Path(out.name)
         try:
             async for chunk in chunks:

@@ -19,7 +19,7 @@ from mailer.cli.support import Commands, with_db
 from mailer.consent import imports
 from mailer.csv_safe import write_csv
 from mailer.errors import InvalidInput, OptoutError
-from mailer.rights import deadlines, erasure, partners, policy, privacy
+from mailer.rights import deadlines, erasure, partners, policy, privacy, queue
 from mailer.sending import campaigns
 
 ACTOR = "cli"
@@ -63,10 +63,12 @@ def register(commands: Commands[Any]) -> None:
     add.add_argument("--reason", required=True)
     add.add_argument("--months", type=int, default=deadlines.MAX_PERSON_MONTHS)
     add.set_defaults(run=with_db(_requests_extend))
-    add = sub.add_parser("complete", help="carry out a verified request and close it")
+    add = sub.add_parser("complete", help="the request's action: do its work and close it")
     add.add_argument("id", type=int)
     add.add_argument("--tenant", required=True)
     add.add_argument("--output", type=Path, help="access requests: where to write the JSON")
+    add.add_argument("--name", help="rectification: the corrected name")
+    add.add_argument("--email", help="rectification: the new address (confirmed by its mailbox)")
     add.set_defaults(run=with_db(_requests_complete))
 
     group = commands.add_parser("partners", help="sharing with partners")
@@ -238,17 +240,18 @@ async def _requests_create(conn: asyncpg.Connection, args: argparse.Namespace) -
 
 async def _requests_extend(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     tenant = await tenants.get_tenant(conn, args.tenant)
-    row = await privacy.extend_request(
+    row, mailed = await queue.extend(
         conn,
         tenant=tenant,
         request_id=args.id,
         reason=args.reason,
         now=_now(),
         months_total=args.months,
-        actor=ACTOR,
+        by=ACTOR,
     )
     last = deadlines.last_day(row["extended_due_at"], tenant["time_zone"])
-    print(f"request {row['id']} extended to {last}; tell the person why within the first month")
+    told = "the person is mailed the reason" if mailed else "tell the person why"
+    print(f"request {row['id']} extended to {last}; {told}")
     return 0
 
 
@@ -256,15 +259,22 @@ async def _requests_complete(conn: asyncpg.Connection, args: argparse.Namespace)
     tenant = await tenants.get_tenant(conn, args.tenant)
     # The output is written inside the transaction: if it cannot be, nothing is erased or closed.
     async with conn.transaction():
-        done = await privacy.fulfil_request(
-            conn, tenant_id=tenant["id"], request_id=args.id, completed_by=ACTOR, now=_now()
+        done = await queue.act(
+            conn,
+            args.settings,
+            tenant=tenant,
+            request_id=args.id,
+            by=ACTOR,
+            now=_now(),
+            correction=queue.Correction(args.name, args.email),
+            access_by="copy",
         )
         if done.already_done:
             print(f"request {args.id} was already done", file=sys.stderr)
             return 0
-        if done.receipt is not None:
+        if done.erasure_receipt is not None:
             subscriber_id = done.request["subscriber_id"]
-            print(f"erased subscriber {subscriber_id}: receipt {done.receipt['id']}")
+            print(f"erased subscriber {subscriber_id}: receipt {done.erasure_receipt['id']}")
             for export in done.partner_exports:
                 print(f"  tell the recipient of partner export {export['id']} (GDPR Art. 19)")
         if done.access is not None:

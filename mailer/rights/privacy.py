@@ -15,7 +15,6 @@ from typing import Any
 
 import asyncpg
 
-from mailer import audit
 from mailer.addresses import parse_address, suppression_key, tenant_hash_key
 from mailer.config import Settings
 from mailer.db import queries, rows
@@ -23,13 +22,16 @@ from mailer.db_errors import domain_errors
 from mailer.errors import Conflict, InvalidInput, NotFound, Suppressed
 from mailer.i18n import N_
 from mailer.outbox import enqueue_transactional
-from mailer.rights import deadlines, erasure
+from mailer.rights import deadlines
 from mailer.rights.json_values import jsonable
 from mailer.tokens import InvalidToken, Keyring, LinkClaims, Purpose
 
 log = logging.getLogger(__name__)
 
-REQUEST_KINDS = ("access", "rectify", "erase", "client_removal")
+REQUEST_KINDS = ("access", "rectify", "erase", "partner_withdrawal", "client_removal")
+# Withdrawing is the privacy-safe direction, and a client's removal is the controller's own
+# instruction: neither waits for the person to verify their address.
+OPEN_AT_ONCE = frozenset({"partner_withdrawal", "client_removal"})
 LINK_PURPOSES = ("access", "erase", "rectify", "verify")
 LINK_LIFETIME = dt.timedelta(seconds=Purpose.DATA_ACCESS.ttl or 3600)
 DATA_LINK_TEMPLATE = "data_access"  # shared with the preference centre's data-link mail
@@ -86,7 +88,7 @@ async def create_request(
         conn, tenant_id=tenant["id"], email_key=key
     )
     due = deadlines.due_at(kind, now, tenant["time_zone"], tenant["holidays"])
-    open_now = verified or kind == "client_removal"
+    open_now = verified or kind in OPEN_AT_ONCE
     known = subscriber is not None and subscriber["status"] == "active"
     q = queries().privacy
     async with conn.transaction():
@@ -161,12 +163,20 @@ async def extend_request(
 
 
 async def complete_request(
-    conn: asyncpg.Connection, tenant_id: int, request_id: int, *, by: str, now: dt.datetime
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    request_id: int,
+    *,
+    by: str,
+    now: dt.datetime,
+    receipt: dict[str, Any],
 ) -> asyncpg.Record:
-    """Mark a verified request done; refuses one still waiting for verification."""
+    """Mark a verified request done with the receipt of what its action did; refuses one
+    still waiting for verification. Only an action calls this (mailer.rights.queue, the
+    self-service pages): a request is never closed as done without its work."""
     q = queries().privacy
     row = await q.complete_request(
-        conn, tenant_id=tenant_id, id=request_id, now=now, completed_by=by
+        conn, tenant_id=tenant_id, id=request_id, now=now, completed_by=by, receipt=receipt
     )
     if row is None:
         current = await get_request(conn, tenant_id, request_id)
@@ -177,70 +187,6 @@ async def complete_request(
             "nothing is done before the address is verified."
         )
     return row
-
-
-@dataclass(frozen=True, slots=True)
-class Fulfilment:
-    """What completing a request did: the closed request, the erasure's receipt and the
-    partner exports to tell (Art. 19) for an erasure, the person's data for an access."""
-
-    request: asyncpg.Record
-    already_done: bool
-    receipt: asyncpg.Record | None = None
-    partner_exports: tuple[asyncpg.Record, ...] = ()
-    access: dict[str, Any] | None = None
-
-
-async def fulfil_request(
-    conn: asyncpg.Connection,
-    *,
-    tenant_id: int,
-    request_id: int,
-    completed_by: str,
-    now: dt.datetime,
-    token_id: int | None = None,
-) -> Fulfilment:
-    """Carry out a verified request and close it, in one transaction: erase the person for an
-    erasure or a client's removal, gather their data for an access request.
-
-    Nothing runs before verification (Conflict); a request already done is returned as it is.
-    The completion is audited (ids only) in the same transaction.
-    """
-    request = await get_request(conn, tenant_id, request_id)
-    if request["status"] == "done":
-        return Fulfilment(request, already_done=True)
-    if request["status"] != "open":  # raises: nothing runs before verification
-        await complete_request(conn, tenant_id, request_id, by=completed_by, now=now)
-    receipt = None
-    exports: tuple[asyncpg.Record, ...] = ()
-    data = None
-    async with conn.transaction():
-        subscriber_id = request["subscriber_id"]
-        if request["kind"] in ("erase", "client_removal") and subscriber_id:
-            result = await erasure.erase_subscriber(
-                conn,
-                tenant_id=tenant_id,
-                subscriber_id=subscriber_id,
-                by=completed_by,
-                now=now,
-                data_request_id=request["id"],
-            )
-            receipt, exports = result.receipt, tuple(result.partner_exports)
-        if request["kind"] == "access" and subscriber_id:
-            data = await access_export(conn, tenant_id, subscriber_id)
-        done = await complete_request(conn, tenant_id, request_id, by=completed_by, now=now)
-        await audit.record(
-            conn,
-            actor=completed_by,
-            token_id=token_id,
-            tenant_id=tenant_id,
-            action="request.complete",
-            target_type="data_request",
-            target_id=request_id,
-            detail={"kind": request["kind"]},
-        )
-    log.info("data request done tenant=%s id=%s kind=%s", tenant_id, request_id, request["kind"])
-    return Fulfilment(done, False, receipt, exports, data)
 
 
 async def list_requests(
@@ -470,9 +416,10 @@ async def request_address_change(
     subscriber_id: int,
     new_email: str,
     now: dt.datetime,
-) -> None:
+) -> int:
     """Record the change and mail a confirmation link to the NEW mailbox; the address changes
-    only when that link is used (a new address must prove it is the person's too)."""
+    only when that link is used (a new address must prove it is the person's too). Returns
+    the id of the request that waits for that confirmation."""
     address = parse_address(new_email)
     key = suppression_key(tenant_hash_key(settings.hash_key, tenant["id"]), address)
     sup = await queries().consent.get_suppression(conn, tenant_id=tenant["id"], address_key=key)
@@ -517,6 +464,8 @@ async def request_address_change(
             },
         )
     log.info("address change requested tenant=%s request=%s", tenant["id"], request["id"])
+    request_id: int = request["id"]
+    return request_id
 
 
 async def confirm_address_change(
@@ -539,7 +488,12 @@ async def confirm_address_change(
             )
         await q.verify_request(conn, tenant_id=tenant_id, id=request["id"], now=now)
         await q.complete_request(
-            conn, tenant_id=tenant_id, id=request["id"], now=now, completed_by="subscriber"
+            conn,
+            tenant_id=tenant_id,
+            id=request["id"],
+            now=now,
+            completed_by="subscriber",
+            receipt={"action": "address_changed", "confirmed_by": "new_mailbox"},
         )
     return str(new_email)
 

@@ -17,7 +17,8 @@ SELECT * FROM data_requests WHERE tenant_id = :tenant_id AND id = :id FOR UPDATE
 -- name: extend_request(tenant_id, id, extended_due_at, extension_reason)^
 -- The WHERE repeats the rules the caller checked, so a concurrent extension cannot slip in.
 UPDATE data_requests SET extended_due_at = :extended_due_at, extension_reason = :extension_reason
- WHERE tenant_id = :tenant_id AND id = :id AND extended_due_at IS NULL AND status <> 'done'
+ WHERE tenant_id = :tenant_id AND id = :id AND extended_due_at IS NULL
+   AND status NOT IN ('done', 'rejected')
 RETURNING *;
 
 -- name: verify_request(tenant_id, id, now)^
@@ -25,9 +26,11 @@ UPDATE data_requests SET status = 'open', verified_at = :now
  WHERE tenant_id = :tenant_id AND id = :id AND status = 'awaiting_verification'
 RETURNING *;
 
--- name: complete_request(tenant_id, id, now, completed_by)^
--- Only an open (verified) request can be done: nothing is disclosed or deleted before.
-UPDATE data_requests SET status = 'done', completed_at = :now, completed_by = :completed_by
+-- name: complete_request(tenant_id, id, now, completed_by, receipt)^
+-- Only an open (verified) request can be done: nothing is disclosed or deleted before. The
+-- receipt says what its action did (migration 0110: no request is done without one).
+UPDATE data_requests SET status = 'done', completed_at = :now, completed_by = :completed_by,
+       receipt = :receipt
  WHERE tenant_id = :tenant_id AND id = :id AND status = 'open'
 RETURNING *;
 
@@ -327,16 +330,19 @@ INSERT INTO export_subscribers (export_id, subscriber_id)
 SELECT :export_id, unnest(CAST(:ids AS bigint[]));
 
 -- name: partner_consenting(tenant_id)
--- Partner sharing only for those whose consent is granted now (and who are not suppressed
--- from everything: an erased, bounced or complaining address is never handed on).
+-- Partner sharing only for those whose consent stands now, whose address was confirmed (a
+-- box ticked at sign-up counts once the mailbox confirms: nobody can sign up another's
+-- address for sharing), and who are not suppressed at all: an erased, bounced or
+-- complaining address, or one that left all marketing (Art. 21(3)), is never handed on.
 SELECT s.id, s.email, s.name, s.created_at,
        (SELECT max(e.occurred_at) FROM consent_events e
          WHERE e.subscriber_id = s.id AND e.action = 'partner_grant') AS consent_given_at
   FROM subscribers s
  WHERE s.tenant_id = :tenant_id AND s.status = 'active' AND s.partner_consent
+   AND EXISTS (SELECT 1 FROM subscriptions p
+                WHERE p.subscriber_id = s.id AND p.confirmed_at IS NOT NULL)
    AND NOT EXISTS (SELECT 1 FROM suppressions x
-                    WHERE x.tenant_id = s.tenant_id AND x.address_key = s.email_key
-                      AND x.scope = 'all')
+                    WHERE x.tenant_id = s.tenant_id AND x.address_key = s.email_key)
  ORDER BY s.id;
 
 -- name: tenant_subscribers(tenant_id)
@@ -375,8 +381,9 @@ SELECT * FROM erasure_receipts WHERE tenant_id = :tenant_id ORDER BY id;
 
 -- name: verify_requests_of(tenant_id, subscriber_id, now)
 -- The person used the link mailed to their address: every request of theirs waiting for that
--- proof is verified (address changes have their own link and are left alone).
+-- proof is verified (address changes have their own link, to the new mailbox, and are left
+-- alone; a rectification staff recorded is verified like any other request).
 UPDATE data_requests SET status = 'open', verified_at = :now
  WHERE tenant_id = :tenant_id AND subscriber_id = :subscriber_id
-   AND status = 'awaiting_verification' AND kind <> 'rectify'
+   AND status = 'awaiting_verification' AND NOT (kind = 'rectify' AND detail ? 'new_email')
 RETURNING id, kind;

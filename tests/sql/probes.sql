@@ -342,3 +342,18 @@ SELECT (SELECT coalesce(json_agg(s ORDER BY s.subscriber_id, s.topic_id), '[]')
 -- The ledger rows of one person that name a staff actor.
 SELECT action, topic_id, source, actor FROM consent_events
  WHERE subscriber_id = :subscriber_id AND actor IS NOT NULL ORDER BY id;
+-- name: workspace_requests()
+-- Data requests and what their actions touch (the request queue's isolation test).
+SELECT r.*, (SELECT count(*) FROM client_removal_addresses a WHERE a.data_request_id = r.id)
+       AS removal_addresses
+  FROM data_requests r ORDER BY r.id;
+
+-- name: workspace_subscriber_rows()
+SELECT id, status, email, name, partner_consent FROM subscribers ORDER BY id;
+
+-- name: partner_ledger(subscriber_id)
+-- The partner-consent rows of a person with their evidence.
+SELECT e.action, e.effect, e.source, v.form_text, v.detail
+  FROM consent_events e LEFT JOIN consent_evidence v ON v.id = e.evidence_id
+ WHERE e.subscriber_id = :subscriber_id AND e.action IN ('partner_grant', 'partner_withdraw')
+ ORDER BY e.id;

@@ -174,6 +174,15 @@ async def role_objects(conn: Any, settings: Settings, t: TenantWorld) -> dict[st
         "sending": sending["id"],
         "paused": paused["id"],
         "request": (await new_request(conn, settings, tenant, t.subscriber_email))["id"],
+        "to_reject": (await new_request(conn, settings, tenant, t.subscriber_email))["id"],
+        # A partner withdrawal mailed from an address that matched nobody (confirmed claim).
+        "withdrawal": await queries().inbound.insert_partner_request(
+            conn,
+            tenant_id=t.id,
+            requester="someone-else@x.example",
+            received_at=dt.datetime.now(dt.UTC),
+            detail={"confirmed_by": "mailbox"},
+        ),
     }
 
 

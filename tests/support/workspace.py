@@ -94,13 +94,15 @@ def csrf_of(html: str) -> str:
 
 async def state(conn: asyncpg.Connection) -> dict[str, Any]:
     """Everything a workspace action could change: campaigns, deliveries, templates, the
-    people's subscriptions, ledger, suppressions and requests, the audit log."""
+    people's subscriptions, ledger, suppressions and requests, data requests, the audit log."""
     return {
         "people": dict(await probes().workspace_people(conn)),
         "templates": [dict(r) async for r in probes().workspace_templates(conn)],
         "campaigns": [dict(r) async for r in probes().workspace_campaigns(conn)],
         "deliveries": [dict(r) async for r in probes().workspace_deliveries(conn)],
         "audit": await probes().audit_count(conn),
+        "requests": [dict(r) async for r in probes().workspace_requests(conn)],
+        "subscribers": [dict(r) async for r in probes().workspace_subscriber_rows(conn)],
     }
 
 

@@ -28,7 +28,6 @@ from aiohttp.typedefs import Handler
 from mailer import api_tokens, audit, json_input, tenants, wording
 from mailer.addresses import parse_address, suppression_key, tenant_hash_key
 from mailer.api_tokens import Principal
-from mailer.config import Settings
 from mailer.consent import imports, suppression_lists
 from mailer.consent.ledger import event_view
 from mailer.db import queries, rows
@@ -46,6 +45,7 @@ from mailer.i18n import LANGUAGES
 from unsubscribe_web import uploads
 from unsubscribe_web.api import campaigns as api_campaigns
 from unsubscribe_web.api import openapi
+from unsubscribe_web.api import requests as api_requests
 from unsubscribe_web.api import subscribers as api_subscribers
 from unsubscribe_web.api import templates as api_templates
 from unsubscribe_web.api.context import DEFAULT_LIMIT, MAX_LIMIT, Ctx, id_cursor, page
@@ -343,7 +343,7 @@ async def add_suppression(ctx: Ctx) -> Any:
 
 
 async def import_suppressions(ctx: Ctx) -> Any:
-    path = await _spool(ctx.request, ctx.settings)
+    path = await uploads.spool_body(ctx.request, ctx.settings)
     try:
         result = await suppression_lists.import_file(
             ctx.conn,
@@ -376,7 +376,7 @@ async def create_import(ctx: Ctx) -> Any:
         existing_consent=q.get("existing_consent", False),
         evidence=q.get("evidence"),
     ).checked()  # refuse before reading a byte of the upload
-    path = await _spool(ctx.request, ctx.settings)
+    path = await uploads.spool_body(ctx.request, ctx.settings)
     try:
         return await imports.run_import(
             ctx.conn,
@@ -736,7 +736,11 @@ CORE_ENDPOINTS: tuple[Endpoint, ...] = (
 # the tenants' own email templates (mailer.sending.tenant_templates); staff actions on one
 # person (mailer.consent.people).
 ENDPOINTS = (
-    CORE_ENDPOINTS + api_campaigns.ENDPOINTS + api_templates.ENDPOINTS + api_subscribers.ENDPOINTS
+    CORE_ENDPOINTS
+    + api_campaigns.ENDPOINTS
+    + api_requests.ENDPOINTS
+    + api_templates.ENDPOINTS
+    + api_subscribers.ENDPOINTS
 )
 
 
@@ -766,11 +770,6 @@ async def _json_body(request: web.Request, endpoint: Endpoint) -> Any:
     if not isinstance(value, dict):
         raise InvalidInput("The body must be a JSON object.")
     return check(value, endpoint.body, "body")
-
-
-async def _spool(request: web.Request, settings: Settings) -> Path:
-    """Stream the body to a file in the uploads folder, bounded in size."""
-    return await uploads.spool(request.content.iter_chunked(uploads.UPLOAD_CHUNK), settings)
 
 
 @contextlib.contextmanager

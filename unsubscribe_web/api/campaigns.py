@@ -17,7 +17,7 @@ import asyncpg
 from mailer.db import queries
 from mailer.errors import InvalidInput, NotFound, OptoutError
 from mailer.inbound import claims
-from mailer.rights import partners, policy, privacy
+from mailer.rights import partners, policy, privacy, queue
 from mailer.sending import campaigns
 from unsubscribe_web.api.context import Ctx
 from unsubscribe_web.api.spec import (
@@ -317,6 +317,9 @@ def _request(row: asyncpg.Record) -> dict[str, Any]:
         "verified_at",
         "completed_at",
         "completed_by",
+        "receipt",
+        "rejection_reason",
+        "rejected_at",
         "detail",
     )
     # The list query leaves some columns out; one shape serves both.
@@ -368,34 +371,40 @@ async def get_request(ctx: Ctx) -> Any:
 
 
 async def extend_request(ctx: Ctx) -> Any:
+    """Extend once, before the deadline; the person is mailed the reason and the new date."""
     assert ctx.tenant is not None
-    row = await privacy.extend_request(
+    row, mailed = await queue.extend(
         ctx.conn,
         tenant=ctx.tenant,
         request_id=await _request_id(ctx),
         reason=ctx.body["reason"],
         now=_now(),
         months_total=ctx.body.get("months", 3),
-        actor=ctx.principal.actor,
+        by=ctx.principal.actor,
     )
-    return _request(row)
+    return _request(row) | {"mailed": mailed}
 
 
 async def complete_request(ctx: Ctx) -> Any:
-    """Carry out a verified request and close it (like `optout requests complete`): an
-    erasure answers with its receipt and the partner exports to tell, an access request with
-    the person's data."""
-    done = await privacy.fulfil_request(
+    """The request's action (like `optout requests complete`): it does the work and closes the
+    request with its receipt. An access request answers with the person's data (``"access":
+    "link"`` mails them the single-use link instead); a rectification takes the correction."""
+    assert ctx.tenant is not None
+    body = ctx.body or {}
+    done = await queue.act(
         ctx.conn,
-        tenant_id=ctx.tenant_id,
+        ctx.settings,
+        tenant=ctx.tenant,
         request_id=await _request_id(ctx),
-        completed_by=ctx.principal.actor,
+        by=ctx.principal.actor,
         now=_now(),
         token_id=ctx.principal.token_id,
+        correction=queue.Correction(body.get("name"), body.get("email")),
+        access_by=body.get("access", "copy"),
     )
     receipt = None
-    if done.receipt is not None:
-        receipt = {"id": done.receipt["id"], "partner_export_ids": []}
+    if done.erasure_receipt is not None:
+        receipt = {"id": done.erasure_receipt["id"], "partner_export_ids": []}
         receipt["partner_export_ids"] = [e["id"] for e in done.partner_exports]
     return _request(done.request) | {
         "already_done": done.already_done,
@@ -678,7 +687,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         "/tenants/{tenant}/requests/{request_id}/extend",
         "extend_request",
-        "Extend a person's request once, before its deadline, with a reason",
+        "Extend a person's request once, before its deadline, with a reason (mailed to them)",
         extend_request,
         "requests.write",
         params=(TENANT, REQUEST),
@@ -691,10 +700,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         "/tenants/{tenant}/requests/{request_id}/complete",
         "complete_request",
-        "Carry out a verified request (erase, or gather an access copy) and close it",
+        "The request's action: do its work (access, rectify, erase, partner withdrawal, "
+        "client removal) and close it with its receipt",
         complete_request,
         "requests.write",
         params=(TENANT, REQUEST),
+        body=obj(
+            {
+                "access": string(enum=queue.ACCESS_BY),
+                "name": string(privacy.MAX_NAME),
+                "email": string(254),
+            }
+        ),
         domain_audit=True,  # mailer.privacy audits the completion with the token's id
     ),
 )

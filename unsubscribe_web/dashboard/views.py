@@ -109,6 +109,11 @@ async def show(request: web.Request) -> web.Response:
             if view is not None and "campaigns" in view.sections
             else None
         ),
+        requests_url=(
+            request.app.router["ws_requests"].url_for(tenant=view.tenant["slug"])
+            if view is not None and "requests" in view.sections
+            else None
+        ),
     )
 
 

@@ -117,7 +117,12 @@ async def download(request: web.Request) -> web.Response:
                 now=now,
             )
             await privacy.complete_request(
-                conn, session.tenant_id, row["id"], by="subscriber", now=now
+                conn,
+                session.tenant_id,
+                row["id"],
+                by="subscriber",
+                now=now,
+                receipt={"action": "access_copy_downloaded"},
             )
         data = await privacy.access_export(conn, session.tenant_id, session.subscriber_id)
     return web.Response(
@@ -183,7 +188,7 @@ async def delete(request: web.Request) -> web.Response:
                 kind="erase",
                 now=now,
             )
-            await erasure.erase_subscriber(
+            erased = await erasure.erase_subscriber(
                 conn,
                 tenant_id=session.tenant_id,
                 subscriber_id=session.subscriber_id,
@@ -192,7 +197,12 @@ async def delete(request: web.Request) -> web.Response:
                 data_request_id=row["id"],
             )
             await privacy.complete_request(
-                conn, session.tenant_id, row["id"], by="subscriber", now=now
+                conn,
+                session.tenant_id,
+                row["id"],
+                by="subscriber",
+                now=now,
+                receipt={"action": "erased", "erasure_receipt_id": erased.receipt["id"]},
             )
     log.info("self-service erasure tenant=%s", session.tenant_id)
     return render(request, "data_done.html", what="deleted", address="")

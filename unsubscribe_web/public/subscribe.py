@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 AGE_FIELD = "age"
 AGE_VALUE = "yes"
+# The separate, unticked partner-sharing box (GDPR Recital 32: never pre-ticked).
+PARTNER_FIELD = "partners"
 # Sign-ups per client IP, and per address (confirmation mails to one mailbox).
 SIGNUP_PER_IP = Limit("signup_ip", count=20, window=600)
 SIGNUP_PER_ADDRESS = Limit("signup_address", count=3, window=3600)
@@ -71,7 +73,7 @@ async def sign_up(request: web.Request) -> web.Response:
     data = await request.post()
     email = str(data.get("email", "")).strip()
     name = str(data.get("name", "")).strip()[:200] or None
-    values = {"email": email, "name": name or ""}
+    values = {"email": email, "name": name or "", "partners": data.get(PARTNER_FIELD) == "yes"}
     async with connection(request) as conn:
         context = await _signup_context(conn, request)
         if data.get(AGE_FIELD) != AGE_VALUE:
@@ -86,7 +88,9 @@ async def sign_up(request: web.Request) -> web.Response:
             )
         mailbox = f"{context['tenant_id']}:{address.normalised}"
         if await request.app[LIMITS].allow(conn, SIGNUP_PER_ADDRESS, mailbox):
-            await _subscribe(request, conn, context, address.as_given, name)
+            await _subscribe(
+                request, conn, context, address.as_given, name, bool(values["partners"])
+            )
         else:
             log.info("sign-up over the per-address limit: tenant=%s", context["tenant_id"])
     return render(request, "subscribe_sent.html", topic=context["topic_name"])
@@ -98,9 +102,12 @@ async def _subscribe(
     context: asyncpg.Record,
     email: str,
     name: str | None,
+    partners: bool = False,
 ) -> None:
     """Sign up and queue the confirmation in one transaction; a refusal changes nothing and
-    is not shown (the answer must not reveal the address's state)."""
+    is not shown (the answer must not reveal the address's state). A ticked partner box is
+    recorded with its own text as evidence; partner exports list the person only once the
+    mailbox has confirmed (mailer.rights.partners)."""
     consent_text = _consent_text(request, context)
     language = page_language(request)
     try:
@@ -133,9 +140,31 @@ async def _subscribe(
                 language=language,
             )
             if result.needs_confirmation:
+                # Only a sign-up the mailbox still has to confirm: a form must not switch on
+                # sharing for someone already subscribed (they use their preference centre).
+                if partners:
+                    await _grant_partners(request, conn, context, result.subscriber_id)
                 await _queue_confirmation(request, conn, context, email, result.subscriber_id)
     except Suppressed:
         log.info("sign-up of a suppressed address ignored: tenant=%s", context["tenant_id"])
+
+
+async def _grant_partners(
+    request: web.Request, conn: asyncpg.Connection, context: asyncpg.Record, subscriber_id: int
+) -> None:
+    await consent.set_partner_consent(
+        conn,
+        tenant_id=context["tenant_id"],
+        subscriber_id=subscriber_id,
+        granted=True,
+        source="web_form",
+        evidence=evidence(
+            request,
+            form_text=_partner_text(request, context),
+            form_language=page_language(request),
+            detail={"form": request.path, "policy_version": context["policy_version"]},
+        ),
+    )
 
 
 async def _queue_confirmation(
@@ -234,6 +263,12 @@ def _consent_text(request: web.Request, context: asyncpg.Record) -> str:
     return template.render(context=context).strip()
 
 
+def _partner_text(request: web.Request, context: asyncpg.Record) -> str:
+    """The partner-sharing statement next to its own box; kept as that grant's evidence."""
+    template = environment(request).get_template("partner_consent_text.txt")
+    return template.render(context=context).strip()
+
+
 def _form_page(
     request: web.Request,
     context: asyncpg.Record,
@@ -249,6 +284,7 @@ def _form_page(
         status=status,
         context=context,
         consent_text=_consent_text(request, context),
+        partner_text=_partner_text(request, context),
         values=values,
         error=error,
         intro=intro,

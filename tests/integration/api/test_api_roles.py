@@ -188,6 +188,21 @@ def example(
             {"json": {"reason": "Many systems to search"}},
         ),
         "complete_request": ("POST", f"{s}/requests/{o['request']}/complete", {}),
+        "upload_client_removal": (
+            "POST",
+            f"{s}/client-removals",
+            {"data": f"email\n{t.subscriber_email}\ngone-{tag}@x.example\n", "headers": CSV},
+        ),
+        "attach_request": (
+            "POST",
+            f"{s}/requests/{o.get('withdrawal', o['request'])}/attach",
+            {"json": {"email": t.subscriber_email}},
+        ),
+        "reject_request": (
+            "POST",
+            f"{s}/requests/{o.get('to_reject', o['request'])}/reject",
+            {"json": {"reason": "We hold no data beyond what your preference page shows."}},
+        ),
         "list_templates": ("GET", f"{s}/templates", {}),
         "create_template": ("POST", f"{s}/templates", {"json": {"name": f"Look {tag}"}}),
         "get_template": ("GET", f"{s}/templates/{tpl}", {}),

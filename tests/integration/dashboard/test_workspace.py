@@ -296,7 +296,7 @@ async def test_a_test_send_queues_one_message_to_the_staff_address(client, conn,
 # --- isolation ----------------------------------------------------------------------------------
 
 # Every workspace POST: the data it needs, and the API endpoint whose right it takes.
-POSTS: dict[str, tuple[str, dict[str, str]]] = {
+CAMPAIGN_POSTS: dict[str, tuple[str, dict[str, str]]] = {
     "ws_campaign_create": (
         "create_campaign",
         {"name": "X", "topic": "newsletter", "subject": "S", "format": "markdown", "body": BODY},
@@ -334,6 +334,17 @@ POSTS: dict[str, tuple[str, dict[str, str]]] = {
 # Staff roles bound to one tenant: the first that holds an action's right acts as the
 # tenant's own staff in the cases below; the others must be refused with 403.
 TENANT_ROLES = ("marketing", "compliance", "client")
+# The request queue's forms: a compliance user acts; marketing (and, for the actions, the
+# client) lacks the right.
+REQUEST_POSTS: dict[str, tuple[str, dict[str, str]]] = {
+    "ws_request_create": ("create_request", {"kind": "erase", "email": "acme-r0@example.org"}),
+    "ws_request_upload": ("upload_client_removal", {"file": "email\nacme-r0@example.org\n"}),
+    "ws_request_act": ("complete_request", {}),
+    "ws_request_attach": ("attach_request", {"email": "acme-r0@example.org"}),
+    "ws_request_reject": ("reject_request", {"reason": "No data held"}),
+    "ws_request_extend": ("extend_request", {"reason": "Many systems"}),
+}
+POSTS = CAMPAIGN_POSTS | REQUEST_POSTS
 
 
 def test_the_isolation_table_covers_every_workspace_post(client):
@@ -377,8 +388,55 @@ async def test_every_workspace_post_refuses_other_tenants_missing_rights_and_mis
     csrf = {role: csrf_for(client.app, secret) for role, secret in acme.tokens.items()}
     page = await get(client, sessions["marketing"], f"/dashboard/t/acme/campaigns/{mine['id']}")
     assert csrf_of(page) == csrf["marketing"]
+    await _refusals(client, conn, CAMPAIGN_POSTS, "marketing", sessions, csrf, mine_ids, theirs_ids)
+
+
+async def test_every_request_queue_post_refuses_other_tenants_missing_rights_and_csrf(
+    client, conn, acme, beta
+):
+    """The request queue's forms: beta's request under acme, beta's tenant, a role without
+    the right, no or a wrong CSRF token: refused, no request, person or audit line changed."""
+    mine = await _withdrawal(conn, acme)
+    theirs = await _withdrawal(conn, beta)
+    sessions = {role: await sign_in(client, acme.tokens[role]) for role in acme.tokens}
+    csrf = {role: csrf_for(client.app, secret) for role, secret in acme.tokens.items()}
+    page = await get(client, sessions["compliance"], f"/dashboard/t/acme/requests/{mine}")
+    assert csrf_of(page) == csrf["compliance"]
+    await _refusals(
+        client,
+        conn,
+        REQUEST_POSTS,
+        "compliance",
+        sessions,
+        csrf,
+        {"request_id": mine},
+        {"request_id": theirs},
+    )
+
+
+async def _withdrawal(conn, t: Tenant) -> int:
+    request_id: int = await queries().inbound.insert_partner_request(
+        conn,
+        tenant_id=t.id,
+        requester=f"unknown@{t.slug}.example",
+        received_at=dt.datetime.now(dt.UTC),
+        detail={"confirmed_by": "mailbox"},
+    )
+    return request_id
+
+
+async def _refusals(
+    client,
+    conn,
+    posts: dict[str, tuple[str, dict[str, str]]],
+    actor: str,
+    sessions: dict[str, dict[str, str]],
+    csrf: dict[str, str],
+    mine_ids: dict[str, int],
+    theirs_ids: dict[str, int],
+) -> None:
     before = await state(conn)
-    for name, (api, data) in POSTS.items():
+    for name, (api, data) in posts.items():
         id_names = [k for k in mine_ids if "{" + k + "}" in _path(client, name)]
         needs_id = bool(id_names)
 
@@ -387,7 +445,12 @@ async def test_every_workspace_post_refuses_other_tenants_missing_rights_and_mis
             return str(client.app.router[name].url_for(**parts))
 
         right = API_RIGHTS[api]
-        holder = next(r for r in TENANT_ROLES if right in _rights(r))
+        # The test's actor where it holds the right, else the first tenant role that does.
+        holder = (
+            actor
+            if right in _rights(actor)
+            else next(r for r in TENANT_ROLES if right in _rights(r))
+        )
         cases: list[tuple[str, str, dict[str, str], str | None, tuple[int, ...]]] = []
         # Staff of acme with the right: beta's tenant, and (where the route names one) beta's
         # campaign, template or subscriber under acme.

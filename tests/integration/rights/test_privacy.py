@@ -14,7 +14,7 @@ import pytest
 from mailer import tenants
 from mailer.consent import writer as consent
 from mailer.errors import Conflict, InvalidAddress
-from mailer.rights import erasure, partners, privacy
+from mailer.rights import erasure, partners, privacy, queue
 from mailer.rights.deadlines import ExtensionRefused
 from tests.conftest import TEST_HASH_KEY, probes, subprocess_env
 
@@ -59,7 +59,9 @@ async def request(conn, tenant, kind="access", email="ada@example.org", now=RECE
     )
 
 
-async def test_a_persons_request_waits_for_verification_and_is_due_in_a_month(conn, tenant):
+async def test_a_persons_request_waits_for_verification_and_is_due_in_a_month(
+    conn, tenant, settings
+):
     """STANDARDS 38: nothing runs before the address is verified."""
     person = await join(conn, tenant, "ada@example.org")
     row = await request(conn, tenant)
@@ -67,11 +69,16 @@ async def test_a_persons_request_waits_for_verification_and_is_due_in_a_month(co
     # Received 31 Jan 13:00 Paris: due at the end of 28 Feb, Paris time.
     assert row["due_at"] == dt.datetime(2026, 2, 28, 23, 0, tzinfo=dt.UTC)
     with pytest.raises(Conflict, match="verified"):
-        await privacy.complete_request(conn, tenant["id"], row["id"], by="staff", now=RECEIVED)
+        await queue.act(
+            conn, settings, tenant=tenant, request_id=row["id"], by="staff", now=RECEIVED
+        )
     verified = await privacy.verify_request(conn, tenant["id"], row["id"], RECEIVED)
     assert verified["status"] == "open"
-    done = await privacy.complete_request(conn, tenant["id"], row["id"], by="staff", now=RECEIVED)
-    assert (done["status"], done["completed_by"]) == ("done", "staff")
+    done = await queue.act(
+        conn, settings, tenant=tenant, request_id=row["id"], by="staff", now=RECEIVED
+    )
+    assert (done.request["status"], done.request["completed_by"]) == ("done", "staff")
+    assert done.request["receipt"] == {"action": "data_link_mailed", "link_valid_minutes": 60}
 
 
 async def test_a_client_removal_is_open_at_once_and_due_in_thirty_business_days(conn, tenant):
@@ -113,7 +120,7 @@ async def test_extension_once_before_the_deadline_and_never_after(conn, tenant):
         )
 
 
-async def test_the_overdue_list_follows_extensions_and_skips_done_requests(conn, tenant):
+async def test_the_overdue_list_follows_extensions_and_skips_done_requests(conn, tenant, settings):
     await join(conn, tenant, "ada@example.org")
     await join(conn, tenant, "bob@example.org")
     await join(conn, tenant, "cy@example.org")
@@ -124,7 +131,15 @@ async def test_the_overdue_list_follows_extensions_and_skips_done_requests(conn,
         conn, tenant=tenant, request_id=extended["id"], reason="complex", now=RECEIVED
     )
     await privacy.verify_request(conn, tenant["id"], finished["id"], RECEIVED)
-    await privacy.complete_request(conn, tenant["id"], finished["id"], by="staff", now=RECEIVED)
+    await queue.act(
+        conn,
+        settings,
+        tenant=tenant,
+        request_id=finished["id"],
+        by="staff",
+        now=RECEIVED,
+        access_by="copy",
+    )
     march = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
     overdue = await privacy.list_requests(conn, tenant_id=tenant["id"], overdue_at=march)
     assert [r["id"] for r in overdue] == [late["id"]]
