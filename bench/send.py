@@ -273,6 +273,8 @@ class Started:
     sample: list[dict[str, str]]  # messages built as the worker builds them
     enqueue_seconds: float  # campaigns.start: checks, enqueue, ANALYZE
     bare_seconds: float  # INSERT ... SELECT of the same rows into a bare copy
+    enqueue_cpu: float | None  # the Postgres backend's CPU seconds for each (local server)
+    bare_cpu: float | None
     tenant_id: int
     token: str  # an API token of the tenant, for the statistics watcher
 
@@ -285,13 +287,18 @@ async def start_campaign(dsn: str, folder: Path, campaign_id: int, port: int) ->
     conn = await connect(dsn)
     try:
         tenant = await tenants.get_tenant(conn, "bench")
+        backend = await BENCH_SQL.backend_pid(conn)
+        cpu = backend_cpu(backend)
         started = time.perf_counter()
         await campaigns.start(conn, settings, tenant["id"], campaign_id)
         enqueue_seconds = time.perf_counter() - started
+        enqueue_cpu = cpu_since(backend, cpu)
         await BENCH_SQL.bare_table(conn)
+        cpu = backend_cpu(backend)
         started = time.perf_counter()
         await BENCH_SQL.bare_insert(conn, campaign_id=campaign_id)
         bare_seconds = time.perf_counter() - started
+        bare_cpu = cpu_since(backend, cpu)
         await BENCH_SQL.drop_bare(conn)
         token = await api_tokens.create_token(
             conn, role="marketing", tenant_id=tenant["id"], label="bench"
@@ -319,9 +326,26 @@ async def start_campaign(dsn: str, folder: Path, campaign_id: int, port: int) ->
         [{"from": m.mail_from, "to": m.rcpt, "data": m.data.decode("ascii")} for m in built],
         enqueue_seconds,
         bare_seconds,
+        enqueue_cpu,
+        bare_cpu,
         tenant["id"],
         token.secret,
     )
+
+
+def backend_cpu(pid: int) -> float | None:
+    """User+system CPU seconds of a Postgres backend on this machine (None when the server is
+    elsewhere): unlike wall time, it hardly moves with the other work on a shared machine."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_since(pid: int, before: float | None) -> float | None:
+    after = backend_cpu(pid)
+    return None if before is None or after is None else after - before
 
 
 class Watcher:
@@ -440,6 +464,8 @@ class Figures:
     worker_rss: float
     enqueue_seconds: float
     bare_seconds: float
+    enqueue_cpu: float | None
+    bare_cpu: float | None
     bytes_per_delivery: float
     counter_bytes: int
     status_ms: list[float]
@@ -513,6 +539,8 @@ def run_size(n: int, concurrency: int, admin: str, sample_limit: int) -> Figures
         worker_rss=worker_rss,
         enqueue_seconds=started.enqueue_seconds,
         bare_seconds=started.bare_seconds,
+        enqueue_cpu=started.enqueue_cpu,
+        bare_cpu=started.bare_cpu,
         bytes_per_delivery=size["total"] / max(size["rows"], 1),
         counter_bytes=size["counters"],
         status_ms=watcher.status_ms,
@@ -521,7 +549,7 @@ def run_size(n: int, concurrency: int, admin: str, sample_limit: int) -> Figures
     )
 
 
-def queue_only(n: int, admin: str) -> tuple[float, float, float]:
+def queue_only(n: int, admin: str) -> tuple[Started, float]:
     """Set up N subscribers and start the campaign (timed, next to the bare insert); returns
     the enqueue's and the bare insert's seconds and the bytes per delivery. Nothing is sent."""
     with tempfile.TemporaryDirectory(prefix="optout-bench-") as tmp:
@@ -533,15 +561,28 @@ def queue_only(n: int, admin: str) -> tuple[float, float, float]:
         _, size = asyncio.run(_after(dsn, campaign_id))
         with contextlib.suppress(Exception):
             asyncio.run(_drop(admin))
-    return started.enqueue_seconds, started.bare_seconds, size["total"] / max(size["rows"], 1)
+    return started, size["total"] / max(size["rows"], 1)
 
 
-def report_queue(n: int, enqueue: float, bare: float, bytes_per_delivery: float) -> None:
+def report_queue(n: int, started: Started, bytes_per_delivery: float) -> None:
     print()
     print(f"recipients                 {n}")
+    print_queue(started.enqueue_seconds, started.bare_seconds)
+    print_queue_cpu(started.enqueue_cpu, started.bare_cpu)
+    print(f"Postgres per delivery      {bytes_per_delivery:.0f} bytes (table, TOAST and indexes)")
+
+
+def print_queue(enqueue: float, bare: float) -> None:
     print(f"campaign send (enqueue)    {enqueue:8.2f} s   (target < 20 s at 1,000,000)")
     print(f"bare INSERT ... SELECT     {bare:8.2f} s   (enqueue / bare = {enqueue / bare:.2f})")
-    print(f"Postgres per delivery      {bytes_per_delivery:.0f} bytes (table, TOAST and indexes)")
+
+
+def print_queue_cpu(enqueue: float | None, bare: float | None) -> None:
+    if enqueue is not None and bare is not None:
+        print(
+            f"Postgres backend CPU       {enqueue:8.2f} s enqueue, {bare:.2f} s bare "
+            f"(ratio {enqueue / max(bare, 0.01):.2f})"
+        )
 
 
 def report(f: Figures, concurrency: int) -> None:
@@ -551,11 +592,8 @@ def report(f: Figures, concurrency: int) -> None:
     over = f"its first {f.sample}" if f.sample < n else "all"
     print()
     print(f"recipients                 {n}  (concurrency {concurrency})")
-    print(f"campaign send (enqueue)    {f.enqueue_seconds:8.2f} s   (target < 20 s at 1,000,000)")
-    print(
-        f"bare INSERT ... SELECT     {f.bare_seconds:8.2f} s   "
-        f"(enqueue / bare = {f.enqueue_seconds / f.bare_seconds:.2f})"
-    )
+    print_queue(f.enqueue_seconds, f.bare_seconds)
+    print_queue_cpu(f.enqueue_cpu, f.bare_cpu)
     print(f"worker, whole campaign     {f.worker_rate:8.1f} msg/s")
     print(f"worker (claim/render/sign/send/record)  {f.worker_sample_rate:8.1f} msg/s over {over}")
     print(f"baseline (raw aiosmtplib, pre-built)    {f.raw_rate:8.1f} msg/s over {f.sample}")
@@ -595,7 +633,7 @@ async def _watch_token(dsn: str) -> Started:
         token = await api_tokens.create_token(
             conn, role="marketing", tenant_id=tenant["id"], label="bench watch"
         )
-        return Started([], 0.0, 0.0, tenant["id"], token.secret)
+        return Started([], 0.0, 0.0, None, None, tenant["id"], token.secret)
     finally:
         await conn.close()
 
