@@ -86,60 +86,49 @@ CREATE TRIGGER deliveries_references_updated
           OR OLD.subscriber_id IS DISTINCT FROM NEW.subscriber_id)
     EXECUTE FUNCTION deliveries_references_updated();
 
--- The referenced side: a campaign or subscriber deliveries still name stays.
-CREATE FUNCTION deliveries_referenced_campaign_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The referenced side: a campaign or subscriber deliveries still name stays (one function
+-- for both tables; which column to look at follows from the table).
+CREATE FUNCTION deliveries_referenced_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    key text := CASE TG_TABLE_NAME WHEN 'campaigns' THEN 'deliveries_tenant_id_campaign_id_fkey'
+                                   ELSE 'deliveries_tenant_id_subscriber_id_fkey' END;
 BEGIN
     LOCK TABLE deliveries IN SHARE MODE;  -- see the note at the top
-    IF EXISTS (SELECT 1 FROM deliveries d JOIN old_rows o
-                 ON d.campaign_id = o.id AND d.tenant_id = o.tenant_id) THEN
-        RAISE EXCEPTION 'update or delete on table "campaigns" violates foreign key constraint '
-                        '"deliveries_tenant_id_campaign_id_fkey" on table "deliveries"'
-            USING ERRCODE = 'foreign_key_violation',
-                  CONSTRAINT = 'deliveries_tenant_id_campaign_id_fkey', TABLE = 'campaigns';
+    IF (TG_TABLE_NAME = 'campaigns' AND EXISTS (
+            SELECT 1 FROM deliveries d JOIN old_rows o
+              ON d.campaign_id = o.id AND d.tenant_id = o.tenant_id))
+       OR (TG_TABLE_NAME = 'subscribers' AND EXISTS (
+            SELECT 1 FROM deliveries d JOIN old_rows o
+              ON d.subscriber_id = o.id AND d.tenant_id = o.tenant_id)) THEN
+        RAISE EXCEPTION 'update or delete on table "%" violates foreign key constraint "%" on '
+                        'table "deliveries"', TG_TABLE_NAME, key
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = key, TABLE = TG_TABLE_NAME;
     END IF;
     RETURN NULL;
 END $$;
 
 CREATE TRIGGER deliveries_referenced_campaign_deleted AFTER DELETE ON campaigns
     REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION deliveries_referenced_campaign_gone();
-
-CREATE FUNCTION deliveries_referenced_subscriber_gone() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    LOCK TABLE deliveries IN SHARE MODE;  -- see the note at the top
-    IF EXISTS (SELECT 1 FROM deliveries d JOIN old_rows o
-                 ON d.subscriber_id = o.id AND d.tenant_id = o.tenant_id) THEN
-        RAISE EXCEPTION 'update or delete on table "subscribers" violates foreign key '
-                        'constraint "deliveries_tenant_id_subscriber_id_fkey" on table '
-                        '"deliveries"'
-            USING ERRCODE = 'foreign_key_violation',
-                  CONSTRAINT = 'deliveries_tenant_id_subscriber_id_fkey', TABLE = 'subscribers';
-    END IF;
-    RETURN NULL;
-END $$;
-
+    FOR EACH STATEMENT EXECUTE FUNCTION deliveries_referenced_gone();
 CREATE TRIGGER deliveries_referenced_subscriber_deleted AFTER DELETE ON subscribers
     REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION deliveries_referenced_subscriber_gone();
+    FOR EACH STATEMENT EXECUTE FUNCTION deliveries_referenced_gone();
 
 -- A key change of a referenced row (ids are identities; a tenant_id change is the case).
 CREATE FUNCTION deliveries_referenced_key_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    key text := CASE TG_TABLE_NAME WHEN 'campaigns' THEN 'deliveries_tenant_id_campaign_id_fkey'
+                                   ELSE 'deliveries_tenant_id_subscriber_id_fkey' END;
 BEGIN
     LOCK TABLE deliveries IN SHARE MODE;  -- see the note at the top
-    IF TG_TABLE_NAME = 'campaigns' AND EXISTS (
-        SELECT 1 FROM deliveries WHERE campaign_id = OLD.id AND tenant_id = OLD.tenant_id) THEN
-        RAISE EXCEPTION 'update or delete on table "campaigns" violates foreign key constraint '
-                        '"deliveries_tenant_id_campaign_id_fkey" on table "deliveries"'
-            USING ERRCODE = 'foreign_key_violation',
-                  CONSTRAINT = 'deliveries_tenant_id_campaign_id_fkey', TABLE = 'campaigns';
-    END IF;
-    IF TG_TABLE_NAME = 'subscribers' AND EXISTS (
-        SELECT 1 FROM deliveries WHERE subscriber_id = OLD.id AND tenant_id = OLD.tenant_id) THEN
-        RAISE EXCEPTION 'update or delete on table "subscribers" violates foreign key '
-                        'constraint "deliveries_tenant_id_subscriber_id_fkey" on table '
-                        '"deliveries"'
-            USING ERRCODE = 'foreign_key_violation',
-                  CONSTRAINT = 'deliveries_tenant_id_subscriber_id_fkey', TABLE = 'subscribers';
+    IF (TG_TABLE_NAME = 'campaigns' AND EXISTS (
+            SELECT 1 FROM deliveries WHERE campaign_id = OLD.id AND tenant_id = OLD.tenant_id))
+       OR (TG_TABLE_NAME = 'subscribers' AND EXISTS (
+            SELECT 1 FROM deliveries WHERE subscriber_id = OLD.id AND tenant_id = OLD.tenant_id))
+    THEN
+        RAISE EXCEPTION 'update or delete on table "%" violates foreign key constraint "%" on '
+                        'table "deliveries"', TG_TABLE_NAME, key
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = key, TABLE = TG_TABLE_NAME;
     END IF;
     RETURN NULL;
 END $$;
