@@ -55,7 +55,7 @@ from typing import Any
 
 import aiosql
 
-from bench.common import HASH_KEY, optout_env, server_dsn, settings_for
+from bench.common import HASH_KEY, optout_env, server_dsn, settings_for, wait_with_peak
 from mailer import api_tokens, migrations, tenants
 from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.admin_db import create_database, drop_database
@@ -442,11 +442,11 @@ def run_child(command: list[str], env: dict[str, str]) -> tuple[float, float, fl
     """Run a child to completion: (wall seconds, user+sys CPU seconds, peak RSS in MB)."""
     started = time.monotonic()
     process = subprocess.Popen(command, env=env)
-    _, status, usage = os.wait4(process.pid, 0)
+    status, cpu, peak_mb = wait_with_peak(process)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{command[:4]} exited with {process.returncode}")
-    return time.monotonic() - started, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return time.monotonic() - started, cpu, peak_mb
 
 
 @dataclasses.dataclass(frozen=True)
