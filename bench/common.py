@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from mailer.config import Settings
 from mailer.db import start_embedded
@@ -56,3 +59,29 @@ def optout_env(dsn: str, sink_port: int, **values: str) -> dict[str, str]:
         "SMTP_URL": f"smtp://127.0.0.1:{sink_port}?starttls=off",
     }
     return env | values
+
+
+def wait_with_peak(process: subprocess.Popen[Any]) -> tuple[int, float, float]:
+    """Wait for a child: (wait status, user+sys CPU seconds, peak RSS in MB).
+
+    The peak is the child's own high-water mark (VmHWM), read every 0.1 s while it runs, not
+    wait4's ru_maxrss: on Linux a spawned child's ru_maxrss starts from the parent's RSS at the
+    spawn (exec folds the parent's high-water mark into the child's), so it rose with the
+    benchmark's own process, run after run, whatever the child did."""
+    peak_kb = 0
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            return status, usage.ru_utime + usage.ru_stime, peak_kb / 1024
+        peak_kb = max(peak_kb, _high_water_kb(process.pid))
+        time.sleep(0.1)
+
+
+def _high_water_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0

@@ -6,9 +6,9 @@ bare table, at 100,000 and 1,000,000 rows, with our peak RSS at each size.
 For each size a CSV (email,name) is generated in a temporary folder and a fresh database
 ``optout_bench_import`` is migrated (on DATABASE_URL, or on an embedded Postgres in a temporary
 folder). The import runs as the real command in a child process, so its peak RSS is that
-process's own (``wait4``); it validates every row, signs people up through the consent core,
-writes the ledger and evidence, and queues the double opt-in mail (unless
-``--existing-consent``). COPY then loads the same file into a bare two-column table over the
+process's own (its VmHWM, bench.common.wait_with_peak); it validates every row, signs people
+up through the consent core, writes the ledger and evidence, and queues the double opt-in mail
+(unless ``--existing-consent``). COPY then loads the same file into a bare two-column table over the
 same server. Printed per size: rows/s of both, their ratio, and the import's peak RSS, which
 must stay flat as the file grows (the file is streamed, never held).
 """
@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import HASH_KEY, KEYS, server_dsn, settings_for
+from bench.common import HASH_KEY, KEYS, server_dsn, settings_for, wait_with_peak
 from mailer import migrations, tenants
 from mailer.admin_db import create_database, drop_database
 from mailer.db import connect, queries, with_database
@@ -92,15 +92,14 @@ def run_import(dsn: str, path: Path, existing_consent: bool) -> tuple[float, flo
     child = subprocess.Popen(
         args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    # wait4 gives this child's own peak RSS (KiB on Linux), not the largest of all children.
-    _, status, usage = os.wait4(child.pid, 0)
+    status, _, peak_mb = wait_with_peak(child)
     seconds = time.perf_counter() - started
     assert child.stdout is not None and child.stderr is not None
     out, err = child.stdout.read(), child.stderr.read()
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise SystemExit(f"optout import failed ({child.returncode}): {err[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024, out.strip().splitlines()[-1]
+    return seconds, peak_mb, out.strip().splitlines()[-1]
 
 
 async def copy_baseline(dsn: str, path: Path) -> float:

@@ -35,3 +35,7 @@ SELECT pg_total_relation_size('deliveries') AS total,
        pg_relation_size('deliveries') AS heap,
        (SELECT count(*) FROM deliveries) AS rows,
        pg_total_relation_size('campaign_counts') AS counters;
+
+-- name: backend_pid()$
+-- The backend's process, for its CPU time when the server runs on this machine.
+SELECT pg_backend_pid();

@@ -491,9 +491,6 @@ def _split(rendered: str, nonce: str) -> _Chunks:
     rendered = rendered.replace("\r\n", "\n").replace("\r", "\n")
     if not rendered.endswith("\n"):
         rendered += "\n"  # so each chunk ends in CRLF and b2a_qp picks CRLF soft breaks
-    slot = re.compile(re.escape(nonce) + r"(\d+)" + re.escape(nonce))
-    if rendered.count(nonce) != 2 * len(slot.findall(rendered)):
-        raise _SentinelClash
     chunks: list[bytes | str] = []
     static: list[str] = []
     dynamic: list[str] = []
@@ -512,14 +509,30 @@ def _split(rendered: str, nonce: str) -> _Chunks:
         line += "\r\n"
         if nonce in line:
             flush_static()
-            escaped = line.replace("{", "{{").replace("}", "}}")
-            dynamic.append(slot.sub(r"{\1}", escaped))
+            dynamic.append(_slot_template(line, nonce))
         else:
             flush_dynamic()
             static.append(line)
     flush_static()
     flush_dynamic()
     return tuple(chunks)
+
+
+def _slot_template(line: str, nonce: str) -> str:
+    """``line`` as a format template: each ``{nonce}N{nonce}`` becomes ``{N}``, literal braces
+    are doubled. A string split, not a regex built from the nonce: a pattern per message would
+    fill the re module's cache with patterns never used again."""
+    pieces = line.split(nonce)
+    # Text, slot number, text, slot number, ..., text: any other shape is the nonce in content.
+    if len(pieces) % 2 == 0 or not all(n.isascii() and n.isdigit() for n in pieces[1::2]):
+        raise _SentinelClash
+    out: list[str] = []
+    for index, piece in enumerate(pieces):
+        if index % 2:
+            out.append("{" + piece + "}")
+        else:
+            out.append(piece.replace("{", "{{").replace("}", "}}"))
+    return "".join(out)
 
 
 # --- per-recipient rendering -------------------------------------------------------------------

@@ -59,6 +59,8 @@ async def maintain(conn: asyncpg.Connection, now: dt.datetime) -> Maintenance:
     q = queries().retention
     done = Maintenance()
     if not await q.try_maintenance_lock(conn):
+        # Another worker or `optout db maintain` is at it; this one tries again next time.
+        log.info("maintenance_skipped reason=another run holds the lock")
         done.skipped = True
         return done
     try:

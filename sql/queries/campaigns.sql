@@ -44,8 +44,10 @@ SELECT tenant_id, id FROM campaigns
 -- name: enqueue(campaign_id)$
 -- One set-based statement: the topic's confirmed, active subscribers minus suppressions
 -- (marketing scope blocks marketing topics; 'all' blocks everything, notices included).
--- Served by subscriptions_topic_state; the unique (campaign, subscriber) index makes a
--- repeated enqueue a no-op.
+-- Served by subscriptions_topic_state. No ON CONFLICT: it is run once, by `start`, holding
+-- the campaign's row lock while the campaign is a draft or scheduled, so no delivery of it
+-- exists yet; a speculative insertion per row (an extra index probe and WAL record each)
+-- bought nothing. The unique (subscriber, campaign) index still refuses a second row.
 WITH c AS (
     SELECT c.id, c.tenant_id, c.topic_id, c.priority, t.kind
       FROM campaigns c JOIN topics t ON t.id = c.topic_id
@@ -61,7 +63,6 @@ WITH c AS (
              WHERE x.tenant_id = c.tenant_id AND x.address_key = p.email_key
                AND (x.scope = 'all' OR c.kind = 'marketing'))
      ORDER BY s.subscriber_id
-    ON CONFLICT (campaign_id, subscriber_id) WHERE kind = 'campaign' DO NOTHING
     RETURNING 1
 )
 SELECT count(*) FROM ins;

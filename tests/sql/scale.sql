@@ -86,3 +86,34 @@ VALUES ('unmatched', now() - make_interval(days => :days), '{}');
 -- name: unmatched_ages()
 SELECT (now() - received_at) > interval '300 days' AS old FROM inbound_events
  WHERE tenant_id IS NULL ORDER BY received_at;
+
+-- name: insert_deliveries(tenant_id, campaign_ids, subscriber_ids)$
+-- Campaign deliveries written by hand, as a bulk statement would (the references are checked
+-- per statement, migration 0151).
+WITH ins AS (
+    INSERT INTO deliveries (tenant_id, kind, campaign_id, subscriber_id)
+    SELECT :tenant_id, 'campaign', c, s
+      FROM unnest(:campaign_ids::bigint[], :subscriber_ids::bigint[]) AS u(c, s)
+    RETURNING 1
+)
+SELECT count(*) FROM ins;
+
+-- name: move_delivery(id, subscriber_id)!
+UPDATE deliveries SET subscriber_id = :subscriber_id WHERE id = :id;
+
+-- name: delete_subscriber(id)!
+DELETE FROM subscribers WHERE id = :id;
+
+-- name: delete_campaign(id)!
+DELETE FROM campaigns WHERE id = :id;
+
+-- name: rekey_subscriber(id, tenant_id)!
+UPDATE subscribers SET tenant_id = :tenant_id WHERE id = :id;
+
+-- name: deliveries_of_tenant(tenant_id)$
+SELECT count(*) FROM deliveries WHERE tenant_id = :tenant_id;
+
+-- name: bare_subscriber(tenant_id)$
+-- An erased person with no subscription, ledger or address row: only deliveries name them.
+INSERT INTO subscribers (tenant_id, status, erased_at) VALUES (:tenant_id, 'erased', now())
+RETURNING id;

@@ -3,16 +3,19 @@ campaign figures and removed; the figures, the proof of notice and pinned people
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 
 import pytest
 
 from mailer import tenants
 from mailer.consent import writer as consent
-from mailer.db import create_pool
+from mailer.db import connect, create_pool, queries
 from mailer.errors import InvalidInput
 from mailer.rights import policy
 from mailer.sending import campaigns
+from mailer.sending import worker as worker_module
 from mailer.sending.worker import Worker
 from tests.conftest import subprocess_env
 from tests.integration.scale.conftest import scale
@@ -23,6 +26,10 @@ from tests.support.mailer_env import (
     make_tenant,
     newsletter_campaign,
 )
+
+
+def retention_q():
+    return queries().retention
 
 
 async def send_all(db_dsn, settings) -> None:
@@ -143,3 +150,52 @@ async def test_a_retention_outside_its_bounds_is_refused(conn, tmp_path):
         with pytest.raises(InvalidInput, match="retention_days"):
             await tenants.update_tenant(conn, "acme", {"limits": {"retention_days": bad}})
     assert (await tenants.get_tenant(conn, "acme"))["limits"] == tenant["limits"]
+
+
+async def wait_for_log(caplog, text: str, seconds: float = 60.0) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if any(text in r.getMessage() for r in caplog.records):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no log line with {text!r} in {seconds} s")
+
+
+async def test_the_worker_runs_retention_under_its_lock_and_never_beside_another_run(
+    conn, db_dsn, settings, smtp_sink, tmp_path, monkeypatch, caplog
+):
+    """Issue 20: the worker's housekeeping runs the retention job itself. While another run
+    holds the maintenance lock (a second worker at it, or `optout db maintain`), the worker
+    skips its turn and touches nothing; once the lock is free its next turn folds the old
+    campaign, with the campaign's figures unchanged."""
+    tenant, _, news, _ = await newsletter_campaign(conn, settings, tmp_path, 12)
+    s = mail_settings(settings, smtp_sink.port)
+    await campaigns.start(conn, s, tenant["id"], news["id"])
+    await send_all(db_dsn, s)
+    await scale().age_campaign(conn, id=news["id"], days=401)
+    before = await campaigns.stats(conn, tenant["id"], news["id"])
+    assert before.sent == 12
+
+    # Turns a second apart instead of an hour (the first comes a sixtieth of it after start).
+    monkeypatch.setattr(worker_module, "MAINTAIN_EVERY", 1.0)
+    caplog.set_level(logging.INFO, logger="mailer.sending.retention")
+    other_run = await connect(db_dsn)
+    pool = await create_pool(db_dsn, max_size=3)
+    worker = Worker(pool, s)
+    running = asyncio.create_task(worker.run())
+    try:
+        assert await retention_q().try_maintenance_lock(other_run)
+        await wait_for_log(caplog, "maintenance_skipped")
+        assert await scale().deliveries_of(conn, campaign_id=news["id"]) == 12
+        assert not any("campaigns_folded" in r.getMessage() for r in caplog.records)
+
+        await retention_q().unlock_maintenance(other_run)
+        await wait_for_log(caplog, "maintenance campaigns_folded=1")
+        assert await scale().deliveries_of(conn, campaign_id=news["id"]) == 0
+        assert await campaigns.stats(conn, tenant["id"], news["id"]) == before
+        # The worker's run let go of the lock: another run can take it now.
+        assert await retention_q().try_maintenance_lock(other_run)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+        await pool.close()
+        await other_run.close()

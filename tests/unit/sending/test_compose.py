@@ -6,6 +6,7 @@ import dataclasses
 import email
 import email.policy
 import re
+import secrets
 import shutil
 from email.message import EmailMessage
 from pathlib import Path
@@ -485,3 +486,40 @@ def test_any_subject_and_name_give_a_parseable_seven_bit_message(subject, name):
 def test_prepared_footer_path_is_the_repo_templates_dir():
     assert Path(compose.TEMPLATE_DIR).name == "email"
     assert (compose.TEMPLATE_DIR / "_footer.html").is_file()
+
+
+def confirm_to(number: int) -> Recipient:
+    return Recipient(
+        to_address=f"person{number}@example.org",
+        to_name=None,
+        message_id=f"<confirm.{number}@news.example.com>",
+        unsubscribe_url="",
+        mailto_unsubscribe="",
+        preferences_url="",
+        extra={"confirm_url": f"https://news.example.com/confirm/C{number}"},
+    )
+
+
+def test_a_thousand_messages_leave_the_regex_cache_as_it_was():
+    """A confirmation mail is prepared per sign-up, each with its own random slot marker: no
+    pattern may be compiled from the marker, or a long-running server's re cache fills up with
+    patterns never used again (the soak's RSS rose by that)."""
+    prepare_transactional("confirm", SENDER, "Please confirm", {"list_name": "News"})
+    cached = set(re._cache)  # type: ignore[attr-defined]
+    for number in range(1000):
+        prepared = prepare_transactional("confirm", SENDER, "Please confirm", {"list_name": "N"})
+        assert f"/confirm/C{number}" in prepared.render(confirm_to(number)).decode()
+    assert set(re._cache) - cached == set()  # type: ignore[attr-defined]
+
+
+def test_content_holding_the_slot_marker_is_rendered_with_another_marker(monkeypatch):
+    """The marker is random; if the content happens to hold it, the message is prepared again
+    with a new one, and the content comes out as written."""
+    clashing = "Q" + "AB" * 10 + "Q"
+    markers = iter(["ab" * 10, "cd" * 10])
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(markers, "ef" * n))
+    values = {**NEWSLETTER, "headline": f"{clashing} {{not a slot}}"}
+    text, html_body = parts(parse(prepare("newsletter", SENDER, "S", values).render(recipient())))
+    assert f"{clashing} {{not a slot}}" in text
+    assert f"{clashing} {{not a slot}}" in html_body
+    assert "Bob Example" in text
