@@ -17,7 +17,7 @@ from binascii import b2a_qp
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -137,6 +137,7 @@ class PreparedMessage:
         "_html",
         "_html_open",
         "_list_mail",
+        "_nameless",
         "_text",
         "template",
     )
@@ -154,6 +155,7 @@ class PreparedMessage:
         html_open: bytes,
         boundary_close: bytes,
         extra_names: tuple[str, ...],
+        nameless: Callable[[], PreparedMessage] | None = None,
     ) -> None:
         self.template = template
         self._list_mail = list_mail
@@ -165,6 +167,9 @@ class PreparedMessage:
         self._html_open = html_open
         self._boundary_close = boundary_close
         self._extra_names = extra_names
+        # The same message for a person without a name ("Hello," not "Hello ,"), prepared on
+        # first need; None when the message does not use the name.
+        self._nameless: Callable[[], PreparedMessage] | PreparedMessage | None = nameless
 
     @property
     def extra_slots(self) -> tuple[str, ...]:
@@ -173,6 +178,10 @@ class PreparedMessage:
 
     def render(self, recipient: Recipient) -> bytes:
         """The complete message for one recipient: 7-bit, CRLF line endings, ready to sign."""
+        if self._nameless is not None and not _name_of(recipient):
+            if not isinstance(self._nameless, PreparedMessage):
+                self._nameless = self._nameless()
+            return self._nameless.render(recipient)
         values = _slot_values(recipient, self._extra_names)
         escaped = [html.escape(v) for v in values]
         out = [
@@ -304,7 +313,11 @@ def _prepare(
     language: str,
     layout: Layout | None = None,
     body: campaign_body.Parts | None = None,
+    named: bool = True,
 ) -> PreparedMessage:
+    """``named``: the recipient's name is a slot; otherwise the variant for people without a
+    name, where ``recipient.name`` (and the body's ``{{ name }}``) is "" so templates can say
+    ``{% if recipient.name %}``."""
     language = choose(language)
     if not _TEMPLATE_NAME.fullmatch(template):
         raise TemplateError(f"no email template named {template!r}", field="template")
@@ -328,6 +341,8 @@ def _prepare(
             return f"{nonce}{len(_FIXED_SLOTS) + extra_names.index(name)}{nonce}"
 
         recipient = {name: f"{nonce}{i}{nonce}" for i, name in enumerate(_FIXED_SLOTS)}
+        if not named:
+            recipient["name"] = ""
         context: dict[str, Any] = {
             **values,
             "subject": subject,
@@ -367,6 +382,21 @@ def _prepare(
         break
     else:  # pragma: no cover - needs three 80-bit coincidences in a row
         raise TemplateError("could not choose slot markers absent from the content")
+    name_slot = f"{nonce}0{nonce}"
+    nameless = None
+    if named and (name_slot in text or name_slot in html_text):
+        nameless = partial(
+            _prepare,
+            template,
+            sender,
+            subject,
+            values,
+            list_mail=list_mail,
+            language=language,
+            layout=layout,
+            body=body,
+            named=False,
+        )
 
     # "=_" cannot occur in quoted-printable output, where "=" is always "=XX" or a soft break.
     boundary = "=_optout_" + secrets.token_hex(12)
@@ -395,6 +425,7 @@ def _prepare(
         html_open=f"--{boundary}\r\n{part_head.format(kind='html')}".encode(),
         boundary_close=f"--{boundary}--\r\n".encode(),
         extra_names=tuple(extra_names),
+        nameless=nameless,
     )
 
 
@@ -536,7 +567,7 @@ def _append_part(out: list[bytes], chunks: _Chunks, values: list[str]) -> None:
 def _slot_values(recipient: Recipient, extra_names: tuple[str, ...]) -> list[str]:
     """The slot values in _FIXED_SLOTS order, then the template's extra slots; all checked."""
     values = [
-        recipient.to_name or recipient.to_address,
+        _name_of(recipient),
         recipient.to_address,
         recipient.unsubscribe_url,
         recipient.preferences_url,
@@ -552,6 +583,11 @@ def _slot_values(recipient: Recipient, extra_names: tuple[str, ...]) -> list[str
     if _CONTROL.search("".join(values)):
         raise HeaderInjection("a recipient value contains a line break or control character")
     return values
+
+
+def _name_of(recipient: Recipient) -> str:
+    """The name to greet; "" for none (a blank name is none: no "Hello ,")."""
+    return (recipient.to_name or "").strip()
 
 
 _date_cache: tuple[int, str] = (0, "")
@@ -602,9 +638,10 @@ def _checked_address(field_name: str, address: str) -> str:
 
 def _to_header(address: str, name: str | None) -> bytes:
     address = _checked_address("to_address", address)
-    if not name:
+    if name:
+        _check_header_value("to_name", name, MAX_NAME)
+    if not (name and name.strip()):
         return f"To: {address}\r\n".encode("ascii")
-    _check_header_value("to_name", name, MAX_NAME)
     return _fold_mailbox("To", name, address)
 
 

@@ -308,3 +308,6 @@ SELECT language FROM subscribers WHERE email = :email;
 SELECT t.id, t.tenant_id, t.name, v.version, v.html, v.body_text
   FROM email_templates t LEFT JOIN email_template_versions v ON v.template_id = t.id
  ORDER BY t.id, v.version;
+
+-- name: set_subscriber_name(subscriber_id, name)!
+UPDATE subscribers SET name = :name WHERE id = :subscriber_id;

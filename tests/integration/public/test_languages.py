@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mailer import api_tokens, tenants
+from mailer import api_tokens, tenants, wording
 from mailer.consent import imports
 from mailer.db import create_pool
 from mailer.errors import InvalidInput
@@ -134,6 +134,40 @@ async def test_a_german_sign_up_gets_german_pages_mail_and_evidence(
     english = newsletters["person0@example.org"]
     assert english["Content-Language"] == "en"
     assert "You receive this because you subscribed to Acme." in part(english, "plain")
+
+
+async def test_a_newsletter_greets_people_without_a_name_without_a_dangling_comma(
+    conn, settings, db_dsn, smtp_sink
+):
+    """The newsletter is prepared once per campaign and language with the name as a slot: a
+    person without a name (none, or blank) is greeted "Hello," / "Hallo," in both parts,
+    never "Hello ,"; named people keep their name; a tenant's greeting (French here) is used
+    for both, as the tenant wrote it."""
+    world = await seed(conn, subscribers=6)
+    people = [
+        # (name, language, the greeting line expected in the text part)
+        ("Ada", "en", "Hello Ada,"),
+        (None, "en", "Hello,"),
+        ("Lena", "de", "Hallo Lena,"),
+        ("   ", "de", "Hallo,"),
+        ("Luc", "fr", "Bien à vous,"),
+        (None, "fr", "Bien à vous,"),
+    ]
+    for subscriber, (name, language, _) in zip(world.subscribers, people, strict=True):
+        await probes().set_subscriber_name(conn, subscriber_id=subscriber, name=name)
+        await probes().set_subscriber_language(conn, subscriber_id=subscriber, language=language)
+    await wording.set_wording(conn, world.tenant, "greeting", "fr", "Bien à vous,")
+    await send_newsletter(conn, world.tenant, settings, db_dsn, smtp_sink.port, audience=6)
+    received = {m.rcpt_tos[0]: parse(m.data) for m in await smtp_sink.wait_for(6)}
+    for n, (_, language, greeting) in enumerate(people):
+        message = received[f"person{n}@example.org"]
+        assert message["Content-Language"] == language
+        text, html_part = part(message, "plain"), part(message, "html")
+        assert f"\n{greeting}\n" in text.replace("\r\n", "\n"), (n, text)
+        assert re.search(rf'class="greeting"[^>]*>{re.escape(greeting)}\s*</p>', html_part)
+        for part_text in (text, html_part):
+            assert not re.search(r"\s,", part_text.split("--")[0]), (n, part_text)
+            assert f"person{n}@example.org," not in part_text
 
 
 async def test_lang_query_shows_another_language_and_stores_nothing(client, conn):
