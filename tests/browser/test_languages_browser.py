@@ -309,7 +309,7 @@ async def test_every_subscriber_page_in_every_language(
 async def latest_link(conn, template: str, key: str) -> str:
     """The link in the newest queued transactional mail of ``template``."""
     links = [
-        d["payload"][key]
+        str(d["payload"][key])
         async for d in probes().transactional_deliveries(conn)
         if d["template"] == template
     ]
