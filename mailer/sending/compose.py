@@ -8,6 +8,7 @@ only fills the per-recipient slots, so a worker can build thousands of messages 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import html
 import re
 import secrets
@@ -21,6 +22,7 @@ from functools import cache, partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import css_inline
 import jinja2
@@ -28,7 +30,7 @@ import markupsafe
 
 from mailer.config import LOOPBACK_HOSTS
 from mailer.errors import InvalidAddress, InvalidInput
-from mailer.i18n import SOURCE_LANGUAGE, choose, translations
+from mailer.i18n import SOURCE_LANGUAGE, choose, format_date, translations
 from mailer.resources import EMAIL_TEMPLATES_DIR
 from mailer.sending import body as campaign_body
 from mailer.sending import sandbox
@@ -293,8 +295,32 @@ def _environment(language: str = SOURCE_LANGUAGE) -> jinja2.Environment:
     env.install_gettext_translations(  # type: ignore[attr-defined]
         translations(language), newstyle=True
     )
-    env.filters["one_stop"] = one_stop
+    _add_filters(env, language)
     return env
+
+
+def _add_filters(env: jinja2.Environment, language: str) -> None:
+    env.filters["one_stop"] = one_stop
+    env.filters["day"] = partial(_day, language)
+
+
+def _day(language: str, moment: object, zone: str) -> str:
+    """``{{ effective_at | day(time_zone) }}``: the day as ``language`` writes it, in the
+    tenant's zone (campaign content holds the moment as ISO text, being JSON)."""
+    if isinstance(moment, str):
+        moment = dt.datetime.fromisoformat(moment)
+    if not isinstance(moment, dt.datetime):
+        raise TypeError(f"day needs a date and time, not {moment!r}")
+    return format_date(moment, language, ZoneInfo(zone))
+
+
+def subject_in(values: Mapping[str, object], language: str, subject: str) -> str:
+    """The campaign's subject in ``language`` when its content has one per language
+    (``subjects``, as Optout writes for a policy notice), else ``subject``."""
+    subjects = values.get("subjects")
+    if isinstance(subjects, Mapping) and isinstance(subjects.get(language), str):
+        return str(subjects[language])
+    return subject
 
 
 def one_stop(sentence: str) -> str:
@@ -326,6 +352,7 @@ def _prepare(
             raise TemplateError(message, field=key)
     if clash := _RESERVED_NAMES.intersection(values):
         raise TemplateError(f"campaign values may not be named {sorted(clash)}", field="values")
+    subject = subject_in(values, language, subject)
     head_from = _from_subject_headers(sender, subject)
     head_list_id = _list_id_header(sender.list_id) if list_mail else b""
 
@@ -367,7 +394,7 @@ def _prepare(
             html_text = _render(f"{template}.html", context, language)
         else:
             env = sandbox.environment(layout.sources(), language)
-            env.filters["one_stop"] = one_stop
+            _add_filters(env, language)
             text = _render(f"{layout.name}.txt", context, language, env)
             html_text = _render(f"{layout.name}.html", context, language, env)
         if list_mail:
@@ -587,7 +614,8 @@ def _slot_values(recipient: Recipient, extra_names: tuple[str, ...]) -> list[str
 
 def _name_of(recipient: Recipient) -> str:
     """The name to greet; "" for none (a blank name is none: no "Hello ,")."""
-    return (recipient.to_name or "").strip()
+    name = recipient.to_name or ""
+    return name if name.strip() else ""
 
 
 _date_cache: tuple[int, str] = (0, "")
