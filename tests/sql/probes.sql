@@ -311,3 +311,6 @@ SELECT t.id, t.tenant_id, t.name, v.version, v.html, v.body_text
 
 -- name: set_subscriber_name(subscriber_id, name)!
 UPDATE subscribers SET name = :name WHERE id = :subscriber_id;
+
+-- name: all_tenant_wording()
+SELECT tenant_id, key, language, text FROM tenant_wording ORDER BY tenant_id, key, language;

@@ -93,10 +93,11 @@ def csrf_of(html: str) -> str:
 
 
 async def state(conn: asyncpg.Connection) -> dict[str, Any]:
-    """Everything a workspace action could change: campaigns, deliveries, templates, the
-    audit log."""
+    """Everything a workspace action could change: campaigns, deliveries, templates, tenant
+    wording, the audit log."""
     return {
         "templates": [dict(r) async for r in probes().workspace_templates(conn)],
+        "wording": [dict(r) async for r in probes().all_tenant_wording(conn)],
         "campaigns": [dict(r) async for r in probes().workspace_campaigns(conn)],
         "deliveries": [dict(r) async for r in probes().workspace_deliveries(conn)],
         "audit": await probes().audit_count(conn),

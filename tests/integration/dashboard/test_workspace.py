@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailer import tenants
+from mailer import tenants, wording
 from mailer.api_tokens import RIGHTS
 from mailer.db import queries
 from mailer.sending import campaigns, tenant_templates
@@ -347,6 +347,11 @@ POSTS: dict[str, tuple[str, dict[str, str]]] = {
             "text": '{{ body_text }}{% include "_footer.txt" %}',
         },
     ),
+    "ws_wording_set": (
+        "set_tenant_wording",
+        {"key": "greeting", "language": "de", "text": "Guten Tag,"},
+    ),
+    "ws_wording_clear": ("clear_tenant_wording", {"key": "greeting", "language": "de"}),
 }
 
 
@@ -382,6 +387,9 @@ async def test_every_workspace_post_refuses_other_tenants_missing_rights_and_mis
     csrf = {role: csrf_for(client.app, secret) for role, secret in acme.tokens.items()}
     page = await get(client, sessions["marketing"], f"/dashboard/t/acme/campaigns/{mine['id']}")
     assert csrf_of(page) == csrf["marketing"]
+    # Words in both tenants, so a clear that got through would show.
+    for t in (acme, beta):
+        await wording.set_wording(conn, t.id, "greeting", "de", f"Hallo von {t.slug},")
     before = await state(conn)
     for name, (api, data) in POSTS.items():
         id_names = [k for k in mine_ids if "{" + k + "}" in _path(client, name)]
