@@ -4,7 +4,6 @@ progress endpoint, and the table-driven isolation test over every workspace POST
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import re
 from typing import Any
@@ -17,27 +16,12 @@ from mailer.api_tokens import RIGHTS
 from mailer.db import queries
 from mailer.sending import campaigns, tenant_templates
 from tests.conftest import probes
-from tests.support.api_world import CONTENT, sending_settings
+from tests.support.api_world import CONTENT
 from tests.support.mailer_env import DOMAIN
 from tests.support.workspace import BODY, Tenant, csrf_of, draft, ready_tenant, sign_in, state
-from unsubscribe_web.app import create_app
 from unsubscribe_web.dashboard import campaigns as workspace_campaigns
 from unsubscribe_web.dashboard.workspace import API_RIGHTS, csrf_for
 from unsubscribe_web.keys import SETTINGS
-
-
-@pytest.fixture
-def app_settings(settings):
-    """A relay (never reached here) and DKIM required: the tenants have keys."""
-    relay = sending_settings(settings)
-    return dataclasses.replace(
-        relay, mailer=dataclasses.replace(relay.mailer, allow_unsigned=False)
-    )
-
-
-@pytest.fixture
-async def client(aiohttp_client, app_settings):
-    return await aiohttp_client(create_app(app_settings))
 
 
 @pytest.fixture

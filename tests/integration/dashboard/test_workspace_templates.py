@@ -5,7 +5,6 @@ internals, files or another tenant, and the checks of size, time and footer."""
 
 from __future__ import annotations
 
-import dataclasses
 import email
 import email.policy
 import re
@@ -18,26 +17,11 @@ from mailer.db import queries
 from mailer.sending import campaigns, sandbox, tenant_templates
 from mailer.sending.worker import Composer
 from tests.conftest import probes
-from tests.support.api_world import sending_settings
 from tests.support.workspace import BODY, Tenant, csrf_of, draft, ready_tenant, sign_in, state
-from unsubscribe_web.app import create_app
 from unsubscribe_web.keys import SETTINGS
 
 GOOD_HTML = '<p class="look">Spring look</p>\n{{ body_html }}\n{% include "_footer.html" %}\n'
 GOOD_TEXT = 'SPRING LOOK\n{{ body_text }}\n{% include "_footer.txt" %}\n'
-
-
-@pytest.fixture
-def app_settings(settings):
-    relay = sending_settings(settings)
-    return dataclasses.replace(
-        relay, mailer=dataclasses.replace(relay.mailer, allow_unsigned=False)
-    )
-
-
-@pytest.fixture
-async def client(aiohttp_client, app_settings):
-    return await aiohttp_client(create_app(app_settings))
 
 
 @pytest.fixture

@@ -4,32 +4,16 @@ a refusal shows next to its field and stores nothing; readers see the words wher
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import pytest
 
 from mailer import wording
 from tests.conftest import probes
-from tests.support.api_world import sending_settings
 from tests.support.workspace import Tenant, csrf_of, ready_tenant, sign_in, state
-from unsubscribe_web.app import create_app
 
 PAGE = "/dashboard/t/acme/wording"
 GERMAN = {"Accept-Language": "de"}
-
-
-@pytest.fixture
-def app_settings(settings):
-    relay = sending_settings(settings)
-    return dataclasses.replace(
-        relay, mailer=dataclasses.replace(relay.mailer, allow_unsigned=False)
-    )
-
-
-@pytest.fixture
-async def client(aiohttp_client, app_settings):
-    return await aiohttp_client(create_app(app_settings))
 
 
 @pytest.fixture
