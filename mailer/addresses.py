@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from email_validator import EmailNotValidError, validate_email
 
 from mailer.errors import ConfigError, InvalidAddress
+from mailer.i18n import N_
 
 __all__ = [
     "Address",
@@ -59,7 +60,7 @@ def parse_address(raw: object) -> Address:
     value, before stripping, so "a@b.com\\n" is refused rather than silently trimmed.
     """
     if not isinstance(raw, str):
-        raise _invalid("The email address must be text.")
+        raise _invalid(N_("The email address must be text."))
     _refuse_control_characters(raw)
     text = raw.strip()
     local, domain = _split_plainly(text)
@@ -120,43 +121,47 @@ def mask(address: Address | str) -> str:
     return f"{masked_local}@{masked_domain}"
 
 
-def _invalid(message: str) -> InvalidAddress:
-    return InvalidAddress(message, field=FIELD)
+def _invalid(message: str, **params: object) -> InvalidAddress:
+    return InvalidAddress(message, field=FIELD, params=params)
 
 
 def _refuse_control_characters(raw: str) -> None:
     if "\r" in raw or "\n" in raw:
-        raise _invalid("The email address contains a line break.")
+        raise _invalid(N_("The email address contains a line break."))
     if any(unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in raw):
-        raise _invalid("The email address contains a control character.")
+        raise _invalid(N_("The email address contains a control character."))
 
 
 def _split_plainly(text: str) -> tuple[str, str]:
     """The checks whose plain-words message beats email-validator's, then the two halves."""
     if not text:
-        raise _invalid("The email address is empty.")
+        raise _invalid(N_("The email address is empty."))
     if any(char.isspace() for char in text):
-        raise _invalid("The email address contains a space.")
+        raise _invalid(N_("The email address contains a space."))
     at_signs = text.count("@")
     if at_signs == 0:
-        raise _invalid("The email address has no @ sign.")
+        raise _invalid(N_("The email address has no @ sign."))
     if at_signs > 1:
-        raise _invalid("The email address has more than one @ sign.")
+        raise _invalid(N_("The email address has more than one @ sign."))
     local, _, domain = text.partition("@")
     if not local:
-        raise _invalid("The email address has nothing before the @ sign.")
+        raise _invalid(N_("The email address has nothing before the @ sign."))
     if not domain:
-        raise _invalid("The email address has nothing after the @ sign.")
+        raise _invalid(N_("The email address has nothing after the @ sign."))
     return local, domain
 
 
 def _check_lengths(local: str, text: str) -> None:
     if len(local.encode("utf-8")) > MAX_LOCAL_OCTETS:
         raise _invalid(
-            f"The part before the @ sign is too long (more than {MAX_LOCAL_OCTETS} bytes)."
+            N_("The part before the @ sign is too long (more than %(limit)s bytes)."),
+            limit=MAX_LOCAL_OCTETS,
         )
     if len(text.encode("utf-8")) > MAX_ADDRESS_OCTETS:
-        raise _invalid(f"The email address is too long (more than {MAX_ADDRESS_OCTETS} bytes).")
+        raise _invalid(
+            N_("The email address is too long (more than %(limit)s bytes)."),
+            limit=MAX_ADDRESS_OCTETS,
+        )
 
 
 def _validated_ascii_domain(text: str) -> str:
@@ -190,13 +195,19 @@ def _check_normalised(local: str, normalised_local: str, normalised: str) -> Non
     """
     if len(normalised_local.encode("utf-8")) > MAX_LOCAL_OCTETS:
         raise _invalid(
-            "The part before the @ sign is too long once written in lower case "
-            f"(more than {MAX_LOCAL_OCTETS} bytes)."
+            N_(
+                "The part before the @ sign is too long once written in lower case "
+                "(more than %(limit)s bytes)."
+            ),
+            limit=MAX_LOCAL_OCTETS,
         )
     if len(normalised.encode("utf-8")) > MAX_ADDRESS_OCTETS:
         raise _invalid(
-            "The email address is too long once written in lower case with its domain "
-            f"encoded for sending (more than {MAX_ADDRESS_OCTETS} bytes)."
+            N_(
+                "The email address is too long once written in lower case with its domain "
+                "encoded for sending (more than %(limit)s bytes)."
+            ),
+            limit=MAX_ADDRESS_OCTETS,
         )
     if not local.isascii():
         _validated_ascii_domain(normalised)

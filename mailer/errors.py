@@ -2,9 +2,13 @@
 
 Each exception's docstring is its default message. ``code`` is a stable machine-readable name
 (used in JSON error bodies), ``field`` names the input that was wrong, where there is one.
+A message a subscriber can see is marked with ``mailer.i18n.N_`` and keeps its numbers in
+``params`` (``%(limit)s``), so the pages can show it translated (unsubscribe_web/errors.py).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 
 class OptoutError(Exception):
@@ -13,8 +17,16 @@ class OptoutError(Exception):
     code = "error"
     exit_code = 1
 
-    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
-        self.message = message or (type(self).__doc__ or "").strip()
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        field: str | None = None,
+        params: Mapping[str, object] | None = None,
+    ) -> None:
+        self.msgid = message or (type(self).__doc__ or "").strip()
+        self.params = dict(params or {})
+        self.message = self.msgid % self.params if self.params else self.msgid
         self.field = field
         super().__init__(self.message)
 

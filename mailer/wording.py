@@ -11,7 +11,7 @@ import asyncpg
 
 from mailer.db import queries, rows
 from mailer.errors import InvalidInput
-from mailer.i18n import LANGUAGES
+from mailer.i18n import LANGUAGES, translations
 
 # What each key replaces: the newsletter's and the confirmation's "Hello NAME,", the sign-up
 # form's introduction (none by default), the footer's "You receive this because ...".
@@ -77,3 +77,15 @@ async def by_language(conn: asyncpg.Connection, tenant_id: int) -> dict[str, dic
     for row in await list_wording(conn, tenant_id):
         out.setdefault(row["language"], {})[row["key"]] = row["text"]
     return out
+
+
+def defaults(language: str, sender_name: str) -> dict[str, str]:
+    """Optout's own words for each key in ``language`` (what a tenant's wording replaces), as
+    the templates write them; "" where there are none (the sign-up intro)."""
+    catalog = translations(language)
+    return {
+        "greeting": catalog.gettext("Hello %(name)s,") % {"name": "NAME"},
+        "signup_intro": "",
+        "footer_reason": catalog.gettext("You receive this because you subscribed to %(name)s.")
+        % {"name": sender_name},
+    }

@@ -30,6 +30,7 @@ from unsubscribe_web.dashboard import imports as workspace_imports
 from unsubscribe_web.dashboard import requests as workspace_requests
 from unsubscribe_web.dashboard import subscribers as workspace_subscribers
 from unsubscribe_web.dashboard import views as dashboard
+from unsubscribe_web.dashboard import wording as workspace_wording
 from unsubscribe_web.forms import CsrfTokens
 from unsubscribe_web.keys import (
     CSRF,
@@ -104,6 +105,7 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     workspace_subscribers.add_routes(app)
     workspace_imports.add_routes(app)
     workspace_requests.add_routes(app)
+    workspace_wording.add_routes(app)
     if outbox_dir is not None:
         dev_outbox.add_routes(app, outbox_dir)
     return app

@@ -11,12 +11,14 @@ from mailer.errors import (
     Conflict,
     DatabaseUnavailable,
     Forbidden,
+    InvalidAddress,
     InvalidInput,
     NotFound,
     OptoutError,
+    Suppressed,
     Unauthorized,
 )
-from mailer.i18n import N_, translations
+from mailer.i18n import N_, SOURCE_LANGUAGE, translations
 from mailer.rights.privacy import LinkUsed
 from mailer.tokens import ExpiredToken, InvalidToken
 from unsubscribe_web.language import environment, page_language
@@ -34,6 +36,19 @@ LINK_MESSAGES = (
     N_("The link has expired."),
     N_("This link was already used or has expired; ask for a new one from the preference page."),
 )
+
+
+# The error kinds a subscriber can meet, whose default messages (their docstrings, repeated
+# here for the catalogs; a unit test holds them equal) stand in for a message not translated.
+ERROR_DEFAULTS = {
+    OptoutError: N_("Something went wrong."),
+    InvalidInput: N_("The input is not valid."),
+    InvalidAddress: N_("The email address is not valid."),
+    NotFound: N_("Not found."),
+    Conflict: N_("That conflicts with the current state."),
+    Suppressed: N_("The address is suppressed and cannot be subscribed by this action."),
+    DatabaseUnavailable: N_("The database cannot be reached."),
+}
 
 
 def status_for(error: OptoutError) -> int:
@@ -63,7 +78,7 @@ def error_response(request: web.Request, error: OptoutError) -> web.Response:
         link = "expired"  # a used single-use link reads the same: ask for a new one
     elif isinstance(error, InvalidToken):
         link = "invalid"
-    response = localized_error_page(request, status, error.message, link=link)
+    response = localized_error_page(request, status, error, link=link)
     response.headers.update(headers)
     return response
 
@@ -78,15 +93,35 @@ async def domain_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return error_response(request, error)
 
 
+def localized_message(message: str | OptoutError, language: str) -> str:
+    """``message`` in ``language``: our own messages are in the catalogs (their numbers put in
+    after translation); a message the catalogs lack (a library's words) gives way to its error
+    kind's translated default, so a reader never gets a sentence in English."""
+    if isinstance(message, str):
+        return translations(language).gettext(message)
+    if language == SOURCE_LANGUAGE:
+        return message.message
+    catalog = translations(language)
+    defaults = [
+        (kind.__doc__ or "").strip() for kind in type(message).__mro__ if kind in ERROR_DEFAULTS
+    ]
+    for msgid in (message.msgid, *defaults):
+        translated = catalog.gettext(msgid)
+        if translated != msgid:
+            if msgid == message.msgid and message.params:
+                return translated % message.params
+            return translated
+    return message.message
+
+
 def localized_error_page(
-    request: web.Request, status: int, message: str, *, link: str | None = None
+    request: web.Request, status: int, message: str | OptoutError, *, link: str | None = None
 ) -> web.Response:
-    """The error page in the reader's language. ``message`` is translated when the catalogs
-    have it (our own fixed messages); ``link`` ("invalid" or "expired") says what to do next
-    about a link that does not work."""
+    """The error page in the reader's language (``localized_message``); ``link`` ("invalid"
+    or "expired") says what to do next about a link that does not work."""
     language = page_language(request)
     env = environment(request, language)
-    text = translations(language).gettext(message)
+    text = localized_message(message, language)
     page = env.get_template("error.html").render(
         status=status, message=text, link=link, languages=[]
     )

@@ -19,6 +19,7 @@ from markdown_it import MarkdownIt
 
 from mailer.db import queries, rows
 from mailer.errors import Conflict, InvalidInput, NotFound, UnknownTopic
+from mailer.i18n import LANGUAGES, N_, choose, format_date, translations
 from mailer.sending import campaigns
 
 log = logging.getLogger(__name__)
@@ -325,6 +326,7 @@ def proof_rows(people: list[asyncpg.Record]) -> list[dict[str, Any]]:
 # the notice must be out before the effective date.
 NOTICE_PRIORITY = 50
 NOTICE_TEMPLATE = "policy_notice"
+NOTICE_SUBJECT = N_("Changes to our privacy policy from %(day)s")
 
 
 async def notice_topic(
@@ -359,17 +361,26 @@ async def create_notice_campaign(
 ) -> asyncpg.Record:
     """A draft notice campaign of ``version`` on the notice topic (mailer.campaigns does the
     rest: start enqueues the audience, the worker sends in priority order)."""
-    effective = version["effective_at"].astimezone(ZoneInfo(tenant["time_zone"]))
+    zone = ZoneInfo(tenant["time_zone"])
     changes = [line.strip("-* ").strip() for line in version["summary"].splitlines()]
+    # Optout's own subject, in every shipped language (compose picks the reader's); the body
+    # formats the day itself, per language, in the tenant's zone.
+    subjects = {
+        language: translations(language).gettext(NOTICE_SUBJECT)
+        % {"day": format_date(version["effective_at"], language, zone)}
+        for language in LANGUAGES
+    }
     campaign = await campaigns.create(
         conn,
         tenant_id=tenant["id"],
         topic_slug=topic["slug"],
         name=f"Privacy policy version {version['version']}",
         template=NOTICE_TEMPLATE,
-        subject=f"Changes to our privacy policy from {effective:%d %B %Y}",
+        subject=subjects[choose(tenant["default_language"])],
         content={
-            "effective_date": f"{effective:%d %B %Y}",
+            "effective_at": version["effective_at"].isoformat(),
+            "time_zone": tenant["time_zone"],
+            "subjects": subjects,
             "changes": [c for c in changes if c],
             "policy_url": policy_url,
         },

@@ -240,7 +240,7 @@ async def send_data_link(
     "email me a link to my data" does). The link goes to the address on file only."""
     subscriber = await queries().consent.get_subscriber(conn, tenant_id=tenant_id, id=subscriber_id)
     if subscriber is None or subscriber["status"] != "active":
-        raise NotFound("No such subscriber.", field="subscriber")
+        raise NotFound(N_("No such subscriber."), field="subscriber")
     async with conn.transaction():
         token = await create_data_link(
             conn,
@@ -352,7 +352,7 @@ async def access_export(
     q = queries().privacy
     profile = await q.subscriber_profile(conn, tenant_id=tenant_id, id=subscriber_id)
     if profile is None:
-        raise NotFound("No such subscriber.", field="subscriber")
+        raise NotFound(N_("No such subscriber."), field="subscriber")
     subscriber = await queries().consent.get_subscriber(conn, tenant_id=tenant_id, id=subscriber_id)
     bounces: list[asyncpg.Record] = []
     if subscriber["email_key"] is not None:
@@ -402,7 +402,11 @@ async def correct_name(
 ) -> None:
     cleaned = " ".join(name.split())
     if len(cleaned) > MAX_NAME or any(ord(c) < 32 for c in name if c not in "\t"):
-        raise InvalidInput(f"A name is at most {MAX_NAME} characters on one line.", field="name")
+        raise InvalidInput(
+            N_("A name is at most %(limit)s characters on one line."),
+            field="name",
+            params={"limit": MAX_NAME},
+        )
     await queries().privacy.set_name(
         conn, tenant_id=tenant_id, id=subscriber_id, name=cleaned or None
     )
@@ -424,12 +428,13 @@ async def request_address_change(
     key = suppression_key(tenant_hash_key(settings.hash_key, tenant["id"]), address)
     sup = await queries().consent.get_suppression(conn, tenant_id=tenant["id"], address_key=key)
     if sup is not None and sup["scope"] == "all":
-        raise Suppressed("That address cannot be used.", field="email")
+        raise Suppressed(N_("That address cannot be used."), field="email")
     taken = await queries().consent.get_subscriber_by_key(
         conn, tenant_id=tenant["id"], email_key=key
     )
     if taken is not None:
-        raise Conflict("That address is already in use here.", field="email")
+        raise Conflict(N_("That address is already in use here."), field="email")
+    person = await queries().consent.get_subscriber(conn, tenant_id=tenant["id"], id=subscriber_id)
     q = queries().privacy
     async with conn.transaction():
         request = await q.insert_request(
@@ -461,6 +466,7 @@ async def request_address_change(
             payload={
                 "confirm_url": data_url(settings, token),
                 "subject": N_("Confirm your new address"),
+                "language": person["language"] if person else None,
             },
         )
     log.info("address change requested tenant=%s request=%s", tenant["id"], request["id"])
@@ -479,7 +485,7 @@ async def confirm_address_change(
             conn, tenant_id=tenant_id, subscriber_id=subscriber_id
         )
         if request is None:
-            raise Conflict("There is no address change waiting for confirmation.")
+            raise Conflict(N_("There is no address change waiting for confirmation."))
         new_email = request["detail"]["new_email"]
         key = suppression_key(tenant_hash_key(settings.hash_key, tenant_id), new_email)
         with domain_errors():
@@ -585,6 +591,7 @@ async def send_verification(
                 "confirm_url": data_url(settings, token),
                 "subject": N_("Please confirm your request"),
                 "what": _KIND_WORDS.get(request["kind"], "a change to your data"),
+                "language": subscriber["language"],
             },
         )
     return True

@@ -8,6 +8,7 @@ only fills the per-recipient slots, so a worker can build thousands of messages 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import html
 import re
 import secrets
@@ -17,10 +18,11 @@ from binascii import b2a_qp
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import css_inline
 import jinja2
@@ -28,7 +30,7 @@ import markupsafe
 
 from mailer.config import LOOPBACK_HOSTS
 from mailer.errors import InvalidAddress, InvalidInput
-from mailer.i18n import SOURCE_LANGUAGE, choose, translations
+from mailer.i18n import SOURCE_LANGUAGE, choose, format_date, translations
 from mailer.resources import EMAIL_TEMPLATES_DIR
 from mailer.sending import body as campaign_body
 from mailer.sending import sandbox
@@ -141,6 +143,7 @@ class PreparedMessage:
         "_html",
         "_html_open",
         "_list_mail",
+        "_nameless",
         "_text",
         "template",
     )
@@ -158,6 +161,7 @@ class PreparedMessage:
         html_open: bytes,
         boundary_close: bytes,
         extra_names: tuple[str, ...],
+        nameless: Callable[[], PreparedMessage] | None = None,
     ) -> None:
         self.template = template
         self._list_mail = list_mail
@@ -169,6 +173,9 @@ class PreparedMessage:
         self._html_open = html_open
         self._boundary_close = boundary_close
         self._extra_names = extra_names
+        # The same message for a person without a name ("Hello," not "Hello ,"), prepared on
+        # first need; None when the message does not use the name.
+        self._nameless: Callable[[], PreparedMessage] | PreparedMessage | None = nameless
 
     @property
     def extra_slots(self) -> tuple[str, ...]:
@@ -177,6 +184,10 @@ class PreparedMessage:
 
     def render(self, recipient: Recipient) -> bytes:
         """The complete message for one recipient: 7-bit, CRLF line endings, ready to sign."""
+        if self._nameless is not None and not _name_of(recipient):
+            if not isinstance(self._nameless, PreparedMessage):
+                self._nameless = self._nameless()
+            return self._nameless.render(recipient)
         values = _slot_values(recipient, self._extra_names)
         escaped = [html.escape(v) for v in values]
         out = [
@@ -288,8 +299,32 @@ def _environment(language: str = SOURCE_LANGUAGE) -> jinja2.Environment:
     env.install_gettext_translations(  # type: ignore[attr-defined]
         translations(language), newstyle=True
     )
-    env.filters["one_stop"] = one_stop
+    _add_filters(env, language)
     return env
+
+
+def _add_filters(env: jinja2.Environment, language: str) -> None:
+    env.filters["one_stop"] = one_stop
+    env.filters["day"] = partial(_day, language)
+
+
+def _day(language: str, moment: object, zone: str) -> str:
+    """``{{ effective_at | day(time_zone) }}``: the day as ``language`` writes it, in the
+    tenant's zone (campaign content holds the moment as ISO text, being JSON)."""
+    if isinstance(moment, str):
+        moment = dt.datetime.fromisoformat(moment)
+    if not isinstance(moment, dt.datetime):
+        raise TypeError(f"day needs a date and time, not {moment!r}")
+    return format_date(moment, language, ZoneInfo(zone))
+
+
+def subject_in(values: Mapping[str, object], language: str, subject: str) -> str:
+    """The campaign's subject in ``language`` when its content has one per language
+    (``subjects``, as Optout writes for a policy notice), else ``subject``."""
+    subjects = values.get("subjects")
+    if isinstance(subjects, Mapping) and isinstance(subjects.get(language), str):
+        return str(subjects[language])
+    return subject
 
 
 def one_stop(sentence: str) -> str:
@@ -308,7 +343,11 @@ def _prepare(
     language: str,
     layout: Layout | None = None,
     body: campaign_body.Parts | None = None,
+    named: bool = True,
 ) -> PreparedMessage:
+    """``named``: the recipient's name is a slot; otherwise the variant for people without a
+    name, where ``recipient.name`` (and the body's ``{{ name }}``) is "" so templates can say
+    ``{% if recipient.name %}``."""
     language = choose(language)
     if not _TEMPLATE_NAME.fullmatch(template):
         raise TemplateError(f"no email template named {template!r}", field="template")
@@ -317,6 +356,7 @@ def _prepare(
             raise TemplateError(message, field=key)
     if clash := _RESERVED_NAMES.intersection(values):
         raise TemplateError(f"campaign values may not be named {sorted(clash)}", field="values")
+    subject = subject_in(values, language, subject)
     head_from = _from_subject_headers(sender, subject)
     head_list_id = _list_id_header(sender.list_id) if list_mail else b""
 
@@ -332,6 +372,8 @@ def _prepare(
             return f"{nonce}{len(_FIXED_SLOTS) + extra_names.index(name)}{nonce}"
 
         recipient = {name: f"{nonce}{i}{nonce}" for i, name in enumerate(_FIXED_SLOTS)}
+        if not named:
+            recipient["name"] = ""
         context: dict[str, Any] = {
             **values,
             "subject": subject,
@@ -356,7 +398,7 @@ def _prepare(
             html_text = _render(f"{template}.html", context, language)
         else:
             env = sandbox.environment(layout.sources(), language)
-            env.filters["one_stop"] = one_stop
+            _add_filters(env, language)
             text = _render(f"{layout.name}.txt", context, language, env)
             html_text = _render(f"{layout.name}.html", context, language, env)
         if list_mail:
@@ -371,6 +413,21 @@ def _prepare(
         break
     else:  # pragma: no cover - needs three 80-bit coincidences in a row
         raise TemplateError("could not choose slot markers absent from the content")
+    name_slot = f"{nonce}0{nonce}"
+    nameless = None
+    if named and (name_slot in text or name_slot in html_text):
+        nameless = partial(
+            _prepare,
+            template,
+            sender,
+            subject,
+            values,
+            list_mail=list_mail,
+            language=language,
+            layout=layout,
+            body=body,
+            named=False,
+        )
 
     # "=_" cannot occur in quoted-printable output, where "=" is always "=XX" or a soft break.
     boundary = "=_optout_" + secrets.token_hex(12)
@@ -399,6 +456,7 @@ def _prepare(
         html_open=f"--{boundary}\r\n{part_head.format(kind='html')}".encode(),
         boundary_close=f"--{boundary}--\r\n".encode(),
         extra_names=tuple(extra_names),
+        nameless=nameless,
     )
 
 
@@ -553,7 +611,7 @@ def _append_part(out: list[bytes], chunks: _Chunks, values: list[str]) -> None:
 def _slot_values(recipient: Recipient, extra_names: tuple[str, ...]) -> list[str]:
     """The slot values in _FIXED_SLOTS order, then the template's extra slots; all checked."""
     values = [
-        recipient.to_name or recipient.to_address,
+        _name_of(recipient),
         recipient.to_address,
         recipient.unsubscribe_url,
         recipient.preferences_url,
@@ -569,6 +627,12 @@ def _slot_values(recipient: Recipient, extra_names: tuple[str, ...]) -> list[str
     if _CONTROL.search("".join(values)):
         raise HeaderInjection("a recipient value contains a line break or control character")
     return values
+
+
+def _name_of(recipient: Recipient) -> str:
+    """The name to greet; "" for none (a blank name is none: no "Hello ,")."""
+    name = recipient.to_name or ""
+    return name if name.strip() else ""
 
 
 _date_cache: tuple[int, str] = (0, "")
@@ -619,9 +683,10 @@ def _checked_address(field_name: str, address: str) -> str:
 
 def _to_header(address: str, name: str | None) -> bytes:
     address = _checked_address("to_address", address)
-    if not name:
+    if name:
+        _check_header_value("to_name", name, MAX_NAME)
+    if not (name and name.strip()):
         return f"To: {address}\r\n".encode()  # UTF-8 only for a UTF-8 local part
-    _check_header_value("to_name", name, MAX_NAME)
     return _fold_mailbox("To", name, address)
 
 

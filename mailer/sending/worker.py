@@ -230,7 +230,6 @@ class Composer:
             # page the person used), else the tenant's default.
             language = choose(payload.get("language"), tenant["default_language"])
             values = {k: v for k, v in payload.items() if k not in ("subject", "language")}
-            values["greeting_name"] = row["name"] or ""
             values |= _tenant_words(self._wording[tenant_id], language, values)
             template = row["template"]
             subject = str(payload.get("subject") or TRANSACTIONAL_SUBJECTS.get(template, template))

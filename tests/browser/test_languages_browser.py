@@ -22,6 +22,7 @@ from mailer.i18n import LANGUAGES
 from mailer.rights import policy, privacy
 from mailer.sending import compose
 from mailer.sending.worker import Worker
+from mailer.tokens import LinkClaims, Purpose
 from tests.browser.conftest import _free_port
 from tests.conftest import probes
 from tests.support.axe import assert_accessible
@@ -56,6 +57,15 @@ WORDS = {
         "policy": "Privacy policy of Acme News",
         "changes": "Our privacy policy changes on",
         "broken": "This link does not work",
+        "versions": "Privacy policy versions of Acme News",
+        "version": "Privacy policy of Acme News, version 2",
+        "spooled": "Your unsubscribe is recorded",
+        "already": "You are already subscribed",
+        "new_address": "New address",
+        "address_sent": "Check your new mailbox",
+        "address_changed": "Your address is changed",
+        "verified": "Thank you: your request is confirmed",
+        "deleted": "Your data is deleted",
     },
     "de": {
         "landing": "Weekly news abbestellen?",
@@ -79,6 +89,15 @@ WORDS = {
         "policy": "Datenschutzerklärung von Acme News",
         "changes": "Unsere Datenschutzerklärung ändert sich am",
         "broken": "Dieser Link funktioniert nicht",
+        "versions": "Versionen der Datenschutzerklärung von Acme News",
+        "version": "Datenschutzerklärung von Acme News, Version 2",
+        "spooled": "Ihre Abbestellung ist erfasst",
+        "already": "Sie sind bereits angemeldet",
+        "new_address": "Neue Adresse",
+        "address_sent": "Sehen Sie in Ihr neues Postfach",
+        "address_changed": "Ihre Adresse ist geändert",
+        "verified": "Danke: Ihre Anfrage ist bestätigt",
+        "deleted": "Ihre Daten sind gelöscht",
     },
     "fr": {
         "landing": "Se désabonner de Weekly news ?",
@@ -102,6 +121,15 @@ WORDS = {
         "policy": "Politique de confidentialité de Acme News",
         "changes": "Notre politique de confidentialité change le",
         "broken": "Ce lien ne fonctionne pas",
+        "versions": "Versions de la politique de confidentialité de Acme News",
+        "version": "Politique de confidentialité de Acme News, version 2",
+        "spooled": "Votre désabonnement est enregistré",
+        "already": "Vous êtes déjà abonné",
+        "new_address": "Nouvelle adresse",
+        "address_sent": "Consultez votre nouvelle boîte aux lettres",
+        "address_changed": "Votre adresse est modifiée",
+        "verified": "Merci : votre demande est confirmée",
+        "deleted": "Vos données sont supprimées",
     },
     "es": {
         "landing": "¿Darse de baja de Weekly news?",
@@ -125,6 +153,15 @@ WORDS = {
         "policy": "Política de privacidad de Acme News",
         "changes": "Nuestra política de privacidad cambia el",
         "broken": "Este enlace no funciona",
+        "versions": "Versiones de la política de privacidad de Acme News",
+        "version": "Política de privacidad de Acme News, versión 2",
+        "spooled": "Su baja está registrada",
+        "already": "Ya está suscrito",
+        "new_address": "Nueva dirección",
+        "address_sent": "Revise su nuevo buzón",
+        "address_changed": "Su dirección ha cambiado",
+        "verified": "Gracias: su solicitud está confirmada",
+        "deleted": "Sus datos se han eliminado",
     },
 }
 
@@ -267,6 +304,104 @@ async def test_every_subscriber_page_in_every_language(
 
     await page.goto(f"{base}/u/not-a-real-token")
     await check(page, language, words["broken"])
+
+
+async def latest_link(conn, template: str, key: str) -> str:
+    """The link in the newest queued transactional mail of ``template``."""
+    links = [
+        str(d["payload"][key])
+        async for d in probes().transactional_deliveries(conn)
+        if d["template"] == template
+    ]
+    return links[-1]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+async def test_the_rarer_answers_in_every_language(
+    reader, language, web_settings, conn, pg_proxy, smtp_sink
+):
+    """STANDARDS 62: the pages a reader meets less often, each in ``language`` with axe and
+    the 320 px check: the policy's versions and one version, confirm's "already subscribed",
+    the spooled unsubscribe (Postgres away), and the data pages' answers: address change sent
+    and done, request verified, data deleted."""
+    words = WORDS[language]
+    # The app reaches Postgres through a proxy, so the test can take the database away.
+    port = _free_port()
+    settings = dataclasses.replace(
+        web_settings, database_url=pg_proxy.dsn, base_url=f"http://127.0.0.1:{port}"
+    )
+    server = TestServer(create_app(settings), host="127.0.0.1", port=port)
+    await server.start_server()
+    base = settings.base_url
+    try:
+        world = await seed(conn, subscribers=2)
+        ada, bob = world.subscribers
+        for person in world.subscribers:
+            await probes().set_subscriber_language(conn, subscriber_id=person, language=language)
+        page = reader
+
+        await publish_policies(conn)
+        await page.goto(f"{base}/policy/acme/versions")
+        await check(page, language, words["versions"])
+        await page.locator("#policy-versions a").first.click()
+        await page.wait_for_selector("#policy-text")
+        await check(page, language, words["version"])
+
+        confirm = world.keyring.sign(
+            LinkClaims.issue(Purpose.CONFIRM, world.tenant, ada, world.topics["news"])
+        )
+        await page.goto(f"{base}/c/{confirm}")
+        await check(page, language, words["already"])
+
+        # The data pages: an address change (sent, then used), a verified request, erasure.
+        await privacy.send_data_link(conn, settings, tenant_id=world.tenant, subscriber_id=ada)
+        await page.goto(await latest_link(conn, "data_access", "access_url"))
+        await page.click("#use-link")
+        await page.wait_for_selector("#delete")
+        await page.get_by_label(words["new_address"]).fill(f"new-{language}@example.org")
+        await page.click("#change-address")
+        await page.wait_for_selector("#done")
+        await check(page, language, words["address_sent"])
+        await page.goto(await latest_link(conn, "confirm_address", "confirm_url"))
+        await page.click("#use-link")
+        await page.wait_for_selector("#done")
+        await check(page, language, words["address_changed"])
+
+        tenant = await tenants.get_tenant(conn, "acme")
+        await privacy.request_address_change(
+            conn,
+            settings,
+            tenant=tenant,
+            subscriber_id=ada,
+            new_email=f"other-{language}@example.org",
+            now=dt.datetime.now(dt.UTC),
+        )
+        verify = await privacy.create_data_link(
+            conn, settings.keyring(), tenant_id=world.tenant, subscriber_id=ada, purpose="verify"
+        )
+        await page.goto(privacy.data_url(settings, verify))
+        await page.click("#use-link")
+        await page.wait_for_selector("#done")
+        await check(page, language, words["verified"])
+
+        await privacy.send_data_link(conn, settings, tenant_id=world.tenant, subscriber_id=ada)
+        await page.goto(await latest_link(conn, "data_access", "access_url"))
+        await page.click("#use-link")
+        await page.click("#delete")
+        await page.click("#confirm-delete")
+        await page.wait_for_selector("#done")
+        await check(page, language, words["deleted"])
+
+        # Postgres away: the landing page still offers the button, and pressing it is
+        # answered from the local spool (DESIGN G2), in the reader's browser language.
+        await page.goto(f"{base}/u/{world.one_click(bob)}")
+        await pg_proxy.cut()
+        await page.get_by_role("button", name=words["button"], exact=True).click()
+        await page.wait_for_selector("#done")
+        await check(page, language, words["spooled"])
+        await pg_proxy.restore()
+    finally:
+        await server.close()
 
 
 async def focus_by_tab(page: Page, name: str, limit: int = 30) -> None:

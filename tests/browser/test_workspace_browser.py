@@ -297,6 +297,7 @@ async def test_every_workspace_page_passes_axe(browser, server, ws_settings, acm
         f"/dashboard/t/acme/campaigns/{ready['id']}/edit",
         f"/dashboard/t/acme/campaigns/{broken['id']}",
         f"/dashboard/t/acme/campaigns/{sending['id']}",
+        "/dashboard/t/acme/wording",
     ]
     for path in pages:
         await page.goto(base + path)
@@ -319,6 +320,19 @@ async def test_every_workspace_page_passes_axe(browser, server, ws_settings, acm
     await page.goto(f"{base}/dashboard/t/acme/campaigns/{broken['id']}")
     await page.get_by_role("button", name="Send now").click()
     await page.wait_for_selector("#action-error")
+    await assert_accessible(page)
+    # The wording page: saved (with its Clear button), and refused next to its field.
+    await page.goto(f"{base}/dashboard/t/acme/wording")
+    await page.get_by_label("Greeting in Deutsch").fill("Guten Tag,")
+    await page.get_by_role("button", name="Save greeting in Deutsch").click()
+    await page.wait_for_selector("#notice")
+    await assert_accessible(page)
+    await page.get_by_label("Footer reason in Français").fill("<b>Bonjour</b>")
+    await page.get_by_role("button", name="Save footer reason in Français").click()
+    await page.wait_for_selector("#footer_reason-fr-error")
+    assert await page.get_by_label("Footer reason in Français").get_attribute("aria-invalid") == (
+        "true"
+    )
     await assert_accessible(page)
     await page.context.close()
 

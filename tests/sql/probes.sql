@@ -357,3 +357,5 @@ SELECT e.action, e.effect, e.source, v.form_text, v.detail
   FROM consent_events e LEFT JOIN consent_evidence v ON v.id = e.evidence_id
  WHERE e.subscriber_id = :subscriber_id AND e.action IN ('partner_grant', 'partner_withdraw')
  ORDER BY e.id;
+-- name: all_tenant_wording()
+SELECT tenant_id, key, language, text FROM tenant_wording ORDER BY tenant_id, key, language;

@@ -93,11 +93,13 @@ def csrf_of(html: str) -> str:
 
 
 async def state(conn: asyncpg.Connection) -> dict[str, Any]:
-    """Everything a workspace action could change: campaigns, deliveries, templates, the
-    people's subscriptions, ledger, suppressions and requests, data requests, the audit log."""
+    """Everything a workspace action could change: campaigns, deliveries, templates, tenant
+    wording, the people's subscriptions, ledger, suppressions and requests, data requests,
+    the audit log."""
     return {
         "people": dict(await probes().workspace_people(conn)),
         "templates": [dict(r) async for r in probes().workspace_templates(conn)],
+        "wording": [dict(r) async for r in probes().all_tenant_wording(conn)],
         "campaigns": [dict(r) async for r in probes().workspace_campaigns(conn)],
         "deliveries": [dict(r) async for r in probes().workspace_deliveries(conn)],
         "audit": await probes().audit_count(conn),

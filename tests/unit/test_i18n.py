@@ -163,3 +163,12 @@ def test_the_footer_of_a_name_ending_in_a_period_reads_right(language, expected)
     assert expected in text.get_content()
     assert "Co.." not in text.get_content() and "Co.." not in html.get_content()
     assert f'<html lang="{language}">' in html.get_content()
+
+
+def test_the_error_defaults_a_subscriber_may_see_are_the_errors_own_words():
+    """The stand-ins for untranslated error messages are each kind's docstring (its default
+    message), so the catalogs translate what the code would say."""
+    from unsubscribe_web.errors import ERROR_DEFAULTS
+
+    for kind, words in ERROR_DEFAULTS.items():
+        assert (kind.__doc__ or "").strip() == words, kind

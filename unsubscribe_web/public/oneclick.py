@@ -23,6 +23,7 @@ from mailer.addresses import mask
 from mailer.consent import writer as consent
 from mailer.db import queries
 from mailer.errors import DatabaseUnavailable
+from mailer.i18n import N_
 from mailer.tokens import LinkClaims, Purpose
 from unsubscribe_web.keys import KEYRING, METRICS, ONE_CLICK_PAGES, SPOOL
 from unsubscribe_web.pages import (
@@ -49,7 +50,7 @@ ONE_CLICK_BODY = f"{ONE_CLICK_FIELD}={ONE_CLICK_VALUE}".encode()
 PAGE_MARKER = f"{PAGE_FIELD}={PAGE_VALUE}".encode()
 ONE_CLICK_PAGE_CACHE = 4096  # rendered answers kept (one per sender, topic and language)
 # Postgres away and the spool's disk full: the sender (or the person) must try again.
-NOT_TAKEN = "Your unsubscribe could not be recorded just now. Please try again in a minute."
+NOT_TAKEN = N_("Your unsubscribe could not be recorded just now. Please try again in a minute.")
 
 
 def add_routes(app: web.Application) -> None:

@@ -16,7 +16,7 @@ from aiohttp import web
 from mailer.consent import writer as consent
 from mailer.db import queries, rows
 from mailer.errors import NotFound
-from mailer.i18n import LANGUAGES
+from mailer.i18n import LANGUAGES, N_
 from mailer.limits import Limit
 from mailer.rights import privacy
 from mailer.tokens import LinkClaims, Purpose
@@ -67,7 +67,7 @@ async def change(request: web.Request) -> web.StreamResponse:
     claims = request.app[KEYRING].verify(token, Purpose.PREFERENCES)
     form = await request.post()
     if not request.app[CSRF].check(token, FORM, form.get("csrf")):
-        raise web.HTTPForbidden(reason="This form could not be verified; reload the page.")
+        raise web.HTTPForbidden(reason=N_("This form could not be verified; reload the page."))
     action = form.get("action")
     async with connection(request) as conn:
         _, topics = await _load(conn, claims)
@@ -86,7 +86,7 @@ async def change(request: web.Request) -> web.StreamResponse:
         elif action == "data_link":
             done = await _mail_data_link(request, conn, claims)
         else:
-            raise web.HTTPBadRequest(reason="Unknown action.")
+            raise web.HTTPBadRequest(reason=N_("Unknown action."))
     # Post/redirect/get: a reload shows the stored state instead of posting again.
     location = (
         request.app.router["preferences"]
@@ -110,7 +110,7 @@ async def _load(
         conn, tenant_id=claims.tenant_id, subscriber_id=claims.subscriber_id
     )
     if person is None or person["status"] != "active":
-        raise NotFound("There are no preferences for this link any more.")
+        raise NotFound(N_("There are no preferences for this link any more."))
     topics = await rows(
         q.preference_topics(conn, tenant_id=claims.tenant_id, subscriber_id=claims.subscriber_id)
     )

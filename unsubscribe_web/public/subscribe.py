@@ -20,6 +20,7 @@ from mailer.addresses import parse_address
 from mailer.consent import writer as consent
 from mailer.db import queries
 from mailer.errors import InvalidAddress, NotFound, Suppressed
+from mailer.i18n import N_
 from mailer.limits import Limit
 from mailer.outbox import enqueue_transactional
 from mailer.tokens import LinkClaims, Purpose
@@ -231,7 +232,7 @@ async def _signup_context(conn: asyncpg.Connection, request: web.Request) -> asy
         conn, tenant_slug=request.match_info["tenant"], topic_slug=request.match_info["topic"]
     )
     if context is None:
-        raise NotFound("There is no such list.")
+        raise NotFound(N_("There is no such list."))
     # No person yet: ?lang=, the browser's languages, then the tenant's default.
     use_language(request, page_language(request, context["default_language"]))
     return context
@@ -245,7 +246,7 @@ async def _confirm_context(conn: asyncpg.Connection, claims: LinkClaims) -> asyn
         topic_id=claims.object_id,
     )
     if context is None:
-        raise NotFound("There is no sign-up to confirm.")
+        raise NotFound(N_("There is no sign-up to confirm."))
     return context
 
 

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailer import tenants
+from mailer import tenants, wording
 from mailer.api_tokens import RIGHTS
 from mailer.db import queries
 from mailer.sending import campaigns, tenant_templates
@@ -330,6 +330,11 @@ CAMPAIGN_POSTS: dict[str, tuple[str, dict[str, str]]] = {
     ),
     "ws_suppressions_import": ("import_suppressions", {"reason": "complaint"}),
     "ws_suppressions_export": ("list_suppressions", {}),
+    "ws_wording_set": (
+        "set_tenant_wording",
+        {"key": "greeting", "language": "de", "text": "Guten Tag,"},
+    ),
+    "ws_wording_clear": ("clear_tenant_wording", {"key": "greeting", "language": "de"}),
 }
 # Staff roles bound to one tenant: the first that holds an action's right acts as the
 # tenant's own staff in the cases below; the others must be refused with 403.
@@ -388,6 +393,9 @@ async def test_every_workspace_post_refuses_other_tenants_missing_rights_and_mis
     csrf = {role: csrf_for(client.app, secret) for role, secret in acme.tokens.items()}
     page = await get(client, sessions["marketing"], f"/dashboard/t/acme/campaigns/{mine['id']}")
     assert csrf_of(page) == csrf["marketing"]
+    # Words in both tenants, so a clear that got through would show.
+    for t in (acme, beta):
+        await wording.set_wording(conn, t.id, "greeting", "de", f"Hallo von {t.slug},")
     await _refusals(client, conn, CAMPAIGN_POSTS, "marketing", sessions, csrf, mine_ids, theirs_ids)
 
 

@@ -4,6 +4,7 @@ Accept-Language; `?lang=` shows another language and stores nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 import re
@@ -12,14 +13,15 @@ from typing import Any
 
 import pytest
 
-from mailer import api_tokens, tenants
+from mailer import api_tokens, tenants, wording
 from mailer.consent import imports
+from mailer.consent import writer as consent
 from mailer.db import create_pool
 from mailer.errors import InvalidInput
-from mailer.rights import privacy
+from mailer.rights import policy, privacy
 from mailer.sending import campaigns
 from mailer.sending.worker import Worker
-from tests.conftest import probes
+from tests.conftest import TEST_HASH_KEY, probes
 from tests.support.mailer_env import mail_settings
 from tests.support.web import seed
 from unsubscribe_web.app import create_app
@@ -134,6 +136,40 @@ async def test_a_german_sign_up_gets_german_pages_mail_and_evidence(
     english = newsletters["person0@example.org"]
     assert english["Content-Language"] == "en"
     assert "You receive this because you subscribed to Acme." in part(english, "plain")
+
+
+async def test_a_newsletter_greets_people_without_a_name_without_a_dangling_comma(
+    conn, settings, db_dsn, smtp_sink
+):
+    """The newsletter is prepared once per campaign and language with the name as a slot: a
+    person without a name (none, or blank) is greeted "Hello," / "Hallo," in both parts,
+    never "Hello ,"; named people keep their name; a tenant's greeting (French here) is used
+    for both, as the tenant wrote it."""
+    world = await seed(conn, subscribers=6)
+    people = [
+        # (name, language, the greeting line expected in the text part)
+        ("Ada", "en", "Hello Ada,"),
+        (None, "en", "Hello,"),
+        ("Lena", "de", "Hallo Lena,"),
+        ("   ", "de", "Hallo,"),
+        ("Luc", "fr", "Bien à vous,"),
+        (None, "fr", "Bien à vous,"),
+    ]
+    for subscriber, (name, language, _) in zip(world.subscribers, people, strict=True):
+        await probes().set_subscriber_name(conn, subscriber_id=subscriber, name=name)
+        await probes().set_subscriber_language(conn, subscriber_id=subscriber, language=language)
+    await wording.set_wording(conn, world.tenant, "greeting", "fr", "Bien à vous,")
+    await send_newsletter(conn, world.tenant, settings, db_dsn, smtp_sink.port, audience=6)
+    received = {m.rcpt_tos[0]: parse(m.data) for m in await smtp_sink.wait_for(6)}
+    for n, (_, language, greeting) in enumerate(people):
+        message = received[f"person{n}@example.org"]
+        assert message["Content-Language"] == language
+        text, html_part = part(message, "plain"), part(message, "html")
+        assert f"\n{greeting}\n" in text.replace("\r\n", "\n"), (n, text)
+        assert re.search(rf'class="greeting"[^>]*>{re.escape(greeting)}\s*</p>', html_part)
+        for part_text in (text, html_part):
+            assert not re.search(r"\s,", part_text.split("--")[0]), (n, part_text)
+            assert f"person{n}@example.org," not in part_text
 
 
 async def test_lang_query_shows_another_language_and_stores_nothing(client, conn):
@@ -340,3 +376,106 @@ async def test_an_import_language_column_sets_each_persons_language(conn, settin
     ):
         assert await probes().subscriber_language(conn, email=address) == language
     assert await probes().subscriber_language(conn, email="ida@example.it") is None
+
+
+async def test_the_policy_notice_gives_its_date_and_subject_in_the_readers_language(
+    conn, settings, db_dsn, smtp_sink
+):
+    """The notice is Optout's own words: its subject and its effective date are in each
+    reader's language, the day counted in the tenant's time zone (03:00 UTC on the 10th is
+    still the 9th in New York)."""
+    world = await seed(conn, subscribers=3)
+    tenant = await tenants.update_tenant(conn, "acme", {"time_zone": "America/New_York"})
+    for n, language in enumerate(("en", "de", "fr")):
+        await probes().set_subscriber_language(
+            conn, subscriber_id=world.subscribers[n], language=language
+        )
+        await consent.subscribe(
+            conn,
+            hash_key=TEST_HASH_KEY,
+            tenant_id=world.tenant,
+            topic_id=world.topics["notices"],
+            email=f"person{n}@example.org",
+            age_attested=True,
+            source="import",
+            confirmed=True,
+            lawful_basis="consent",
+        )
+    today = dt.datetime.now(dt.UTC)
+    effective = dt.datetime(today.year + 1, 6, 10, 3, 0, tzinfo=dt.UTC)
+    version = await policy.publish(
+        conn,
+        tenant=tenant,
+        body="# Policy\n",
+        summary="Partners you pick",
+        effective_at=effective,
+        now=today,
+    )
+    notice = await policy.create_notice_campaign(
+        conn,
+        tenant=tenant,
+        version=version,
+        topic=await policy.notice_topic(conn, world.tenant),
+        policy_url="https://optout.test/policy/acme",
+    )
+    sending = mail_settings(settings, smtp_sink.port, allow_unsigned=True)
+    assert await campaigns.start(conn, sending, world.tenant, notice["id"]) == 3
+    await send_queued(db_dsn, settings, smtp_sink.port)
+    received = {m.rcpt_tos[0]: parse(m.data) for m in await smtp_sink.wait_for(3)}
+    year = effective.year
+    for n, (subject, sentence) in enumerate(
+        (
+            (
+                f"Changes to our privacy policy from 9 June {year}",
+                f"takes effect on 9 June {year}.",
+            ),
+            (
+                f"Änderungen unserer Datenschutzerklärung ab dem 9. Juni {year}",
+                f"Die neue Erklärung gilt ab 9. Juni {year}.",
+            ),
+            (
+                f"Modifications de notre politique de confidentialité à partir du 9 juin {year}",
+                f"9 juin {year}.",
+            ),
+        )
+    ):
+        message = received[f"person{n}@example.org"]
+        assert message["Subject"] == subject
+        assert sentence in part(message, "plain") and sentence in part(message, "html")
+        assert "June" not in part(message, "plain") or n == 0
+
+
+async def test_errors_a_subscriber_meets_are_in_their_language(client, conn, settings):
+    """The domain's own messages on a subscriber's error page are translated, numbers put in
+    after translation; a message the catalogs lack (the address library's) gives way to its
+    kind's translated default; an English reader keeps the precise English."""
+    world = await seed(conn, subscribers=2)
+    ada = world.subscribers[0]
+    await probes().set_subscriber_language(conn, subscriber_id=ada, language="de")
+    token = await privacy.create_data_link(
+        conn, settings.keyring(), tenant_id=world.tenant, subscriber_id=ada, purpose="access"
+    )
+    opened = await client.post(f"/d/{token}", allow_redirects=False)
+    session = opened.headers["Location"]
+
+    async def change_address(new: str, headers: dict[str, str] | None = None) -> str:
+        answer = await client.post(f"{session}/address", data={"email": new}, headers=headers)
+        assert answer.status in (400, 409)
+        assert answer.headers["Content-Language"] == ("en" if headers is None else "de")
+        text: str = await answer.text()
+        return text
+
+    for address, german in (
+        ("no-at-sign.example", "Die E-Mail-Adresse enthält kein @-Zeichen."),
+        ("a" * 65 + "@example.org", "Der Teil vor dem @-Zeichen ist zu lang (mehr als 64 Byte)."),
+        ("person1@example.org", "Diese Adresse wird hier bereits verwendet."),
+        ("ada@-bad-.example", "Die E-Mail-Adresse ist ungültig."),
+    ):
+        assert german in await change_address(address, GERMAN), address
+    assert "The email address has no @ sign." in await change_address("no-at-sign.example")
+    assert "(more than 64 bytes)" in await change_address("a" * 65 + "@example.org")
+    assert await probes().subscriber_language(conn, email="person0@example.org") == "de"
+
+    missing = await client.get("/s/acme/no-such-list", headers=GERMAN)
+    assert missing.status == 404
+    assert "Diese Liste gibt es nicht." in await missing.text()

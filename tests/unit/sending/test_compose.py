@@ -237,11 +237,17 @@ def test_body_line_with_a_single_dot_survives(newsletter):
     assert b"\r\n.\r\n" not in newsletter  # encoded as =2E, harmless even before dot-stuffing
 
 
-def test_without_a_name_the_to_header_is_the_bare_address():
-    raw = prepare("newsletter", SENDER, "S", NEWSLETTER).render(recipient(to_name=None))
+@pytest.mark.parametrize("nameless", [None, "", "   "])
+def test_without_a_name_the_to_header_is_the_bare_address_and_the_greeting_has_no_gap(nameless):
+    prepared = prepare("newsletter", SENDER, "S", NEWSLETTER)
+    raw = prepared.render(recipient(to_name=nameless))
     message = parse(raw)
     assert header_block(raw, b"To") == b"To: bob@example.org"
-    assert "Hello bob@example.org," in parts(message)[0]
+    text, html_body = parts(message)
+    assert "\nHello,\n" in text and "Hello ," not in text and "bob@example.org," not in text
+    assert re.search(r'class="greeting"[^>]*>Hello,\s*<', html_body)
+    # The prepared message still greets the next named person by name.
+    assert "Hello Bob Example," in parts(parse(prepared.render(recipient())))[0]
 
 
 def test_per_recipient_values_differ_and_shared_parts_do_not():
