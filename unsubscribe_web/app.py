@@ -20,16 +20,19 @@ from mailer.db import create_pool
 from mailer.errors import ConfigError
 from mailer.i18n import SOURCE_LANGUAGE
 from mailer.limits import RateLimits
+from mailer.passwords import Hasher
 from mailer.resources import WEB_TEMPLATES_DIR
 from unsubscribe_web import dev_outbox, errors, limits, security
 from unsubscribe_web.api import admin as api
 from unsubscribe_web.api import hooks
+from unsubscribe_web.dashboard import accounts as staff_signin
 from unsubscribe_web.dashboard import campaigns as workspace_campaigns
 from unsubscribe_web.dashboard import email_templates as workspace_templates
 from unsubscribe_web.dashboard import views as dashboard
 from unsubscribe_web.forms import CsrfTokens
 from unsubscribe_web.keys import (
     CSRF,
+    HASHER,
     KEYRING,
     LIMITS,
     LOCALIZED_PAGES,
@@ -86,6 +89,8 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     app[SPOOL] = Spool(settings.data_dir)
     app[CSRF] = CsrfTokens(settings.secret_keys)
     app[LIMITS] = RateLimits(settings.hash_key)
+    app[HASHER] = Hasher(settings.staff.password_hashes)
+    app.on_cleanup.append(_close_hasher)
     app[ONE_CLICK_PAGES] = {}
     app.cleanup_ctx.append(_pool)
     app.cleanup_ctx.append(_spool_replay)
@@ -96,11 +101,16 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     api.add_routes(app)
     hooks.add_routes(app)
     dashboard.add_routes(app)
+    staff_signin.add_routes(app)
     workspace_campaigns.add_routes(app)
     workspace_templates.add_routes(app)
     if outbox_dir is not None:
         dev_outbox.add_routes(app, outbox_dir)
     return app
+
+
+async def _close_hasher(app: web.Application) -> None:
+    app[HASHER].close()
 
 
 async def _pool(app: web.Application) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from mailer.config import Settings
 from mailer.limits import RateLimits
+from mailer.passwords import Hasher
 from mailer.tokens import Keyring
 from unsubscribe_web.forms import CsrfTokens
 from unsubscribe_web.metrics import Metrics
@@ -28,3 +29,5 @@ LIMITS = web.AppKey("limits", RateLimits)
 ONE_CLICK_PAGES = web.AppKey("one_click_pages", dict[tuple[str, str, str], str])
 # The subscriber pages' environments, one per shipped language (issue 19).
 LOCALIZED_PAGES = web.AppKey("localized_pages", dict[str, jinja2.Environment])
+# Staff passwords' Argon2 hashing, in a small thread pool (mailer.passwords).
+HASHER = web.AppKey("hasher", Hasher)

@@ -1,0 +1,145 @@
+-- Staff accounts, their roles, single-use links, sessions and sign-in failures
+-- (mailer/staff_accounts.py, mailer/staff_sessions.py, mailer/signin_limits.py).
+
+-- name: create_account(name, email, installation_admin, created_by)^
+INSERT INTO staff_accounts (name, email, installation_admin, created_by)
+VALUES (:name, :email, :installation_admin, :created_by)
+ON CONFLICT (lower(email)) DO NOTHING
+RETURNING id, name, email, status, installation_admin;
+
+-- name: account_by_email(email)^
+SELECT id, name, email, status, installation_admin, password_hash, totp_secret, totp_last_step
+  FROM staff_accounts WHERE lower(email) = lower(:email);
+
+-- name: account_by_id(id)^
+SELECT id, name, email, status, installation_admin, password_hash, totp_secret, totp_last_step
+  FROM staff_accounts WHERE id = :id;
+
+-- name: count_accounts()$
+SELECT count(*) FROM staff_accounts;
+
+-- name: list_accounts(tenant_id)
+-- A NULL tenant lists every account; else those with a role in that tenant. Roles as
+-- "slug:role" pairs, sorted, so a listing reads the same every time.
+SELECT a.id, a.name, a.email, a.status, a.installation_admin, a.created_at,
+       a.totp_secret IS NOT NULL AS has_totp,
+       COALESCE(array_agg(t.slug || ':' || r.role ORDER BY t.slug)
+                FILTER (WHERE r.role IS NOT NULL), '{}') AS roles
+  FROM staff_accounts a
+  LEFT JOIN staff_roles r ON r.account_id = a.id
+  LEFT JOIN tenants t ON t.id = r.tenant_id
+ WHERE CAST(:tenant_id AS bigint) IS NULL
+    OR EXISTS (SELECT 1 FROM staff_roles x WHERE x.account_id = a.id AND x.tenant_id = :tenant_id)
+ GROUP BY a.id
+ ORDER BY a.id;
+
+-- name: roles_of(account_id)
+SELECT r.tenant_id, t.slug, r.role
+  FROM staff_roles r JOIN tenants t ON t.id = r.tenant_id
+ WHERE r.account_id = :account_id
+ ORDER BY t.slug;
+
+-- name: set_role(account_id, tenant_id, role)!
+INSERT INTO staff_roles (account_id, tenant_id, role) VALUES (:account_id, :tenant_id, :role)
+ON CONFLICT (account_id, tenant_id) DO UPDATE SET role = EXCLUDED.role;
+
+-- name: drop_role(account_id, tenant_id)!
+DELETE FROM staff_roles WHERE account_id = :account_id AND tenant_id = :tenant_id;
+
+-- name: set_installation_admin(id, flag)!
+UPDATE staff_accounts SET installation_admin = :flag WHERE id = :id;
+
+-- name: set_status(id, status)^
+UPDATE staff_accounts SET status = :status WHERE id = :id RETURNING id, status;
+
+-- name: set_password(id, password_hash)!
+-- Setting a password also activates an invited account (never a disabled one).
+UPDATE staff_accounts
+   SET password_hash = :password_hash, password_changed_at = now(),
+       status = CASE WHEN status = 'invited' THEN 'active' ELSE status END
+ WHERE id = :id;
+
+-- name: set_totp(id, secret)!
+UPDATE staff_accounts SET totp_secret = :secret, totp_last_step = NULL WHERE id = :id;
+
+-- name: use_totp_step(id, step)^
+-- A step is accepted once: only a later step than the last accepted one moves it.
+UPDATE staff_accounts SET totp_last_step = :step
+ WHERE id = :id AND (totp_last_step IS NULL OR totp_last_step < :step)
+RETURNING id;
+
+-- name: create_link(account_id, purpose, link_hash, seconds)^
+INSERT INTO staff_links (account_id, purpose, link_hash, expires_at)
+VALUES (:account_id, :purpose, :link_hash, now() + make_interval(secs => :seconds))
+RETURNING id, expires_at;
+
+-- name: retire_links(account_id, purpose)!
+-- A new link of one purpose ends the earlier ones: only the latest mail works.
+UPDATE staff_links SET used_at = now()
+ WHERE account_id = :account_id AND purpose = :purpose AND used_at IS NULL;
+
+-- name: use_link(link_hash, purpose)^
+-- Single use: the first caller gets the row, every later one none. Expiry by the database
+-- clock, so every web process agrees.
+UPDATE staff_links SET used_at = now()
+ WHERE link_hash = :link_hash AND purpose = :purpose AND used_at IS NULL AND expires_at > now()
+RETURNING account_id;
+
+-- name: peek_link(link_hash, purpose)^
+-- GET of a link page: shows the form without using the link (link scanners prefetch).
+SELECT l.account_id, a.email, a.name
+  FROM staff_links l JOIN staff_accounts a ON a.id = l.account_id
+ WHERE l.link_hash = :link_hash AND l.purpose = :purpose AND l.used_at IS NULL
+   AND l.expires_at > now() AND a.status <> 'disabled';
+
+-- name: create_session(account_id, id_hash, max_seconds, ip, user_agent)^
+INSERT INTO staff_sessions (account_id, id_hash, expires_at, ip, user_agent)
+VALUES (:account_id, :id_hash, now() + make_interval(secs => :max_seconds), :ip, :user_agent)
+RETURNING id;
+
+-- name: touch_session(id_hash, idle_seconds)^
+-- One statement both checks and extends: a session idle too long, past its absolute end,
+-- ended, or of an account no longer active answers no row.
+UPDATE staff_sessions s SET last_seen_at = now()
+  FROM staff_accounts a
+ WHERE s.id_hash = :id_hash AND a.id = s.account_id AND a.status = 'active'
+   AND s.ended_at IS NULL AND s.expires_at > now()
+   AND s.last_seen_at > now() - make_interval(secs => :idle_seconds)
+RETURNING s.id, s.account_id, a.name, a.email, a.installation_admin;
+
+-- name: end_session(id_hash)!
+UPDATE staff_sessions SET ended_at = now() WHERE id_hash = :id_hash AND ended_at IS NULL;
+
+-- name: end_session_by_id(id, account_id)^
+UPDATE staff_sessions SET ended_at = now()
+ WHERE id = :id AND account_id = :account_id AND ended_at IS NULL
+RETURNING id;
+
+-- name: end_sessions(account_id, keep_id)$
+-- Every live session of an account but ``keep_id`` (NULL: every one); returns how many.
+WITH ended AS (
+    UPDATE staff_sessions SET ended_at = now()
+     WHERE account_id = :account_id AND ended_at IS NULL
+       AND (CAST(:keep_id AS bigint) IS NULL OR id <> :keep_id)
+    RETURNING 1)
+SELECT count(*) FROM ended;
+
+-- name: live_sessions(account_id, idle_seconds)
+SELECT id, created_at, last_seen_at, expires_at, ip, user_agent
+  FROM staff_sessions
+ WHERE account_id = :account_id AND ended_at IS NULL AND expires_at > now()
+   AND last_seen_at > now() - make_interval(secs => :idle_seconds)
+ ORDER BY id;
+
+-- name: revoke_tokens_of(account_id)$
+WITH revoked AS (
+    UPDATE api_tokens SET revoked_at = now()
+     WHERE created_by = :account_id AND revoked_at IS NULL
+    RETURNING 1)
+SELECT count(*) FROM revoked;
+
+-- name: tenants_of_account(account_id)
+-- The tenants the workspace's picker offers an account: those it holds a role in.
+SELECT t.* FROM tenants t JOIN staff_roles r ON r.tenant_id = t.id
+ WHERE r.account_id = :account_id
+ ORDER BY t.slug;

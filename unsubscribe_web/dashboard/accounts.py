@@ -1,0 +1,226 @@
+"""Staff sign-in by account (issue 24): the sign-in form (email and password; an API token only
+behind OPTOUT_TOKEN_SIGNIN=1, for one release), sign-out, setting a password from an invitation
+or a reset link, asking for a reset, and the person's own sessions.
+
+A wrong password, an unknown address and an account not yet active get the same answer after
+the same work (an Argon2 check against a dummy hash), so the form tells no one which addresses
+have accounts.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from mailer import staff_accounts, staff_sessions
+from mailer.api_tokens import PREFIX
+from mailer.errors import InvalidInput, NotFound, Unauthorized
+from mailer.limits import Limit
+from unsubscribe_web.dashboard.workspace import (
+    CROSS_SITE,
+    WRONG_TOKEN,
+    clear_session_cookie,
+    from_another_site,
+    session_token,
+    set_session_cookie,
+    staff,
+    text_field,
+)
+from unsubscribe_web.keys import HASHER, LIMITS, SETTINGS
+from unsubscribe_web.pages import connection, render
+from unsubscribe_web.security import client_ip
+
+log = logging.getLogger(__name__)
+
+# Sign-in attempts per client IP, counted across every web process (mailer.limits): a ceiling
+# against floods; the per-account delays are mailer.signin_limits'.
+SIGN_INS_PER_IP = Limit("dashboard_login", count=100, window=600)
+TOO_MANY = "Too many sign-in attempts from your address. Wait ten minutes and try again."
+WRONG_PASSWORD = "Wrong email address or password."
+RESET_SENT = (
+    "If an active account has that address, a link to choose a new password is on its way. "
+    "It works once, for an hour."
+)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/dashboard/login", login, name="dashboard_login")
+    app.router.add_post("/dashboard/logout", logout, name="dashboard_logout")
+    app.router.add_get("/dashboard/invitation/{secret}", invitation_form, name="staff_invitation")
+    app.router.add_post("/dashboard/invitation/{secret}", accept_invitation)
+    app.router.add_get("/dashboard/reset/{secret}", reset_form, name="staff_reset")
+    app.router.add_post("/dashboard/reset/{secret}", reset_password)
+
+
+def login_page(
+    request: web.Request, *, status: int = 200, message: str | None = None
+) -> web.Response:
+    return render(
+        request,
+        "dashboard_login.html",
+        status=status,
+        css=request.app.router["dashboard_stylesheet"].url_for(),
+        action=request.app.router["dashboard_login"].url_for(),
+        token_signin=request.app[SETTINGS].staff.token_signin,
+        message=message,
+    )
+
+
+def _home(request: web.Request) -> web.Response:
+    # A response, not a raised HTTPSeeOther, so the cookie header travels with it.
+    location = str(request.app.router["dashboard"].url_for())
+    return web.Response(status=303, headers={"Location": location})
+
+
+async def login(request: web.Request) -> web.Response:
+    """POST /dashboard/login: check the email and password, start a new session (a new id:
+    nothing a visitor held before signing in survives it), back to the dashboard."""
+    if from_another_site(request):
+        # Another site's form could sign a browser in as someone else.
+        return login_page(request, status=403, message=CROSS_SITE)
+    ip = client_ip(request) or ""
+    async with connection(request) as conn:
+        allowed = await request.app[LIMITS].allow(conn, SIGN_INS_PER_IP, ip)
+    if not allowed:
+        return login_page(request, status=429, message=TOO_MANY)
+    form = await request.post()
+    token = text_field(form, "token")
+    if token:
+        return await _token_login(request, token)
+    email = text_field(form, "email")
+    password = form.get("password")
+    if not email or not isinstance(password, str) or not password:
+        return login_page(request, status=401, message=WRONG_PASSWORD)
+    settings = request.app[SETTINGS].staff
+    async with connection(request) as conn:
+        account = await staff_accounts.by_email(conn, email[:320])
+        stored = account["password_hash"] if account is not None else None
+        right = await request.app[HASHER].verify(stored, password)
+        if account is None or not right or account["status"] != "active":
+            return login_page(request, status=401, message=WRONG_PASSWORD)
+        raw = await staff_sessions.start(
+            conn,
+            account["id"],
+            max_seconds=settings.session_max,
+            ip=ip,
+            user_agent=request.headers.get("User-Agent", ""),
+        )
+    old = session_token(request)
+    if old is not None:
+        async with connection(request) as conn:
+            await staff_sessions.end(conn, old)
+    response = _home(request)
+    set_session_cookie(request, response, raw)
+    return response
+
+
+async def _token_login(request: web.Request, token: str) -> web.Response:
+    """The workspace's sign-in by API token, kept for one release behind OPTOUT_TOKEN_SIGNIN."""
+    if not request.app[SETTINGS].staff.token_signin or not token.startswith(PREFIX):
+        return login_page(request, status=401, message=WRONG_TOKEN)
+    async with connection(request) as conn:
+        try:
+            principal = await staff(conn, token)
+        except Unauthorized:
+            return login_page(request, status=401, message=WRONG_TOKEN)
+    log.warning(
+        "workspace sign-in by API token %s (OPTOUT_TOKEN_SIGNIN=1): invite staff accounts "
+        "instead; token sign-in goes away in the next release",
+        principal.token_id,
+    )
+    response = _home(request)
+    set_session_cookie(request, response, token)
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    """POST /dashboard/logout: end the session on the server, forget the cookie."""
+    raw = session_token(request)
+    if raw is not None and not from_another_site(request):
+        async with connection(request) as conn:
+            await staff_sessions.end(conn, raw)
+    response = _home(request)
+    clear_session_cookie(request, response)
+    return response
+
+
+def _password_page(
+    request: web.Request,
+    purpose: str,
+    *,
+    email: str | None,
+    status: int = 200,
+    message: str | None = None,
+) -> web.Response:
+    return render(
+        request,
+        "staff_password.html",
+        status=status,
+        css=request.app.router["dashboard_stylesheet"].url_for(),
+        invitation=purpose == staff_accounts.INVITE,
+        email=email,
+        message=message,
+        sign_in=request.app.router["dashboard"].url_for(),
+    )
+
+
+async def _show_link(request: web.Request, purpose: str) -> web.Response:
+    async with connection(request) as conn:
+        found = await staff_accounts.peek_link(conn, request.match_info["secret"], purpose)
+    if found is None:
+        return _password_page(
+            request,
+            purpose,
+            email=None,
+            status=404,
+            message="This link was already used or "
+            "has expired. Ask an admin for a new invitation, or for a new reset link.",
+        )
+    return _password_page(request, purpose, email=found["email"])
+
+
+async def _use_link(request: web.Request, purpose: str) -> web.Response:
+    if from_another_site(request):
+        return _password_page(request, purpose, email=None, status=403, message=CROSS_SITE)
+    form = await request.post()
+    password = form.get("password")
+    repeated = form.get("password_again")
+    secret = request.match_info["secret"]
+    async with connection(request) as conn:
+        found = await staff_accounts.peek_link(conn, secret, purpose)
+        email = found["email"] if found is not None else None
+        if not isinstance(password, str) or password != repeated:
+            return _password_page(
+                request, purpose, email=email, status=400, message="The two passwords differ."
+            )
+        try:
+            await staff_accounts.set_password_by_link(
+                conn, request.app[HASHER], secret, purpose, password
+            )
+        except (InvalidInput, NotFound) as error:
+            status = 404 if isinstance(error, NotFound) else 400
+            return _password_page(request, purpose, email=email, status=status, message=str(error))
+    return render(
+        request,
+        "staff_password_set.html",
+        css=request.app.router["dashboard_stylesheet"].url_for(),
+        sign_in=request.app.router["dashboard"].url_for(),
+    )
+
+
+async def invitation_form(request: web.Request) -> web.Response:
+    """GET: the form to choose a password; the link is not used until the form is sent."""
+    return await _show_link(request, staff_accounts.INVITE)
+
+
+async def accept_invitation(request: web.Request) -> web.Response:
+    return await _use_link(request, staff_accounts.INVITE)
+
+
+async def reset_form(request: web.Request) -> web.Response:
+    return await _show_link(request, staff_accounts.RESET)
+
+
+async def reset_password(request: web.Request) -> web.Response:
+    return await _use_link(request, staff_accounts.RESET)
