@@ -188,9 +188,12 @@ def _staff_settings(env: Mapping[str, str]) -> StaffSettings:
     mail_from = (env.get("OPTOUT_STAFF_MAIL_FROM") or "").strip() or None
     if mail_from is not None and not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", mail_from):
         raise ConfigError(f"OPTOUT_STAFF_MAIL_FROM must be an email address (got {mail_from!r})")
+    hashes = _number(env, "OPTOUT_PASSWORD_HASHES", float(d.password_hashes), 1, 64)
+    if not hashes.is_integer():
+        raise ConfigError(f"OPTOUT_PASSWORD_HASHES must be a whole number (got {hashes:g})")
     return StaffSettings(
         invite_seconds=_number(env, "OPTOUT_STAFF_INVITE_HOURS", 72, 1, 24 * 30) * 3600.0,
-        password_hashes=int(_number(env, "OPTOUT_PASSWORD_HASHES", d.password_hashes, 1, 64)),
+        password_hashes=int(hashes),
         session_idle=_number(env, "OPTOUT_SESSION_IDLE_MINUTES", 30, 1, 24 * 60) * 60.0,
         session_max=_number(env, "OPTOUT_SESSION_MAX_HOURS", 12, 1, 24 * 30) * 3600.0,
         token_signin=_flag(env, "OPTOUT_TOKEN_SIGNIN"),

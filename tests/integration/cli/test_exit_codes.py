@@ -33,6 +33,9 @@ TENANT_COMMANDS: dict[str, str] = {
     "topic list": "topic list --tenant {tenant}",
     "token create": "token create --role marketing --tenant {tenant}",
     "token list": "token list --tenant {tenant}",
+    "staff invite": "staff invite mia@example.com --role marketing --tenant {tenant} --print-link",
+    "staff list": "staff list --tenant {tenant}",
+    "staff role": "staff role 1 --tenant {tenant} --role compliance",
     "import": "import {csv} --tenant {tenant} --topic news --lawful-basis consent "
     "--source 'trade fair' --age-attested",
     "import-correct": "import correct 1 --tenant {tenant} --lawful-basis contract",
@@ -69,6 +72,8 @@ OTHER_COMMANDS: dict[str, str] = {
     "tenant list": "tenant list",
     "token expire": "token expire 1",
     "token revoke": "token revoke 1",
+    "staff disable": "staff disable 1",
+    "staff reset-2fa": "staff reset-2fa 1",
     "inbound": "inbound --port 0",
     "inbound reapply": "inbound reapply",
     "worker": "worker --until-idle",
