@@ -21,6 +21,7 @@ from mailer.passwords import Hasher
 
 INVITE = "invite"
 RESET = "reset"
+SIGNIN = "signin"
 RESET_SECONDS = 3600.0  # a reset link works for an hour (DESIGN G5's single-use links)
 MAX_NAME = 200
 MAX_LINK_CHARS = 100
@@ -37,7 +38,8 @@ class Link:
     purpose: str
 
     def path(self) -> str:
-        return f"/dashboard/{'invitation' if self.purpose == INVITE else 'reset'}/{self.secret}"
+        folder = {INVITE: "invitation", RESET: "reset", SIGNIN: "signin"}[self.purpose]
+        return f"/dashboard/{folder}/{self.secret}"
 
 
 def link_hash(secret: str) -> bytes:
@@ -162,6 +164,45 @@ async def request_reset(conn: asyncpg.Connection, email: str) -> Link | None:
             target_id=row["id"],
         )
     return link
+
+
+async def demo_account(
+    conn: asyncpg.Connection,
+    *,
+    name: str,
+    email: str,
+    role: str | None,
+    tenant_id: int | None,
+    link_seconds: float,
+) -> Link:
+    """`optout demo`'s account (made once, active) and a fresh one-time sign-in link for it."""
+    q = queries().staff
+    async with conn.transaction():
+        account_id: int = await q.ensure_demo_account(
+            conn, name=name, email=email, installation_admin=role is None
+        )
+        if role is not None and tenant_id is not None:
+            await q.set_role(conn, account_id=account_id, tenant_id=tenant_id, role=role)
+        link = await _new_link(conn, account_id, email, SIGNIN, link_seconds)
+        await audit.record(
+            conn,
+            actor="demo",
+            action="staff.signin_link",
+            target_type="staff_account",
+            target_id=account_id,
+        )
+    return link
+
+
+async def use_signin_link(conn: asyncpg.Connection, secret: str) -> int:
+    """Spend a one-time sign-in link; the account id, or NotFound."""
+    if not secret or len(secret) > MAX_LINK_CHARS:
+        raise NotFound("This link was already used or has expired.")
+    used = await queries().staff.use_link(conn, link_hash=link_hash(secret), purpose=SIGNIN)
+    if used is None:
+        raise NotFound("This link was already used or has expired.")
+    account_id: int = used["account_id"]
+    return account_id
 
 
 async def peek_link(conn: asyncpg.Connection, secret: str, purpose: str) -> asyncpg.Record | None:

@@ -31,7 +31,8 @@ CREATE TABLE staff_roles (
 CREATE TABLE staff_links (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     account_id  bigint NOT NULL REFERENCES staff_accounts (id),
-    purpose     text NOT NULL CHECK (purpose IN ('invite', 'reset')),
+    -- signin: the demo's one-time sign-in links (optout demo prints one per account).
+    purpose     text NOT NULL CHECK (purpose IN ('invite', 'reset', 'signin')),
     link_hash   bytea NOT NULL UNIQUE CHECK (length(link_hash) = 32),
     created_at  timestamptz NOT NULL DEFAULT now(),
     expires_at  timestamptz NOT NULL,

@@ -143,3 +143,10 @@ SELECT count(*) FROM revoked;
 SELECT t.* FROM tenants t JOIN staff_roles r ON r.tenant_id = t.id
  WHERE r.account_id = :account_id
  ORDER BY t.slug;
+
+-- name: ensure_demo_account(name, email, installation_admin)$
+-- The demo's accounts: made on the first run, active (they sign in by one-time links).
+INSERT INTO staff_accounts (name, email, status, installation_admin)
+VALUES (:name, :email, 'active', :installation_admin)
+ON CONFLICT (lower(email)) DO UPDATE SET status = 'active'
+RETURNING id;

@@ -51,6 +51,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/dashboard/invitation/{secret}", accept_invitation)
     app.router.add_get("/dashboard/reset/{secret}", reset_form, name="staff_reset")
     app.router.add_post("/dashboard/reset/{secret}", reset_password)
+    app.router.add_get("/dashboard/signin/{secret}", signin_link_form, name="staff_signin_link")
+    app.router.add_post("/dashboard/signin/{secret}", signin_by_link)
 
 
 def login_page(
@@ -92,27 +94,60 @@ async def login(request: web.Request) -> web.Response:
     password = form.get("password")
     if not email or not isinstance(password, str) or not password:
         return login_page(request, status=401, message=WRONG_PASSWORD)
-    settings = request.app[SETTINGS].staff
     async with connection(request) as conn:
         account = await staff_accounts.by_email(conn, email[:320])
         stored = account["password_hash"] if account is not None else None
         right = await request.app[HASHER].verify(stored, password)
         if account is None or not right or account["status"] != "active":
             return login_page(request, status=401, message=WRONG_PASSWORD)
+    return await _signed_in(request, account["id"], ip)
+
+
+async def _signed_in(request: web.Request, account_id: int, ip: str) -> web.Response:
+    """A new session (a new id: nothing a visitor held before signing in survives it), the
+    one it replaces ended, the cookie set, and home."""
+    async with connection(request) as conn:
         raw = await staff_sessions.start(
             conn,
-            account["id"],
-            max_seconds=settings.session_max,
+            account_id,
+            max_seconds=request.app[SETTINGS].staff.session_max,
             ip=ip,
             user_agent=request.headers.get("User-Agent", ""),
         )
-    old = session_token(request)
-    if old is not None:
-        async with connection(request) as conn:
+        old = session_token(request)
+        if old is not None:
             await staff_sessions.end(conn, old)
     response = _home(request)
     set_session_cookie(request, response, raw)
     return response
+
+
+async def signin_link_form(request: web.Request) -> web.Response:
+    """GET of a one-time sign-in link (the demo prints them): a button, so a link scanner's
+    GET spends nothing."""
+    async with connection(request) as conn:
+        found = await staff_accounts.peek_link(
+            conn, request.match_info["secret"], staff_accounts.SIGNIN
+        )
+    return render(
+        request,
+        "staff_signin_link.html",
+        status=200 if found is not None else 404,
+        css=request.app.router["dashboard_stylesheet"].url_for(),
+        who=(found["name"] or found["email"]) if found is not None else None,
+        sign_in=request.app.router["dashboard"].url_for(),
+    )
+
+
+async def signin_by_link(request: web.Request) -> web.Response:
+    if from_another_site(request):
+        return login_page(request, status=403, message=CROSS_SITE)
+    async with connection(request) as conn:
+        try:
+            account_id = await staff_accounts.use_signin_link(conn, request.match_info["secret"])
+        except NotFound as error:
+            return login_page(request, status=404, message=str(error))
+    return await _signed_in(request, account_id, client_ip(request) or "")
 
 
 async def _token_login(request: web.Request, token: str) -> web.Response:
