@@ -22,6 +22,7 @@ from mailer.i18n import SOURCE_LANGUAGE
 from mailer.limits import RateLimits
 from mailer.passwords import Hasher
 from mailer.resources import WEB_TEMPLATES_DIR
+from mailer.signin_limits import SigninLimits
 from unsubscribe_web import dev_outbox, errors, limits, security
 from unsubscribe_web.api import admin as api
 from unsubscribe_web.api import hooks
@@ -41,6 +42,7 @@ from unsubscribe_web.keys import (
     PAGES,
     POOL,
     SETTINGS,
+    SIGNIN_LIMITS,
     SPOOL,
 )
 from unsubscribe_web.language import localized_environments
@@ -90,6 +92,7 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     app[CSRF] = CsrfTokens(settings.secret_keys)
     app[LIMITS] = RateLimits(settings.hash_key)
     app[HASHER] = Hasher(settings.staff.password_hashes)
+    app[SIGNIN_LIMITS] = SigninLimits(settings.hash_key)
     app.on_cleanup.append(_close_hasher)
     app[ONE_CLICK_PAGES] = {}
     app.cleanup_ctx.append(_pool)

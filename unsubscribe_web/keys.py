@@ -9,6 +9,7 @@ from aiohttp import web
 from mailer.config import Settings
 from mailer.limits import RateLimits
 from mailer.passwords import Hasher
+from mailer.signin_limits import SigninLimits
 from mailer.tokens import Keyring
 from unsubscribe_web.forms import CsrfTokens
 from unsubscribe_web.metrics import Metrics
@@ -31,3 +32,5 @@ ONE_CLICK_PAGES = web.AppKey("one_click_pages", dict[tuple[str, str, str], str])
 LOCALIZED_PAGES = web.AppKey("localized_pages", dict[str, jinja2.Environment])
 # Staff passwords' Argon2 hashing, in a small thread pool (mailer.passwords).
 HASHER = web.AppKey("hasher", Hasher)
+# Growing delays after failed staff sign-ins, per account and IP (mailer.signin_limits).
+SIGNIN_LIMITS = web.AppKey("signin_limits", SigninLimits)

@@ -150,3 +150,39 @@ INSERT INTO staff_accounts (name, email, status, installation_admin)
 VALUES (:name, :email, 'active', :installation_admin)
 ON CONFLICT (lower(email)) DO UPDATE SET status = 'active'
 RETURNING id;
+
+-- name: signin_wait(subject_key)$
+-- Seconds until this subject may try again (0: now).
+SELECT COALESCE(
+    (SELECT GREATEST(0, EXTRACT(EPOCH FROM blocked_until - now()))
+       FROM staff_signin_failures WHERE subject_key = :subject_key), 0)::float8;
+
+-- name: signin_failures(subject_key, window_seconds)$
+-- Failures of a subject in its current window (0 once the window has ended).
+SELECT COALESCE(
+    (SELECT failures FROM staff_signin_failures
+      WHERE subject_key = :subject_key
+        AND window_start > now() - make_interval(secs => :window_seconds)), 0);
+
+-- name: signin_failed(subject_key, window_seconds, free, first_delay, max_delay)$
+-- One more failure. The first ``free`` failures cost nothing; then the subject waits
+-- first_delay seconds, doubling with each failure up to max_delay. A window that has ended
+-- starts over. One statement, so concurrent failures all count.
+INSERT INTO staff_signin_failures AS f (subject_key, failures, window_start, blocked_until)
+VALUES (:subject_key, 1, now(), now())
+ON CONFLICT (subject_key) DO UPDATE SET
+    failures = CASE WHEN f.window_start <= now() - make_interval(secs => :window_seconds)
+                    THEN 1 ELSE f.failures + 1 END,
+    window_start = CASE WHEN f.window_start <= now() - make_interval(secs => :window_seconds)
+                        THEN now() ELSE f.window_start END,
+    blocked_until = CASE
+        WHEN f.window_start <= now() - make_interval(secs => :window_seconds) THEN now()
+        WHEN f.failures + 1 < CAST(:free AS integer) THEN now()
+        ELSE now() + make_interval(secs => LEAST(
+            CAST(:max_delay AS float8),
+            CAST(:first_delay AS float8) * power(2, f.failures + 1 - CAST(:free AS integer))))
+    END
+RETURNING failures;
+
+-- name: signin_succeeded(subject_key)!
+DELETE FROM staff_signin_failures WHERE subject_key = :subject_key;

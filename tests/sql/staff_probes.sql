@@ -31,3 +31,14 @@ SELECT purpose, used_at IS NOT NULL AS used FROM staff_links WHERE account_id = 
 
 -- name: session_hashes()
 SELECT id_hash FROM staff_sessions ORDER BY id;
+
+-- name: end_signin_waits()!
+-- Time travel for the delay tests: every wait has passed (the counts stay).
+UPDATE staff_signin_failures SET blocked_until = now() - interval '1 second';
+
+-- name: signin_rows()
+SELECT failures, encode(subject_key, 'hex') AS subject_hex FROM staff_signin_failures
+ ORDER BY failures DESC;
+
+-- name: set_account_failures(failures)!
+UPDATE staff_signin_failures SET failures = :failures WHERE blocked_until <= now();

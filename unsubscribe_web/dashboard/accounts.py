@@ -9,7 +9,9 @@ have accounts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 
 from aiohttp import web
 
@@ -17,6 +19,7 @@ from mailer import staff_accounts, staff_sessions
 from mailer.api_tokens import PREFIX
 from mailer.errors import InvalidInput, NotFound, Unauthorized
 from mailer.limits import Limit
+from mailer.signin_limits import SLOW_SECONDS
 from unsubscribe_web.dashboard.workspace import (
     CROSS_SITE,
     WRONG_TOKEN,
@@ -27,7 +30,7 @@ from unsubscribe_web.dashboard.workspace import (
     staff,
     text_field,
 )
-from unsubscribe_web.keys import HASHER, LIMITS, SETTINGS
+from unsubscribe_web.keys import HASHER, LIMITS, SETTINGS, SIGNIN_LIMITS
 from unsubscribe_web.pages import connection, render
 from unsubscribe_web.security import client_ip
 
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 SIGN_INS_PER_IP = Limit("dashboard_login", count=100, window=600)
 TOO_MANY = "Too many sign-in attempts from your address. Wait ten minutes and try again."
 WRONG_PASSWORD = "Wrong email address or password."
+WAIT = "Too many failed sign-ins for this account from your address. Try again in {} seconds."
 RESET_SENT = (
     "If an active account has that address, a link to choose a new password is on its way. "
     "It works once, for an hour."
@@ -90,16 +94,28 @@ async def login(request: web.Request) -> web.Response:
     token = text_field(form, "token")
     if token:
         return await _token_login(request, token)
-    email = text_field(form, "email")
+    email = text_field(form, "email")[:320]
     password = form.get("password")
     if not email or not isinstance(password, str) or not password:
         return login_page(request, status=401, message=WRONG_PASSWORD)
+    limits = request.app[SIGNIN_LIMITS]
     async with connection(request) as conn:
-        account = await staff_accounts.by_email(conn, email[:320])
+        verdict = await limits.check(conn, email, ip)
+    if verdict.wait > 0:
+        response = login_page(request, status=429, message=WAIT.format(math.ceil(verdict.wait)))
+        response.headers["Retry-After"] = str(math.ceil(verdict.wait))
+        return response
+    if verdict.slow:
+        # Over the account's hourly ceiling: slower, never locked (the right password works).
+        await asyncio.sleep(SLOW_SECONDS)
+    async with connection(request) as conn:
+        account = await staff_accounts.by_email(conn, email)
         stored = account["password_hash"] if account is not None else None
         right = await request.app[HASHER].verify(stored, password)
         if account is None or not right or account["status"] != "active":
+            await limits.failed(conn, email, ip)
             return login_page(request, status=401, message=WRONG_PASSWORD)
+        await limits.succeeded(conn, email, ip)
     return await _signed_in(request, account["id"], ip)
 
 
