@@ -339,6 +339,7 @@ async def reset_second_factor(
     async with conn.transaction():
         await _account(conn, account_id)
         await queries().staff.set_totp(conn, id=account_id, secret=None)
+        await queries().staff.drop_recovery_codes(conn, account_id=account_id)
         await staff_sessions.end_all(conn, account_id)
         await audit.record(
             conn,
@@ -361,6 +362,10 @@ async def roles(conn: asyncpg.Connection, account_id: int) -> list[asyncpg.Recor
 async def by_email(conn: asyncpg.Connection, email: str) -> asyncpg.Record | None:
     found: asyncpg.Record | None = await queries().staff.account_by_email(conn, email=email)
     return found
+
+
+async def by_id(conn: asyncpg.Connection, account_id: int) -> asyncpg.Record:
+    return await _account(conn, account_id)
 
 
 async def _account(conn: asyncpg.Connection, account_id: int) -> asyncpg.Record:

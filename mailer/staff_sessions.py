@@ -25,6 +25,7 @@ class Session:
     name: str
     email: str
     installation_admin: bool
+    has_totp: bool = False
 
 
 def _hash(raw: str) -> bytes:
@@ -38,8 +39,10 @@ async def start(
     max_seconds: float,
     ip: str = "",
     user_agent: str = "",
+    awaiting_code: bool = False,
 ) -> str:
-    """A new session; returns its id, which only the cookie keeps."""
+    """A new session; returns its id, which only the cookie keeps. ``awaiting_code``: the
+    password was right, the second factor is still to come; such a session opens nothing."""
     raw = secrets.token_urlsafe(ID_BYTES)
     await queries().staff.create_session(
         conn,
@@ -48,8 +51,18 @@ async def start(
         max_seconds=float(max_seconds),
         ip=ip[:64],
         user_agent=user_agent[:300],
+        awaiting_code=awaiting_code,
     )
     return raw
+
+
+async def awaiting(conn: asyncpg.Connection, raw: str) -> asyncpg.Record | None:
+    """The sign-in behind a cookie that waits for its second factor (id, account_id, email,
+    totp_secret), or None."""
+    if not raw or len(raw) > MAX_ID_CHARS:
+        return None
+    found: asyncpg.Record | None = await queries().staff.awaiting_session(conn, id_hash=_hash(raw))
+    return found
 
 
 async def resume(conn: asyncpg.Connection, raw: str, *, idle_seconds: float) -> Session | None:
@@ -63,7 +76,12 @@ async def resume(conn: asyncpg.Connection, raw: str, *, idle_seconds: float) -> 
     if row is None:
         return None
     return Session(
-        row["id"], row["account_id"], row["name"], row["email"], row["installation_admin"]
+        row["id"],
+        row["account_id"],
+        row["name"],
+        row["email"],
+        row["installation_admin"],
+        row["has_totp"],
     )
 
 

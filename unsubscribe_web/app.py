@@ -23,12 +23,14 @@ from mailer.limits import RateLimits
 from mailer.passwords import Hasher
 from mailer.resources import WEB_TEMPLATES_DIR
 from mailer.signin_limits import SigninLimits
+from mailer.totp import SecretBox
 from unsubscribe_web import dev_outbox, errors, limits, security
 from unsubscribe_web.api import admin as api
 from unsubscribe_web.api import hooks
 from unsubscribe_web.dashboard import accounts as staff_signin
 from unsubscribe_web.dashboard import campaigns as workspace_campaigns
 from unsubscribe_web.dashboard import email_templates as workspace_templates
+from unsubscribe_web.dashboard import my_account
 from unsubscribe_web.dashboard import views as dashboard
 from unsubscribe_web.forms import CsrfTokens
 from unsubscribe_web.keys import (
@@ -41,6 +43,7 @@ from unsubscribe_web.keys import (
     ONE_CLICK_PAGES,
     PAGES,
     POOL,
+    SECRET_BOX,
     SETTINGS,
     SIGNIN_LIMITS,
     SPOOL,
@@ -93,6 +96,7 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     app[LIMITS] = RateLimits(settings.hash_key)
     app[HASHER] = Hasher(settings.staff.password_hashes)
     app[SIGNIN_LIMITS] = SigninLimits(settings.hash_key)
+    app[SECRET_BOX] = SecretBox(settings.hash_key)
     app.on_cleanup.append(_close_hasher)
     app[ONE_CLICK_PAGES] = {}
     app.cleanup_ctx.append(_pool)
@@ -105,6 +109,7 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     hooks.add_routes(app)
     dashboard.add_routes(app)
     staff_signin.add_routes(app)
+    my_account.add_routes(app)
     workspace_campaigns.add_routes(app)
     workspace_templates.add_routes(app)
     if outbox_dir is not None:

@@ -11,6 +11,7 @@ from mailer.limits import RateLimits
 from mailer.passwords import Hasher
 from mailer.signin_limits import SigninLimits
 from mailer.tokens import Keyring
+from mailer.totp import SecretBox
 from unsubscribe_web.forms import CsrfTokens
 from unsubscribe_web.metrics import Metrics
 from unsubscribe_web.spool import Spool
@@ -34,3 +35,5 @@ LOCALIZED_PAGES = web.AppKey("localized_pages", dict[str, jinja2.Environment])
 HASHER = web.AppKey("hasher", Hasher)
 # Growing delays after failed staff sign-ins, per account and IP (mailer.signin_limits).
 SIGNIN_LIMITS = web.AppKey("signin_limits", SigninLimits)
+# TOTP secrets' encryption (mailer.totp).
+SECRET_BOX = web.AppKey("secret_box", SecretBox)

@@ -49,9 +49,20 @@ CREATE TABLE staff_sessions (
     expires_at    timestamptz NOT NULL,
     ended_at      timestamptz,
     ip            text NOT NULL DEFAULT '',
-    user_agent    text NOT NULL DEFAULT ''
+    user_agent    text NOT NULL DEFAULT '',
+    -- Password right, second factor still to come: such a session opens nothing.
+    awaiting_code boolean NOT NULL DEFAULT false
 );
 CREATE INDEX staff_sessions_account ON staff_sessions (account_id) WHERE ended_at IS NULL;
+
+-- One-time recovery codes of an account with TOTP: only their SHA-256 (each is 50 random
+-- bits, nothing to guess from a fast hash).
+CREATE TABLE staff_recovery_codes (
+    account_id  bigint NOT NULL REFERENCES staff_accounts (id),
+    code_hash   bytea NOT NULL CHECK (length(code_hash) = 32),
+    used_at     timestamptz,
+    PRIMARY KEY (account_id, code_hash)
+);
 
 -- Failed sign-ins per subject (a keyed hash of account+IP, or of the account alone): the delay
 -- grows with the failures and the row goes on the next success.

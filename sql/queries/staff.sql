@@ -92,10 +92,18 @@ SELECT l.account_id, a.email, a.name
  WHERE l.link_hash = :link_hash AND l.purpose = :purpose AND l.used_at IS NULL
    AND l.expires_at > now() AND a.status <> 'disabled';
 
--- name: create_session(account_id, id_hash, max_seconds, ip, user_agent)^
-INSERT INTO staff_sessions (account_id, id_hash, expires_at, ip, user_agent)
-VALUES (:account_id, :id_hash, now() + make_interval(secs => :max_seconds), :ip, :user_agent)
+-- name: create_session(account_id, id_hash, max_seconds, ip, user_agent, awaiting_code)^
+INSERT INTO staff_sessions (account_id, id_hash, expires_at, ip, user_agent, awaiting_code)
+VALUES (:account_id, :id_hash, now() + make_interval(secs => :max_seconds), :ip, :user_agent,
+        :awaiting_code)
 RETURNING id;
+
+-- name: awaiting_session(id_hash)^
+-- A sign-in waiting for its second factor (short-lived: max_seconds was a few minutes).
+SELECT s.id, s.account_id, a.email, a.totp_secret
+  FROM staff_sessions s JOIN staff_accounts a ON a.id = s.account_id
+ WHERE s.id_hash = :id_hash AND s.awaiting_code AND s.ended_at IS NULL
+   AND s.expires_at > now() AND a.status = 'active';
 
 -- name: touch_session(id_hash, idle_seconds)^
 -- One statement both checks and extends: a session idle too long, past its absolute end,
@@ -103,9 +111,10 @@ RETURNING id;
 UPDATE staff_sessions s SET last_seen_at = now()
   FROM staff_accounts a
  WHERE s.id_hash = :id_hash AND a.id = s.account_id AND a.status = 'active'
-   AND s.ended_at IS NULL AND s.expires_at > now()
+   AND s.ended_at IS NULL AND s.expires_at > now() AND NOT s.awaiting_code
    AND s.last_seen_at > now() - make_interval(secs => :idle_seconds)
-RETURNING s.id, s.account_id, a.name, a.email, a.installation_admin;
+RETURNING s.id, s.account_id, a.name, a.email, a.installation_admin,
+          a.totp_secret IS NOT NULL AS has_totp;
 
 -- name: end_session(id_hash)!
 UPDATE staff_sessions SET ended_at = now() WHERE id_hash = :id_hash AND ended_at IS NULL;
@@ -128,6 +137,7 @@ SELECT count(*) FROM ended;
 SELECT id, created_at, last_seen_at, expires_at, ip, user_agent
   FROM staff_sessions
  WHERE account_id = :account_id AND ended_at IS NULL AND expires_at > now()
+   AND NOT awaiting_code
    AND last_seen_at > now() - make_interval(secs => :idle_seconds)
  ORDER BY id;
 
@@ -186,3 +196,18 @@ RETURNING failures;
 
 -- name: signin_succeeded(subject_key)!
 DELETE FROM staff_signin_failures WHERE subject_key = :subject_key;
+
+-- name: drop_recovery_codes(account_id)!
+DELETE FROM staff_recovery_codes WHERE account_id = :account_id;
+
+-- name: add_recovery_code(account_id, code_hash)!
+INSERT INTO staff_recovery_codes (account_id, code_hash) VALUES (:account_id, :code_hash);
+
+-- name: use_recovery_code(account_id, code_hash)^
+-- Once each: the first use marks it, any later one finds no row.
+UPDATE staff_recovery_codes SET used_at = now()
+ WHERE account_id = :account_id AND code_hash = :code_hash AND used_at IS NULL
+RETURNING account_id;
+
+-- name: recovery_codes_left(account_id)$
+SELECT count(*) FROM staff_recovery_codes WHERE account_id = :account_id AND used_at IS NULL;

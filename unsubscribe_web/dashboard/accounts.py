@@ -15,7 +15,7 @@ import math
 
 from aiohttp import web
 
-from mailer import staff_accounts, staff_sessions
+from mailer import staff_accounts, staff_sessions, totp
 from mailer.api_tokens import PREFIX
 from mailer.errors import InvalidInput, NotFound, Unauthorized
 from mailer.limits import Limit
@@ -30,7 +30,7 @@ from unsubscribe_web.dashboard.workspace import (
     staff,
     text_field,
 )
-from unsubscribe_web.keys import HASHER, LIMITS, SETTINGS, SIGNIN_LIMITS
+from unsubscribe_web.keys import HASHER, LIMITS, SECRET_BOX, SETTINGS, SIGNIN_LIMITS
 from unsubscribe_web.pages import connection, render
 from unsubscribe_web.security import client_ip
 
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 SIGN_INS_PER_IP = Limit("dashboard_login", count=100, window=600)
 TOO_MANY = "Too many sign-in attempts from your address. Wait ten minutes and try again."
 WRONG_PASSWORD = "Wrong email address or password."
+WRONG_CODE = "That code is not right (or was used already). Try the next one."
+CODE_EXPIRED = "Your sign-in took too long or has ended. Sign in again."
+CODE_SECONDS = 300.0  # the time to type the second factor after the password
 WAIT = "Too many failed sign-ins for this account from your address. Try again in {} seconds."
 RESET_SENT = (
     "If an active account has that address, a link to choose a new password is on its way. "
@@ -51,6 +54,8 @@ RESET_SENT = (
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/dashboard/login", login, name="dashboard_login")
     app.router.add_post("/dashboard/logout", logout, name="dashboard_logout")
+    app.router.add_get("/dashboard/login/code", code_form, name="staff_code")
+    app.router.add_post("/dashboard/login/code", check_code)
     app.router.add_get("/dashboard/invitation/{secret}", invitation_form, name="staff_invitation")
     app.router.add_post("/dashboard/invitation/{secret}", accept_invitation)
     app.router.add_get("/dashboard/reset/{secret}", reset_form, name="staff_reset")
@@ -116,7 +121,85 @@ async def login(request: web.Request) -> web.Response:
             await limits.failed(conn, email, ip)
             return login_page(request, status=401, message=WRONG_PASSWORD)
         await limits.succeeded(conn, email, ip)
+    if account["totp_secret"] is not None:
+        return await _await_code(request, account["id"], ip)
     return await _signed_in(request, account["id"], ip)
+
+
+async def _await_code(request: web.Request, account_id: int, ip: str) -> web.Response:
+    """Password right, second factor to come: a short-lived session that opens nothing but
+    the code form."""
+    async with connection(request) as conn:
+        raw = await staff_sessions.start(
+            conn,
+            account_id,
+            max_seconds=CODE_SECONDS,
+            ip=ip,
+            user_agent=request.headers.get("User-Agent", ""),
+            awaiting_code=True,
+        )
+    response = web.Response(
+        status=303, headers={"Location": str(request.app.router["staff_code"].url_for())}
+    )
+    set_session_cookie(request, response, raw)
+    return response
+
+
+def code_page(
+    request: web.Request, *, status: int = 200, message: str | None = None
+) -> web.Response:
+    return render(
+        request,
+        "staff_code.html",
+        status=status,
+        css=request.app.router["dashboard_stylesheet"].url_for(),
+        action=request.app.router["staff_code"].url_for(),
+        message=message,
+    )
+
+
+async def code_form(request: web.Request) -> web.Response:
+    """GET /dashboard/login/code: the second step of a sign-in with two-factor."""
+    raw = session_token(request)
+    async with connection(request) as conn:
+        found = await staff_sessions.awaiting(conn, raw) if raw else None
+    if found is None:
+        return login_page(request, status=401, message=CODE_EXPIRED)
+    return code_page(request)
+
+
+async def check_code(request: web.Request) -> web.Response:
+    """POST /dashboard/login/code: a TOTP code (or a recovery code, once). Wrong codes count
+    against the same limits as wrong passwords."""
+    if from_another_site(request):
+        return login_page(request, status=403, message=CROSS_SITE)
+    raw = session_token(request)
+    form = await request.post()
+    code = text_field(form, "code")[:40]
+    ip = client_ip(request) or ""
+    limits = request.app[SIGNIN_LIMITS]
+    async with connection(request) as conn:
+        found = await staff_sessions.awaiting(conn, raw) if raw else None
+        if found is None or raw is None:
+            return login_page(request, status=401, message=CODE_EXPIRED)
+        verdict = await limits.check(conn, found["email"], ip)
+        if verdict.wait > 0:
+            response = code_page(request, status=429, message=WAIT.format(math.ceil(verdict.wait)))
+            response.headers["Retry-After"] = str(math.ceil(verdict.wait))
+            return response
+        account_id: int = found["account_id"]
+        if totp.is_recovery_code(code):
+            right = await totp.use_recovery_code(conn, account_id, code)
+        else:
+            right = await totp.check_code(
+                conn, request.app[SECRET_BOX], account_id, found["totp_secret"], code
+            )
+        if not right:
+            await limits.failed(conn, found["email"], ip)
+            return code_page(request, status=401, message=WRONG_CODE)
+        await limits.succeeded(conn, found["email"], ip)
+    # _signed_in ends the waiting session (its id is the cookie's) and starts the real one.
+    return await _signed_in(request, account_id, ip)
 
 
 async def _signed_in(request: web.Request, account_id: int, ip: str) -> web.Response:
@@ -163,6 +246,10 @@ async def signin_by_link(request: web.Request) -> web.Response:
             account_id = await staff_accounts.use_signin_link(conn, request.match_info["secret"])
         except NotFound as error:
             return login_page(request, status=404, message=str(error))
+        account = await staff_accounts.by_id(conn, account_id)
+    if account["totp_secret"] is not None:
+        # A link is one factor, like a password: an account with TOTP still needs its code.
+        return await _await_code(request, account_id, client_ip(request) or "")
     return await _signed_in(request, account_id, client_ip(request) or "")
 
 
