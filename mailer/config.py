@@ -95,6 +95,8 @@ class StaffSettings:
     # The workspace's old sign-in by API token, for one release after upgrading.
     token_signin: bool = False
     mail_from: str | None = None  # the installation's sender of staff mail
+    # Admins and compliance staff must have two-factor sign-in before the workspace opens.
+    totp_required: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +200,7 @@ def _staff_settings(env: Mapping[str, str]) -> StaffSettings:
         session_max=_number(env, "OPTOUT_SESSION_MAX_HOURS", 12, 1, 24 * 30) * 3600.0,
         token_signin=_flag(env, "OPTOUT_TOKEN_SIGNIN"),
         mail_from=mail_from,
+        totp_required=_flag(env, "OPTOUT_STAFF_TOTP_REQUIRED"),
     )
 
 

@@ -32,11 +32,13 @@ def test_staff_settings_have_their_documented_defaults_and_are_read(tmp_path: Pa
             "OPTOUT_SESSION_MAX_HOURS": "8",
             "OPTOUT_TOKEN_SIGNIN": "1",
             "OPTOUT_STAFF_MAIL_FROM": "staff@optout.example",
+            "OPTOUT_STAFF_TOTP_REQUIRED": "yes",
         }
     ).staff
     assert chosen.invite_seconds == 24 * 3600 and chosen.password_hashes == 4
     assert (chosen.session_idle, chosen.session_max) == (600, 8 * 3600)
     assert chosen.token_signin is True and chosen.mail_from == "staff@optout.example"
+    assert chosen.totp_required is True and staff.totp_required is False
 
 
 @pytest.mark.parametrize(
@@ -48,6 +50,7 @@ def test_staff_settings_have_their_documented_defaults_and_are_read(tmp_path: Pa
         ("OPTOUT_SESSION_IDLE_MINUTES", "forever", "must be a number"),
         ("OPTOUT_SESSION_MAX_HOURS", "-1", "between"),
         ("OPTOUT_TOKEN_SIGNIN", "maybe", "must be 1 or 0"),
+        ("OPTOUT_STAFF_TOTP_REQUIRED", "always", "must be 1 or 0"),
         ("OPTOUT_STAFF_MAIL_FROM", "not an address", "must be an email address"),
     ],
 )

@@ -106,7 +106,11 @@ async def _context(
 ) -> dict[str, Any]:
     idle = request.app[SETTINGS].staff.session_idle
     live = await staff_sessions.live(conn, session.account_id, idle_seconds=idle)
-    context: dict[str, Any] = {"sessions": live, "current": session.id}
+    context: dict[str, Any] = {
+        "sessions": live,
+        "current": session.id,
+        "enrol_required": request.query.get("enrol") == "required",
+    }
     if not session.has_totp:
         # The candidate secret travels sealed in the form (bound to this account), so
         # nothing is stored before the person proves their app has it.

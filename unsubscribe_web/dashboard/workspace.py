@@ -200,6 +200,7 @@ async def signed_in(
     if session is None:
         raise Unauthorized(SESSION_ENDED)
     if session.installation_admin:
+        _second_factor_first(request, session, "admin")
         return Principal(None, "admin", None, session.account_id), session
     held = await staff_accounts.roles(conn, session.account_id)
     if not held:
@@ -207,7 +208,21 @@ async def signed_in(
     chosen = held[0] if slug is None else next((r for r in held if r["slug"] == slug), None)
     if chosen is None:
         raise UnknownTenant("No such tenant.", field="tenant")
+    _second_factor_first(request, session, chosen["role"])
     return Principal(None, chosen["role"], chosen["tenant_id"], session.account_id), session
+
+
+# The roles OPTOUT_STAFF_TOTP_REQUIRED holds to two-factor sign-in.
+TOTP_ROLES = frozenset({"admin", "compliance"})
+
+
+def _second_factor_first(request: web.Request, session: staff_sessions.Session, role: str) -> None:
+    """With OPTOUT_STAFF_TOTP_REQUIRED, an admin or compliance account without two-factor goes
+    to its own page to enrol before anything else opens."""
+    if request.app[SETTINGS].staff.totp_required and role in TOTP_ROLES and not session.has_totp:
+        raise web.HTTPSeeOther(
+            str(request.app.router["staff_account"].url_for()) + "?enrol=required"
+        )
 
 
 async def tenant_choices(conn: asyncpg.Connection, principal: Principal) -> list[asyncpg.Record]:

@@ -5,6 +5,7 @@ ending the other sessions."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 
@@ -12,6 +13,7 @@ import pyotp
 import pytest
 
 from mailer import staff_accounts
+from mailer.config import StaffSettings
 from mailer.passwords import Hasher
 from mailer.totp import STEP
 from tests.support.api_world import sending_settings
@@ -197,3 +199,28 @@ async def test_a_person_ends_one_of_their_sessions(client, ada):
         f"/dashboard/account/sessions/{other_id}/end", headers=here, allow_redirects=False
     )
     assert refused.status == 403
+
+
+async def test_required_two_factor_sends_admins_to_enrol_first(aiohttp_client, settings, conn):
+    """OPTOUT_STAFF_TOTP_REQUIRED: an admin or compliance person without two-factor is sent to
+    their own page to enrol; a marketer is not held up."""
+    required = dataclasses.replace(settings, staff=StaffSettings(totp_required=True))
+    client = await aiohttp_client(create_app(sending_settings(required)))
+    world = await seed(conn, subscribers=1, slug="acme")
+    for email, role in (("c@acme.example", "compliance"), ("m@acme.example", "marketing")):
+        await person(
+            conn, Hasher(), email=email, password=PASSWORD, role=role, tenant_id=world.tenant
+        )
+    signed = {}
+    for email in ("c@acme.example", "m@acme.example"):
+        response = await client.post(
+            "/dashboard/login", data={"email": email, "password": PASSWORD}, allow_redirects=False
+        )
+        signed[email] = session_cookie(response.headers["Set-Cookie"])
+        client.session.cookie_jar.clear()
+    held = await client.get("/dashboard", headers=signed["c@acme.example"], allow_redirects=False)
+    assert held.status == 303
+    assert held.headers["Location"] == "/dashboard/account?enrol=required"
+    page = await client.get(held.headers["Location"], headers=signed["c@acme.example"])
+    assert "requires two-factor sign-in for your role" in await page.text()
+    assert (await client.get("/dashboard", headers=signed["m@acme.example"])).status == 200
