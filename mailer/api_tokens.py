@@ -56,6 +56,9 @@ RIGHTS: dict[str, frozenset[str]] = {
             "requests.write",
             "partners.export",
             "audit.read",
+            # Staff accounts (issue 24): only admin tokens, which span every tenant.
+            "staff.read",
+            "staff.write",
         }
     ),
     "marketing": frozenset(
@@ -156,8 +159,10 @@ async def create_token(
     label: str = "",
     expires_at: dt.datetime | None = None,
     actor: str = "cli",
+    created_by: int | None = None,
 ) -> NewToken:
-    """A new token; its secret is returned once and never stored."""
+    """A new token; its secret is returned once and never stored. ``created_by``: the staff
+    account that made it (disabling the account, or changing its roles, revokes it)."""
     if role not in ROLES:
         raise InvalidInput(f"The role must be one of {', '.join(ROLES)}.", field="role")
     if role == "admin" and tenant_id is not None:
@@ -177,6 +182,7 @@ async def create_token(
             token_hash=hash_token(secret),
             label=label,
             expires_at=expires_at,
+            created_by=created_by,
         )
         await audit.record(
             conn,

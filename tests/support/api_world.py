@@ -17,6 +17,7 @@ from mailer.consent import writer as consent
 from mailer.db import queries
 from mailer.rights import policy, privacy
 from mailer.sending import campaigns, tenant_templates
+from tests.support.staff import account_for
 
 
 @dataclass
@@ -169,6 +170,7 @@ async def role_objects(conn: Any, settings: Settings, t: TenantWorld) -> dict[st
         "sending": sending["id"],
         "paused": paused["id"],
         "request": (await new_request(conn, settings, tenant, t.subscriber_email))["id"],
+        "staff": await account_for(conn, "compliance", t.id),
     }
 
 
