@@ -31,6 +31,7 @@ from unsubscribe_web.dashboard import accounts as staff_signin
 from unsubscribe_web.dashboard import campaigns as workspace_campaigns
 from unsubscribe_web.dashboard import email_templates as workspace_templates
 from unsubscribe_web.dashboard import my_account
+from unsubscribe_web.dashboard import staff_pages as workspace_staff
 from unsubscribe_web.dashboard import views as dashboard
 from unsubscribe_web.forms import CsrfTokens
 from unsubscribe_web.keys import (
@@ -110,6 +111,7 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     dashboard.add_routes(app)
     staff_signin.add_routes(app)
     my_account.add_routes(app)
+    workspace_staff.add_routes(app)
     workspace_campaigns.add_routes(app)
     workspace_templates.add_routes(app)
     if outbox_dir is not None:

@@ -42,3 +42,10 @@ SELECT failures, encode(subject_key, 'hex') AS subject_hex FROM staff_signin_fai
 
 -- name: set_account_failures(failures)!
 UPDATE staff_signin_failures SET failures = :failures WHERE blocked_until <= now();
+
+-- name: staff_state()
+-- Staff accounts and roles as a POST could change them (the isolation table compares them).
+SELECT a.id, a.email, a.status, a.installation_admin,
+       array_agg(r.tenant_id || ':' || r.role ORDER BY r.tenant_id) AS roles
+  FROM staff_accounts a LEFT JOIN staff_roles r ON r.account_id = a.id
+ GROUP BY a.id ORDER BY a.id;

@@ -17,7 +17,7 @@ from mailer.config import Settings
 from mailer.sending import campaigns
 from tests.conftest import probes
 from tests.support.mailer_env import add_subscribers, make_tenant
-from tests.support.staff import session_as
+from tests.support.staff import session_as, staff_probes
 from unsubscribe_web.dashboard.workspace import COOKIE, SECURE_COOKIE, app_cookie_name
 from unsubscribe_web.keys import POOL
 
@@ -101,11 +101,12 @@ def csrf_of(html: str) -> str:
 
 
 async def state(conn: asyncpg.Connection) -> dict[str, Any]:
-    """Everything a workspace action could change: campaigns, deliveries, templates, the
-    audit log."""
+    """Everything a workspace action could change: campaigns, deliveries, templates, staff
+    accounts and roles, the audit log."""
     return {
         "templates": [dict(r) async for r in probes().workspace_templates(conn)],
         "campaigns": [dict(r) async for r in probes().workspace_campaigns(conn)],
         "deliveries": [dict(r) async for r in probes().workspace_deliveries(conn)],
         "audit": await probes().audit_count(conn),
+        "staff": [dict(r) async for r in staff_probes().staff_state(conn)],
     }
