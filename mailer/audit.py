@@ -3,6 +3,7 @@ id. Ids and codes only: never an address, a name or a token."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +12,8 @@ import asyncpg
 from mailer.db import queries, rows
 
 MAX_PAGE = 500
+# "account:ID:role" (mailer.api_tokens.Principal.actor); ASCII digits only.
+_ACCOUNT_ACTOR = re.compile(r"account:([1-9][0-9]{0,18})(?::|$)")
 
 
 async def record(
@@ -47,9 +50,8 @@ async def record(
 
 def account_of(actor: str) -> int | None:
     """The staff account named by an actor string, if it names one."""
-    kind, _, rest = actor.partition(":")
-    number = rest.partition(":")[0]
-    return int(number) if kind == "account" and number.isdigit() else None
+    found = _ACCOUNT_ACTOR.match(actor)
+    return int(found.group(1)) if found else None
 
 
 async def entries(

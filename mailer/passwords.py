@@ -29,7 +29,9 @@ _HASHER = PasswordHasher()  # Argon2id, RFC 9106's low-memory recommended parame
 @cache
 def common_passwords() -> frozenset[str]:
     data = (files("mailer") / "common-passwords.txt.gz").read_bytes()
-    return frozenset(line.strip().lower() for line in gzip.decompress(data).decode().splitlines())
+    return frozenset(
+        line.strip().casefold() for line in gzip.decompress(data).decode().splitlines()
+    )
 
 
 def check_new(password: str) -> None:
@@ -40,7 +42,7 @@ def check_new(password: str) -> None:
         )
     if len(password) > MAX_LENGTH:
         raise InvalidInput(f"The password may have at most {MAX_LENGTH} characters.")
-    if password.strip().lower() in common_passwords():
+    if password.strip().casefold() in common_passwords():
         raise InvalidInput(
             "That password is on a list of common passwords; choose another.", field="password"
         )
