@@ -211,3 +211,14 @@ RETURNING account_id;
 
 -- name: recovery_codes_left(account_id)$
 SELECT count(*) FROM staff_recovery_codes WHERE account_id = :account_id AND used_at IS NULL;
+
+-- name: tokens_of(account_id)
+-- The API tokens a person made, newest first, with their last use.
+SELECT t.id, t.label, t.role, n.slug AS tenant, t.created_at, t.expires_at, t.revoked_at,
+       t.last_used_at, (t.expires_at IS NOT NULL AND t.expires_at <= now()) AS expired
+  FROM api_tokens t LEFT JOIN tenants n ON n.id = t.tenant_id
+ WHERE t.created_by = :account_id
+ ORDER BY t.id DESC;
+
+-- name: token_of(id, account_id)^
+SELECT id FROM api_tokens WHERE id = :id AND created_by = :account_id;

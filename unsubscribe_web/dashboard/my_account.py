@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,8 +15,9 @@ import asyncpg
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from mailer import staff_accounts, staff_sessions, totp
-from mailer.errors import Forbidden, InvalidInput, Unauthorized
+from mailer import api_tokens, staff_accounts, staff_sessions, totp
+from mailer.db import queries, rows
+from mailer.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from unsubscribe_web.dashboard.workspace import (
     CSP,
     CSRF_FIELD,
@@ -32,11 +34,19 @@ from unsubscribe_web.dashboard.workspace import (
 from unsubscribe_web.keys import HASHER, SECRET_BOX, SETTINGS
 from unsubscribe_web.pages import connection, render
 
+MAX_TOKEN_DAYS = 365
+
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/dashboard/account", show, name="staff_account")
     app.router.add_post("/dashboard/account/password", change_password, name="staff_password")
     app.router.add_post("/dashboard/account/totp", enrol, name="staff_enrol")
+    app.router.add_post("/dashboard/account/tokens", create_token, name="staff_create_token")
+    app.router.add_post(
+        "/dashboard/account/tokens/{token_id:[0-9]{1,18}}/revoke",
+        revoke_token,
+        name="staff_revoke_token",
+    )
     app.router.add_post(
         "/dashboard/account/sessions/{session_id:[0-9]{1,18}}/end",
         end_session,
@@ -110,6 +120,9 @@ async def _context(
         "sessions": live,
         "current": session.id,
         "enrol_required": request.query.get("enrol") == "required",
+        "tokens": await rows(queries().staff.tokens_of(conn, account_id=session.account_id)),
+        "token_tenants": await _token_choices(conn, session),
+        "new_token": None,
     }
     if not session.has_totp:
         # The candidate secret travels sealed in the form (bound to this account), so
@@ -180,3 +193,65 @@ async def enrol(request: web.Request) -> web.Response:
     response.headers["Content-Security-Policy"] = CSP
     set_session_cookie(request, response, new_raw)
     return response
+
+
+async def _token_choices(
+    conn: asyncpg.Connection, session: staff_sessions.Session
+) -> list[dict[str, str]]:
+    """Where the person may make a token: each tenant with its role there ("" with the
+    installation admin's token, which spans every tenant)."""
+    if session.installation_admin:
+        return [{"slug": "", "label": "every tenant (admin)"}]
+    return [
+        {"slug": r["slug"], "label": f"{r['slug']} ({r['role']})"}
+        for r in await staff_accounts.roles(conn, session.account_id)
+    ]
+
+
+async def create_token(request: web.Request) -> web.Response:
+    """An API token for a machine, made by this person with their own role in the tenant they
+    pick: named, expiring, shown once; disabling the person or changing their roles revokes
+    it."""
+    async with _posted(request) as (conn, session, form):
+        name = text_field(form, "name")
+        if not name:
+            raise InvalidInput("Name the token (what it is for).", field="name")
+        days = text_field(form, "days")
+        if not days.isdigit() or not 1 <= int(days) <= MAX_TOKEN_DAYS:
+            raise InvalidInput(f"The expiry is 1 to {MAX_TOKEN_DAYS} days.", field="days")
+        slug = text_field(form, "tenant")
+        if session.installation_admin:
+            role, tenant_id = "admin", None
+        else:
+            held = {r["slug"]: r for r in await staff_accounts.roles(conn, session.account_id)}
+            if slug not in held:
+                raise NotFound("No such tenant.", field="tenant")
+            role, tenant_id = held[slug]["role"], held[slug]["tenant_id"]
+            if role == "admin":
+                # A tenant's admin token would span every tenant: not from a tenant role.
+                raise Forbidden("A tenant's admin makes tokens with the CLI's --role admin only.")
+        made = await api_tokens.create_token(
+            conn,
+            role=role,
+            tenant_id=tenant_id,
+            label=name,
+            expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=int(days)),
+            actor=f"account:{session.account_id}:{role}",
+            created_by=session.account_id,
+        )
+        raw = session_token(request)
+        assert raw is not None
+        context = await _context(request, conn, session)
+        context["new_token"] = {"id": made.id, "secret": made.secret, "name": name}
+        # Shown on this answer only (never behind a redirect a reload could show again).
+        return _page(request, raw, session, **context)
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    async with _posted(request) as (conn, session, _form):
+        token_id = int(request.match_info["token_id"])
+        mine = await queries().staff.token_of(conn, id=token_id, account_id=session.account_id)
+        if mine is None:
+            raise NotFound("No such API token.", field="token")
+        await api_tokens.revoke_token(conn, token_id, actor=f"account:{session.account_id}:self")
+    return see_other(str(request.app.router["staff_account"].url_for()))
