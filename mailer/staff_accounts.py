@@ -144,7 +144,9 @@ async def resend(
     return link
 
 
-async def request_reset(conn: asyncpg.Connection, email: str) -> Link | None:
+async def request_reset(
+    conn: asyncpg.Connection, email: str, *, actor: str | None = None
+) -> Link | None:
     """A reset link for an active account; None for any other address (the caller answers the
     same either way, so the form tells no one which addresses have accounts)."""
     try:
@@ -158,7 +160,7 @@ async def request_reset(conn: asyncpg.Connection, email: str) -> Link | None:
         link = await _new_link(conn, row["id"], row["email"], RESET, RESET_SECONDS)
         await audit.record(
             conn,
-            actor=f"account:{row['id']}:self",
+            actor=actor or f"account:{row['id']}:self",
             action="staff.reset_request",
             target_type="staff_account",
             target_id=row["id"],

@@ -49,6 +49,12 @@ def register(commands: Commands[argparse.ArgumentParser]) -> None:
     what.add_argument("--none", action="store_true", help="no role in this tenant")
     add.add_argument("--keep-tokens", action="store_true", help="keep the API tokens it made")
     add.set_defaults(run=with_db(_role))
+    add = staff.add_parser(
+        "reset-password", help="a single-use link (1 hour) to choose a new password"
+    )
+    add.add_argument("email")
+    add.add_argument("--print-link", action="store_true", help="print the link here")
+    add.set_defaults(run=with_db(_reset_password))
     add = staff.add_parser("reset-2fa", help="remove a lost authenticator; sessions end")
     add.add_argument("id", type=int)
     add.set_defaults(run=with_db(_reset_2fa))
@@ -123,6 +129,17 @@ async def _role(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
         f"account {args.id}: {'no role' if args.none else args.role} in {args.tenant}; "
         f"{done['sessions_ended']} sessions ended, {done['tokens_revoked']} API tokens revoked"
     )
+    return 0
+
+
+async def _reset_password(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    if not args.print_link:
+        raise InvalidInput("Give --print-link and hand the link to the person yourself.")
+    link = await staff_accounts.request_reset(conn, args.email, actor=ACTOR)
+    if link is None:
+        raise InvalidInput(f"No active staff account has the address {args.email!r}.")
+    print(args.settings.base_url.rstrip("/") + link.path())
+    print("the link works once, for one hour; the sessions end when it is used", file=sys.stderr)
     return 0
 
 

@@ -74,6 +74,7 @@ OTHER_COMMANDS: dict[str, str] = {
     "token revoke": "token revoke 1",
     "staff disable": "staff disable 1",
     "staff reset-2fa": "staff reset-2fa 1",
+    "staff reset-password": "staff reset-password mia@example.com --print-link",
     "inbound": "inbound --port 0",
     "inbound reapply": "inbound reapply",
     "worker": "worker --until-idle",

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from mailer import staff_accounts
 from mailer.config import StaffSettings
 from mailer.passwords import Hasher
 from mailer.signin_limits import ACCOUNT_CEILING, FIRST_DELAY, FREE_FAILURES, SLOW_SECONDS
@@ -133,3 +134,22 @@ async def test_password_hashes_beyond_the_pool_answer_429_at_once(aiohttp_client
     assert 429 in statuses and 401 in statuses
     busy = next(r for r in burst if r.status == 429)
     assert busy.headers["Retry-After"] == "1"
+
+
+async def test_a_reset_link_works_while_sign_ins_are_delayed(client, ada, conn):
+    """The person locked out of sign-in by someone else's guesses is not locked out of a
+    reset: the link's page is not held up, and the new password works from elsewhere."""
+    for _ in range(FREE_FAILURES):
+        await attempt(client, "wrong guess", AWAY)
+    assert (await attempt(client, PASSWORD, AWAY)).status == 429
+    link = await staff_accounts.request_reset(conn, EMAIL, actor="test")
+    assert link is not None
+    new = "a fresh passphrase for ada"
+    done = await client.post(
+        link.path(),
+        data={"password": new, "password_again": new},
+        headers={"X-Forwarded-For": AWAY},
+    )
+    assert done.status == 200 and "Your password is set" in await done.text()
+    assert (await attempt(client, new, HOME)).status == 303
+    assert (await attempt(client, PASSWORD, HOME)).status == 401
