@@ -81,3 +81,9 @@ class SigninLimits:
     async def succeeded(self, conn: asyncpg.Connection, email: str, ip: str) -> None:
         pair, _ = self._keys(email, ip)
         await queries().staff.signin_succeeded(conn, subject_key=pair)
+
+
+async def purge_expired(conn: asyncpg.Connection) -> int:
+    """Delete the failure rows that can no longer count (the worker's housekeeping)."""
+    count: int = await queries().staff.purge_signin_failures(conn)
+    return count

@@ -222,3 +222,12 @@ SELECT t.id, t.label, t.role, n.slug AS tenant, t.created_at, t.expires_at, t.re
 
 -- name: token_of(id, account_id)^
 SELECT id FROM api_tokens WHERE id = :id AND created_by = :account_id;
+
+-- name: purge_signin_failures()$
+-- Rows past every window they could still count in (a pair's day, an account's hour) and
+-- with no wait left: a flood of guessed addresses must not grow the table for ever.
+WITH gone AS (
+    DELETE FROM staff_signin_failures
+     WHERE blocked_until < now() AND window_start < now() - interval '1 day'
+    RETURNING 1)
+SELECT count(*) FROM gone;

@@ -49,3 +49,7 @@ SELECT a.id, a.email, a.status, a.installation_admin,
        array_agg(r.tenant_id || ':' || r.role ORDER BY r.tenant_id) AS roles
   FROM staff_accounts a LEFT JOIN staff_roles r ON r.account_id = a.id
  GROUP BY a.id ORDER BY a.id;
+
+-- name: age_signin_failures()!
+UPDATE staff_signin_failures
+   SET window_start = now() - interval '2 days', blocked_until = now() - interval '1 day';

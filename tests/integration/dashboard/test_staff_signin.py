@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mailer import staff_accounts
+from mailer import signin_limits, staff_accounts
 from mailer.config import StaffSettings
 from mailer.passwords import Hasher
 from mailer.signin_limits import ACCOUNT_CEILING, FIRST_DELAY, FREE_FAILURES, SLOW_SECONDS
@@ -153,3 +153,13 @@ async def test_a_reset_link_works_while_sign_ins_are_delayed(client, ada, conn):
     assert done.status == 200 and "Your password is set" in await done.text()
     assert (await attempt(client, new, HOME)).status == 303
     assert (await attempt(client, PASSWORD, HOME)).status == 401
+
+
+async def test_the_housekeeping_forgets_failures_that_no_longer_count(client, ada, conn):
+    for n in range(3):
+        await attempt(client, "wrong", f"192.0.2.{n + 1}", email=f"guess{n}@acme.example")
+    assert len([r async for r in staff_probes().signin_rows(conn)]) == 6  # pair + account each
+    assert await signin_limits.purge_expired(conn) == 0  # all still count
+    await staff_probes().age_signin_failures(conn)
+    assert await signin_limits.purge_expired(conn) == 6
+    assert [r async for r in staff_probes().signin_rows(conn)] == []
