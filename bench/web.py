@@ -2,13 +2,16 @@
 handler doing one asyncpg UPDATE by primary key on the same table.
 
     .venv/bin/python -m bench.web [--subscribers 1000000] [--duration 10] [--rounds 3]
+                                  [--wrong-passwords]
 
 A database ``optout_bench_web`` with SUBSCRIBERS confirmed subscribers is built (on DATABASE_URL,
 or on an embedded Postgres in a temporary folder). wrk (Debian's package) drives each server
 with bench/web_tokens.lua, which sends every pre-signed token at most once; subscriptions are
 reset before every run. The two servers alternate ROUNDS times, at 64 connections (throughput)
 and at 8 connections (p99 latency); medians and ratios are printed. Both servers are single
-processes with the load generator on the same machine.
+processes with the load generator on the same machine. With ``--wrong-passwords`` a second
+client (bench/password_flood.py) posts wrong staff passwords to Optout's sign-in form as fast
+as it can during each of Optout's runs (issue 24: the one-click ratio must stay >= 0.5).
 """
 
 from __future__ import annotations
@@ -59,6 +62,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=0, help="default: 12,000 per second")
     parser.add_argument("--keep", action="store_true", help="keep the database for next time")
+    parser.add_argument(
+        "--wrong-passwords",
+        action="store_true",
+        help="a second client floods Optout's staff sign-in with wrong passwords meanwhile",
+    )
     parser.add_argument(
         "--baseline-server", nargs=2, metavar=("PORT", "DSN"), help=argparse.SUPPRESS
     )
@@ -156,8 +164,15 @@ def bench(admin_dsn: str, args: argparse.Namespace) -> int:
             for connections in (64, 8):
                 for name, (url, paths, pid) in targets.items():
                     asyncio.run(reset(dsn, topic_id))
+                    flood = None
+                    if args.wrong_passwords and name == "optout":
+                        flood = subprocess.Popen(
+                            [sys.executable, "-m", "bench.password_flood", url, str(args.duration)]
+                        )
                     cpu = cpu_seconds(pid)
                     run = wrk(url, paths, connections=connections, duration=args.duration)
+                    if flood is not None:
+                        flood.wait(args.duration + 60)
                     cpu_ms = (cpu_seconds(pid) - cpu) * 1000 / max(run.requests, 1)
                     applied = asyncio.run(unsubscribed(dsn, topic_id))
                     if run.requests > count:
@@ -189,6 +204,7 @@ def bench(admin_dsn: str, args: argparse.Namespace) -> int:
     base8 = statistics.median(r.p99_ms for r in results[("baseline", 8)])
     print(
         f"\nsubscribers: {args.subscribers:,}; {args.rounds} rounds of {args.duration} s, medians"
+        + ("; optout under a wrong-password flood" if args.wrong_passwords else "")
     )
     print(
         f"64 connections: optout {ours64:.0f} req/s, baseline {base64:.0f} req/s, "

@@ -23,6 +23,7 @@ from mailer.errors import InvalidInput, NotFound, Unauthorized
 log = logging.getLogger(__name__)
 
 PREFIX = "optout_"
+ACCOUNT_ACTOR = "account:"
 ROLES = ("admin", "marketing", "compliance", "client")
 MAX_LABEL = 200
 # Longest token we bother hashing: anything longer is not ours (and not worth the CPU).
@@ -56,6 +57,9 @@ RIGHTS: dict[str, frozenset[str]] = {
             "requests.write",
             "partners.export",
             "audit.read",
+            # Staff accounts (issue 24): only admin tokens, which span every tenant.
+            "staff.read",
+            "staff.write",
         }
     ),
     "marketing": frozenset(
@@ -114,15 +118,21 @@ RIGHTS: dict[str, frozenset[str]] = {
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the token's id, role and tenant (None: an admin, every tenant)."""
+    """Who is calling: an API token (its id), or a staff account signed in to the workspace
+    (its id, token_id None); the role it holds here and its tenant (None: an admin, every
+    tenant)."""
 
-    token_id: int
+    token_id: int | None
     role: str
     tenant_id: int | None
+    account_id: int | None = None
 
     @property
     def actor(self) -> str:
-        # The audit log's "who": role and token id, never the label (it may name a person).
+        # The audit log's "who": ids and role only, never a label or a name (the audit page
+        # joins the account's name when it shows an entry).
+        if self.token_id is None and self.account_id is not None:
+            return f"{ACCOUNT_ACTOR}{self.account_id}:{self.role}"
         return f"token:{self.token_id}:{self.role}"
 
     def may(self, right: str) -> bool:
@@ -153,8 +163,10 @@ async def create_token(
     label: str = "",
     expires_at: dt.datetime | None = None,
     actor: str = "cli",
+    created_by: int | None = None,
 ) -> NewToken:
-    """A new token; its secret is returned once and never stored."""
+    """A new token; its secret is returned once and never stored. ``created_by``: the staff
+    account that made it (disabling the account, or changing its roles, revokes it)."""
     if role not in ROLES:
         raise InvalidInput(f"The role must be one of {', '.join(ROLES)}.", field="role")
     if role == "admin" and tenant_id is not None:
@@ -174,6 +186,7 @@ async def create_token(
             token_hash=hash_token(secret),
             label=label,
             expires_at=expires_at,
+            created_by=created_by,
         )
         await audit.record(
             conn,

@@ -85,6 +85,21 @@ class WebLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class StaffSettings:
+    """Staff accounts and their sign-in (issue 24; README: configuration)."""
+
+    invite_seconds: float = 72 * 3600.0  # an invitation link's life
+    password_hashes: int = 2  # Argon2 hashes at once per web process; beyond: 429
+    session_idle: float = 30 * 60.0
+    session_max: float = 12 * 3600.0
+    # The workspace's old sign-in by API token, for one release after upgrading.
+    token_signin: bool = False
+    mail_from: str | None = None  # the installation's sender of staff mail
+    # Admins and compliance staff must have two-factor sign-in before the workspace opens.
+    totp_required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str | None
     data_dir: Path
@@ -97,6 +112,7 @@ class Settings:
     # The consent journal (mailer/journal.py); None: nothing is journalled (tests, libraries).
     journal_dir: Path | None = None
     web: WebLimits = field(default_factory=lambda: WebLimits())
+    staff: StaffSettings = field(default_factory=lambda: StaffSettings())
 
     @property
     def embedded(self) -> bool:
@@ -165,6 +181,26 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             body_timeout=_number(env, "OPTOUT_WEB_BODY_TIMEOUT", 30.0, 0.1, 3600),
             upload_min_rate=_number(env, "OPTOUT_WEB_UPLOAD_MIN_RATE", 10 * 1024.0, 1, 10**9),
         ),
+        staff=_staff_settings(env),
+    )
+
+
+def _staff_settings(env: Mapping[str, str]) -> StaffSettings:
+    d = StaffSettings()
+    mail_from = (env.get("OPTOUT_STAFF_MAIL_FROM") or "").strip() or None
+    if mail_from is not None and not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", mail_from):
+        raise ConfigError(f"OPTOUT_STAFF_MAIL_FROM must be an email address (got {mail_from!r})")
+    hashes = _number(env, "OPTOUT_PASSWORD_HASHES", float(d.password_hashes), 1, 64)
+    if not hashes.is_integer():
+        raise ConfigError(f"OPTOUT_PASSWORD_HASHES must be a whole number (got {hashes:g})")
+    return StaffSettings(
+        invite_seconds=_number(env, "OPTOUT_STAFF_INVITE_HOURS", 72, 1, 24 * 30) * 3600.0,
+        password_hashes=int(hashes),
+        session_idle=_number(env, "OPTOUT_SESSION_IDLE_MINUTES", 30, 1, 24 * 60) * 60.0,
+        session_max=_number(env, "OPTOUT_SESSION_MAX_HOURS", 12, 1, 24 * 30) * 3600.0,
+        token_signin=_flag(env, "OPTOUT_TOKEN_SIGNIN"),
+        mail_from=mail_from,
+        totp_required=_flag(env, "OPTOUT_STAFF_TOTP_REQUIRED"),
     )
 
 

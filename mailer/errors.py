@@ -130,3 +130,10 @@ class Forbidden(OptoutError):
     """This token's role may not do that."""
 
     code = "forbidden"
+
+
+class TooBusy(OptoutError):
+    """Too many requests are being handled right now; try again in a moment."""
+
+    code = "too_busy"
+    exit_code = 3

@@ -20,20 +20,27 @@ from mailer.db import create_pool
 from mailer.errors import ConfigError
 from mailer.i18n import SOURCE_LANGUAGE
 from mailer.limits import RateLimits
+from mailer.passwords import Hasher
 from mailer.resources import WEB_TEMPLATES_DIR
+from mailer.signin_limits import SigninLimits
+from mailer.totp import SecretBox
 from unsubscribe_web import dev_outbox, errors, limits, security
 from unsubscribe_web.api import admin as api
 from unsubscribe_web.api import hooks
+from unsubscribe_web.dashboard import accounts as staff_signin
 from unsubscribe_web.dashboard import campaigns as workspace_campaigns
 from unsubscribe_web.dashboard import email_templates as workspace_templates
 from unsubscribe_web.dashboard import imports as workspace_imports
+from unsubscribe_web.dashboard import my_account
 from unsubscribe_web.dashboard import requests as workspace_requests
+from unsubscribe_web.dashboard import staff_pages as workspace_staff
 from unsubscribe_web.dashboard import subscribers as workspace_subscribers
 from unsubscribe_web.dashboard import views as dashboard
 from unsubscribe_web.dashboard import wording as workspace_wording
 from unsubscribe_web.forms import CsrfTokens
 from unsubscribe_web.keys import (
     CSRF,
+    HASHER,
     KEYRING,
     LIMITS,
     LOCALIZED_PAGES,
@@ -41,7 +48,9 @@ from unsubscribe_web.keys import (
     ONE_CLICK_PAGES,
     PAGES,
     POOL,
+    SECRET_BOX,
     SETTINGS,
+    SIGNIN_LIMITS,
     SPOOL,
 )
 from unsubscribe_web.language import localized_environments
@@ -90,6 +99,10 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     app[SPOOL] = Spool(settings.data_dir)
     app[CSRF] = CsrfTokens(settings.secret_keys)
     app[LIMITS] = RateLimits(settings.hash_key)
+    app[HASHER] = Hasher(settings.staff.password_hashes)
+    app[SIGNIN_LIMITS] = SigninLimits(settings.hash_key)
+    app[SECRET_BOX] = SecretBox(settings.hash_key)
+    app.on_cleanup.append(_close_hasher)
     app[ONE_CLICK_PAGES] = {}
     app.cleanup_ctx.append(_pool)
     app.cleanup_ctx.append(_spool_replay)
@@ -100,6 +113,9 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     api.add_routes(app)
     hooks.add_routes(app)
     dashboard.add_routes(app)
+    staff_signin.add_routes(app)
+    my_account.add_routes(app)
+    workspace_staff.add_routes(app)
     workspace_campaigns.add_routes(app)
     workspace_templates.add_routes(app)
     workspace_subscribers.add_routes(app)
@@ -109,6 +125,10 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     if outbox_dir is not None:
         dev_outbox.add_routes(app, outbox_dir)
     return app
+
+
+async def _close_hasher(app: web.Application) -> None:
+    app[HASHER].close()
 
 
 async def _pool(app: web.Application) -> AsyncIterator[None]:

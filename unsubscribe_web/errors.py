@@ -16,6 +16,7 @@ from mailer.errors import (
     NotFound,
     OptoutError,
     Suppressed,
+    TooBusy,
     Unauthorized,
 )
 from mailer.i18n import N_, SOURCE_LANGUAGE, translations
@@ -64,12 +65,14 @@ def status_for(error: OptoutError) -> int:
         return 403
     if isinstance(error, DatabaseUnavailable):
         return 503
+    if isinstance(error, TooBusy):
+        return 429
     return 500
 
 
 def error_response(request: web.Request, error: OptoutError) -> web.Response:
     status = status_for(error)
-    headers = {"Retry-After": "30"} if status == 503 else {}
+    headers = {"Retry-After": "30" if status == 503 else "1"} if status in (429, 503) else {}
     if request.path.startswith(JSON_PREFIXES):
         body = {"error": {"code": error.code, "message": error.message, "field": error.field}}
         return web.json_response(body, status=status, headers=headers)

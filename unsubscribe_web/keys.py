@@ -11,7 +11,10 @@ from aiohttp import web
 
 from mailer.config import Settings
 from mailer.limits import RateLimits
+from mailer.passwords import Hasher
+from mailer.signin_limits import SigninLimits
 from mailer.tokens import Keyring
+from mailer.totp import SecretBox
 from unsubscribe_web.forms import CsrfTokens
 from unsubscribe_web.metrics import Metrics
 from unsubscribe_web.spool import Spool
@@ -34,3 +37,9 @@ LOCALIZED_PAGES = web.AppKey("localized_pages", dict[str, jinja2.Environment])
 # Imports started from the workspace run on after the upload's request (issue 17): held here
 # so none is garbage-collected mid-run, and cancelled (resumable) at shutdown.
 IMPORT_TASKS = web.AppKey("import_tasks", set[asyncio.Task[Any]])
+# Staff passwords' Argon2 hashing, in a small thread pool (mailer.passwords).
+HASHER = web.AppKey("hasher", Hasher)
+# Growing delays after failed staff sign-ins, per account and IP (mailer.signin_limits).
+SIGNIN_LIMITS = web.AppKey("signin_limits", SigninLimits)
+# TOTP secrets' encryption (mailer.totp).
+SECRET_BOX = web.AppKey("secret_box", SecretBox)

@@ -2,7 +2,8 @@
 
 An embedded Postgres, an SMTP catcher that keeps every message, and `optout serve` (web,
 inbound, worker); a seeded demo tenant with a DKIM key and a few hundred subscribers; a
-newsletter sent at once; then the URLs to open and a staff token for the dashboard.
+newsletter sent at once; then the URLs to open and a one-time sign-in link for each demo staff
+account (an installation admin, a marketer).
 
 It always uses its own embedded database under OPTOUT_DATA_DIR/demo, never DATABASE_URL,
 so trying the demo can never touch a real installation. Ctrl-C stops everything; a second
@@ -26,7 +27,7 @@ from typing import Any
 
 import asyncpg
 
-from mailer import api_tokens, journal, migrations, tenants
+from mailer import journal, migrations, staff_accounts, tenants
 from mailer.addresses import parse_address
 from mailer.catcher import start_catcher
 from mailer.cli.services import ServeAddresses, ServeOptions, serve_all
@@ -96,7 +97,13 @@ We keep a record of mail that could not be delivered for 12 months, to stop mail
 addresses that no longer exist.
 """
 )
-STAFF_TOKEN_DAYS = 7
+# The demo's staff: an installation admin and a marketer of the demo tenant, each signed in by
+# a one-time link printed at every start (valid a day).
+DEMO_STAFF = (
+    ("admin", "Demo Admin", "admin@demo.example", None),
+    ("marketing", "Demo Marketer", "marketing@demo.example", "marketing"),
+)
+SIGNIN_LINK_SECONDS = 86_400.0
 
 
 class DemoFailed(OptoutError):
@@ -186,7 +193,7 @@ async def _demo(
         applied = await migrations.migrate(conn, settings=settings)
         print(f"migrations: {len(applied)} applied, database up to date", flush=True)
         tenant = await _seed(conn, settings, people)
-        token = await _staff_token(conn)
+        links = await _staff_links(conn, tenant["id"])
     finally:
         await conn.close()
     outbox = settings.data_dir / "outbox"
@@ -206,7 +213,7 @@ async def _demo(
         await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         if up.done():
             campaign_id = await _send_newsletter(dsn, settings, tenant)
-            _welcome(up.result(), ports, token, settings.data_dir)
+            _welcome(up.result(), ports, links, settings.data_dir)
             if exit_after_send:
                 await _wait_until_sent(dsn, tenant["id"], campaign_id, serving)
                 stop.set()
@@ -308,17 +315,21 @@ async def _seed_policy(conn: asyncpg.Connection, tenant: asyncpg.Record) -> None
     )
 
 
-async def _staff_token(conn: asyncpg.Connection) -> str:
-    """A fresh token each run: the secret is shown once and only its hash is kept."""
-    token = await api_tokens.create_token(
-        conn,
-        role="admin",
-        tenant_id=None,
-        label="optout demo dashboard",
-        expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=STAFF_TOKEN_DAYS),
-        actor="demo",
-    )
-    return token.secret
+async def _staff_links(conn: asyncpg.Connection, tenant_id: int) -> dict[str, str]:
+    """A fresh one-time sign-in link per demo account: each is shown once, only its hash is
+    kept."""
+    links = {}
+    for key, name, email, role in DEMO_STAFF:
+        link = await staff_accounts.demo_account(
+            conn,
+            name=name,
+            email=email,
+            role=role,
+            tenant_id=tenant_id if role is not None else None,
+            link_seconds=SIGNIN_LINK_SECONDS,
+        )
+        links[key] = link.path()
+    return links
 
 
 async def _send_newsletter(dsn: str, settings: Settings, tenant: asyncpg.Record) -> int:
@@ -395,14 +406,17 @@ def _newsletter_content(number: int, base_url: str) -> dict[str, object]:
     }
 
 
-def _welcome(addresses: ServeAddresses, ports: DemoPorts, token: str, folder: Path) -> None:
+def _welcome(
+    addresses: ServeAddresses, ports: DemoPorts, links: dict[str, str], folder: Path
+) -> None:
     web = addresses.web_url
     lines = [
         "",
         "Optout demo is running on loopback (Ctrl-C stops it):",
         f"  dev outbox     {web}/dev/outbox   (every message sent, as recipients see it)",
         f"  dashboard      {web}/dashboard",
-        f"  staff token    {token}",
+        f"  sign in admin  {web}{links['admin']}   (one-time link: the installation admin)",
+        f"  sign in staff  {web}{links['marketing']}   (one-time link: a marketer of demo)",
         f"  sign-up form   {web}/s/{DEMO_SLUG}/newsletter",
         f"  privacy policy {web}/policy/{DEMO_SLUG}",
         f"  SMTP catcher   127.0.0.1:{ports.smtp}   inbound SMTP 127.0.0.1:{ports.inbound}",

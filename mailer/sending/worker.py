@@ -31,7 +31,7 @@ from typing import Any
 
 import asyncpg
 
-from mailer import wording
+from mailer import signin_limits, wording
 from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.config import Settings, SmtpRelay
 from mailer.db import UNAVAILABLE_ERRORS, queries, rows
@@ -469,7 +469,7 @@ class Worker:
                 log.warning("leases_expired count=%s (a worker died or stalled)", freed)
             await campaigns.start_due(conn, self.settings)
             if time.monotonic() - self._limits_purged_at >= LIMITS_PURGE_SECONDS:
-                purged = await purge_expired(conn)
+                purged = await purge_expired(conn) + await signin_limits.purge_expired(conn)
                 self._limits_purged_at = time.monotonic()
                 if purged:
                     log.info("rate_limits_purged count=%s", purged)

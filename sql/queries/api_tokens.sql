@@ -1,8 +1,8 @@
 -- API tokens (mailer/api_tokens.py): only the SHA-256 of a token is stored.
 
--- name: create_token(tenant_id, role, token_hash, label, expires_at)^
-INSERT INTO api_tokens (tenant_id, role, token_hash, label, expires_at)
-VALUES (:tenant_id, :role, :token_hash, :label, :expires_at)
+-- name: create_token(tenant_id, role, token_hash, label, expires_at, created_by)^
+INSERT INTO api_tokens (tenant_id, role, token_hash, label, expires_at, created_by)
+VALUES (:tenant_id, :role, :token_hash, :label, :expires_at, :created_by)
 RETURNING id, tenant_id, role, label, created_at, expires_at;
 
 -- name: token_by_hash(token_hash)^

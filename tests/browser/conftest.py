@@ -45,9 +45,15 @@ def _free_port() -> int:
 
 @pytest.fixture
 async def web_settings(settings: Settings) -> Settings:
-    """Settings whose links (in mail too) point at the test server's loopback port."""
+    """Settings whose links (in mail too) point at the test server's loopback port. The
+    workspace pages' browser tests sign in with a role's API token, so the upgrade flag
+    OPTOUT_TOKEN_SIGNIN is on here; the staff accounts' own browser test signs in by account."""
     port = _free_port()
-    return dataclasses.replace(settings, base_url=f"http://127.0.0.1:{port}")
+    return dataclasses.replace(
+        settings,
+        base_url=f"http://127.0.0.1:{port}",
+        staff=dataclasses.replace(settings.staff, token_signin=True),
+    )
 
 
 @pytest.fixture

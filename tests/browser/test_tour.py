@@ -35,11 +35,12 @@ async def open_outbox(page: Page, demo: DemoProcess) -> None:
     assert await page.locator("h1").inner_text() == "Dev outbox"
 
 
-async def log_in(page: Page, demo: DemoProcess) -> None:
-    await page.goto(f"{demo.base_url}/dashboard")
-    await page.locator("input[type=password]").fill(demo.token)
-    await page.locator("form button[type=submit]").first.click()
+async def log_in(page: Page, link: str, name: str) -> None:
+    """Sign in with one of the demo's one-time links (a button, so link scanners spend none)."""
+    await page.goto(link)
+    await page.get_by_role("button", name=f"Sign in as {name}").click()
     await page.wait_for_url(re.compile(r"/dashboard(\?.*)?$"))
+    assert f"Signed in as {name}" in await page.locator("main").inner_text()
 
 
 async def unsubscribes_by_channel(page: Page) -> dict[str, int]:
@@ -71,7 +72,7 @@ async def test_the_tour(page: Page, demo: DemoProcess) -> None:
     await page.wait_for_selector("#done")
     assert await page.locator("#done").inner_text() == "You are unsubscribed"
 
-    await log_in(page, demo)
+    await log_in(page, demo.links["admin"], "Demo Admin")
     page_text = await page.locator("main").inner_text()
     assert "Demo newsletter #1" in page_text
     counts = await unsubscribes_by_channel(page)
@@ -96,3 +97,12 @@ async def test_the_tour(page: Page, demo: DemoProcess) -> None:
         await page.reload()
     assert (await unsubscribes_by_channel(page)).get("landing_page") == 1
     assert await page.locator("#recent-unsubscribes tbody tr").count() == 2
+
+    # The marketer's link signs in once, with the marketing role in the demo tenant only.
+    context = await page.context.browser.new_context()  # type: ignore[union-attr]
+    marketer = await context.new_page()
+    await log_in(marketer, demo.links["staff"], "Demo Marketer")
+    assert "(marketing)" in await marketer.locator("main").inner_text()
+    await marketer.goto(demo.links["staff"])
+    assert "already used or has expired" in await marketer.locator("main").inner_text()
+    await context.close()

@@ -18,6 +18,7 @@ from mailer.db import queries
 from mailer.rights import policy, privacy
 from mailer.sending import campaigns, tenant_templates
 from tests.support.mailer_env import add_subscribers
+from tests.support.staff import account_for
 
 
 @dataclass
@@ -183,6 +184,7 @@ async def role_objects(conn: Any, settings: Settings, t: TenantWorld) -> dict[st
             received_at=dt.datetime.now(dt.UTC),
             detail={"confirmed_by": "mailbox"},
         ),
+        "staff": await account_for(conn, "compliance", t.id),
     }
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN_LINE = re.compile(r"^\s*staff token\s+(\S+)\s*$")
+# The welcome's one-time sign-in links: "  sign in admin  URL   (...)".
+LINK_LINE = re.compile(r"^\s*sign in (admin|staff)\s+(\S+)")
 
 
 def free_port() -> int:
@@ -33,7 +34,8 @@ class DemoProcess:
     smtp_port: int = field(default_factory=free_port)
     inbound_port: int = field(default_factory=free_port)
     lines: list[str] = field(default_factory=list)
-    token: str = ""
+    # The one-time sign-in links the welcome printed: "admin" and "staff" (the marketer).
+    links: dict[str, str] = field(default_factory=dict)
     # Set on top of a fresh machine's environment (which has no database URL and no keys).
     environment: dict[str, str] = field(default_factory=dict)
     _process: subprocess.Popen[str] | None = None
@@ -44,7 +46,7 @@ class DemoProcess:
         return f"http://127.0.0.1:{self.web_port}"
 
     def start(self, *extra: str, timeout: float = 120.0) -> None:
-        """Run `./dev demo` and wait until it prints its URLs and the staff token."""
+        """Run `./dev demo` and wait until it prints its URLs and the sign-in links."""
         # A fresh machine: no database URL, no keys in the environment.
         env = {
             k: v
@@ -79,10 +81,10 @@ class DemoProcess:
         deadline = time.monotonic() + timeout
         while True:
             line = self._next_line(deadline)
-            found = TOKEN_LINE.match(line)
+            found = LINK_LINE.match(line)
             if found:
-                self.token = found.group(1)
-            elif self.token and not line.strip():
+                self.links[found.group(1)] = found.group(2)
+            elif len(self.links) == 2 and not line.strip():
                 return  # the blank line that ends the welcome
 
     def _read(self) -> None:

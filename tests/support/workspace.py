@@ -17,7 +17,9 @@ from mailer.config import Settings
 from mailer.sending import campaigns
 from tests.conftest import probes
 from tests.support.mailer_env import add_subscribers, make_tenant
-from unsubscribe_web.dashboard.workspace import COOKIE
+from tests.support.staff import session_as, staff_probes
+from unsubscribe_web.dashboard.workspace import COOKIE, SECURE_COOKIE, app_cookie_name
+from unsubscribe_web.keys import POOL
 
 ROLES = ("admin", "marketing", "compliance", "client")
 BODY = (
@@ -76,14 +78,20 @@ async def draft(
 
 def session_cookie(set_cookie: str) -> dict[str, str]:
     """The Cookie header a browser sends after the sign-in's Set-Cookie."""
-    return {"Cookie": f"{COOKIE}={SimpleCookie(set_cookie)[COOKIE].value}"}
+    jar = SimpleCookie(set_cookie)
+    name = SECURE_COOKIE if SECURE_COOKIE in jar else COOKIE
+    return {"Cookie": f"{name}={jar[name].value}"}
 
 
 async def sign_in(client: Any, secret: str) -> dict[str, str]:
-    response = await client.post("/dashboard/login", data={"token": secret}, allow_redirects=False)
-    assert response.status == 303, await response.text()
+    """The Cookie header of a staff account signed in with the role and tenant of the API token
+    ``secret`` (the account is made on first use). The session's id is the token's text, so a
+    CSRF value derived from the token (``csrf_for(app, secret)``) is this session's."""
+    async with client.app[POOL].acquire() as conn:
+        principal = await api_tokens.authenticate(conn, f"Bearer {secret}")
+        await session_as(conn, principal, secret)
     client.session.cookie_jar.clear()
-    return session_cookie(response.headers["Set-Cookie"])
+    return {"Cookie": f"{app_cookie_name(client.app)}={secret}"}
 
 
 def csrf_of(html: str) -> str:
@@ -95,7 +103,7 @@ def csrf_of(html: str) -> str:
 async def state(conn: asyncpg.Connection) -> dict[str, Any]:
     """Everything a workspace action could change: campaigns, deliveries, templates, tenant
     wording, the people's subscriptions, ledger, suppressions and requests, data requests,
-    the audit log."""
+    staff accounts and roles, the audit log."""
     return {
         "people": dict(await probes().workspace_people(conn)),
         "templates": [dict(r) async for r in probes().workspace_templates(conn)],
@@ -105,6 +113,7 @@ async def state(conn: asyncpg.Connection) -> dict[str, Any]:
         "audit": await probes().audit_count(conn),
         "requests": [dict(r) async for r in probes().workspace_requests(conn)],
         "subscribers": [dict(r) async for r in probes().workspace_subscriber_rows(conn)],
+        "staff": [dict(r) async for r in staff_probes().staff_state(conn)],
     }
 
 

@@ -46,6 +46,7 @@ from unsubscribe_web import uploads
 from unsubscribe_web.api import campaigns as api_campaigns
 from unsubscribe_web.api import openapi
 from unsubscribe_web.api import requests as api_requests
+from unsubscribe_web.api import staff as api_staff
 from unsubscribe_web.api import subscribers as api_subscribers
 from unsubscribe_web.api import templates as api_templates
 from unsubscribe_web.api.context import DEFAULT_LIMIT, MAX_LIMIT, Ctx, id_cursor, page
@@ -425,7 +426,13 @@ async def list_audit(ctx: Ctx) -> Any:
         tenant_id = (await _visible_tenant(ctx.conn, ctx.principal, q["tenant"]))["id"]
     limit = q.get("limit", DEFAULT_LIMIT)
     before = id_cursor(q.get("cursor"), default=2**63 - 1)
-    found = await audit.entries(ctx.conn, tenant_id=tenant_id, before_id=before, limit=limit)
+    found = await audit.entries(
+        ctx.conn,
+        tenant_id=tenant_id,
+        before_id=before,
+        limit=limit,
+        account_id=q.get("person"),
+    )
     items = [dict(r) for r in found]
     return page(items, limit, str(items[-1]["id"]) if items else None)
 
@@ -723,10 +730,16 @@ CORE_ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/audit",
         "list_audit",
-        "The audit log, newest first",
+        "The audit log, newest first; each entry names the person (the staff account that "
+        "acted, or the creator of the API token used; null for tokens from before accounts)",
         list_audit,
         "audit.read",
-        params=(Param("tenant", SLUG), CURSOR, LIMIT),
+        params=(
+            Param("tenant", SLUG),
+            Param("person", ID, description="only what this staff account did"),
+            CURSOR,
+            LIMIT,
+        ),
         response=LIST,
     ),
 )
@@ -741,6 +754,7 @@ ENDPOINTS = (
     + api_requests.ENDPOINTS
     + api_templates.ENDPOINTS
     + api_subscribers.ENDPOINTS
+    + api_staff.ENDPOINTS
 )
 
 

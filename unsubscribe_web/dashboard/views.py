@@ -2,11 +2,10 @@
 campaigns and their progress, recent unsubscribes, the policy versions, overdue data requests
 and two plots; the workspace's pages (unsubscribe_web.dashboard.campaigns) hang below it.
 
-Staff sign in with their API token; each role sees what its API rights read, a client token
-only its own tenant. The token is kept in an HttpOnly, SameSite=Strict cookie scoped to
-/dashboard and checked again on every request (unsubscribe_web.dashboard.workspace), so a
-revoked or expired token stops working at once. Nothing here changes data: the page is read
-in one read-only transaction.
+Staff sign in with their account (unsubscribe_web.dashboard.accounts); each role sees what its
+API rights read, a client only its own tenant. The session is checked again on every request
+(unsubscribe_web.dashboard.workspace), so a disabled account or an ended session stops at
+once. Nothing here changes data: the page is read in one read-only transaction.
 """
 
 from __future__ import annotations
@@ -26,25 +25,19 @@ from mailer.api_tokens import Principal
 from mailer.db import queries, rows
 from mailer.errors import InvalidAddress, Unauthorized, UnknownTenant
 from mailer.inbound.unparsed import count_unparsed, list_unparsed
-from mailer.limits import Limit
 from mailer.resources import STATIC_DIR
 from mailer.rights import deadlines, policy, privacy
 from mailer.sending import campaigns
 from unsubscribe_web.api.spec import SLUG_PATTERN
+from unsubscribe_web.dashboard.accounts import login_page
 from unsubscribe_web.dashboard.svg_plot import bar_chart
 from unsubscribe_web.dashboard.workspace import (
-    COOKIE,
-    COOKIE_PATH,
-    CROSS_SITE,
-    WRONG_TOKEN,
-    from_another_site,
-    secure,
-    staff,
+    clear_session_cookie,
+    session_token,
+    signed_in,
     tenant_choices,
 )
-from unsubscribe_web.keys import LIMITS
 from unsubscribe_web.pages import connection, render
-from unsubscribe_web.security import client_ip
 from unsubscribe_web.static import add_stylesheet
 
 RECENT_CAMPAIGNS = 20
@@ -53,11 +46,7 @@ UNSUBSCRIBE_DAYS = 30
 SEND_MINUTES = 60
 STYLESHEET = STATIC_DIR / "dashboard.css"
 
-# Sign-in attempts per client IP, counted across every web process (mailer.limits): a token
-# cannot be guessed, but each attempt is a lookup.
-SIGN_INS_PER_IP = Limit("dashboard_login", count=20, window=600)
-TOO_MANY = "Too many sign-in attempts from your address. Wait ten minutes and try again."
-SESSION_ENDED = "Your session has ended. Sign in again with a valid token."
+SESSION_ENDED = "Your session has ended. Sign in again."
 # What a ledger row with no topic withdrew from.
 WITHOUT_TOPIC = {
     "unsubscribe_all": "All marketing",
@@ -68,8 +57,6 @@ WITHOUT_TOPIC = {
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/dashboard", show, name="dashboard")
-    app.router.add_post("/dashboard/login", login, name="dashboard_login")
-    app.router.add_post("/dashboard/logout", logout, name="dashboard_logout")
     # The dashboard's wider layout.
     add_stylesheet(app, "/static/dashboard.css", STYLESHEET, "dashboard_stylesheet")
 
@@ -79,17 +66,20 @@ def add_routes(app: web.Application) -> None:
 
 async def show(request: web.Request) -> web.Response:
     """GET /dashboard: the login form without a session, else the chosen tenant's page."""
-    token = request.cookies.get(COOKIE)
+    token = session_token(request)
     if not token:
-        return _login_page(request)
+        return login_page(request)
+    slug = request.query.get("tenant") or None
+    if slug is not None and not re.fullmatch(SLUG_PATTERN, slug):
+        raise UnknownTenant("No such tenant.", field="tenant")
     async with connection(request) as conn:
         try:
-            principal = await staff(conn, token)
+            principal, account = await signed_in(request, conn, token, slug)
         except Unauthorized:
-            response = _login_page(request, status=401, message=SESSION_ENDED)
-            _clear_cookie(request, response)
+            response = login_page(request, status=401, message=SESSION_ENDED)
+            clear_session_cookie(request, response)
             return response
-        tenant, choices = await _chosen_tenant(conn, principal, request.query.get("tenant"))
+        tenant, choices = await _chosen_tenant(conn, principal, slug)
         now = dt.datetime.now(dt.UTC)
         # One snapshot, and Postgres itself refuses any write from here on.
         async with conn.transaction(readonly=True, isolation="repeatable_read"):
@@ -101,8 +91,9 @@ async def show(request: web.Request) -> web.Response:
         logout=request.app.router["dashboard_logout"].url_for(),
         here=request.app.router["dashboard"].url_for(),
         role=principal.role,
+        person=account.name or account.email if account is not None else None,
         choices=[{"slug": t["slug"], "name": t["name"]} for t in choices],
-        pick_tenant=principal.tenant_id is None,
+        pick_tenant=principal.tenant_id is None or len(choices) > 1,
         view=view,
         campaigns_url=(
             request.app.router["ws_campaigns"].url_for(tenant=view.tenant["slug"])
@@ -115,43 +106,6 @@ async def show(request: web.Request) -> web.Response:
             else None
         ),
     )
-
-
-async def login(request: web.Request) -> web.Response:
-    """POST /dashboard/login: check the token, keep it in the session cookie, back to the page."""
-    if from_another_site(request):
-        # Another site's form could sign a browser in with the other site's token.
-        return _login_page(request, status=403, message=CROSS_SITE)
-    async with connection(request) as conn:
-        allowed = await request.app[LIMITS].allow(conn, SIGN_INS_PER_IP, client_ip(request) or "")
-    if not allowed:
-        return _login_page(request, status=429, message=TOO_MANY)
-    form = await request.post()
-    token = form.get("token")
-    if not isinstance(token, str) or not token.strip():
-        return _login_page(request, status=401, message=WRONG_TOKEN)
-    async with connection(request) as conn:
-        try:
-            await staff(conn, token.strip())
-        except Unauthorized:
-            return _login_page(request, status=401, message=WRONG_TOKEN)
-    response = _see_other(request)
-    response.set_cookie(
-        COOKIE,
-        token.strip(),
-        path=COOKIE_PATH,
-        httponly=True,
-        samesite="Strict",
-        secure=secure(request),
-    )
-    return response
-
-
-async def logout(request: web.Request) -> web.Response:
-    """POST /dashboard/logout: forget the session cookie."""
-    response = _see_other(request)
-    _clear_cookie(request, response)
-    return response
 
 
 # --- the page's data ----------------------------------------------------------------------------
@@ -349,28 +303,3 @@ async def _chosen_tenant(
     if chosen is None:
         raise UnknownTenant("No such tenant.", field="tenant")
     return chosen, choices
-
-
-def _clear_cookie(request: web.Request, response: web.Response) -> None:
-    response.del_cookie(
-        COOKIE, path=COOKIE_PATH, secure=secure(request), httponly=True, samesite="Strict"
-    )
-
-
-def _see_other(request: web.Request) -> web.Response:
-    # A response, not a raised HTTPSeeOther, so the cookie header travels with it.
-    location = str(request.app.router["dashboard"].url_for())
-    return web.Response(status=303, headers={"Location": location})
-
-
-def _login_page(
-    request: web.Request, *, status: int = 200, message: str | None = None
-) -> web.Response:
-    return render(
-        request,
-        "dashboard_login.html",
-        status=status,
-        css=request.app.router["dashboard_stylesheet"].url_for(),
-        action=request.app.router["dashboard_login"].url_for(),
-        message=message,
-    )

@@ -1,6 +1,8 @@
-"""The staff workspace's shell, shared by every workspace page: the session (the staff token in
-a cookie, checked on every request), the tenant in the URL, the role's rights, the CSRF token
-of every form, the audit line of every action, and post/redirect/get.
+"""The staff workspace's shell, shared by every workspace page: the session (a staff account's
+server-side session, its random id in a cookie, checked on every request; or, behind
+OPTOUT_TOKEN_SIGNIN=1 for one release, an API token), the tenant in the URL, the role the
+account holds there and its rights, the CSRF token of every form, the audit line of every
+action (naming the account), and post/redirect/get.
 
 Rights are the admin API's: each workspace action names the API endpoint that does the same
 thing, and takes that endpoint's right from the one table in ``unsubscribe_web.api``; so a
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -21,21 +24,28 @@ import asyncpg
 from aiohttp import BodyPartReader, web
 from multidict import MultiDictProxy
 
-from mailer import api_tokens, audit, tenants
-from mailer.api_tokens import Principal
-from mailer.db import queries
+from mailer import api_tokens, audit, staff_accounts, staff_sessions, tenants
+from mailer.api_tokens import PREFIX, Principal
+from mailer.db import queries, rows
 from mailer.errors import Forbidden, InvalidInput, Unauthorized, UnknownTenant
 from unsubscribe_web.api.admin import ENDPOINTS
 from unsubscribe_web.api.spec import SLUG_PATTERN
 from unsubscribe_web.keys import CSRF, SETTINGS
 from unsubscribe_web.pages import connection, render
 
-COOKIE = "optout_dashboard"
-COOKIE_PATH = "/dashboard"
+log = logging.getLogger(__name__)
+
+# The session cookie. Over https it carries the __Host- prefix (Secure, Path=/, no Domain: no
+# subdomain can set or read it); browsers refuse that prefix without Secure, so plain-http
+# development installs use the bare name.
+COOKIE = "optout_staff"
+SECURE_COOKIE = "__Host-optout_staff"
+COOKIE_PATH = "/"
 CSRF_FIELD = "csrf"
 CSRF_FORM = "workspace"
 # One message for every bad token (unknown, revoked, expired, malformed): nothing is revealed.
 WRONG_TOKEN = "That token is not valid."
+SESSION_ENDED = "Your session has ended. Sign in again."
 EXPIRED_FORM = "This form has expired or came from another page. Reload the page and try again."
 CROSS_SITE = "Sign in from this site's own form."
 # Pages may run our one script file and frame our own sandboxed preview; nothing else.
@@ -63,6 +73,8 @@ class Workspace:
     principal: Principal
     tenant: asyncpg.Record
     csrf: str
+    # The person signed in (None only for the legacy token sign-in).
+    account: staff_sessions.Session | None = None
 
     @property
     def tenant_id(self) -> int:
@@ -121,8 +133,39 @@ class Workspace:
         )
 
 
+def cookie_name(request: web.Request) -> str:
+    return app_cookie_name(request.app)
+
+
+def app_cookie_name(app: web.Application) -> str:
+    """The session cookie's name in this installation (by its base URL's scheme)."""
+    return SECURE_COOKIE if app[SETTINGS].base_url.startswith("https://") else COOKIE
+
+
 def session_token(request: web.Request) -> str | None:
-    return request.cookies.get(COOKIE) or None
+    """The session id in the request's cookie (or, with OPTOUT_TOKEN_SIGNIN, a token)."""
+    return request.cookies.get(cookie_name(request)) or None
+
+
+def set_session_cookie(request: web.Request, response: web.StreamResponse, value: str) -> None:
+    response.set_cookie(
+        cookie_name(request),
+        value,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="Strict",
+        secure=secure(request),
+    )
+
+
+def clear_session_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    response.del_cookie(
+        cookie_name(request),
+        path=COOKIE_PATH,
+        secure=secure(request),
+        httponly=True,
+        samesite="Strict",
+    )
 
 
 def csrf_value(request: web.Request, token: str) -> str:
@@ -141,17 +184,60 @@ def csrf_ok(request: web.Request, token: str, given: object) -> bool:
 
 
 async def staff(conn: asyncpg.Connection, token: str) -> Principal:
-    """The token's principal; Unauthorized, one message for every cause."""
+    """The token's principal (legacy token sign-in); Unauthorized, one message for every
+    cause."""
     try:
         return await api_tokens.authenticate(conn, f"Bearer {token}")
     except Unauthorized:
         raise Unauthorized(WRONG_TOKEN) from None
 
 
+async def signed_in(
+    request: web.Request, conn: asyncpg.Connection, raw: str, slug: str | None
+) -> tuple[Principal, staff_sessions.Session | None]:
+    """Who a session cookie is, acting in the tenant ``slug`` (None: the first it may open).
+    An account's principal carries the role it holds in that tenant (an installation admin:
+    admin of every tenant). Unauthorized when the session has ended; UnknownTenant (404, as
+    for a tenant that does not exist) when the account has no role in ``slug``."""
+    staff_settings = request.app[SETTINGS].staff
+    if staff_settings.token_signin and raw.startswith(PREFIX):
+        return await staff(conn, raw), None
+    session = await staff_sessions.resume(conn, raw, idle_seconds=staff_settings.session_idle)
+    if session is None:
+        raise Unauthorized(SESSION_ENDED)
+    if session.installation_admin:
+        _second_factor_first(request, session, "admin")
+        return Principal(None, "admin", None, session.account_id), session
+    held = await staff_accounts.roles(conn, session.account_id)
+    if not held:
+        raise Forbidden("Your account has no role in any tenant yet; ask an admin.")
+    chosen = held[0] if slug is None else next((r for r in held if r["slug"] == slug), None)
+    if chosen is None:
+        raise UnknownTenant("No such tenant.", field="tenant")
+    _second_factor_first(request, session, chosen["role"])
+    return Principal(None, chosen["role"], chosen["tenant_id"], session.account_id), session
+
+
+# The roles OPTOUT_STAFF_TOTP_REQUIRED holds to two-factor sign-in.
+TOTP_ROLES = frozenset({"admin", "compliance"})
+
+
+def _second_factor_first(request: web.Request, session: staff_sessions.Session, role: str) -> None:
+    """With OPTOUT_STAFF_TOTP_REQUIRED, an admin or compliance account without two-factor goes
+    to its own page to enrol before anything else opens."""
+    if request.app[SETTINGS].staff.totp_required and role in TOTP_ROLES and not session.has_totp:
+        raise web.HTTPSeeOther(
+            str(request.app.router["staff_account"].url_for()) + "?enrol=required"
+        )
+
+
 async def tenant_choices(conn: asyncpg.Connection, principal: Principal) -> list[asyncpg.Record]:
-    """The tenants a principal may open: all for an admin, else its own."""
+    """The tenants a principal may open: all for an admin, an account's every tenant with a
+    role, else the token's own."""
     if principal.tenant_id is None:
         return await tenants.list_tenants(conn)
+    if principal.account_id is not None:
+        return await rows(queries().staff.tenants_of_account(conn, account_id=principal.account_id))
     own = await queries().tenants.get_tenant(conn, id=principal.tenant_id)
     return [own] if own is not None else []
 
@@ -186,20 +272,21 @@ def sign_in_again(request: web.Request) -> web.HTTPSeeOther:
 
 @contextlib.asynccontextmanager
 async def opened(request: web.Request, action: str) -> AsyncIterator[Workspace]:
-    """A workspace GET: signed in, the tenant visible to the token, the action's right held.
-    Without a session, back to the sign-in form."""
+    """A workspace GET: signed in, the tenant visible to the account, the action's right held
+    by its role there. Without a live session, back to the sign-in form."""
     token = session_token(request)
     if token is None:
         raise sign_in_again(request)
+    slug = request.match_info["tenant"]
     async with connection(request) as conn:
         try:
-            principal = await staff(conn, token)
+            principal, account = await signed_in(request, conn, token, slug)
         except Unauthorized:
             raise sign_in_again(request) from None
-        tenant = await visible_tenant(conn, principal, request.match_info["tenant"])
+        tenant = await visible_tenant(conn, principal, slug)
         if not principal.may(right_of(action)):
-            raise Forbidden(f"A {principal.role} token may not do this ({right_of(action)}).")
-        yield Workspace(request, conn, principal, tenant, csrf_value(request, token))
+            raise Forbidden(f"A {principal.role} may not do this ({right_of(action)}).")
+        yield Workspace(request, conn, principal, tenant, csrf_value(request, token), account)
 
 
 @contextlib.asynccontextmanager
@@ -234,12 +321,13 @@ async def _acting(
     session, the tenant in the URL, the right of the API endpoint ``action``."""
     if not csrf_ok(request, token, given_csrf):
         raise Forbidden(EXPIRED_FORM)
+    slug = request.match_info["tenant"]
     async with connection(request) as conn:
-        principal = await staff(conn, token)
-        tenant = await visible_tenant(conn, principal, request.match_info["tenant"])
+        principal, account = await signed_in(request, conn, token, slug)
+        tenant = await visible_tenant(conn, principal, slug)
         if not principal.may(right_of(action)):
-            raise Forbidden(f"A {principal.role} token may not do this ({right_of(action)}).")
-        yield Workspace(request, conn, principal, tenant, csrf_value(request, token))
+            raise Forbidden(f"A {principal.role} may not do this ({right_of(action)}).")
+        yield Workspace(request, conn, principal, tenant, csrf_value(request, token), account)
 
 
 # A file form's text fields: a few short values before the file (the CSRF token among them).

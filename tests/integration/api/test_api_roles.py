@@ -212,6 +212,19 @@ def example(
             {"json": {"html": TEMPLATE_HTML, "text": TEMPLATE_TEXT}},
         ),
         "preview_template": ("GET", f"{s}/templates/{tpl}/preview", {}),
+        "list_staff": ("GET", "/api/v1/staff", {}),
+        "invite_staff": (
+            "POST",
+            "/api/v1/staff",
+            {"json": {"email": f"new-{tag}@staff.example", "role": "marketing", "tenant": t.slug}},
+        ),
+        "set_staff_role": (
+            "POST",
+            f"/api/v1/staff/{o.get('staff', MISSING_ID)}/role",
+            {"json": {"tenant": t.slug, "role": "client"}},
+        ),
+        "disable_staff": ("POST", f"/api/v1/staff/{o.get('staff', MISSING_ID)}/disable", {}),
+        "reset_staff_2fa": ("POST", f"/api/v1/staff/{o.get('staff', MISSING_ID)}/reset-2fa", {}),
     }
     return table[name]
 

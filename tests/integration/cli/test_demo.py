@@ -38,7 +38,10 @@ def test_demo_sends_a_signed_newsletter_and_stops_on_ctrl_c(demo: DemoProcess) -
     """STANDARDS 3 and 20 on the demo's own mail: the one-click header, and a DKIM signature
     that verifies and covers List-Unsubscribe and List-Unsubscribe-Post."""
     demo.start()
-    assert demo.token.startswith("optout_")
+    assert set(demo.links) == {"admin", "staff"}
+    assert all(
+        link.startswith(f"{demo.base_url}/dashboard/signin/") for link in demo.links.values()
+    )
     for path in ("/dev/outbox", "/dashboard", "/s/demo/newsletter", "/policy/demo"):
         assert f"{demo.base_url}{path}" in demo.output
     files = demo.wait_for_messages(25)
@@ -78,7 +81,7 @@ def test_ctrl_c_mid_send_then_a_second_run_mails_everyone_once_and_fresh_starts_
     assert "Traceback" not in demo.output
 
     demo.lines.clear()
-    demo.token = ""
+    demo.links.clear()
     demo.start()
     assert "reusing" in demo.output
     assert "newsletter #2 queued for 200 subscribers" in demo.output
@@ -94,7 +97,7 @@ def test_ctrl_c_mid_send_then_a_second_run_mails_everyone_once_and_fresh_starts_
     assert len(received) == 400 and set(received.values()) == {1}
 
     demo.lines.clear()
-    demo.token = ""
+    demo.links.clear()
     demo.start("--fresh")
     assert "created tenant 'demo'" in demo.output
     assert "newsletter #1 queued" in demo.output

@@ -1,25 +1,33 @@
-"""The staff dashboard (/dashboard) through the real app on real Postgres: signing in with an
-API token, who may see which tenant, and what the page shows after real opt-outs and sends."""
+"""The staff dashboard (/dashboard) through the real app on real Postgres: signing in with a
+staff account (an API token only behind OPTOUT_TOKEN_SIGNIN), who may see which tenant, and
+what the page shows after real opt-outs and sends."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
+import logging
 import re
 import xml.etree.ElementTree as ET
 from http.cookies import SimpleCookie
 
 import pytest
 
-from mailer import api_tokens
+from mailer import api_tokens, staff_accounts
+from mailer.config import StaffSettings
 from mailer.db import queries
+from mailer.passwords import Hasher
 from mailer.rights import policy, privacy
 from mailer.sending import campaigns
 from tests.conftest import TEST_HASH_KEY, probes
 from tests.support.api_world import CONTENT, sending_settings
+from tests.support.staff import person, staff_probes
 from tests.support.web import World, seed
+from tests.support.workspace import session_cookie, sign_in
 from unsubscribe_web.app import create_app
-from unsubscribe_web.dashboard.views import SIGN_INS_PER_IP
-from unsubscribe_web.dashboard.workspace import COOKIE
+from unsubscribe_web.dashboard.accounts import SIGN_INS_PER_IP
+from unsubscribe_web.dashboard.workspace import SECURE_COOKIE
 
 SVG = "{http://www.w3.org/2000/svg}"
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -60,17 +68,6 @@ async def new_campaign(conn, world: World, name: str):
     )
 
 
-async def sign_in(client, secret: str) -> dict[str, str]:
-    """Post the login form; return the Cookie header the browser would send from then on.
-    (The cookie is Secure and the test server is plain http, so it is passed by hand.)"""
-    response = await client.post("/dashboard/login", data={"token": secret}, allow_redirects=False)
-    assert response.status == 303
-    assert response.headers["Location"] == "/dashboard"
-    morsel = SimpleCookie(response.headers["Set-Cookie"])[COOKIE]
-    client.session.cookie_jar.clear()
-    return {"Cookie": f"{COOKIE}={morsel.value}"}
-
-
 async def page(client, cookie: dict[str, str], query: str = "", status: int = 200) -> str:
     response = await client.get(f"/dashboard{query}", headers=cookie)
     text: str = await response.text()
@@ -109,68 +106,91 @@ def table_rows(html: str, table_id: str) -> list[list[str]]:
 
 # --- signing in ---------------------------------------------------------------------------------
 
+PASSWORD = "correct horse battery staple"
+
+
+async def marketer(conn, world: World, email: str = "mia@acme.example") -> str:
+    await person(
+        conn,
+        Hasher(),
+        email=email,
+        password=PASSWORD,
+        role="marketing",
+        tenant_id=world.tenant,
+        name="Mia Marketing",
+    )
+    return email
+
+
+async def post_login(client, data: dict[str, str], **headers: str):
+    return await client.post("/dashboard/login", data=data, headers=headers, allow_redirects=False)
+
 
 async def test_without_a_session_the_dashboard_is_only_a_login_form(client, acme, conn):
     await new_campaign(conn, acme, "Spring")
     response = await client.get("/dashboard")
     html = await response.text()
     assert response.status == 200
-    assert LOGIN_FORM in html and 'type="password" name="token"' in html
+    assert LOGIN_FORM in html
+    assert 'type="email" name="email"' in html and 'type="password" name="password"' in html
+    # Token sign-in is off unless OPTOUT_TOKEN_SIGNIN=1.
+    assert 'name="token"' not in html
     for data in ("Acme News", "Spring", "campaigns", "unsubscribes", "policy-current"):
         assert data not in html
     assert "Set-Cookie" not in response.headers
-    # Signing in is a POST only: a GET with the token in the URL is not accepted.
-    assert (await client.get("/dashboard/login?token=x")).status == 405
+    # Signing in is a POST only: a GET with the password in the URL is not accepted.
+    assert (await client.get("/dashboard/login?password=x")).status == 405
 
 
 async def test_a_form_on_another_site_cannot_sign_a_browser_in(client, acme, conn):
     """Login CSRF: a browser posting another site's form says so (Sec-Fetch-Site, Origin);
     refused, no cookie. The dashboard's own form works, with Origin "null" as our
     no-referrer policy makes browsers send it."""
-    secret = await token(conn, "marketing", acme)
+    data = {"email": await marketer(conn, acme), "password": PASSWORD}
     for headers in (
         {"Sec-Fetch-Site": "cross-site", "Origin": "null"},
         {"Sec-Fetch-Site": "same-site"},
         {"Origin": "https://evil.example"},
     ):
-        response = await client.post(
-            "/dashboard/login", data={"token": secret}, headers=headers, allow_redirects=False
-        )
+        response = await post_login(client, data, **headers)
         assert response.status == 403 and "Set-Cookie" not in response.headers
     own = f"http://{client.server.host}:{client.server.port}"
     for headers in ({"Sec-Fetch-Site": "same-origin", "Origin": "null"}, {"Origin": own}):
-        response = await client.post(
-            "/dashboard/login", data={"token": secret}, headers=headers, allow_redirects=False
-        )
-        assert response.status == 303 and COOKIE in response.headers["Set-Cookie"]
+        response = await post_login(client, data, **headers)
+        assert response.status == 303 and SECURE_COOKIE in response.headers["Set-Cookie"]
 
 
 async def test_sign_in_attempts_are_limited_per_address(client, acme, conn):
-    secret = await token(conn, "marketing", acme)
+    data = {"email": await marketer(conn, acme), "password": PASSWORD}
     for _ in range(SIGN_INS_PER_IP.count):
-        response = await client.post("/dashboard/login", data={"token": "optout_wrong"})
+        response = await post_login(client, {"email": data["email"], "password": ""})
         assert response.status == 401
-    # Over the limit even the right token waits: the answer says so and sets nothing.
-    response = await client.post("/dashboard/login", data={"token": secret}, allow_redirects=False)
+    # Over the limit even the right password waits: the answer says so and sets nothing.
+    response = await post_login(client, data)
     assert response.status == 429 and "Set-Cookie" not in response.headers
     assert "Too many sign-in attempts" in await response.text()
 
 
-async def test_sign_in_keeps_the_token_in_a_strict_httponly_cookie(client, acme, conn):
-    secret = await token(conn, "marketing", acme)
-    response = await client.post("/dashboard/login", data={"token": secret}, allow_redirects=False)
+async def test_sign_in_keeps_only_a_random_session_id_in_a_strict_host_cookie(client, acme, conn):
+    """STANDARDS: the cookie holds a random id, never the password; __Host- (Secure, Path=/)
+    under an https base URL, HttpOnly, SameSite=Strict; the database holds only its hash."""
+    email = await marketer(conn, acme)
+    response = await post_login(client, {"email": email.upper(), "password": PASSWORD})
     assert response.status == 303 and response.headers["Location"] == "/dashboard"
-    morsel = SimpleCookie(response.headers["Set-Cookie"])[COOKIE]
-    assert morsel.value == secret
+    morsel = SimpleCookie(response.headers["Set-Cookie"])[SECURE_COOKIE]
+    assert PASSWORD not in morsel.value and len(morsel.value) >= 40
     assert morsel["httponly"] and morsel["secure"]  # BASE_URL is https
-    assert morsel["samesite"] == "Strict" and morsel["path"] == "/dashboard"
+    assert morsel["samesite"] == "Strict" and morsel["path"] == "/"
+    assert not morsel["domain"]
     assert not morsel["max-age"] and not morsel["expires"]  # a browser-session cookie
+    stored = [dict(r) async for r in staff_probes().session_hashes(conn)]
+    assert stored == [{"id_hash": hashlib.sha256(morsel.value.encode()).digest()}]
     client.session.cookie_jar.clear()
-    response = await client.get("/dashboard", headers={"Cookie": f"{COOKIE}={secret}"})
+    response = await client.get("/dashboard", headers={"Cookie": f"{SECURE_COOKIE}={morsel.value}"})
     html = await response.text()
     assert response.status == 200
     assert "Staff dashboard: Acme News" in html
-    assert "Signed in with a token of role marketing" in html
+    assert "Signed in as Mia Marketing (marketing)" in html
     # The security middleware's headers apply; the page needs no script and no inline style.
     assert "script-src" not in response.headers["Content-Security-Policy"]
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
@@ -180,32 +200,51 @@ async def test_sign_in_keeps_the_token_in_a_strict_httponly_cookie(client, acme,
     assert css.status == 200 and css.content_type == "text/css"
 
 
-@pytest.mark.parametrize("given", ["optout_not-a-real-token", "", "x" * 300])
-async def test_a_wrong_token_gets_401_and_the_form_again(client, acme, conn, given):
-    expired = await api_tokens.create_token(
-        conn,
-        role="marketing",
-        tenant_id=acme.tenant,
-        expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1),
-    )
+async def test_a_wrong_password_and_an_unknown_address_get_the_same_401(client, acme, conn):
+    email = await marketer(conn, acme)
     answers = []
-    for secret in (given, expired.secret):
-        response = await client.post(
-            "/dashboard/login", data={"token": secret}, allow_redirects=False
-        )
+    for data in (
+        {"email": email, "password": "not the password at all"},
+        {"email": "nobody@acme.example", "password": "not the password at all"},
+        {"email": email, "password": ""},
+    ):
+        response = await post_login(client, data)
         html = await response.text()
-        assert response.status == 401
-        assert "Set-Cookie" not in response.headers
-        assert LOGIN_FORM in html and "That token is not valid." in html
-        assert "Acme" not in html and "expired" not in html
+        assert response.status == 401 and "Set-Cookie" not in response.headers
+        assert LOGIN_FORM in html and "Wrong email address or password." in html
         answers.append(html)
-    # Unknown and expired look the same: nothing about the token is revealed.
-    assert answers[0] == answers[1]
+    # Nothing says whether the address has an account.
+    assert answers[0] == answers[1] == answers[2]
 
 
-async def test_a_client_token_sees_its_own_tenant_read_only(client, acme, beta, conn):
-    """Issue 16: a role sees what its API rights allow; a client token only its own tenant,
-    and no form that changes anything."""
+async def test_an_api_token_signs_in_only_behind_the_upgrade_flag(
+    aiohttp_client, settings, acme, conn, caplog
+):
+    """OPTOUT_TOKEN_SIGNIN=1 keeps the old token sign-in for one release, with a warning in
+    the log; without it a token is refused like a wrong password."""
+    secret = await token(conn, "marketing", acme)
+    plain = await aiohttp_client(create_app(sending_settings(settings)))
+    response = await post_login(plain, {"token": secret})
+    assert response.status == 401 and "Set-Cookie" not in response.headers
+    flagged = dataclasses.replace(
+        sending_settings(settings), staff=StaffSettings(token_signin=True)
+    )
+    legacy = await aiohttp_client(create_app(flagged))
+    form = await (await legacy.get("/dashboard")).text()
+    assert 'name="token"' in form
+    with caplog.at_level(logging.WARNING):
+        response = await post_login(legacy, {"token": secret})
+    assert response.status == 303
+    assert any("OPTOUT_TOKEN_SIGNIN" in r.getMessage() for r in caplog.records)
+    assert secret not in caplog.text
+    cookie = session_cookie(response.headers["Set-Cookie"])
+    legacy.session.cookie_jar.clear()
+    assert "Signed in with a token of role marketing" in await page(legacy, cookie)
+
+
+async def test_a_client_sees_its_own_tenant_read_only(client, acme, beta, conn):
+    """Issue 16: a role sees what its API rights allow; a client only its own tenant, and no
+    form that changes anything."""
     secret = await token(conn, "client", acme)
     cookie = await sign_in(client, secret)
     html = await page(client, cookie)
@@ -218,29 +257,39 @@ async def test_a_client_token_sees_its_own_tenant_read_only(client, acme, beta, 
     assert 'method="post"' not in text.replace('method="post" action="/dashboard/logout"', "")
 
 
-async def test_a_revoked_or_expired_token_sends_the_next_request_back_to_login(client, acme, conn):
-    revoked = await api_tokens.create_token(conn, role="compliance", tenant_id=acme.tenant)
-    expiring = await api_tokens.create_token(conn, role="marketing", tenant_id=acme.tenant)
-    for made, end in ((revoked, api_tokens.revoke_token), (expiring, api_tokens.expire_token)):
-        cookie = await sign_in(client, made.secret)
-        assert "Staff dashboard: Acme News" in await page(client, cookie)
-        await end(conn, made.id)
-        response = await client.get("/dashboard", headers=cookie)
-        html = await response.text()
-        assert response.status == 401
-        assert LOGIN_FORM in html and "Acme News" not in html
-        cleared = SimpleCookie(response.headers["Set-Cookie"])[COOKIE]
-        assert cleared.value == "" and cleared["path"] == "/dashboard"
-        assert cleared["max-age"] == "0"
+async def test_a_disabled_account_is_sent_back_to_login_at_its_next_request(client, acme, conn):
+    email = await marketer(conn, acme)
+    response = await post_login(client, {"email": email, "password": PASSWORD})
+    cookie = session_cookie(response.headers["Set-Cookie"])
+    client.session.cookie_jar.clear()
+    assert "Staff dashboard: Acme News" in await page(client, cookie)
+    account = await staff_accounts.by_email(conn, email)
+    assert account is not None
+    await staff_accounts.disable(conn, account["id"], actor="test")
+    response = await client.get("/dashboard", headers=cookie)
+    html = await response.text()
+    assert response.status == 401
+    assert LOGIN_FORM in html and "Acme News" not in html
+    cleared = SimpleCookie(response.headers["Set-Cookie"])[SECURE_COOKIE]
+    assert cleared.value == "" and cleared["path"] == "/" and cleared["max-age"] == "0"
+    # Nor can it sign in again, and it is told nothing more than a wrong password is.
+    response = await post_login(client, {"email": email, "password": PASSWORD})
+    assert response.status == 401 and "Wrong email address or password." in await response.text()
+    workspace = await client.get(
+        "/dashboard/t/acme/campaigns", headers=cookie, allow_redirects=False
+    )
+    assert workspace.status == 303
 
 
-async def test_sign_out_clears_the_cookie(client, acme, conn):
+async def test_sign_out_ends_the_session_on_the_server(client, acme, conn):
     cookie = await sign_in(client, await token(conn, "marketing", acme))
     response = await client.post("/dashboard/logout", headers=cookie, allow_redirects=False)
     assert response.status == 303 and response.headers["Location"] == "/dashboard"
-    cleared = SimpleCookie(response.headers["Set-Cookie"])[COOKIE]
-    assert cleared.value == "" and cleared["max-age"] == "0"
-    assert cleared["path"] == "/dashboard"
+    cleared = SimpleCookie(response.headers["Set-Cookie"])[SECURE_COOKIE]
+    assert cleared.value == "" and cleared["max-age"] == "0" and cleared["path"] == "/"
+    # A copy of the old cookie is worth nothing now.
+    response = await client.get("/dashboard", headers=cookie)
+    assert response.status == 401 and LOGIN_FORM in await response.text()
 
 
 # --- tenants ------------------------------------------------------------------------------------

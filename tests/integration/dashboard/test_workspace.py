@@ -314,6 +314,9 @@ CAMPAIGN_POSTS: dict[str, tuple[str, dict[str, str]]] = {
     "ws_campaign_cancel": ("cancel_campaign", {}),
     "ws_campaign_retry": ("retry_campaign", {}),
     "ws_template_create": ("create_template", {"name": "New look"}),
+    "ws_staff_invite": ("invite_staff", {"email": "new@staff.example", "role": "marketing"}),
+    "ws_staff_role": ("set_staff_role", {"account": "1", "role": "client"}),
+    "ws_staff_disable": ("disable_staff", {"account": "1"}),
     "ws_template_save": (
         "save_template",
         {

@@ -17,7 +17,7 @@ from tests.conftest import TEST_HASH_KEY, probes, subprocess_env
 from tests.support.mailer_env import mail_settings
 from tests.support.processes import free_port, web_process
 from tests.support.web import seed
-from unsubscribe_web.dashboard.views import SIGN_INS_PER_IP
+from unsubscribe_web.dashboard.accounts import SIGN_INS_PER_IP
 from unsubscribe_web.public.subscribe import SIGNUP_PER_ADDRESS, SIGNUP_PER_IP
 
 FLOODER = "203.0.113.7"

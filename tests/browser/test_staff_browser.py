@@ -1,0 +1,165 @@
+"""Issue 24's acceptance flow in Chromium: an admin invites a marketing person; the person sets
+a password from the invitation link, enrols two-factor with a code the test computes, signs
+out, signs in with password and code, and sends a campaign; the audit log names that person on
+each step. Every new page passes axe and works by keyboard."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pyotp
+import pytest
+from aiohttp.test_utils import TestServer
+from playwright.async_api import Page
+
+from mailer import staff_accounts
+from mailer.config import Settings
+from mailer.totp import STEP
+from tests.browser.test_workspace_browser import (
+    AUDIENCE,
+    running_worker,
+    staff_page,
+    wait_until,
+)
+from tests.support.axe import assert_accessible
+from tests.support.mailer_env import mail_settings
+from tests.support.staff import account_for, staff_probes
+from tests.support.workspace import BODY, Tenant, ready_tenant
+from unsubscribe_web.app import create_app
+
+PASSWORD = "blue tractors sing at dawn"
+EMAIL = "mia@acme.example"
+
+
+@pytest.fixture
+async def ws_settings(web_settings: Settings, smtp_sink) -> Settings:
+    """Sign-in by account only (no token sign-in), mail to the loopback SMTP sink."""
+    staff = dataclasses.replace(web_settings.staff, token_signin=False)
+    return mail_settings(dataclasses.replace(web_settings, staff=staff), smtp_sink.port)
+
+
+@pytest.fixture
+async def server(ws_settings: Settings) -> AsyncIterator[TestServer]:
+    port = int(ws_settings.base_url.rsplit(":", 1)[1])
+    test_server = TestServer(create_app(ws_settings), host="127.0.0.1", port=port)
+    await test_server.start_server()
+    try:
+        yield test_server
+    finally:
+        await test_server.close()
+
+
+@pytest.fixture
+async def acme(conn, ws_settings: Settings, tmp_path: Path) -> Tenant:
+    return await ready_tenant(conn, ws_settings, tmp_path, "acme", people=AUDIENCE)
+
+
+async def password_form(page: Page, password: str) -> None:
+    await page.get_by_label("New password").fill(password)
+    await page.get_by_label("The same password again").fill(password)
+    await page.get_by_role("button", name="Set password").click()
+
+
+async def sign_in(page: Page, base: str, email: str, password: str) -> None:
+    await page.goto(f"{base}/dashboard")
+    await page.get_by_label("Email address").fill(email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+
+
+async def test_an_invited_marketer_sets_a_password_enrols_totp_and_sends_a_campaign(
+    browser,
+    server,
+    ws_settings: Settings,
+    acme: Tenant,
+    conn,
+    db_dsn,
+    smtp_sink,
+):
+    base = ws_settings.base_url
+    admin = await account_for(conn, "admin", None, name="Ines Admin")
+    link = await staff_accounts.invite(
+        conn,
+        email=EMAIL,
+        name="Mia Marketing",
+        role="marketing",
+        tenant_id=acme.id,
+        valid_seconds=ws_settings.staff.invite_seconds,
+        actor=f"account:{admin}:admin",
+    )
+    page = await staff_page(browser, script=True)
+
+    # The invitation: choose a password (a common one is refused first).
+    await page.goto(base + link.path())
+    assert await page.locator("#account-email").inner_text() == EMAIL
+    await assert_accessible(page)
+    await password_form(page, "qwerty123456")
+    assert "common passwords" in await page.locator("#password-error").inner_text()
+    await password_form(page, PASSWORD)
+    await page.wait_for_selector("#password-set")
+    await assert_accessible(page)
+
+    # Sign in (the form by keyboard alone), then enrol two-factor on the own page.
+    await page.goto(f"{base}/dashboard")
+    await assert_accessible(page)
+    await page.get_by_label("Email address").focus()
+    await page.keyboard.type(EMAIL)
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("nav")
+    assert "Signed in as Mia Marketing (marketing)" in await page.locator("main").inner_text()
+    await page.get_by_role("link", name="Your account").click()
+    await page.wait_for_selector("#totp-qr svg")
+    await assert_accessible(page)
+    totp = pyotp.TOTP(await page.locator("#totp-secret").inner_text())
+    await page.get_by_label("Code from your app").fill(totp.now())
+    await page.get_by_role("button", name="Turn on two-factor sign-in").click()
+    codes = await page.locator("#recovery-codes li").all_inner_texts()
+    assert len(codes) == 10
+    await assert_accessible(page)
+    await page.get_by_role("link", name="Back to your account").click()
+    assert "Two-factor sign-in is on" in await page.locator("#totp-on").inner_text()
+    await page.get_by_role("button", name="Sign out").click()
+
+    # Sign in again: password, then the next step's code.
+    await sign_in(page, base, EMAIL, PASSWORD)
+    await page.wait_for_selector("#code-form")
+    await assert_accessible(page)
+    await page.get_by_label("The 6-digit code").fill(totp.at(time.time() + STEP))
+    await page.get_by_role("button", name="Continue").click()
+    await page.wait_for_selector("nav")
+
+    # Send a campaign.
+    await page.get_by_role("link", name="Campaigns").click()
+    await page.get_by_role("link", name="New campaign").click()
+    await page.get_by_label("Campaign name").fill("Spring")
+    await page.get_by_label("Topic").select_option("newsletter")
+    await page.get_by_label("Subject", exact=True).fill("Spring news")
+    await page.get_by_label("Markdown").check()
+    await page.get_by_label("Body", exact=True).fill(BODY)
+    await page.get_by_role("button", name="Save", exact=True).click()
+    await page.wait_for_selector("#notice")
+    async with running_worker(db_dsn, ws_settings):
+        await page.get_by_role("button", name="Send now").click()
+        await page.wait_for_selector("#notice")
+        await wait_until(page, "document.getElementById('status').textContent === 'done'", 60)
+    await smtp_sink.wait_for(AUDIENCE, timeout=20)
+    await page.context.close()
+
+    # The audit log names the person on each step (and the admin on the invitation).
+    lines = [dict(r) async for r in staff_probes().audit_people(conn)]
+    mine = [r for r in lines if r["action"] != "token.create"]
+    assert [(r["action"], r["name"]) for r in mine[:3]] == [
+        ("staff.invite", "Ines Admin"),
+        ("staff.password_set", "Mia Marketing"),
+        ("staff.enrol_2fa", "Mia Marketing"),
+    ]
+    workspace = [r for r in mine[3:]]
+    assert workspace and all(r["name"] == "Mia Marketing" for r in workspace), workspace
+    assert any(re.fullmatch(r"account:\d+:marketing", r["actor"]) for r in workspace)
+    assert {"create_campaign", "start_campaign"} <= {r["action"] for r in workspace}

@@ -1,0 +1,364 @@
+"""Staff sign-in by account (issue 24): the sign-in form (email and password; an API token only
+behind OPTOUT_TOKEN_SIGNIN=1, for one release), sign-out, setting a password from an invitation
+or a reset link, asking for a reset, and the person's own sessions.
+
+A wrong password, an unknown address and an account not yet active get the same answer after
+the same work (an Argon2 check against a dummy hash), so the form tells no one which addresses
+have accounts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+
+from aiohttp import web
+
+from mailer import staff_accounts, staff_sessions, totp
+from mailer.api_tokens import PREFIX
+from mailer.errors import InvalidInput, NotFound, Unauthorized
+from mailer.limits import Limit
+from mailer.signin_limits import SLOW_SECONDS
+from unsubscribe_web.dashboard.workspace import (
+    CROSS_SITE,
+    WRONG_TOKEN,
+    clear_session_cookie,
+    from_another_site,
+    session_token,
+    set_session_cookie,
+    staff,
+    text_field,
+)
+from unsubscribe_web.keys import HASHER, LIMITS, SECRET_BOX, SETTINGS, SIGNIN_LIMITS
+from unsubscribe_web.pages import connection, render
+from unsubscribe_web.security import client_ip
+
+log = logging.getLogger(__name__)
+
+# Sign-in attempts per client IP, counted across every web process (mailer.limits): a ceiling
+# against floods; the per-account delays are mailer.signin_limits'.
+SIGN_INS_PER_IP = Limit("dashboard_login", count=100, window=600)
+TOO_MANY = "Too many sign-in attempts from your address. Wait ten minutes and try again."
+WRONG_PASSWORD = "Wrong email address or password."
+WRONG_CODE = "That code is not right (or was used already). Try the next one."
+CODE_EXPIRED = "Your sign-in took too long or has ended. Sign in again."
+CODE_SECONDS = 300.0  # the time to type the second factor after the password
+WAIT = "Too many failed sign-ins for this account from your address. Try again in {} seconds."
+RESET_SENT = (
+    "If an active account has that address, a link to choose a new password is on its way. "
+    "It works once, for an hour."
+)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/dashboard/login", login, name="dashboard_login")
+    app.router.add_post("/dashboard/logout", logout, name="dashboard_logout")
+    app.router.add_get("/dashboard/login/code", code_form, name="staff_code")
+    app.router.add_post("/dashboard/login/code", check_code)
+    app.router.add_get("/dashboard/invitation/{secret}", invitation_form, name="staff_invitation")
+    app.router.add_post("/dashboard/invitation/{secret}", accept_invitation)
+    app.router.add_get("/dashboard/reset/{secret}", reset_form, name="staff_reset")
+    app.router.add_post("/dashboard/reset/{secret}", reset_password)
+    app.router.add_get("/dashboard/signin/{secret}", signin_link_form, name="staff_signin_link")
+    app.router.add_post("/dashboard/signin/{secret}", signin_by_link)
+
+
+def login_page(
+    request: web.Request, *, status: int = 200, message: str | None = None
+) -> web.Response:
+    return render(
+        request,
+        "dashboard_login.html",
+        status=status,
+        css=request.app.router["dashboard_stylesheet"].url_for(),
+        action=request.app.router["dashboard_login"].url_for(),
+        token_signin=request.app[SETTINGS].staff.token_signin,
+        message=message,
+    )
+
+
+def _home(request: web.Request) -> web.Response:
+    # A response, not a raised HTTPSeeOther, so the cookie header travels with it.
+    location = str(request.app.router["dashboard"].url_for())
+    return web.Response(status=303, headers={"Location": location})
+
+
+async def login(request: web.Request) -> web.Response:
+    """POST /dashboard/login: check the email and password, start a new session (a new id:
+    nothing a visitor held before signing in survives it), back to the dashboard."""
+    if from_another_site(request):
+        # Another site's form could sign a browser in as someone else.
+        return login_page(request, status=403, message=CROSS_SITE)
+    ip = client_ip(request) or ""
+    async with connection(request) as conn:
+        allowed = await request.app[LIMITS].allow(conn, SIGN_INS_PER_IP, ip)
+    if not allowed:
+        return login_page(request, status=429, message=TOO_MANY)
+    form = await request.post()
+    token = text_field(form, "token")
+    if token:
+        return await _token_login(request, token)
+    email = text_field(form, "email")[:320]
+    password = form.get("password")
+    if not email or not isinstance(password, str) or not password:
+        return login_page(request, status=401, message=WRONG_PASSWORD)
+    limits = request.app[SIGNIN_LIMITS]
+    async with connection(request) as conn:
+        verdict = await limits.check(conn, email, ip)
+    if verdict.wait > 0:
+        response = login_page(request, status=429, message=WAIT.format(math.ceil(verdict.wait)))
+        response.headers["Retry-After"] = str(math.ceil(verdict.wait))
+        return response
+    if verdict.slow:
+        # Over the account's hourly ceiling: slower, never locked (the right password works).
+        await asyncio.sleep(SLOW_SECONDS)
+    async with connection(request) as conn:
+        account = await staff_accounts.by_email(conn, email)
+        stored = account["password_hash"] if account is not None else None
+        right = await request.app[HASHER].verify(stored, password)
+        if account is None or not right or account["status"] != "active":
+            await limits.failed(conn, email, ip)
+            return login_page(request, status=401, message=WRONG_PASSWORD)
+        await limits.succeeded(conn, email, ip)
+    if account["totp_secret"] is not None:
+        return await _await_code(request, account["id"], ip)
+    return await _signed_in(request, account["id"], ip)
+
+
+async def _await_code(request: web.Request, account_id: int, ip: str) -> web.Response:
+    """Password right, second factor to come: a short-lived session that opens nothing but
+    the code form."""
+    async with connection(request) as conn:
+        raw = await staff_sessions.start(
+            conn,
+            account_id,
+            max_seconds=CODE_SECONDS,
+            ip=ip,
+            user_agent=request.headers.get("User-Agent", ""),
+            awaiting_code=True,
+        )
+    response = web.Response(
+        status=303, headers={"Location": str(request.app.router["staff_code"].url_for())}
+    )
+    set_session_cookie(request, response, raw)
+    return response
+
+
+def code_page(
+    request: web.Request, *, status: int = 200, message: str | None = None
+) -> web.Response:
+    return render(
+        request,
+        "staff_code.html",
+        status=status,
+        css=request.app.router["dashboard_stylesheet"].url_for(),
+        action=request.app.router["staff_code"].url_for(),
+        message=message,
+    )
+
+
+async def code_form(request: web.Request) -> web.Response:
+    """GET /dashboard/login/code: the second step of a sign-in with two-factor."""
+    raw = session_token(request)
+    async with connection(request) as conn:
+        found = await staff_sessions.awaiting(conn, raw) if raw else None
+    if found is None:
+        return login_page(request, status=401, message=CODE_EXPIRED)
+    return code_page(request)
+
+
+async def check_code(request: web.Request) -> web.Response:
+    """POST /dashboard/login/code: a TOTP code (or a recovery code, once). Wrong codes count
+    against the same limits as wrong passwords."""
+    if from_another_site(request):
+        return login_page(request, status=403, message=CROSS_SITE)
+    raw = session_token(request)
+    form = await request.post()
+    code = text_field(form, "code")[:40]
+    ip = client_ip(request) or ""
+    limits = request.app[SIGNIN_LIMITS]
+    async with connection(request) as conn:
+        found = await staff_sessions.awaiting(conn, raw) if raw else None
+        if found is None or raw is None:
+            return login_page(request, status=401, message=CODE_EXPIRED)
+        verdict = await limits.check(conn, found["email"], ip)
+        if verdict.wait > 0:
+            response = code_page(request, status=429, message=WAIT.format(math.ceil(verdict.wait)))
+            response.headers["Retry-After"] = str(math.ceil(verdict.wait))
+            return response
+        account_id: int = found["account_id"]
+        if totp.is_recovery_code(code):
+            right = await totp.use_recovery_code(conn, account_id, code)
+        else:
+            right = await totp.check_code(
+                conn, request.app[SECRET_BOX], account_id, found["totp_secret"], code
+            )
+        if not right:
+            await limits.failed(conn, found["email"], ip)
+            return code_page(request, status=401, message=WRONG_CODE)
+        await limits.succeeded(conn, found["email"], ip)
+    # _signed_in ends the waiting session (its id is the cookie's) and starts the real one.
+    return await _signed_in(request, account_id, ip)
+
+
+async def _signed_in(request: web.Request, account_id: int, ip: str) -> web.Response:
+    """A new session (a new id: nothing a visitor held before signing in survives it), the
+    one it replaces ended, the cookie set, and home."""
+    async with connection(request) as conn:
+        raw = await staff_sessions.start(
+            conn,
+            account_id,
+            max_seconds=request.app[SETTINGS].staff.session_max,
+            ip=ip,
+            user_agent=request.headers.get("User-Agent", ""),
+        )
+        old = session_token(request)
+        if old is not None:
+            await staff_sessions.end(conn, old)
+    response = _home(request)
+    set_session_cookie(request, response, raw)
+    return response
+
+
+async def signin_link_form(request: web.Request) -> web.Response:
+    """GET of a one-time sign-in link (the demo prints them): a button, so a link scanner's
+    GET spends nothing."""
+    async with connection(request) as conn:
+        found = await staff_accounts.peek_link(
+            conn, request.match_info["secret"], staff_accounts.SIGNIN
+        )
+    return render(
+        request,
+        "staff_signin_link.html",
+        status=200 if found is not None else 404,
+        css=request.app.router["dashboard_stylesheet"].url_for(),
+        who=(found["name"] or found["email"]) if found is not None else None,
+        sign_in=request.app.router["dashboard"].url_for(),
+    )
+
+
+async def signin_by_link(request: web.Request) -> web.Response:
+    if from_another_site(request):
+        return login_page(request, status=403, message=CROSS_SITE)
+    async with connection(request) as conn:
+        try:
+            account_id = await staff_accounts.use_signin_link(conn, request.match_info["secret"])
+        except NotFound as error:
+            return login_page(request, status=404, message=str(error))
+        account = await staff_accounts.by_id(conn, account_id)
+    if account["totp_secret"] is not None:
+        # A link is one factor, like a password: an account with TOTP still needs its code.
+        return await _await_code(request, account_id, client_ip(request) or "")
+    return await _signed_in(request, account_id, client_ip(request) or "")
+
+
+async def _token_login(request: web.Request, token: str) -> web.Response:
+    """The workspace's sign-in by API token, kept for one release behind OPTOUT_TOKEN_SIGNIN."""
+    if not request.app[SETTINGS].staff.token_signin or not token.startswith(PREFIX):
+        return login_page(request, status=401, message=WRONG_TOKEN)
+    async with connection(request) as conn:
+        try:
+            principal = await staff(conn, token)
+        except Unauthorized:
+            return login_page(request, status=401, message=WRONG_TOKEN)
+    log.warning(
+        "workspace sign-in by API token %s (OPTOUT_TOKEN_SIGNIN=1): invite staff accounts "
+        "instead; token sign-in goes away in the next release",
+        principal.token_id,
+    )
+    response = _home(request)
+    set_session_cookie(request, response, token)
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    """POST /dashboard/logout: end the session on the server, forget the cookie."""
+    raw = session_token(request)
+    if raw is not None and not from_another_site(request):
+        async with connection(request) as conn:
+            await staff_sessions.end(conn, raw)
+    response = _home(request)
+    clear_session_cookie(request, response)
+    return response
+
+
+def _password_page(
+    request: web.Request,
+    purpose: str,
+    *,
+    email: str | None,
+    status: int = 200,
+    message: str | None = None,
+) -> web.Response:
+    return render(
+        request,
+        "staff_password.html",
+        status=status,
+        css=request.app.router["dashboard_stylesheet"].url_for(),
+        invitation=purpose == staff_accounts.INVITE,
+        email=email,
+        message=message,
+        sign_in=request.app.router["dashboard"].url_for(),
+    )
+
+
+async def _show_link(request: web.Request, purpose: str) -> web.Response:
+    async with connection(request) as conn:
+        found = await staff_accounts.peek_link(conn, request.match_info["secret"], purpose)
+    if found is None:
+        return _password_page(
+            request,
+            purpose,
+            email=None,
+            status=404,
+            message="This link was already used or "
+            "has expired. Ask an admin for a new invitation, or for a new reset link.",
+        )
+    return _password_page(request, purpose, email=found["email"])
+
+
+async def _use_link(request: web.Request, purpose: str) -> web.Response:
+    if from_another_site(request):
+        return _password_page(request, purpose, email=None, status=403, message=CROSS_SITE)
+    form = await request.post()
+    password = form.get("password")
+    repeated = form.get("password_again")
+    secret = request.match_info["secret"]
+    async with connection(request) as conn:
+        found = await staff_accounts.peek_link(conn, secret, purpose)
+        email = found["email"] if found is not None else None
+        if not isinstance(password, str) or password != repeated:
+            return _password_page(
+                request, purpose, email=email, status=400, message="The two passwords differ."
+            )
+        try:
+            await staff_accounts.set_password_by_link(
+                conn, request.app[HASHER], secret, purpose, password
+            )
+        except (InvalidInput, NotFound) as error:
+            status = 404 if isinstance(error, NotFound) else 400
+            return _password_page(request, purpose, email=email, status=status, message=str(error))
+    return render(
+        request,
+        "staff_password_set.html",
+        css=request.app.router["dashboard_stylesheet"].url_for(),
+        sign_in=request.app.router["dashboard"].url_for(),
+    )
+
+
+async def invitation_form(request: web.Request) -> web.Response:
+    """GET: the form to choose a password; the link is not used until the form is sent."""
+    return await _show_link(request, staff_accounts.INVITE)
+
+
+async def accept_invitation(request: web.Request) -> web.Response:
+    return await _use_link(request, staff_accounts.INVITE)
+
+
+async def reset_form(request: web.Request) -> web.Response:
+    return await _show_link(request, staff_accounts.RESET)
+
+
+async def reset_password(request: web.Request) -> web.Response:
+    return await _use_link(request, staff_accounts.RESET)
