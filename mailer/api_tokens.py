@@ -55,6 +55,8 @@ RIGHTS: dict[str, frozenset[str]] = {
             "requests.write",
             "partners.export",
             "audit.read",
+            "webhooks.read",
+            "webhooks.write",
         }
     ),
     "marketing": frozenset(
@@ -72,6 +74,8 @@ RIGHTS: dict[str, frozenset[str]] = {
             # The tenant's own email templates (issue 17).
             "templates.read",
             "templates.write",
+            # Event endpoints (issue 22): seen, not changed.
+            "webhooks.read",
         }
     ),
     "compliance": frozenset(
@@ -88,6 +92,7 @@ RIGHTS: dict[str, frozenset[str]] = {
             "requests.create",
             "requests.write",
             "partners.export",
+            "webhooks.read",
         }
     ),
     # Read and request, for its own tenant only.
@@ -103,6 +108,9 @@ RIGHTS: dict[str, frozenset[str]] = {
             "policy.read",
             "requests.read",
             "requests.create",
+            # The client is the controller: it names the systems its events go to (issue 22).
+            "webhooks.read",
+            "webhooks.write",
         }
     ),
 }

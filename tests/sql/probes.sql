@@ -308,3 +308,11 @@ SELECT language FROM subscribers WHERE email = :email;
 SELECT t.id, t.tenant_id, t.name, v.version, v.html, v.body_text
   FROM email_templates t LEFT JOIN email_template_versions v ON v.template_id = t.id
  ORDER BY t.id, v.version;
+
+-- name: outbox_events(tenant_id)
+-- Issue 22: the event outbox of one tenant, in order.
+SELECT id, type, subscriber_id, external_id, campaign_id, data FROM events
+ WHERE tenant_id = :tenant_id ORDER BY id;
+
+-- name: outbox_rows()
+SELECT * FROM events ORDER BY id;

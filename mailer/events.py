@@ -1,0 +1,130 @@
+"""The event outbox: every change a tenant's other systems must hear of is one row of
+``events``, written inside the transaction of the change (docs/webhooks.md).
+
+Consent changes reach it from the ledger (a statement trigger on consent_events maps each
+ledger row to its event, set-based, in the same statement) and campaign state changes from a
+trigger on campaigns; bounces, complaints and erasures call ``emit`` here. Events hold ids
+and codes only, never an address, a name or an IP.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from mailer.db import queries
+from mailer.errors import InvalidInput
+
+# Every type and its version; docs/webhooks.md and the OpenAPI document give each one's data.
+EVENT_TYPES: dict[str, int] = {
+    "subscriber.subscribed": 1,
+    "subscriber.confirmed": 1,
+    "subscriber.unsubscribed": 1,
+    "subscriber.suppressed": 1,
+    "subscriber.suppression_lifted": 1,
+    "subscriber.partner_consent_granted": 1,
+    "subscriber.partner_consent_withdrawn": 1,
+    "subscriber.erased": 1,
+    "subscriber.bounced": 1,
+    "subscriber.complained": 1,
+    "campaign.status_changed": 1,
+}
+
+DEFAULT_RETENTION_DAYS = 30
+_EXTERNAL_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+async def emit(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: int,
+    type: str,
+    subscriber_id: int | None = None,
+    campaign_id: int | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> int:
+    """Write one event in the caller's transaction; it commits or rolls back with the change.
+    ``data`` must hold no personal data (ids, codes, topic slugs)."""
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type!r}")
+    event_id: int = await queries().events.insert_event(
+        conn,
+        tenant_id=tenant_id,
+        type=type,
+        subscriber_id=subscriber_id,
+        campaign_id=campaign_id,
+        data=dict(data or {}),
+    )
+    return event_id
+
+
+async def emit_for_subscribers(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: int,
+    type: str,
+    subscriber_ids: Sequence[int],
+    data: Mapping[str, Any] | None = None,
+) -> int:
+    """``emit`` for many people at once, in one statement; returns how many were written."""
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type!r}")
+    if not subscriber_ids:
+        return 0
+    written: int = await queries().events.insert_subscriber_events(
+        conn, tenant_id=tenant_id, type=type, ids=list(subscriber_ids), data=dict(data or {})
+    )
+    return written
+
+
+def check_external_id(value: str | None, field: str = "external_id") -> str | None:
+    """The tenant's own id for a person: printable ASCII without spaces, at most 200
+    characters; empty means none."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _EXTERNAL_ID.match(value):
+        raise InvalidInput(
+            "external_id must be 1 to 200 printable characters without spaces", field=field
+        )
+    return value
+
+
+async def expire(conn: asyncpg.Connection, now: dt.datetime) -> int:
+    """Delete events past each tenant's ``events_retention_days`` (default 30) and their
+    deliveries; the regular retention job calls it."""
+    removed: int = await queries().events.expire_events(
+        conn, now=now, cutoff_default=DEFAULT_RETENTION_DAYS
+    )
+    return removed
+
+
+def payload(event: Mapping[str, Any], *, email: str | None = None) -> dict[str, Any]:
+    """The JSON body of one event, as delivered and as the feed shows it (docs/webhooks.md).
+    ``email`` only for endpoints that take addresses, read at delivery time."""
+    occurred: dt.datetime = event["occurred_at"]
+    data: dict[str, Any] = dict(event["data"] or {})
+    body: dict[str, Any] = {
+        "id": event_id_text(event["id"]),
+        "type": event["type"],
+        "version": event["version"],
+        "timestamp": occurred.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+        "tenant_id": event["tenant_id"],
+        "data": data,
+    }
+    if event["subscriber_id"] is not None:
+        data["subscriber_id"] = event["subscriber_id"]
+        data["external_id"] = event["external_id"]
+        if email is not None:
+            data["email"] = email
+    if event["campaign_id"] is not None:
+        data["campaign_id"] = event["campaign_id"]
+    return body
+
+
+def event_id_text(event_id: int) -> str:
+    """The id receivers dedupe by (the ``webhook-id`` header): stable across retries."""
+    return f"evt_{event_id}"
