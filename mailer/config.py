@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 import platformdirs
 
 from mailer.errors import ConfigError
+from mailer.event_settings import EventSettings, load_event_settings
 from mailer.inbound_settings import InboundSettings, load_inbound_settings
 from mailer.tokens import Keyring
 
@@ -97,6 +98,7 @@ class Settings:
     # The consent journal (mailer/journal.py); None: nothing is journalled (tests, libraries).
     journal_dir: Path | None = None
     web: WebLimits = field(default_factory=lambda: WebLimits())
+    events: EventSettings = field(default_factory=lambda: EventSettings())
 
     @property
     def embedded(self) -> bool:
@@ -165,6 +167,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             body_timeout=_number(env, "OPTOUT_WEB_BODY_TIMEOUT", 30.0, 0.1, 3600),
             upload_min_rate=_number(env, "OPTOUT_WEB_UPLOAD_MIN_RATE", 10 * 1024.0, 1, 10**9),
         ),
+        events=load_event_settings(env),
     )
 
 

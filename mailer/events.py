@@ -128,3 +128,37 @@ def payload(event: Mapping[str, Any], *, email: str | None = None) -> dict[str, 
 def event_id_text(event_id: int) -> str:
     """The id receivers dedupe by (the ``webhook-id`` header): stable across retries."""
     return f"evt_{event_id}"
+
+
+FEED_MAX = 500
+_CURSOR = re.compile(r"^([0-9]{1,20})-([0-9]{1,19})$")
+
+
+async def feed(
+    conn: asyncpg.Connection, tenant_id: int, after: str | None, limit: int
+) -> dict[str, Any]:
+    """One page of the change feed after ``after`` (the ``next_cursor`` of the last page).
+
+    The cursor is ``<xid>-<id>``: events are ordered by their transaction's id, then their
+    own, and only transactions older than the oldest one still running are published, so a
+    transaction that commits late always sorts after every cursor already handed out (none is
+    skipped, none repeats). ``next_cursor`` is always given: poll with it for what comes next.
+    """
+    after_xid, after_id = "0", 0
+    if after:
+        match = _CURSOR.match(after)
+        if match is None:
+            raise InvalidInput("The cursor is not valid.", field="after")
+        after_xid, after_id = match.group(1), int(match.group(2))
+    found = [
+        r
+        async for r in queries().events.feed_page(
+            conn,
+            tenant_id=tenant_id,
+            after_xid=after_xid,
+            after_id=after_id,
+            lim=max(1, min(limit, FEED_MAX)),
+        )
+    ]
+    cursor = f"{found[-1]['xid']}-{found[-1]['id']}" if found else (after or "0-0")
+    return {"items": [payload(r) for r in found], "next_cursor": cursor}

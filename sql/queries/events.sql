@@ -110,7 +110,7 @@ UPDATE event_endpoints
 RETURNING id, old_secret_until;
 
 -- name: endpoint_secrets(id)^
-SELECT id, tenant_id, url, include_address, secret_sealed,
+SELECT id, tenant_id, url, include_address, active, secret_sealed,
        CASE WHEN old_secret_until > now() THEN old_secret_sealed END AS old_secret_sealed
   FROM event_endpoints WHERE id = :id;
 
@@ -145,28 +145,44 @@ SELECT e.id, e.tenant_id, e.type, e.version, e.subscriber_id, e.external_id, e.c
   FROM events e LEFT JOIN subscribers s ON s.tenant_id = e.tenant_id AND s.id = e.subscriber_id
  WHERE e.id = ANY(:event_ids);
 
--- name: mark_delivered(endpoint_id, event_id)!
-UPDATE event_deliveries SET state = 'delivered', finished_at = now(), lease_until = NULL
- WHERE endpoint_id = :endpoint_id AND event_id = :event_id AND state = 'pending';
+-- name: finish_deliveries(endpoint_ids, event_ids, tenant_ids, outcomes, next_ats, statuses, latencies, errors)$
+-- One statement per batch of attempts: each delivery's new state (delivered, abandoned, or
+-- pending again at next_at), its log row (no bodies), and each endpoint's health (failing
+-- since its first failure with no success after it).
+WITH r AS (
+    SELECT * FROM unnest(:endpoint_ids::bigint[], :event_ids::bigint[], :tenant_ids::bigint[],
+                         :outcomes::text[], :next_ats::timestamptz[], :statuses::integer[],
+                         :latencies::integer[], :errors::text[])
+           AS r(endpoint_id, event_id, tenant_id, outcome, next_at, status, latency, error)
+), moved AS (
+    UPDATE event_deliveries d
+       SET state = CASE r.outcome WHEN 'retry' THEN 'pending' ELSE r.outcome END,
+           next_attempt_at = COALESCE(r.next_at, d.next_attempt_at), lease_until = NULL,
+           finished_at = CASE WHEN r.outcome <> 'retry' THEN now() END
+      FROM r
+     WHERE d.endpoint_id = r.endpoint_id AND d.event_id = r.event_id AND d.state = 'pending'
+    RETURNING 1
+), logged AS (
+    INSERT INTO event_attempts (endpoint_id, event_id, tenant_id, status, latency_ms, error)
+    SELECT endpoint_id, event_id, tenant_id, status, latency, error FROM r
+    RETURNING 1
+), healthy AS (
+    UPDATE event_endpoints SET failing_since = NULL, failing_reported_at = NULL
+     WHERE id IN (SELECT endpoint_id FROM r WHERE outcome = 'delivered')
+       AND failing_since IS NOT NULL
+    RETURNING 1
+), failing AS (
+    UPDATE event_endpoints SET failing_since = now()
+     WHERE id IN (SELECT endpoint_id FROM r WHERE outcome <> 'delivered')
+       AND id NOT IN (SELECT endpoint_id FROM r WHERE outcome = 'delivered')
+       AND failing_since IS NULL
+    RETURNING 1
+)
+SELECT count(*) FROM moved;
 
--- name: mark_retry(endpoint_id, event_id, next_attempt_at)!
-UPDATE event_deliveries SET next_attempt_at = :next_attempt_at, lease_until = NULL
- WHERE endpoint_id = :endpoint_id AND event_id = :event_id AND state = 'pending';
-
--- name: mark_abandoned(endpoint_id, event_id)!
-UPDATE event_deliveries SET state = 'abandoned', finished_at = now(), lease_until = NULL
- WHERE endpoint_id = :endpoint_id AND event_id = :event_id AND state = 'pending';
-
--- name: log_attempt(endpoint_id, event_id, tenant_id, status, latency_ms, error)!
+-- name: log_test_attempt(endpoint_id, tenant_id, status, latency_ms, error)!
 INSERT INTO event_attempts (endpoint_id, event_id, tenant_id, status, latency_ms, error)
-VALUES (:endpoint_id, :event_id, :tenant_id, :status, :latency_ms, :error);
-
--- name: endpoint_ok(id)!
-UPDATE event_endpoints SET failing_since = NULL, failing_reported_at = NULL
- WHERE id = :id AND failing_since IS NOT NULL;
-
--- name: endpoint_failed(id)!
-UPDATE event_endpoints SET failing_since = COALESCE(failing_since, now()) WHERE id = :id;
+VALUES (:endpoint_id, NULL, :tenant_id, :status, :latency_ms, :error);
 
 -- name: attempt_log(tenant_id, endpoint_id, lim)
 SELECT a.at, a.event_id, a.status, a.latency_ms, a.error
