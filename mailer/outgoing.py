@@ -76,6 +76,13 @@ def check_url(url: str, guard: Guard) -> str:
         raise InvalidInput("Endpoints must use https://.", field="url")
     if port == 0:
         raise InvalidInput("The URL's port is not valid.", field="url")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return url  # a name: its addresses are checked at every delivery
+    why = refusal(host, guard, loopback_ok=guard.allow_http_loopback and host in LOOPBACK_NAMES)
+    if why is not None:
+        raise RefusedDestination(f"The URL's address is {why}.", field="url")
     return url
 
 
