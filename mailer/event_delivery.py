@@ -80,6 +80,28 @@ class _Endpoint:
     secrets: list[str]
 
 
+async def load_endpoint(
+    conn: asyncpg.Connection, settings: Settings, endpoint_id: int
+) -> _Endpoint | None:
+    """An endpoint with its secrets unsealed (the current one, and the old one while a
+    rotation's 24 hours run)."""
+    row = await queries().events.endpoint_secrets(conn, id=endpoint_id)
+    if row is None:
+        return None
+    key, label = settings.hash_key, event_endpoints.label(endpoint_id)
+    sealed = [row["secret_sealed"]] + (
+        [row["old_secret_sealed"]] if row["old_secret_sealed"] is not None else []
+    )
+    return _Endpoint(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        url=row["url"],
+        include_address=row["include_address"],
+        active=row["active"],
+        secrets=[secret_box.unseal(key, s, label) for s in sealed],
+    )
+
+
 @dataclass(slots=True)
 class Sender:
     """One process's delivery loop: a guarded client session, a semaphore per endpoint."""
@@ -127,7 +149,8 @@ class Sender:
                 )
             }
             endpoints = {
-                i: await self._endpoint(conn, i) for i in {c["endpoint_id"] for c in claimed}
+                i: await load_endpoint(conn, self.settings, i)
+                for i in {c["endpoint_id"] for c in claimed}
             }
         results = await asyncio.gather(
             *(
@@ -148,23 +171,6 @@ class Sender:
                 errors=[r.error for r in results],
             )
         return len(results)
-
-    async def _endpoint(self, conn: asyncpg.Connection, endpoint_id: int) -> _Endpoint | None:
-        row = await queries().events.endpoint_secrets(conn, id=endpoint_id)
-        if row is None:
-            return None
-        key, label = self.settings.hash_key, event_endpoints.label(endpoint_id)
-        sealed = [row["secret_sealed"]] + (
-            [row["old_secret_sealed"]] if row["old_secret_sealed"] is not None else []
-        )
-        return _Endpoint(
-            id=row["id"],
-            tenant_id=row["tenant_id"],
-            url=row["url"],
-            include_address=row["include_address"],
-            active=row["active"],
-            secrets=[secret_box.unseal(key, s, label) for s in sealed],
-        )
 
     async def _deliver(
         self,
@@ -226,43 +232,40 @@ class _Result:
 
 
 async def send_test(
-    pool: asyncpg.Pool, settings: Settings, *, tenant_id: int, endpoint_id: int
+    conn: asyncpg.Connection, settings: Settings, *, tenant_id: int, endpoint_id: int
 ) -> dict[str, Any]:
     """Send one signed ``endpoint.test`` event now (not stored, not retried); the attempt is
     logged like any other. Returns status, latency and error class."""
-    async with pool.acquire() as conn:
-        await event_endpoints.get(conn, tenant_id, endpoint_id)
-    async with Sender(pool, settings) as sender:
-        async with pool.acquire() as conn:
-            endpoint = await sender._endpoint(conn, endpoint_id)
-        assert endpoint is not None and sender.client is not None
-        msg_id = f"evt_test_{secrets.token_hex(8)}"
-        body = encode(
-            {
-                "id": msg_id,
-                "type": "endpoint.test",
-                "version": 1,
-                "timestamp": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
-                "tenant_id": tenant_id,
-                "data": {},
-            }
-        )
-        started = time.monotonic()
+    await event_endpoints.get(conn, tenant_id, endpoint_id)
+    endpoint = await load_endpoint(conn, settings, endpoint_id)
+    assert endpoint is not None
+    msg_id = f"evt_test_{secrets.token_hex(8)}"
+    body = encode(
+        {
+            "id": msg_id,
+            "type": "endpoint.test",
+            "version": 1,
+            "timestamp": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+            "tenant_id": tenant_id,
+            "data": {},
+        }
+    )
+    started = time.monotonic()
+    async with outgoing.session(event_endpoints.guard(settings), limit=1) as client:
         answer = await outgoing.post(
-            sender.client,
+            client,
             endpoint.url,
             body,
             headers(msg_id, body, endpoint.secrets, time.time()),
             timeout=settings.events.timeout_seconds,
         )
     latency = int((time.monotonic() - started) * 1000)
-    async with pool.acquire() as conn:
-        await queries().events.log_test_attempt(
-            conn,
-            endpoint_id=endpoint_id,
-            tenant_id=tenant_id,
-            status=answer.status,
-            latency_ms=latency,
-            error=answer.error,
-        )
+    await queries().events.log_test_attempt(
+        conn,
+        endpoint_id=endpoint_id,
+        tenant_id=tenant_id,
+        status=answer.status,
+        latency_ms=latency,
+        error=answer.error,
+    )
     return {"status": answer.status, "latency_ms": latency, "error": answer.error}

@@ -45,6 +45,7 @@ from mailer.errors import (
 )
 from mailer.i18n import LANGUAGES
 from unsubscribe_web.api import campaigns as api_campaigns
+from unsubscribe_web.api import events as api_events
 from unsubscribe_web.api import openapi
 from unsubscribe_web.api import templates as api_templates
 from unsubscribe_web.api.context import DEFAULT_LIMIT, MAX_LIMIT, Ctx, id_cursor, page
@@ -129,6 +130,8 @@ def _subscriber(row: asyncpg.Record) -> dict[str, Any]:
     }
     if "state" in row:
         out["state"] = row["state"]
+    if "external_id" in row:
+        out["external_id"] = row["external_id"]
     return out
 
 
@@ -735,7 +738,9 @@ CORE_ENDPOINTS: tuple[Endpoint, ...] = (
 
 # Campaigns, policy versions and data requests (thin over mailer.campaigns/policy/privacy);
 # the tenants' own email templates (mailer.sending.tenant_templates).
-ENDPOINTS = CORE_ENDPOINTS + api_campaigns.ENDPOINTS + api_templates.ENDPOINTS
+ENDPOINTS = (
+    CORE_ENDPOINTS + api_campaigns.ENDPOINTS + api_templates.ENDPOINTS + api_events.ENDPOINTS
+)
 
 
 # --- plumbing -----------------------------------------------------------------------------------
