@@ -41,7 +41,7 @@ SELECT id, xid::text AS xid, tenant_id, type, version, subscriber_id, external_i
 WITH done AS (
     DELETE FROM events e USING tenants t
      WHERE t.id = e.tenant_id
-       AND e.occurred_at < :now - make_interval(
+       AND e.occurred_at < :now::timestamptz - make_interval(
                days => COALESCE((t.limits->>'events_retention_days')::integer, :cutoff_default))
     RETURNING 1)
 SELECT count(*) FROM done;

@@ -316,3 +316,7 @@ SELECT id, type, subscriber_id, external_id, campaign_id, data FROM events
 
 -- name: outbox_rows()
 SELECT * FROM events ORDER BY id;
+
+-- name: event_endpoint_rows()
+-- Issue 22: endpoints as stored (the secret must appear only sealed).
+SELECT * FROM event_endpoints ORDER BY id;
