@@ -32,8 +32,9 @@ class EventSettings:
     allow_cidrs: tuple[Network, ...] = ()
     # Development: http:// to a literal loopback host (127.0.0.1, [::1], localhost).
     allow_http_loopback: bool = False
-    # An endpoint failing this long is marked failing and reported to the tenant.
-    failing_after_seconds: float = 86_400.0
+    # The sending worker (and `optout serve`) delivers events too; 0 when `optout events run`
+    # processes do it instead.
+    in_worker: bool = True
 
 
 def load_event_settings(env: Mapping[str, str]) -> EventSettings:
@@ -49,7 +50,7 @@ def load_event_settings(env: Mapping[str, str]) -> EventSettings:
         batch_size=int(_number(env, "OPTOUT_EVENTS_BATCH", d.batch_size, 1, 10_000)),
         allow_cidrs=_cidrs(env, "OPTOUT_EVENTS_ALLOW_CIDRS"),
         allow_http_loopback=_flag(env, "OPTOUT_EVENTS_ALLOW_HTTP_LOOPBACK"),
-        failing_after_seconds=_seconds(env, "OPTOUT_EVENTS_FAILING_AFTER", d.failing_after_seconds),
+        in_worker=_flag(env, "OPTOUT_EVENTS_IN_WORKER", default=True),
     )
 
 
@@ -84,9 +85,11 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     return value
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     value = (env.get(name) or "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
+    if not value:
+        return default
+    if value in ("0", "false", "no", "off"):
         return False
     if value in ("1", "true", "yes", "on"):
         return True

@@ -34,6 +34,86 @@ EVENT_TYPES: dict[str, int] = {
     "campaign.status_changed": 1,
 }
 
+_ID = {"type": "integer", "minimum": 1}
+_TEXT = {"type": "string"}
+_CHANNEL = {
+    "type": "string",
+    "description": "how the change came: one_click, landing_page, mailto, preference_centre, "
+    "web_form, double_opt_in, undo, import, api, staff, bounce, complaint, erasure, ...",
+}
+_PERSON = {
+    "subscriber_id": _ID,
+    "external_id": {"type": ["string", "null"], "description": "the tenant's own id, if set"},
+    "email": {
+        "type": "string",
+        "description": "only for endpoints set to receive addresses; never once erased",
+    },
+}
+
+
+def _data(required: tuple[str, ...], **fields: Any) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {**_PERSON, **fields} if "subscriber_id" in required else fields,
+        "required": list(required),
+    }
+
+
+# The ``data`` of each event type (docs/webhooks.md; the OpenAPI document's webhooks).
+DATA_SCHEMAS: dict[str, dict[str, Any]] = {
+    "subscriber.subscribed": _data(
+        ("subscriber_id", "topic", "state", "channel"),
+        topic=_TEXT,
+        state={"enum": ["pending", "confirmed"]},
+        channel=_CHANNEL,
+    ),
+    "subscriber.confirmed": _data(("subscriber_id", "topic"), topic=_TEXT, channel=_CHANNEL),
+    "subscriber.unsubscribed": _data(
+        ("subscriber_id", "scope", "channel"),
+        topic={**_TEXT, "description": "absent when scope is all_marketing"},
+        scope={"enum": ["topic", "all_marketing"]},
+        channel=_CHANNEL,
+        campaign_id=_ID,
+    ),
+    "subscriber.suppressed": _data(("subscriber_id", "channel"), channel=_CHANNEL),
+    "subscriber.suppression_lifted": _data(("subscriber_id",), topic=_TEXT, channel=_CHANNEL),
+    "subscriber.partner_consent_granted": _data(("subscriber_id",), channel=_CHANNEL),
+    "subscriber.partner_consent_withdrawn": _data(("subscriber_id",), channel=_CHANNEL),
+    "subscriber.erased": _data(("subscriber_id",)),
+    "subscriber.bounced": _data(
+        ("subscriber_id", "class"),
+        **{
+            "class": {"enum": ["hard", "soft", "transient"]},
+            "status": {"type": ["string", "null"], "description": "RFC 3463, e.g. 5.1.1"},
+            "channel": {"enum": ["smtp", "dsn", "webhook"]},
+        },
+    ),
+    "subscriber.complained": _data(
+        ("subscriber_id",), feedback_type=_TEXT, channel=_TEXT, campaign_id=_ID
+    ),
+    "campaign.status_changed": _data(
+        ("campaign_id", "from", "to"),
+        campaign_id=_ID,
+        **{
+            "from": {"enum": ["draft", "scheduled", "sending", "paused", "done", "cancelled"]},
+            "to": {"enum": ["draft", "scheduled", "sending", "paused", "done", "cancelled"]},
+            "reason": _TEXT,
+        },
+    ),
+}
+ENVELOPE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "type", "version", "timestamp", "tenant_id", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^evt_[0-9]+$", "description": "= webhook-id"},
+        "type": {"enum": list(EVENT_TYPES)},
+        "version": {"type": "integer"},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "tenant_id": _ID,
+        "data": {"type": "object"},
+    },
+}
+
 DEFAULT_RETENTION_DAYS = 30
 _EXTERNAL_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 

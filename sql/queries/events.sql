@@ -66,11 +66,14 @@ UPDATE subscribers SET external_id = NULL
  WHERE tenant_id = :tenant_id AND id = ANY(:ids) AND external_id IS NOT NULL;
 
 -- name: set_external_ids(tenant_id, ids, external_ids)!
--- Imports: the external_id column, set-based; a conflict raises the unique violation.
+-- Imports: the external_id column, set-based, before the batch's ledger rows (so their
+-- events carry it). An id another person of the tenant holds already is left unset.
 UPDATE subscribers s SET external_id = v.external_id, updated_at = now()
   FROM unnest(:ids::bigint[], :external_ids::text[]) AS v(id, external_id)
  WHERE s.tenant_id = :tenant_id AND s.id = v.id
-   AND s.external_id IS DISTINCT FROM v.external_id;
+   AND s.external_id IS DISTINCT FROM v.external_id
+   AND NOT EXISTS (SELECT 1 FROM subscribers o
+                    WHERE o.tenant_id = :tenant_id AND o.external_id = v.external_id);
 
 -- Endpoints ------------------------------------------------------------------------------
 
