@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
@@ -72,7 +73,7 @@ async def test_every_opt_out_reaches_the_receiver_once_in_order_and_verified(
 
     await drain(pool, settings)
     verifier = Webhook(created.secret)
-    by_person: dict[int, list[dict]] = defaultdict(list)
+    by_person: dict[int, list[dict[str, Any]]] = defaultdict(list)
     seen_ids = []
     for got in receiver.received:
         event = verifier.verify(got.body, got.headers)  # raises unless signed by our secret
