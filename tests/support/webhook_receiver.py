@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ class Receiver:
     port: int = 0
     status: int = 204
     redirect_to: str | None = None
+    delay: float = 0.0  # seconds before answering (a slow CRM)
     received: list[Received] = field(default_factory=list)
     _runner: web.AppRunner | None = None
 
@@ -36,6 +38,8 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         self.received.append(Received(dict(request.headers), body))
         if self.redirect_to is not None:
             raise web.HTTPFound(self.redirect_to)
