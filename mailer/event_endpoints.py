@@ -20,6 +20,8 @@ from mailer.events import EVENT_TYPES
 from mailer.outgoing import Guard, check_url
 
 ROTATION_OVERLAP = dt.timedelta(hours=24)
+# An endpoint whose deliveries have failed, with no success since, this long is "failing".
+FAILING_AFTER = dt.timedelta(days=1)
 MAX_ENDPOINTS = 20
 NO_ENDPOINT = NotFound("There is no such event endpoint.")
 VIEW_FIELDS = (
@@ -49,9 +51,14 @@ def guard(settings: Settings) -> Guard:
     )
 
 
-def view(row: asyncpg.Record) -> dict[str, Any]:
-    """What staff and the API see of an endpoint: never a secret, sealed or not."""
-    return {name: row[name] for name in VIEW_FIELDS}
+def view(row: asyncpg.Record, now: dt.datetime | None = None) -> dict[str, Any]:
+    """What staff and the API see of an endpoint: never a secret, sealed or not. ``failing``:
+    every attempt for a day has failed."""
+    since = row["failing_since"]
+    moment = now or dt.datetime.now(dt.UTC)
+    return {name: row[name] for name in VIEW_FIELDS} | {
+        "failing": since is not None and moment - since >= FAILING_AFTER
+    }
 
 
 def label(endpoint_id: int) -> bytes:

@@ -92,8 +92,10 @@ async def _list(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     for row in await event_endpoints.list_endpoints(conn, tenant["id"]):
         types = ",".join(row["event_types"]) or "all"
         state = "active" if row["active"] else "inactive"
-        if row["failing_since"] is not None:
-            state = f"failing since {row['failing_since']:%Y-%m-%d %H:%M}"
+        if event_endpoints.view(row)["failing"]:
+            state = f"FAILING since {row['failing_since']:%Y-%m-%d %H:%M}"
+        elif row["failing_since"] is not None:
+            state = f"errors since {row['failing_since']:%Y-%m-%d %H:%M}"
         address = " with addresses" if row["include_address"] else ""
         print(f"{row['id']:>6} {row['url']}  {types}{address}  {state}")
     return 0
