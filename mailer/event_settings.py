@@ -1,10 +1,10 @@
-"""Settings of event delivery to tenants' webhook endpoints (issue 22), read from the
-environment; part of mailer.config.Settings. Every key is in the README's table."""
+"""Settings of event delivery to tenants' webhook endpoints (issue 22); part of
+mailer.config.Settings, which reads them (OPTOUT_EVENTS_*). Every key is in the README's
+table."""
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mailer.errors import ConfigError
@@ -37,68 +37,10 @@ class EventSettings:
     in_worker: bool = True
 
 
-def load_event_settings(env: Mapping[str, str]) -> EventSettings:
-    """Read OPTOUT_EVENTS_*; a wrong value raises ConfigError naming its variable."""
-    d = EventSettings()
-    return EventSettings(
-        retry_for_seconds=_seconds(env, "OPTOUT_EVENTS_RETRY_FOR", d.retry_for_seconds),
-        backoff_seconds=_seconds(env, "OPTOUT_EVENTS_BACKOFF", d.backoff_seconds),
-        timeout_seconds=_seconds(env, "OPTOUT_EVENTS_TIMEOUT", d.timeout_seconds),
-        concurrency=int(_number(env, "OPTOUT_EVENTS_CONCURRENCY", d.concurrency, 1, 100)),
-        lease_seconds=_seconds(env, "OPTOUT_EVENTS_LEASE", d.lease_seconds),
-        poll_seconds=_seconds(env, "OPTOUT_EVENTS_POLL", d.poll_seconds),
-        batch_size=int(_number(env, "OPTOUT_EVENTS_BATCH", d.batch_size, 1, 10_000)),
-        allow_cidrs=_cidrs(env, "OPTOUT_EVENTS_ALLOW_CIDRS"),
-        allow_http_loopback=_flag(env, "OPTOUT_EVENTS_ALLOW_HTTP_LOOPBACK"),
-        in_worker=_flag(env, "OPTOUT_EVENTS_IN_WORKER", default=True),
-    )
-
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    """Seconds from "90", "30s", "30m", "2h" or "3d"."""
-    raw = (env.get(name) or "").strip().lower()
-    if not raw:
-        return default
-    unit = _UNITS.get(raw[-1:])
-    try:
-        value = float(raw[:-1] if unit else raw) * (unit or 1.0)
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not a duration like 30s, 2h or 3d") from None
-    if not 0 < value <= 30 * 86_400:
-        raise ConfigError(f"{name} must be positive and at most 30 days")
-    return value
-
-
-def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number (got {raw!r})") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be between {low:g} and {high:g}")
-    return value
-
-
-def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
-    value = (env.get(name) or "").strip().lower()
-    if not value:
-        return default
-    if value in ("0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    raise ConfigError(f"{name} must be 1 or 0")
-
-
-def _cidrs(env: Mapping[str, str], name: str) -> tuple[Network, ...]:
+def parse_cidrs(name: str, raw: str) -> tuple[Network, ...]:
+    """Comma-separated CIDRs; a wrong one raises ConfigError naming ``name``."""
     found: list[Network] = []
-    for part in (env.get(name) or "").split(","):
+    for part in raw.split(","):
         if not part.strip():
             continue
         try:

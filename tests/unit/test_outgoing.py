@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailer import secret_box
+from mailer.config import load_settings
 from mailer.errors import ConfigError, InvalidInput
-from mailer.event_settings import load_event_settings
 from mailer.outgoing import Guard, RefusedDestination, check_url, refusal
 
 GUARD = Guard()
@@ -111,10 +111,16 @@ def test_a_sealed_secret_opens_only_with_its_key_and_row():
         secret_box.unseal(b"k" * 32, sealed, b"event_endpoint:2")
 
 
-def test_event_settings_defaults_and_refusals():
-    d = load_event_settings({})
-    assert d.retry_for_seconds == 3 * 86_400 and not d.allow_http_loopback
-    assert load_event_settings({"OPTOUT_EVENTS_RETRY_FOR": "2d"}).retry_for_seconds == 172_800
+def events_of(env, tmp_path):
+    base = {"OPTOUT_DATA_DIR": str(tmp_path / "data"), "OPTOUT_JOURNAL_DIR": str(tmp_path / "j")}
+    return load_settings(base | env).events
+
+
+def test_event_settings_defaults_and_refusals(tmp_path):
+    d = events_of({}, tmp_path)
+    assert d.retry_for_seconds == 3 * 86_400 and not d.allow_http_loopback and d.in_worker
+    assert events_of({"OPTOUT_EVENTS_RETRY_FOR": "2d"}, tmp_path).retry_for_seconds == 172_800
+    assert not events_of({"OPTOUT_EVENTS_IN_WORKER": "0"}, tmp_path).in_worker
     for name, value in (
         ("OPTOUT_EVENTS_RETRY_FOR", "soon"),
         ("OPTOUT_EVENTS_ALLOW_CIDRS", "10.0.0.0/33"),
@@ -122,4 +128,4 @@ def test_event_settings_defaults_and_refusals():
         ("OPTOUT_EVENTS_CONCURRENCY", "0"),
     ):
         with pytest.raises(ConfigError, match=name):
-            load_event_settings({name: value})
+            events_of({name: value}, tmp_path)
