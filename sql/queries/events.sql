@@ -37,13 +37,22 @@ SELECT id, xid::text AS xid, tenant_id, type, version, subscriber_id, external_i
 
 -- name: expire_events(now, cutoff_default)$
 -- Each tenant keeps its events for limits.events_retention_days (default 30); their
--- delivery rows go with them (ON DELETE CASCADE). Served by events_occurred.
-WITH done AS (
-    DELETE FROM events e USING tenants t
-     WHERE t.id = e.tenant_id
-       AND e.occurred_at < :now::timestamptz - make_interval(
-               days => COALESCE((t.limits->>'events_retention_days')::integer, :cutoff_default))
-    RETURNING 1)
+-- delivery rows go with them (ON DELETE CASCADE), and the delivery log as long.
+-- Served by events_occurred and event_attempts_endpoint.
+WITH kept AS (
+    SELECT id, :now::timestamptz - make_interval(
+               days => COALESCE((limits->>'events_retention_days')::integer, :cutoff_default))
+           AS cutoff
+      FROM tenants
+), done AS (
+    DELETE FROM events e USING kept k
+     WHERE k.id = e.tenant_id AND e.occurred_at < k.cutoff
+    RETURNING 1
+), logged AS (
+    DELETE FROM event_attempts a USING kept k
+     WHERE k.id = a.tenant_id AND a.at < k.cutoff
+    RETURNING 1
+)
 SELECT count(*) FROM done;
 
 -- name: get_event(tenant_id, id)^
