@@ -173,12 +173,22 @@ def check_external_id(value: str | None, field: str = "external_id") -> str | No
     return value
 
 
+EXPIRE_CHUNK = 5000
+EXPIRE_MAX_CHUNKS = 1000
+
+
 async def expire(conn: asyncpg.Connection, now: dt.datetime) -> int:
-    """Delete events past each tenant's ``events_retention_days`` (default 30) and their
-    deliveries; the regular retention job calls it."""
-    removed: int = await queries().events.expire_events(
-        conn, now=now, cutoff_default=DEFAULT_RETENTION_DAYS
-    )
+    """Delete events past each tenant's ``events_retention_days`` (default 30), their
+    deliveries and the delivery log, in short chunks; the regular retention job calls it.
+    Returns the rows of the larger of the two removed."""
+    removed = 0
+    for _ in range(EXPIRE_MAX_CHUNKS):
+        chunk: int = await queries().events.expire_events(
+            conn, now=now, cutoff_default=DEFAULT_RETENTION_DAYS, lim=EXPIRE_CHUNK
+        )
+        removed += chunk
+        if chunk < EXPIRE_CHUNK:
+            break
     return removed
 
 

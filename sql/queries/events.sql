@@ -35,9 +35,10 @@ SELECT id, xid::text AS xid, tenant_id, type, version, subscriber_id, external_i
  ORDER BY xid, id
  LIMIT :lim;
 
--- name: expire_events(now, cutoff_default)$
+-- name: expire_events(now, cutoff_default, lim)$
 -- Each tenant keeps its events for limits.events_retention_days (default 30); their
--- delivery rows go with them (ON DELETE CASCADE), and the delivery log as long.
+-- delivery rows go with them (ON DELETE CASCADE), and the delivery log as long. At most
+-- `lim` events a call: the caller repeats, each chunk its own short transaction.
 -- Served by events_occurred and event_attempts_endpoint.
 WITH kept AS (
     SELECT id, :now::timestamptz - make_interval(
@@ -45,15 +46,19 @@ WITH kept AS (
            AS cutoff
       FROM tenants
 ), done AS (
-    DELETE FROM events e USING kept k
-     WHERE k.id = e.tenant_id AND e.occurred_at < k.cutoff
+    DELETE FROM events WHERE id IN (
+        SELECT e.id FROM events e JOIN kept k ON k.id = e.tenant_id
+         WHERE e.occurred_at < k.cutoff
+         LIMIT :lim)
     RETURNING 1
 ), logged AS (
-    DELETE FROM event_attempts a USING kept k
-     WHERE k.id = a.tenant_id AND a.at < k.cutoff
+    DELETE FROM event_attempts WHERE id IN (
+        SELECT a.id FROM event_attempts a JOIN kept k ON k.id = a.tenant_id
+         WHERE a.at < k.cutoff
+         LIMIT :lim)
     RETURNING 1
 )
-SELECT count(*) FROM done;
+SELECT greatest((SELECT count(*) FROM done), (SELECT count(*) FROM logged));
 
 -- name: get_event(tenant_id, id)^
 SELECT id, xid::text AS xid, tenant_id, type, version, subscriber_id, external_id, campaign_id, data,
