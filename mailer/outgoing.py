@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
-import dns.asyncresolver
 import dns.exception
 import dns.resolver
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -127,6 +126,9 @@ class GuardedResolver(AbstractResolver):
     a name with any refused address is refused whole (a mixed answer is a rebinding trick)."""
 
     def __init__(self, guard: Guard) -> None:
+        # Here, not at the top: every `optout` command imports this module, few deliver.
+        import dns.asyncresolver
+
         self.guard = guard
         if guard.dns_server is None:
             self._dns = dns.asyncresolver.Resolver()
