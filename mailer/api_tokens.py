@@ -60,6 +60,8 @@ RIGHTS: dict[str, frozenset[str]] = {
             # Staff accounts (issue 24): only admin tokens, which span every tenant.
             "staff.read",
             "staff.write",
+            "webhooks.read",
+            "webhooks.write",
         }
     ),
     "marketing": frozenset(
@@ -79,6 +81,8 @@ RIGHTS: dict[str, frozenset[str]] = {
             # The tenant's own email templates (issue 17).
             "templates.read",
             "templates.write",
+            # Event endpoints (issue 22): seen, not changed.
+            "webhooks.read",
         }
     ),
     "compliance": frozenset(
@@ -96,6 +100,7 @@ RIGHTS: dict[str, frozenset[str]] = {
             "requests.create",
             "requests.write",
             "partners.export",
+            "webhooks.read",
         }
     ),
     # Read and request, for its own tenant only.
@@ -111,6 +116,9 @@ RIGHTS: dict[str, frozenset[str]] = {
             "policy.read",
             "requests.read",
             "requests.create",
+            # The client is the controller: it names the systems its events go to (issue 22).
+            "webhooks.read",
+            "webhooks.write",
         }
     ),
 }

@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 import platformdirs
 
 from mailer.errors import ConfigError
+from mailer.event_settings import EventSettings, parse_cidrs
 from mailer.inbound_settings import InboundSettings, load_inbound_settings
 from mailer.tokens import Keyring
 
@@ -113,6 +114,7 @@ class Settings:
     journal_dir: Path | None = None
     web: WebLimits = field(default_factory=lambda: WebLimits())
     staff: StaffSettings = field(default_factory=lambda: StaffSettings())
+    events: EventSettings = field(default_factory=lambda: EventSettings())
 
     @property
     def embedded(self) -> bool:
@@ -182,6 +184,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             upload_min_rate=_number(env, "OPTOUT_WEB_UPLOAD_MIN_RATE", 10 * 1024.0, 1, 10**9),
         ),
         staff=_staff_settings(env),
+        events=_event_settings(env),
     )
 
 
@@ -201,6 +204,31 @@ def _staff_settings(env: Mapping[str, str]) -> StaffSettings:
         token_signin=_flag(env, "OPTOUT_TOKEN_SIGNIN"),
         mail_from=mail_from,
         totp_required=_flag(env, "OPTOUT_STAFF_TOTP_REQUIRED"),
+    )
+
+
+def _event_settings(env: Mapping[str, str]) -> EventSettings:
+    """OPTOUT_EVENTS_*: delivery of events to tenants' endpoints (docs/webhooks.md)."""
+    d = EventSettings()
+
+    def seconds(name: str, default: float) -> float:
+        return _duration(name, env[name]) if env.get(name) else default
+
+    return EventSettings(
+        retry_for_seconds=seconds("OPTOUT_EVENTS_RETRY_FOR", d.retry_for_seconds),
+        backoff_seconds=seconds("OPTOUT_EVENTS_BACKOFF", d.backoff_seconds),
+        timeout_seconds=seconds("OPTOUT_EVENTS_TIMEOUT", d.timeout_seconds),
+        concurrency=int(_number(env, "OPTOUT_EVENTS_CONCURRENCY", d.concurrency, 1, 100)),
+        lease_seconds=seconds("OPTOUT_EVENTS_LEASE", d.lease_seconds),
+        poll_seconds=seconds("OPTOUT_EVENTS_POLL", d.poll_seconds),
+        batch_size=int(_number(env, "OPTOUT_EVENTS_BATCH", d.batch_size, 1, 10_000)),
+        allow_cidrs=parse_cidrs(
+            "OPTOUT_EVENTS_ALLOW_CIDRS", env.get("OPTOUT_EVENTS_ALLOW_CIDRS", "")
+        ),
+        allow_http_loopback=_flag(env, "OPTOUT_EVENTS_ALLOW_HTTP_LOOPBACK"),
+        in_worker=_flag(env, "OPTOUT_EVENTS_IN_WORKER")
+        if env.get("OPTOUT_EVENTS_IN_WORKER")
+        else True,
     )
 
 

@@ -21,6 +21,7 @@ from mailer.cli import admin as cli_admin
 from mailer.cli import campaigns as cli_campaigns
 from mailer.cli import demo
 from mailer.cli import dkim as cli_dkim
+from mailer.cli import events as cli_events
 from mailer.cli import inbound as cli_inbound
 from mailer.cli import journal as cli_journal
 from mailer.cli import ledger as cli_ledger
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_web.register(commands)
     cli_dkim.register(commands)
     cli_serve.register(commands)
+    cli_events.register(commands)
 
     demo.register(commands)
     return parser

@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from mailer import audit
+from mailer import audit, events
 from mailer.addresses import parse_address
 from mailer.config import Settings
 from mailer.consent import writer as consent
@@ -37,7 +37,7 @@ from mailer.tokens import LinkClaims, Purpose
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("email", "name", "language")
+COLUMNS = ("email", "name", "language", "external_id")
 REQUIRED = ("email",)
 # A subscriber row is an address and a name: a few hundred bytes. A longer line is not a row
 # of ours (a binary file, a broken quote swallowing the file) and would cost memory.
@@ -126,6 +126,7 @@ class Header:
     name: int | None
     width: int
     language: int | None = None  # the person's language (issue 19): en, de, fr, es
+    external_id: int | None = None  # the tenant's own id for the person (issue 22)
 
 
 def scan(path: Path) -> FileFacts:
@@ -201,6 +202,7 @@ def read_header(row: list[str]) -> Header:
         names.index("name") if "name" in names else None,
         len(row),
         names.index("language") if "language" in names else None,
+        names.index("external_id") if "external_id" in names else None,
     )
 
 
@@ -247,7 +249,12 @@ def _parse_row(line: int, row: list[str], header: Header) -> consent.BatchRow | 
     language = supported(cell)
     if cell and language is None:
         return f"the language must be one of {', '.join(LANGUAGES)}"
-    return consent.BatchRow(line, address, name or None, language)
+    external_id = row[header.external_id].strip() if header.external_id is not None else ""
+    try:
+        checked = events.check_external_id(external_id)
+    except InvalidInput as exc:
+        return exc.message
+    return consent.BatchRow(line, address, name or None, language, checked)
 
 
 async def run_import(

@@ -607,6 +607,7 @@ class BatchRow:
     address: Address
     name: str | None = None
     language: str | None = None  # a shipped language code, from the import's language column
+    external_id: str | None = None  # the tenant's own id for the person (issue 22)
 
 
 @dataclass(slots=True)
@@ -687,6 +688,7 @@ async def subscribe_batch(
                 ids=[i for i, _ in spoken],
                 languages=[lang for _, lang in spoken],
             )
+        await _set_external_ids(conn, tenant_id, ids, candidates)
         created = {r["id"] for r in people if r["created"]}
         state = "confirmed" if confirmed else "pending"
         new = {
@@ -737,6 +739,27 @@ async def subscribe_batch(
             lawful_basis=lawful_basis,
         )
     return outcome
+
+
+async def _set_external_ids(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    ids: dict[bytes, int],
+    candidates: dict[bytes, BatchRow],
+) -> None:
+    """The import's external_id column, before the ledger rows so their events carry it; the
+    first row naming an id wins within the batch."""
+    chosen: dict[str, int] = {}
+    for key, row in candidates.items():
+        if row.external_id is not None:
+            chosen.setdefault(row.external_id, ids[key])
+    if chosen:
+        await queries().events.set_external_ids(
+            conn,
+            tenant_id=tenant_id,
+            ids=list(chosen.values()),
+            external_ids=list(chosen),
+        )
 
 
 async def unsubscribe_from_link(

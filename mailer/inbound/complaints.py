@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from mailer import events
 from mailer.consent import writer as consent
 from mailer.consent.writer import Evidence
 from mailer.db import queries
@@ -108,6 +109,15 @@ async def apply_complaint(
         ),
         campaign_id=match.campaign_id,
     )
+    if match.subscriber_id is not None:
+        await events.emit(
+            conn,
+            tenant_id=match.tenant_id,
+            type="subscriber.complained",
+            subscriber_id=match.subscriber_id,
+            campaign_id=match.campaign_id,
+            data={"feedback_type": (feedback_type or "abuse").lower()[:40], "channel": channel},
+        )
     details: dict[str, Any] = {"suppressed": added}
     if not counts:
         return "complaint_not_counted", details

@@ -22,6 +22,7 @@ from typing import Any
 
 import asyncpg
 
+from mailer import events
 from mailer.consent import writer as consent
 from mailer.db import queries, rows
 from mailer.errors import NotFound
@@ -162,6 +163,11 @@ async def _erase(
             email_key=person["email_key"],
         )
         await consent.journal_event(conn, tenant_id, person["id"], "erase", reason="erasure")
+    # The erased event names the person by ids only; their external id goes right after it.
+    await events.emit_for_subscribers(
+        conn, tenant_id=tenant_id, type="subscriber.erased", subscriber_ids=ids
+    )
+    await queries().events.clear_external_ids(conn, tenant_id=tenant_id, ids=ids)
     removed = {
         "consent_evidence": await q.erase_evidence(conn, tenant_id=tenant_id, ids=ids, now=now),
         "deliveries_cancelled": await q.cancel_deliveries(

@@ -19,6 +19,7 @@ from typing import Literal
 
 import asyncpg
 
+from mailer import events
 from mailer.consent import writer as consent
 from mailer.db import queries, rows
 from mailer.errors import InvalidInput
@@ -115,6 +116,18 @@ async def record_bounce(
             source=source,
             occurred_at=at,
         )
+        if subscriber_id is not None:
+            await events.emit(
+                conn,
+                tenant_id=tenant_id,
+                type="subscriber.bounced",
+                subscriber_id=subscriber_id,
+                data={
+                    "class": "hard" if permanent else ("soft" if final else "transient"),
+                    "status": status,
+                    "channel": source,
+                },
+            )
         if not final:
             return BounceDecision("record", "transient failure", event_id=event_id)
         if permanent and status is not None and status.startswith(policy.alert_prefixes):

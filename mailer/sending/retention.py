@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from mailer import events
 from mailer.db import queries, rows
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Maintenance:
     deliveries_removed: int = 0
     inbound_removed: int = 0
     counter_rows_compacted: int = 0
+    events_removed: int = 0
     skipped: bool = False  # another run held the lock
 
 
@@ -69,6 +71,7 @@ async def maintain(conn: asyncpg.Connection, now: dt.datetime) -> Maintenance:
             cutoff = now - dt.timedelta(days=tenant["retention_days"])
             await _tenant(conn, tenant["id"], cutoff, now, done)
         await q.prune_send_minutes(conn, before=now - dt.timedelta(days=SEND_MINUTES_DAYS))
+        done.events_removed = await events.expire(conn, now)
         # Mail that matched no tenant is kept for the default retention.
         cutoff = now - dt.timedelta(days=DEFAULT_RETENTION_DAYS)
         for _ in range(MAX_CHUNKS):

@@ -31,7 +31,7 @@ from typing import Any
 
 import asyncpg
 
-from mailer import signin_limits, wording
+from mailer import event_delivery, signin_limits, wording
 from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.config import Settings, SmtpRelay
 from mailer.db import UNAVAILABLE_ERRORS, queries, rows
@@ -395,6 +395,12 @@ class Worker:
                 )
         listener = await self._listen()
         renewer = asyncio.create_task(self._renew_leases())
+        # Event deliveries ride along (issue 22) unless an `optout events run` process has them.
+        deliverer = (
+            asyncio.create_task(self._deliver_events())
+            if self.settings.events.in_worker and not until_idle
+            else None
+        )
         log.info("worker_started owner=%s relay=%s", self.owner, self.relay)
         try:
             housekeeping_at = 0.0
@@ -429,6 +435,16 @@ class Worker:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+            if deliverer is not None:
+                # Its loop ends with the batch in hand (the stop event is shared); a cut one
+                # is sent again after its lease.
+                done, _ = await asyncio.wait(
+                    {deliverer}, timeout=self.settings.events.timeout_seconds + 5
+                )
+                if not done:
+                    deliverer.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await deliverer
             if self._maintaining is not None:
                 self._maintaining.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -441,6 +457,18 @@ class Worker:
                 await route.smtp.close()
             log.info("worker_stopped owner=%s sent=%s", self.owner, self.stats.sent)
         return self.stats
+
+    async def _deliver_events(self) -> None:
+        """The event sender of this process (mailer/event_delivery.py) until stopped; a
+        failure is logged and retried, it never stops the sending of mail."""
+        while not self._stop.is_set():
+            try:
+                async with event_delivery.Sender(self.pool, self.settings) as sender:
+                    await sender.run(self._stop)
+            except Exception:
+                log.exception("event_delivery_failed; retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), min(self.config.poll_seconds, 5.0))
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

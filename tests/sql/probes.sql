@@ -359,3 +359,14 @@ SELECT e.action, e.effect, e.source, v.form_text, v.detail
  ORDER BY e.id;
 -- name: all_tenant_wording()
 SELECT tenant_id, key, language, text FROM tenant_wording ORDER BY tenant_id, key, language;
+-- name: outbox_events(tenant_id)
+-- Issue 22: the event outbox of one tenant, in order.
+SELECT id, type, subscriber_id, external_id, campaign_id, data FROM events
+ WHERE tenant_id = :tenant_id ORDER BY id;
+
+-- name: outbox_rows()
+SELECT * FROM events ORDER BY id;
+
+-- name: event_endpoint_rows()
+-- Issue 22: endpoints as stored (the secret must appear only sealed).
+SELECT * FROM event_endpoints ORDER BY id;

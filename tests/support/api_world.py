@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailer import api_tokens, tenants
+from mailer import api_tokens, event_endpoints, tenants
 from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.config import Settings, SmtpRelay
 from mailer.consent import imports
@@ -32,6 +32,7 @@ class TenantWorld:
     campaign_id: int = 0
     request_id: int = 0
     template_id: int = 0
+    endpoint_id: int = 0  # an event endpoint (issue 22)
     tokens: dict[str, str] = field(default_factory=dict)  # role -> secret
 
 
@@ -107,6 +108,7 @@ async def _tenant(conn: Any, settings: Settings, slug: str, tmp_path: Path) -> T
     world.request_id = (await new_request(conn, settings, tenant, email))["id"]
     template = await tenant_templates.create(conn, tenant, f"Look of {slug}", created_by="test")
     world.template_id = template["id"]
+    world.endpoint_id = (await new_endpoint(conn, settings, tenant["id"]))["id"]
     for role in ("marketing", "compliance", "client"):
         token = await api_tokens.create_token(conn, role=role, tenant_id=tenant["id"])
         world.tokens[role] = token.secret
@@ -185,7 +187,16 @@ async def role_objects(conn: Any, settings: Settings, t: TenantWorld) -> dict[st
             detail={"confirmed_by": "mailbox"},
         ),
         "staff": await account_for(conn, "compliance", t.id),
+        "endpoint": (await new_endpoint(conn, settings, t.id))["id"],
     }
+
+
+async def new_endpoint(conn: Any, settings: Settings, tenant_id: int) -> Any:
+    """An event endpoint at a name the loopback DNS does not know (so nothing is reached)."""
+    created = await event_endpoints.create(
+        conn, settings, tenant_id=tenant_id, url="https://crm.unknown.test/optout-events"
+    )
+    return created.endpoint
 
 
 def bearer(token: str) -> dict[str, str]:

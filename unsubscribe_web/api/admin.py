@@ -44,6 +44,7 @@ from mailer.errors import (
 from mailer.i18n import LANGUAGES
 from unsubscribe_web import uploads
 from unsubscribe_web.api import campaigns as api_campaigns
+from unsubscribe_web.api import events as api_events
 from unsubscribe_web.api import openapi
 from unsubscribe_web.api import requests as api_requests
 from unsubscribe_web.api import staff as api_staff
@@ -129,6 +130,8 @@ def _subscriber(row: asyncpg.Record) -> dict[str, Any]:
     }
     if "state" in row:
         out["state"] = row["state"]
+    if "external_id" in row:
+        out["external_id"] = row["external_id"]
     return out
 
 
@@ -755,6 +758,7 @@ ENDPOINTS = (
     + api_templates.ENDPOINTS
     + api_subscribers.ENDPOINTS
     + api_staff.ENDPOINTS
+    + api_events.ENDPOINTS
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mailer import events
 from unsubscribe_web.api.spec import Endpoint
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -117,8 +118,35 @@ def document(prefix: str, endpoints: Sequence[Endpoint]) -> dict[str, Any]:
             ),
         },
         "paths": paths,
+        # What Optout POSTs to a tenant's event endpoints (issue 22; docs/webhooks.md).
+        "webhooks": {
+            name: {
+                "post": {
+                    "summary": f"{name} (version {events.EVENT_TYPES[name]})",
+                    "requestBody": {
+                        "content": {
+                            "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}
+                        }
+                    },
+                    "responses": {"2XX": {"description": "received; any other answer is retried"}},
+                }
+            }
+            for name in events.EVENT_TYPES
+        },
         "components": {
-            "schemas": {"Error": ERROR_SCHEMA},
+            "schemas": {
+                "Error": ERROR_SCHEMA,
+                "Event": events.ENVELOPE_SCHEMA,
+                **{
+                    name: {
+                        "allOf": [
+                            {"$ref": "#/components/schemas/Event"},
+                            {"properties": {"type": {"const": name}, "data": data}},
+                        ]
+                    }
+                    for name, data in events.DATA_SCHEMAS.items()
+                },
+            },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],

@@ -53,6 +53,7 @@ def example(
     }
     c = f"{s}/campaigns"
     tpl = o.get("template", t.template_id)
+    ep = f"{s}/event-endpoints/{o.get('endpoint', t.endpoint_id)}"
     # Each publish must take effect after the one before: roles go in order.
     later = dt.datetime.now(dt.UTC) + dt.timedelta(
         days=100 + (ROLES.index(tag) if tag in ROLES else 9)
@@ -225,6 +226,25 @@ def example(
         ),
         "disable_staff": ("POST", f"/api/v1/staff/{o.get('staff', MISSING_ID)}/disable", {}),
         "reset_staff_2fa": ("POST", f"/api/v1/staff/{o.get('staff', MISSING_ID)}/reset-2fa", {}),
+        "list_events": ("GET", f"{s}/events", {"params": {"limit": "10"}}),
+        "list_event_endpoints": ("GET", f"{s}/event-endpoints", {}),
+        "create_event_endpoint": (
+            "POST",
+            f"{s}/event-endpoints",
+            {"json": {"url": f"https://crm-{tag}.unknown.test/in", "include_address": True}},
+        ),
+        "get_event_endpoint": ("GET", ep, {}),
+        "update_event_endpoint": ("PATCH", ep, {"json": {"event_types": ["subscriber.erased"]}}),
+        "delete_event_endpoint": ("DELETE", ep, {}),
+        "rotate_event_endpoint_secret": ("POST", f"{ep}/rotate", {}),
+        "test_event_endpoint": ("POST", f"{ep}/test", {}),
+        "redeliver_events": ("POST", f"{ep}/redeliver", {"json": {"since": later.isoformat()}}),
+        "event_endpoint_deliveries": ("GET", f"{ep}/deliveries", {}),
+        "set_external_id": (
+            "PUT",
+            f"{s}/subscribers/{sub}/external-id",
+            {"json": {"external_id": f"crm-{tag}"}},
+        ),
     }
     return table[name]
 
@@ -279,9 +299,13 @@ async def test_rights_table_matches_the_roles_of_the_issue():
     policy, requests, consent proof, suppressions; client read and request only."""
     rights = {e.right for e in PROTECTED if e.right}
     assert rights <= RIGHTS["admin"]
+    # The client is the controller: it names where its events go (issue 22).
     assert not any(
-        r.endswith((".write", ".create")) for r in RIGHTS["client"] - {"requests.create"}
+        r.endswith((".write", ".create"))
+        for r in RIGHTS["client"] - {"requests.create", "webhooks.write"}
     )
+    assert "webhooks.write" not in RIGHTS["marketing"] | RIGHTS["compliance"]
+    assert "webhooks.read" in RIGHTS["marketing"] & RIGHTS["compliance"] & RIGHTS["client"]
     assert "consent.read" not in RIGHTS["marketing"]
     assert "suppressions.write" not in RIGHTS["marketing"]
     assert "imports.write" not in RIGHTS["compliance"]
@@ -303,7 +327,7 @@ async def test_other_tenants_objects_answer_exactly_like_missing_ones(world, cli
                 subscriber=MISSING_ID,
                 import_id=MISSING_ID,
                 objs=dict.fromkeys(
-                    ("draft", "sending", "paused", "request", "template"), MISSING_ID
+                    ("draft", "sending", "paused", "request", "template", "endpoint"), MISSING_ID
                 ),
                 version=999_999,
             )
@@ -312,7 +336,14 @@ async def test_other_tenants_objects_answer_exactly_like_missing_ones(world, cli
             context = f"{role} {endpoint.method} {endpoint.path}"
             assert status_b == 404, f"{context}: {body_b}"
             assert (status_b, body_b) == (status_m, body_m), context
-            ids = {"subscriber_id", "import_id", "campaign_id", "request_id", "template_id"}
+            ids = {
+                "subscriber_id",
+                "import_id",
+                "campaign_id",
+                "request_id",
+                "template_id",
+                "endpoint_id",
+            }
             if ids & set(endpoint.path_params):
                 # B's ids under A's own tenant: the same as ids that do not exist.
                 b_objs = dict.fromkeys(("draft", "sending", "paused"), b.campaign_id)
@@ -322,7 +353,12 @@ async def test_other_tenants_objects_answer_exactly_like_missing_ones(world, cli
                     role,
                     subscriber=b.subscriber_id,
                     import_id=b.import_id,
-                    objs=b_objs | {"request": b.request_id, "template": b.template_id},
+                    objs=b_objs
+                    | {
+                        "request": b.request_id,
+                        "template": b.template_id,
+                        "endpoint": b.endpoint_id,
+                    },
                 )
                 missing = example(
                     endpoint.name,
@@ -331,7 +367,8 @@ async def test_other_tenants_objects_answer_exactly_like_missing_ones(world, cli
                     subscriber=MISSING_ID,
                     import_id=MISSING_ID,
                     objs=dict.fromkeys(
-                        ("draft", "sending", "paused", "request", "template"), MISSING_ID
+                        ("draft", "sending", "paused", "request", "template", "endpoint"),
+                        MISSING_ID,
                     ),
                 )
                 got = await call(client, token, *theirs)

@@ -63,6 +63,14 @@ TENANT_COMMANDS: dict[str, str] = {
     "campaign status": "campaign status 1 --tenant {tenant}",
     "consent history": "consent history --tenant {tenant} --email ada@example.com",
     "dkim records": "dkim records --tenant {tenant}",
+    "events endpoint add": "events endpoint add --tenant {tenant} --url https://crm.example.com/in",
+    "events endpoint list": "events endpoint list --tenant {tenant}",
+    "events endpoint rotate": "events endpoint rotate 1 --tenant {tenant}",
+    "events endpoint test": "events endpoint test 1 --tenant {tenant}",
+    "events endpoint log": "events endpoint log 1 --tenant {tenant}",
+    "events endpoint remove": "events endpoint remove 1 --tenant {tenant}",
+    "events redeliver": "events redeliver --tenant {tenant} --endpoint 1 --since 2031-01-01T00:00Z",
+    "events feed": "events feed --tenant {tenant}",
 }
 OTHER_COMMANDS: dict[str, str] = {
     "db migrate": "db migrate",
@@ -81,6 +89,7 @@ OTHER_COMMANDS: dict[str, str] = {
     "web": "web --port 0",
     "serve": "serve --no-worker --port 0 --inbound-port 0",
     "journal reapply": "journal reapply {journal}",
+    "events run": "events run --until-idle",
 }
 # Commands that never open DATABASE_URL: demo has its own database, dkim generate none.
 NO_DATABASE = {"demo", "dkim generate"}

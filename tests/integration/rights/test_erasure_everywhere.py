@@ -15,7 +15,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from mailer import api_tokens, journal
+from mailer import api_tokens, event_delivery, event_endpoints, journal
+from mailer.config import Settings
 from mailer.consent import writer as consent
 from mailer.db import create_pool
 from mailer.rights import erasure, privacy
@@ -26,6 +27,7 @@ from tests.support.api_world import bearer
 from tests.support.inbound_world import fixture, inbound_server, send_smtplib
 from tests.support.mailer_env import DOMAIN, mail_settings, make_tenant
 from tests.support.pg_tools import server_major, tool
+from tests.support.webhook_receiver import Receiver
 from unsubscribe_web.app import create_app
 
 HOOK_SECRET = "sendgrid-secret-0123456789"
@@ -50,6 +52,18 @@ class Person:
 
     def needles(self) -> list[str]:
         return [self.email, self.name, self.ip]
+
+
+async def deliver_events(db_dsn: str, settings: Settings) -> None:
+    """Every due event to the tenant's endpoint (bounded)."""
+    pool = await create_pool(db_dsn, max_size=2)
+    try:
+        async with event_delivery.Sender(pool, settings) as sender:
+            for _ in range(20):
+                if await sender.run_once() == 0:
+                    break
+    finally:
+        await pool.close()
 
 
 def pg_dump(db_dsn: str, major: int, out: Path) -> bytes:
@@ -95,19 +109,26 @@ def reply_to(message_id: str, person: Person, verp: str) -> bytes:
 async def test_erasure_leaves_no_address_name_or_ip_in_a_pg_dump_or_any_file(
     conn, db_dsn, settings, smtp_sink, aiohttp_client, tmp_path
 ):
-    """STANDARDS 40: afterwards no column, queue row or file holds the email or name."""
+    """STANDARDS 40: afterwards no column, queue row or file holds the email or name; the
+    events delivered to the tenant's endpoint after the erasure carry none either (issue 22)."""
     person = Person.generated()
     data_dir = tmp_path / "data"
     settings = dataclasses.replace(
         mail_settings(settings, smtp_sink.port),
         data_dir=data_dir,
         inbound=dataclasses.replace(settings.inbound, hook_secrets=(("sendgrid", HOOK_SECRET),)),
+        events=dataclasses.replace(settings.events, allow_http_loopback=True),
     )
+    receiver = await Receiver().start()
     with journal.journal_in(tmp_path / "journal"):
         (tmp_path / "keys").mkdir()
         tenant, topic = await make_tenant(conn, tmp_path / "keys")
         token = await api_tokens.create_token(conn, role="admin", tenant_id=None)
         client = await aiohttp_client(create_app(settings))
+        # Issue 22: the tenant's CRM takes every event, with addresses.
+        await event_endpoints.create(
+            conn, settings, tenant_id=tenant["id"], url=receiver.url, include_address=True
+        )
 
         # An import over the API: the upload lands under the data folder while it runs.
         response = await client.post(
@@ -206,6 +227,9 @@ async def test_erasure_leaves_no_address_name_or_ip_in_a_pg_dump_or_any_file(
             (person.email, None),
         ]
 
+        await deliver_events(db_dsn, settings)
+        assert any(e["data"].get("email") == person.email for e in receiver.events())
+
         major = await server_major(conn)
         before = pg_dump(db_dsn, major, tmp_path / "before.sql")
         for needle in person.needles():
@@ -214,6 +238,15 @@ async def test_erasure_leaves_no_address_name_or_ip_in_a_pg_dump_or_any_file(
         await erasure.erase_subscriber(
             conn, tenant_id=tenant["id"], subscriber_id=subscriber_id, by="staff"
         )
+
+        delivered = len(receiver.received)
+        await deliver_events(db_dsn, settings)
+        await receiver.stop()
+        erased = [e for e in receiver.events()[delivered:] if e["type"] == "subscriber.erased"]
+        assert [e["data"]["subscriber_id"] for e in erased] == [subscriber_id]
+        for got in receiver.received[delivered:]:
+            for needle in person.needles():
+                assert hits(got.body, needle) == 0, needle
 
         after = pg_dump(db_dsn, major, tmp_path / "after.sql")
         for needle in person.needles():
