@@ -460,7 +460,8 @@ async def _refusals(
         holder = (
             actor
             if right in _rights(actor)
-            else next(r for r in TENANT_ROLES if right in _rights(r))
+            # Staff administration is no tenant role's right: the actor stands in (refused).
+            else next((r for r in TENANT_ROLES if right in _rights(r)), actor)
         )
         cases: list[tuple[str, str, dict[str, str], str | None, tuple[int, ...]]] = []
         # Staff of acme with the right: beta's tenant, and (where the route names one) beta's
