@@ -266,7 +266,7 @@ async def _seed(conn: asyncpg.Connection, settings: Settings, people: int) -> as
             detail={"demo": True},
         )
     print(f"  topics {', '.join(t[0] for t in DEMO_TOPICS)}; {len(batch)} subscribers", flush=True)
-    await _seed_policy(conn, tenant)
+    await _seed_policy(conn, settings, tenant)
     return tenant
 
 
@@ -284,8 +284,12 @@ def _people(count: int) -> list[tuple[str, str]]:
     return out
 
 
-async def _seed_policy(conn: asyncpg.Connection, tenant: asyncpg.Record) -> None:
-    """Version 1 in effect now, version 2 coming after the tenant's notice period."""
+async def _seed_policy(
+    conn: asyncpg.Connection, settings: Settings, tenant: asyncpg.Record
+) -> None:
+    """Version 1 in effect now, version 2 coming after the tenant's notice period, announced
+    by its notice campaign (queued here, sent by the worker once everything listens), so
+    `optout policy status` has a notice to follow, as `optout policy publish` would."""
     now = dt.datetime.now(dt.UTC)
     await policy.publish(
         conn,
@@ -297,7 +301,7 @@ async def _seed_policy(conn: asyncpg.Connection, tenant: asyncpg.Record) -> None
         force_reason="demo: the first version, before anyone was mailed",
         published_by="demo",
     )
-    await policy.publish(
+    version = await policy.publish(
         conn,
         tenant=tenant,
         body=POLICY_V2,
@@ -306,6 +310,16 @@ async def _seed_policy(conn: asyncpg.Connection, tenant: asyncpg.Record) -> None
         now=now,
         published_by="demo",
     )
+    notice = await policy.create_notice_campaign(
+        conn,
+        tenant=tenant,
+        version=version,
+        topic=await policy.notice_topic(conn, tenant["id"]),
+        policy_url=f"{settings.base_url}/policy/{DEMO_SLUG}",
+        by="demo",
+    )
+    queued = await campaigns.start(conn, settings, tenant["id"], notice["id"])
+    print(f"  policy version 2 announced: notice queued for {queued} subscribers", flush=True)
 
 
 async def _staff_token(conn: asyncpg.Connection) -> str:
@@ -324,7 +338,9 @@ async def _staff_token(conn: asyncpg.Connection) -> str:
 async def _send_newsletter(dsn: str, settings: Settings, tenant: asyncpg.Record) -> int:
     conn = await connect(dsn)
     try:
-        number = len(await campaigns.list_campaigns(conn, tenant["id"])) + 1
+        # Numbered among the newsletters alone (the policy notice is a campaign too).
+        sent = await campaigns.list_campaigns(conn, tenant["id"])
+        number = sum(c["template"] == "newsletter" for c in sent) + 1
         campaign = await campaigns.create(
             conn,
             tenant_id=tenant["id"],
