@@ -26,6 +26,7 @@ from unsubscribe_web.api import admin as api
 from unsubscribe_web.api import hooks
 from unsubscribe_web.dashboard import campaigns as workspace_campaigns
 from unsubscribe_web.dashboard import email_templates as workspace_templates
+from unsubscribe_web.dashboard import policy_pages as workspace_policy
 from unsubscribe_web.dashboard import views as dashboard
 from unsubscribe_web.forms import CsrfTokens
 from unsubscribe_web.keys import (
@@ -98,6 +99,7 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     dashboard.add_routes(app)
     workspace_campaigns.add_routes(app)
     workspace_templates.add_routes(app)
+    workspace_policy.add_routes(app)
     if outbox_dir is not None:
         dev_outbox.add_routes(app, outbox_dir)
     return app

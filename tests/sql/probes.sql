@@ -308,3 +308,8 @@ SELECT language FROM subscribers WHERE email = :email;
 SELECT t.id, t.tenant_id, t.name, v.version, v.html, v.body_text
   FROM email_templates t LEFT JOIN email_template_versions v ON v.template_id = t.id
  ORDER BY t.id, v.version;
+
+-- name: policy_versions_all()
+-- Every policy version of every tenant: what a refused policy POST must leave alone.
+SELECT tenant_id, version, body_md, summary, effective_at, force_reason
+  FROM policy_versions ORDER BY tenant_id, version;
