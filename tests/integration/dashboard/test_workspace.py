@@ -17,9 +17,9 @@ from mailer.api_tokens import RIGHTS
 from mailer.db import queries
 from mailer.sending import campaigns, tenant_templates
 from tests.conftest import probes
+from tests.integration.dashboard.test_workspace_policy import POLICY_POSTS
 from tests.support.api_world import CONTENT, sending_settings
 from tests.support.mailer_env import DOMAIN
-from tests.integration.dashboard.test_workspace_policy import POLICY_POSTS
 from tests.support.workspace import BODY, Tenant, csrf_of, draft, ready_tenant, sign_in, state
 from unsubscribe_web.app import create_app
 from unsubscribe_web.dashboard import campaigns as workspace_campaigns
