@@ -257,7 +257,9 @@ async def test_every_policy_post_refuses_other_tenants_missing_rights_and_missin
             return str(route.url_for(**parts))
 
         right = API_RIGHTS[api]
-        cases = [("other tenant", url("beta"), sessions["compliance"], csrf["compliance"], 404)]
+        cases: list[tuple[str, str, dict[str, str], str | None, int]] = [
+            ("other tenant", url("beta"), sessions["compliance"], csrf["compliance"], 404)
+        ]
         if has_version:
             cases.append(
                 (
