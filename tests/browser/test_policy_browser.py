@@ -144,7 +144,8 @@ async def test_compliance_publishes_a_version_sends_its_notice_and_downloads_the
         await page.get_by_role("link", name="Download the proof of notice (CSV)").click()
     download = await download_info.value
     path = await download.path()
-    rows = list(csv.DictReader(io.StringIO(Path(path).read_text(encoding="utf-8"))))
+    text = await asyncio.to_thread(Path(path).read_text, encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(text)))
     by_email = {r["email"]: r["notified_by"] for r in rows}
     assert {e for e, how in by_email.items() if how == "email"} == notice_people
     readers = set(acme.people.values()) - notice_people
