@@ -97,6 +97,11 @@ addresses that no longer exist.
 """
 )
 STAFF_TOKEN_DAYS = 7
+# Shown in every newsletter's footer and on the public pages (STANDARDS 42).
+DEMO_CONTACT = {
+    "contact_web": "https://demo.example.com/contact",
+    "contact_email": "hello@demo.example.com",
+}
 
 
 class DemoFailed(OptoutError):
@@ -229,6 +234,8 @@ async def _seed(conn: asyncpg.Connection, settings: Settings, people: int) -> as
     try:
         tenant = await tenants.get_tenant(conn, DEMO_SLUG)
         print(f"tenant {DEMO_SLUG!r} exists already; reusing its data", flush=True)
+        if not tenants.has_contact(tenant):  # demo data from before contact details existed
+            tenant = await tenants.update_tenant(conn, DEMO_SLUG, DEMO_CONTACT)
         return tenant
     except UnknownTenant:
         pass
@@ -238,6 +245,7 @@ async def _seed(conn: asyncpg.Connection, settings: Settings, people: int) -> as
         name="Demo Newsletter Co.",
         sender_address="news@demo.example.com",
         postal_address="Demo Newsletter Co., 1 Example Street, 75001 Paris, France",
+        **DEMO_CONTACT,
         partner_address="partners@demo.example.com",
         time_zone="Europe/Paris",
         dkim_selector=DEMO_SELECTOR,

@@ -154,6 +154,10 @@ def _tenant_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sender-address", help="the From address")
     parser.add_argument("--sender-domain", help="default: the From address's domain")
     parser.add_argument("--postal-address", help="printed in every commercial message")
+    # STANDARDS 42 (CASL): at least one of these three before any marketing campaign starts.
+    parser.add_argument("--contact-web", help="a contact web page, shown in every commercial mail")
+    parser.add_argument("--contact-email", help="a contact email address, shown likewise")
+    parser.add_argument("--contact-phone", help="a contact phone number, shown likewise")
     parser.add_argument("--dkim-selector")
     parser.add_argument("--dkim-key-path", help="PEM file of the RSA key (2048 bits or more)")
     parser.add_argument("--dkim-ed25519-selector", help="optional second signature (RFC 8463)")

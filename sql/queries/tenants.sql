@@ -1,11 +1,13 @@
 -- Tenants (the organisations whose lists these are) and their topics.
 
--- name: create_tenant(slug, name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits)^
+-- name: create_tenant(slug, name, sender_name, sender_address, sender_domain, postal_address, contact_web, contact_email, contact_phone, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits)^
 INSERT INTO tenants (slug, name, sender_name, sender_address, sender_domain, postal_address,
+                     contact_web, contact_email, contact_phone,
                      dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path,
                      partner_address, time_zone, minimum_age, notice_period_days, holidays,
                      limits)
 VALUES (:slug, :name, :sender_name, :sender_address, :sender_domain, :postal_address,
+        :contact_web, :contact_email, :contact_phone,
         :dkim_selector, :dkim_key_path, :dkim_ed25519_selector, :dkim_ed25519_key_path,
         :partner_address, :time_zone, :minimum_age, :notice_period_days, :holidays, :limits)
 RETURNING *;
@@ -17,11 +19,13 @@ UPDATE tenants SET default_language = :default_language, updated_at = now()
  WHERE id = :id
 RETURNING *;
 
--- name: update_tenant(name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits, default_language, id)^
+-- name: update_tenant(name, sender_name, sender_address, sender_domain, postal_address, contact_web, contact_email, contact_phone, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits, default_language, id)^
 -- Every field is written: the caller merges the changes into the current row first.
 UPDATE tenants
    SET name = :name, sender_name = :sender_name, sender_address = :sender_address,
        sender_domain = :sender_domain, postal_address = :postal_address,
+       contact_web = :contact_web, contact_email = :contact_email,
+       contact_phone = :contact_phone,
        dkim_selector = :dkim_selector, dkim_key_path = :dkim_key_path,
        dkim_ed25519_selector = :dkim_ed25519_selector,
        dkim_ed25519_key_path = :dkim_ed25519_key_path,

@@ -75,6 +75,7 @@ async def show(request: web.Request) -> web.Response:
         "policy.html",
         body_lang=_languages(request, tenant),
         tenant=tenant,
+        contact=tenants.contact_of(tenant),
         current=view.current,
         upcoming=view.upcoming,
         diff=[_plain(line) for line in view.diff],
@@ -98,6 +99,7 @@ async def list_versions(request: web.Request) -> web.Response:
         "policy_versions.html",
         body_lang=_languages(request, tenant),
         tenant=tenant,
+        contact=tenants.contact_of(tenant),
         versions=[
             {
                 "row": v,
@@ -122,6 +124,7 @@ async def show_version(request: web.Request) -> web.Response:
         "policy_version.html",
         body_lang=_languages(request, tenant),
         tenant=tenant,
+        contact=tenants.contact_of(tenant),
         version=version,
         body_html=_html(version["body_md"]),
         zone=ZoneInfo(tenant["time_zone"]),
