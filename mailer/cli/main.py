@@ -26,6 +26,7 @@ from mailer.cli import journal as cli_journal
 from mailer.cli import ledger as cli_ledger
 from mailer.cli import policy as cli_policy
 from mailer.cli import serve as cli_serve
+from mailer.cli import subprocessors as cli_subprocessors
 from mailer.cli import web as cli_web
 from mailer.cli.support import with_db
 from mailer.config import load_settings
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_inbound.register(commands)
     cli_admin.register(commands)
     cli_policy.register(commands)
+    cli_subprocessors.register(commands)
     cli_campaigns.register(commands)
     cli_ledger.register(commands)
     cli_journal.register(commands)

@@ -46,6 +46,7 @@ from mailer.errors import (
 from mailer.i18n import LANGUAGES
 from unsubscribe_web.api import campaigns as api_campaigns
 from unsubscribe_web.api import openapi
+from unsubscribe_web.api import subprocessors as api_subprocessors
 from unsubscribe_web.api import templates as api_templates
 from unsubscribe_web.api.context import DEFAULT_LIMIT, MAX_LIMIT, Ctx, id_cursor, page
 from unsubscribe_web.api.spec import (
@@ -742,7 +743,9 @@ CORE_ENDPOINTS: tuple[Endpoint, ...] = (
 
 # Campaigns, policy versions and data requests (thin over mailer.campaigns/policy/privacy);
 # the tenants' own email templates (mailer.sending.tenant_templates).
-ENDPOINTS = CORE_ENDPOINTS + api_campaigns.ENDPOINTS + api_templates.ENDPOINTS
+ENDPOINTS = (
+    CORE_ENDPOINTS + api_campaigns.ENDPOINTS + api_templates.ENDPOINTS + api_subprocessors.ENDPOINTS
+)
 
 
 # --- plumbing -----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from mailer import tenants
 from mailer.i18n import choose
-from mailer.rights import policy
+from mailer.rights import policy, subprocessors
 from unsubscribe_web.pages import connection, page_language, render, use_language
 
 Clock = Callable[[], dt.datetime]
@@ -69,6 +69,9 @@ async def show(request: web.Request) -> web.Response:
     async with connection(request) as conn:
         tenant = await tenants.get_tenant(conn, request.match_info["tenant"])
         view = await policy.view(conn, tenant["id"], _now(request.app))
+        # The companies that help provide the service, as they stand today (STANDARDS 41).
+        own = await subprocessors.register(conn, tenant["id"])
+        installation = await subprocessors.register(conn, None)
     zone = ZoneInfo(tenant["time_zone"])
     response = render(
         request,
@@ -83,6 +86,7 @@ async def show(request: web.Request) -> web.Response:
         upcoming_html=_html(view.upcoming["body_md"]) if view.upcoming else None,
         zone=zone,
         versions_url=request.app.router["policy_versions"].url_for(tenant=tenant["slug"]),
+        subprocessors=[*own, *installation],
     )
     response.headers.update(PUBLIC_HEADERS)
     return response

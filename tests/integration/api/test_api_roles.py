@@ -187,6 +187,22 @@ def example(
             {"json": {"html": TEMPLATE_HTML, "text": TEMPLATE_TEXT}},
         ),
         "preview_template": ("GET", f"{s}/templates/{tpl}/preview", {}),
+        "list_subprocessors": ("GET", f"{s}/subprocessors", {}),
+        "save_subprocessors": (
+            "POST",
+            f"{s}/subprocessors",
+            {
+                "json": {
+                    "entries": [{"name": f"Host {tag}", "purpose": "Hosting", "location": "EU"}]
+                }
+            },
+        ),
+        "list_installation_subprocessors": ("GET", "/api/v1/subprocessors", {}),
+        "save_installation_subprocessors": (
+            "POST",
+            "/api/v1/subprocessors",
+            {"json": {"entries": [{"name": f"Relay {tag}", "purpose": "Mail", "location": "EU"}]}},
+        ),
     }
     return table[name]
 

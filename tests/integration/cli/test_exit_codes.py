@@ -42,6 +42,10 @@ TENANT_COMMANDS: dict[str, str] = {
     "--summary 'Clearer words'",
     "policy status": "policy status --tenant {tenant}",
     "policy proof": "policy proof --tenant {tenant} --version 1",
+    "subprocessors list": "subprocessors list --tenant {tenant}",
+    "subprocessors add": "subprocessors add --tenant {tenant} --name Relay --purpose 'Sends mail' "
+    "--location EU",
+    "subprocessors remove": "subprocessors remove --tenant {tenant} --name Relay",
     "requests list": "requests list --tenant {tenant}",
     "requests create": "requests create --tenant {tenant} --kind access --email ada@example.com",
     "requests extend": "requests extend 1 --tenant {tenant} --reason 'Many systems'",
