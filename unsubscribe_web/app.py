@@ -27,6 +27,7 @@ from unsubscribe_web.api import hooks
 from unsubscribe_web.dashboard import campaigns as workspace_campaigns
 from unsubscribe_web.dashboard import email_templates as workspace_templates
 from unsubscribe_web.dashboard import policy_pages as workspace_policy
+from unsubscribe_web.dashboard import subprocessors as workspace_subprocessors
 from unsubscribe_web.dashboard import views as dashboard
 from unsubscribe_web.forms import CsrfTokens
 from unsubscribe_web.keys import (
@@ -100,6 +101,7 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     workspace_campaigns.add_routes(app)
     workspace_templates.add_routes(app)
     workspace_policy.add_routes(app)
+    workspace_subprocessors.add_routes(app)
     if outbox_dir is not None:
         dev_outbox.add_routes(app, outbox_dir)
     return app

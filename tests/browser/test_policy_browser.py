@@ -152,8 +152,21 @@ async def test_compliance_publishes_a_version_sends_its_notice_and_downloads_the
     readers = set(acme.people.values()) - notice_people
     assert {e for e, how in by_email.items() if how == "site_notice"} == readers
 
-    # The public page shows the coming change.
+    # The register of companies that help: a row added in the workspace, axe-clean.
+    await page.goto(f"{base}/dashboard/t/acme/policy")
+    await page.get_by_role("link", name="Companies that help").click()
+    await assert_accessible(page)
+    await page.get_by_label("Company, row 1").fill("Example Hosting GmbH")
+    await page.get_by_label("What it does, row 1").fill("Runs our servers")
+    await page.get_by_label("Where, row 1").fill("Frankfurt, DE")
+    await page.get_by_role("button", name="Save the register").click()
+    assert await page.locator("#notice").inner_text() == "Register saved."
+    await assert_accessible(page)
+
+    # The public page shows the coming change and the register.
     await page.goto(f"{base}/policy/acme")
     notice = await page.locator("#policy-notice").inner_text()
     assert "Bounce records are kept for 12 months." in notice and ADDED in notice
+    assert "Example Hosting GmbH" in await page.locator("#subprocessors").inner_text()
+    await assert_accessible(page)
     await page.context.close()

@@ -313,3 +313,8 @@ SELECT t.id, t.tenant_id, t.name, v.version, v.html, v.body_text
 -- Every policy version of every tenant: what a refused policy POST must leave alone.
 SELECT tenant_id, version, body_md, summary, effective_at, force_reason
   FROM policy_versions ORDER BY tenant_id, version;
+
+-- name: subprocessors_all()
+-- Every register, the installation's included: what a refused workspace POST leaves alone.
+SELECT tenant_id, position, name, purpose, location FROM subprocessors
+ ORDER BY tenant_id NULLS FIRST, position;

@@ -211,6 +211,10 @@ POLICY_POSTS: dict[str, tuple[str, dict[str, str]]] = {
         {"subject": "S", "headline": "", "changes": "one"},
     ),
     "ws_policy_notice_send": ("publish_policy_version", {}),
+    "ws_subprocessors_save": (
+        "save_subprocessors",
+        {"rows": "1", "name_0": "Host", "purpose_0": "Servers", "location_0": "DE"},
+    ),
 }
 
 
@@ -285,7 +289,10 @@ async def test_every_policy_post_refuses_other_tenants_missing_rights_and_missin
 
 
 async def _versions(conn) -> list[dict[str, Any]]:
-    return [dict(r) async for r in probes().policy_versions_all(conn)]
+    """Policy versions and sub-processor registers: what the policy POSTs could change."""
+    versions = [dict(r) async for r in probes().policy_versions_all(conn)]
+    registers = [dict(r) async for r in probes().subprocessors_all(conn)]
+    return versions + registers
 
 
 async def test_policy_pages_of_another_tenant_read_like_none_and_need_the_right(
@@ -302,3 +309,51 @@ async def test_policy_pages_of_another_tenant_read_like_none_and_need_the_right(
     # A client may read the versions (policy.read) but not write the next one.
     await get(client, client_role, "/dashboard/t/acme/policy")
     await get(client, client_role, "/dashboard/t/acme/policy/new", 403)
+    # The register: read by a client (no form), another tenant's reads like none.
+    shown = await get(client, client_role, "/dashboard/t/acme/subprocessors")
+    assert 'id="register-list"' in shown and 'id="register-form"' not in shown
+    await get(client, cookie, "/dashboard/t/beta/subprocessors", 404)
+    await get(client, marketing, "/dashboard/t/acme/subprocessors", 403)
+
+
+# --- the sub-processor register -----------------------------------------------------------------
+
+
+async def test_compliance_edits_the_register_and_a_material_change_publishes_a_version(
+    client, conn, acme
+):
+    """STANDARDS 41: rows added and removed (an emptied row); a material change inside the
+    notice period refused with nothing saved; a valid one publishes the version embedding the
+    register and opens its page, where the notice is a draft."""
+    cookie = await sign_in(client, acme.tokens["compliance"])
+    page = await get(client, cookie, "/dashboard/t/acme/subprocessors")
+    token = csrf_of(page)
+    path = "/dashboard/t/acme/subprocessors"
+    rows = {
+        "rows": "3",
+        "name_0": "Host GmbH", "purpose_0": "Servers", "location_0": "Frankfurt, DE",
+        "name_1": "Relay Inc.", "purpose_1": "Mail", "location_1": "Dublin, IE",
+    }  # fmt: skip
+    response = await post(client, cookie, path, rows, token)
+    assert response.status == 303 and response.headers["Location"] == f"{path}?done=saved"
+    page = await get(client, cookie, path)
+    assert 'value="Host GmbH"' in page and 'value="Relay Inc."' in page
+
+    emptied = rows | {"name_1": "", "purpose_1": "", "location_1": ""}
+    soon = emptied | {"material": "1", "effective": local(3), "summary": "Relay removed."}
+    response = await post(client, cookie, path, soon, token)
+    assert response.status == 409
+    assert "the earliest effective time is" in (await response.text()).replace("&#39;", "'")
+    assert [r["name"] async for r in probes().subprocessors_all(conn)] == [
+        "Host GmbH",
+        "Relay Inc.",
+    ]
+
+    response = await post(client, cookie, path, soon | {"effective": local(31)}, token)
+    assert response.status == 303, await response.text()
+    assert response.headers["Location"] == "/dashboard/t/acme/policy/v/2?done=published"
+    body = (await policy.get_version(conn, acme.id, 2))["body_md"]
+    assert body.startswith(V1.strip()) and "| Host GmbH | Servers | Frankfurt, DE |" in body
+    assert "Relay Inc." not in body
+    page = await get(client, cookie, "/dashboard/t/acme/policy/v/2")
+    assert "The notice mail (draft)" in page
