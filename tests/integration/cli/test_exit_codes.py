@@ -80,6 +80,9 @@ OTHER_COMMANDS: dict[str, str] = {
     "serve": "serve --no-worker --port 0 --inbound-port 0",
     "journal reapply": "journal reapply {journal}",
 }
+# Every command in a subprocess, three at a time: some 60 interpreter starts, each several
+# seconds on a loaded shared machine, so these tests get more than the default 120 s.
+EVERY_COMMAND_TIMEOUT = pytest.mark.timeout(300)
 # Commands that never open DATABASE_URL: demo has its own database, dkim generate none.
 NO_DATABASE = {"demo", "dkim generate"}
 
@@ -134,6 +137,7 @@ def test_the_exit_code_table_is_in_the_commands_page():
     assert code_for("unknown tenant") == code_for("not migrated") == code_for("does not exist")
 
 
+@EVERY_COMMAND_TIMEOUT
 async def test_every_command_with_an_unknown_tenant_exits_2_naming_it(db_dsn, conn, tmp_path):
     """docs/commands.md: an unknown tenant is bad usage, exit 2, one line; nothing changes."""
     env = subprocess_env(db_dsn)
@@ -155,6 +159,7 @@ async def missing_db(server_dsn):
     return with_database(server_dsn, name), name
 
 
+@EVERY_COMMAND_TIMEOUT
 async def test_a_missing_database_is_one_line_naming_it_exit_2(missing_db, tmp_path):
     dsn, name = missing_db
     env = subprocess_env(dsn)
@@ -167,6 +172,7 @@ async def test_a_missing_database_is_one_line_naming_it_exit_2(missing_db, tmp_p
         assert "create it" in line, command
 
 
+@EVERY_COMMAND_TIMEOUT
 async def test_an_unmigrated_database_says_to_migrate_and_migrate_migrates(empty_db_dsn, tmp_path):
     env = subprocess_env(empty_db_dsn)
     everything = TENANT_COMMANDS | OTHER_COMMANDS

@@ -184,6 +184,11 @@ async def test_a_shorter_notice_is_published_only_with_its_reason_recorded(clien
     assert version["force_reason"] == "A regulator asked for the change at once"
     page = await get(client, cookie, "/dashboard/t/acme/policy")
     assert "short notice: A regulator asked for the change at once" in page
+    # Two days left and the notice still a draft: the version's page warns, in red, at once.
+    page = await get(client, cookie, "/dashboard/t/acme/policy/v/2")
+    warning = page.split('id="notice-warning"', 1)[1].split("</p>", 1)[0]
+    assert "the notice has not started sending" in warning
+    assert 'id="time-left">Time left before the effective date: 1 day 23 hours' in page
 
 
 async def test_the_public_page_announces_the_version_published_in_the_workspace(client, conn, acme):
