@@ -348,6 +348,13 @@ async def notice_topic(
     return topics[0]
 
 
+async def first_notice_topic(conn: asyncpg.Connection, tenant_id: int) -> asyncpg.Record | None:
+    """The notice topic a version published without choosing one is announced on (the
+    oldest), or None: then the public page's notice alone covers everyone."""
+    topics = await rows(queries().policy.notice_topics(conn, tenant_id=tenant_id))
+    return topics[0] if topics else None
+
+
 async def create_notice_campaign(
     conn: asyncpg.Connection,
     *,

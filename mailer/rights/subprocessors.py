@@ -159,7 +159,7 @@ async def publish_change(
     own = as_entries(await register(conn, tenant["id"]))
     installation = as_entries(await register(conn, None))
     body = embed(latest["body_md"] if latest else "", section(own, installation))
-    topics = await rows(queries().policy.notice_topics(conn, tenant_id=tenant["id"]))
+    topic = await policy.first_notice_topic(conn, tenant["id"])
     async with conn.transaction():
         version = await policy.publish(
             conn,
@@ -172,12 +172,12 @@ async def publish_change(
             published_by=by,
         )
         notice = None
-        if topics:
+        if topic is not None:
             notice = await policy.create_notice_campaign(
                 conn,
                 tenant=tenant,
                 version=version,
-                topic=topics[0],
+                topic=topic,
                 policy_url=policy_url,
                 by=by,
             )

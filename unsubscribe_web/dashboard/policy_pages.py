@@ -33,7 +33,7 @@ BASE = "/dashboard/t/{tenant}/policy"
 ONE = BASE + "/v/{version}"
 NO_VERSION = NotFound("No such policy version.", field="version")
 NOTICES = {
-    "published": "Version published. Write its notice below, then send it.",
+    "published": "Version published. Its notice mail, if any, is below: check it, then send it.",
     "saved": "Notice saved.",
     "started": "The notice is being sent.",
 }
@@ -117,7 +117,7 @@ async def publish(request: web.Request) -> web.Response:
         now = _now()
         try:
             effective = _effective(ws, values["effective"])
-            topic = await policy.notice_topic(ws.conn, ws.tenant_id)
+            topic = await policy.first_notice_topic(ws.conn, ws.tenant_id)
             async with ws.conn.transaction():
                 version = await policy.publish(
                     ws.conn,
@@ -129,14 +129,15 @@ async def publish(request: web.Request) -> web.Response:
                     force_reason=values["force_reason"] or None,
                     published_by=ws.principal.actor,
                 )
-                await policy.create_notice_campaign(
-                    ws.conn,
-                    tenant=ws.tenant,
-                    version=version,
-                    topic=topic,
-                    policy_url=_policy_url(ws),
-                    by=ws.principal.actor,
-                )
+                if topic is not None:
+                    await policy.create_notice_campaign(
+                        ws.conn,
+                        tenant=ws.tenant,
+                        version=version,
+                        topic=topic,
+                        policy_url=_policy_url(ws),
+                        by=ws.principal.actor,
+                    )
                 await ws.audit("publish_policy_version", ("policy_version", version["id"]))
         except OptoutError as exc:
             status = 409 if isinstance(exc, Conflict) else 400

@@ -191,6 +191,19 @@ async def test_a_shorter_notice_is_published_only_with_its_reason_recorded(clien
     assert 'id="time-left">Time left before the effective date: 1 day 23 hours' in page
 
 
+async def test_a_tenant_without_a_notice_topic_publishes_with_the_site_notice_alone(
+    client, conn, app_settings, tmp_path
+):
+    solo = await ready_tenant(conn, app_settings, tmp_path, "solo")
+    cookie = await sign_in(client, solo.tokens["compliance"])
+    token = csrf_of(await get(client, cookie, "/dashboard/t/solo/policy/new"))
+    form = {"body": V2, "summary": "First.", "effective": local(31)}
+    response = await post(client, cookie, "/dashboard/t/solo/policy", form, token)
+    assert response.status == 303, await response.text()
+    page = await get(client, cookie, "/dashboard/t/solo/policy/v/1")
+    assert 'id="no-notice"' in page and 'id="send-form"' not in page
+
+
 async def test_the_public_page_announces_the_version_published_in_the_workspace(client, conn, acme):
     cookie = await sign_in(client, acme.tokens["compliance"])
     token = csrf_of(await get(client, cookie, "/dashboard/t/acme/policy/new"))
