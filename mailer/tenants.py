@@ -71,10 +71,13 @@ async def create_tenant(conn: asyncpg.Connection, slug: str, **fields: Any) -> a
     values.setdefault("sender_name", values["name"])
     checked = check_fields(values)
     language = checked.pop("default_language")
+    contact = {name: checked.pop(name) for name in CONTACT_FIELDS}
     q = queries().tenants
     with domain_errors():
         async with conn.transaction():
             row: asyncpg.Record = await q.create_tenant(conn, slug=slug, **checked)
+            if any(contact.values()):
+                row = await q.set_contact(conn, id=row["id"], **contact)
             if language != SOURCE_LANGUAGE:
                 row = await q.set_default_language(conn, id=row["id"], default_language=language)
             return row

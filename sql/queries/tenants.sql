@@ -1,15 +1,21 @@
 -- Tenants (the organisations whose lists these are) and their topics.
 
--- name: create_tenant(slug, name, sender_name, sender_address, sender_domain, postal_address, contact_web, contact_email, contact_phone, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits)^
+-- name: create_tenant(slug, name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits)^
 INSERT INTO tenants (slug, name, sender_name, sender_address, sender_domain, postal_address,
-                     contact_web, contact_email, contact_phone,
                      dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path,
                      partner_address, time_zone, minimum_age, notice_period_days, holidays,
                      limits)
 VALUES (:slug, :name, :sender_name, :sender_address, :sender_domain, :postal_address,
-        :contact_web, :contact_email, :contact_phone,
         :dkim_selector, :dkim_key_path, :dkim_ed25519_selector, :dkim_ed25519_key_path,
         :partner_address, :time_zone, :minimum_age, :notice_period_days, :holidays, :limits)
+RETURNING *;
+
+-- name: set_contact(id, contact_web, contact_email, contact_phone)^
+-- Like set_default_language: a tenant created with contact details gets them in the same
+-- transaction, and create_tenant stays valid on a database migrated before 0100.
+UPDATE tenants
+   SET contact_web = :contact_web, contact_email = :contact_email, contact_phone = :contact_phone
+ WHERE id = :id
 RETURNING *;
 
 -- name: set_default_language(id, default_language)^
