@@ -66,6 +66,7 @@ async def fresh_database(admin_dsn: str, data_dir: Path) -> str:
             name="Bench",
             sender_address="news@bench.example",
             postal_address="1 Bench Road",
+            contact_web="https://bench.example/contact",
         )
         await tenants.create_topic(conn, tenant["id"], slug="news", name="News", kind="marketing")
     finally:

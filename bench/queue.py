@@ -133,6 +133,7 @@ async def run_size(admin: str, n: int, batches: int, batch: int) -> list[dict[st
             name="Bench",
             sender_address="news@bench.example",
             postal_address="1 Bench Street",
+            contact_web="https://bench.example/contact",
         )
         topic = await tenants.create_topic(
             conn, tenant["id"], slug="newsletter", name="Newsletter", kind="marketing"

@@ -213,6 +213,7 @@ async def prepare(admin_dsn: str, folder: Path, recipients: int) -> tuple[str, i
             name="Bench News",
             sender_address=f"news@{DOMAIN}",
             postal_address="Bench Inc.\n1 Example Street\n75001 Paris",
+            contact_web="https://bench.example/contact",
             dkim_selector="bench",
             dkim_key_path=str(key_path),
         )

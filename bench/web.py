@@ -249,6 +249,7 @@ async def prepare_database(
             name="Bench",
             sender_address="news@bench.example",
             postal_address="1 Bench Road",
+            contact_web="https://bench.example/contact",
         )
         topic = await tenants.create_topic(
             conn, tenant["id"], slug="news", name="News", kind="marketing"

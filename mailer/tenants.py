@@ -6,6 +6,7 @@ import datetime as dt
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
@@ -23,6 +24,9 @@ TENANT_FIELDS = (
     "sender_address",
     "sender_domain",
     "postal_address",
+    "contact_web",
+    "contact_email",
+    "contact_phone",
     "dkim_selector",
     "dkim_key_path",
     "dkim_ed25519_selector",
@@ -37,8 +41,14 @@ TENANT_FIELDS = (
 )
 TOPIC_KINDS = ("marketing", "notice")
 _SELECTOR = re.compile(r"[a-z0-9._-]+")  # the tenants table's CHECK on both selectors
+# A web page, an email address or a phone number besides the postal address (STANDARDS 42).
+CONTACT_FIELDS = ("contact_web", "contact_email", "contact_phone")
+_PHONE = re.compile(r"\+?[0-9][0-9 ().-]{2,38}")
 DEFAULTS: dict[str, Any] = {
     "postal_address": None,
+    "contact_web": None,
+    "contact_email": None,
+    "contact_phone": None,
     "dkim_selector": None,
     "dkim_key_path": None,
     "dkim_ed25519_selector": None,
@@ -61,10 +71,13 @@ async def create_tenant(conn: asyncpg.Connection, slug: str, **fields: Any) -> a
     values.setdefault("sender_name", values["name"])
     checked = check_fields(values)
     language = checked.pop("default_language")
+    contact = {name: checked.pop(name) for name in CONTACT_FIELDS}
     q = queries().tenants
     with domain_errors():
         async with conn.transaction():
             row: asyncpg.Record = await q.create_tenant(conn, slug=slug, **checked)
+            if any(contact.values()):
+                row = await q.set_contact(conn, id=row["id"], **contact)
             if language != SOURCE_LANGUAGE:
                 row = await q.set_default_language(conn, id=row["id"], default_language=language)
             return row
@@ -169,6 +182,7 @@ def check_fields(values: dict[str, Any]) -> dict[str, Any]:
         )
     if out.get("partner_address"):
         out["partner_address"] = parse_address(out["partner_address"]).as_given
+    _check_contact(out)
     try:
         ZoneInfo(out["time_zone"])
     except (ZoneInfoNotFoundError, ValueError):
@@ -197,6 +211,49 @@ def check_fields(values: dict[str, Any]) -> dict[str, Any]:
             field="minimum_age",
         )
     return {name: out.get(name) for name in TENANT_FIELDS}
+
+
+def has_contact(tenant: Mapping[str, Any]) -> bool:
+    """Whether the tenant has a way to reach it besides the postal address (STANDARDS 42)."""
+    return any(tenant.get(name) for name in CONTACT_FIELDS)
+
+
+def contact_of(row: Any) -> dict[str, str | None]:
+    """What public pages show of the tenant: its name, postal address and contact details."""
+    return {
+        "name": row.get("tenant_name") or row.get("name"),
+        "postal_address": row.get("postal_address"),
+        **{name: row.get(name) for name in CONTACT_FIELDS},
+    }
+
+
+def _check_contact(out: dict[str, Any]) -> None:
+    """Contact details as people will use them: an http(s) page, an address, a phone number;
+    empty means none."""
+    for name in CONTACT_FIELDS:
+        value = out.get(name)
+        out[name] = value.strip() if isinstance(value, str) and value.strip() else None
+    web = out["contact_web"]
+    if web is not None:
+        parts = urlsplit(web)
+        if parts.scheme not in ("http", "https") or not parts.hostname or " " in web:
+            raise InvalidInput(
+                f"contact_web {web!r} is not a web address like https://example.com/contact.",
+                field="contact_web",
+            )
+        if len(web) > 500:
+            raise InvalidInput("contact_web is over 500 characters.", field="contact_web")
+    if out["contact_email"] is not None:
+        try:
+            out["contact_email"] = parse_address(out["contact_email"]).as_given
+        except InvalidInput as exc:
+            raise InvalidInput(f"contact_email: {exc.message}", field="contact_email") from None
+    phone = out["contact_phone"]
+    if phone is not None and (not _PHONE.fullmatch(phone) or sum(c.isdigit() for c in phone) < 3):
+        raise InvalidInput(
+            f"contact_phone {phone!r} is not a phone number like +1 555 0100.",
+            field="contact_phone",
+        )
 
 
 RETENTION_DAYS = (30, 3650)  # limits.retention_days bounds (mailer/sending/retention.py)

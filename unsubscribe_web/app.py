@@ -32,8 +32,10 @@ from unsubscribe_web.dashboard import campaigns as workspace_campaigns
 from unsubscribe_web.dashboard import email_templates as workspace_templates
 from unsubscribe_web.dashboard import imports as workspace_imports
 from unsubscribe_web.dashboard import my_account
+from unsubscribe_web.dashboard import policy_pages as workspace_policy
 from unsubscribe_web.dashboard import requests as workspace_requests
 from unsubscribe_web.dashboard import staff_pages as workspace_staff
+from unsubscribe_web.dashboard import subprocessors as workspace_subprocessors
 from unsubscribe_web.dashboard import subscribers as workspace_subscribers
 from unsubscribe_web.dashboard import views as dashboard
 from unsubscribe_web.dashboard import wording as workspace_wording
@@ -122,6 +124,8 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     workspace_imports.add_routes(app)
     workspace_requests.add_routes(app)
     workspace_wording.add_routes(app)
+    workspace_policy.add_routes(app)
+    workspace_subprocessors.add_routes(app)
     if outbox_dir is not None:
         dev_outbox.add_routes(app, outbox_dir)
     return app

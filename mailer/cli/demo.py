@@ -104,6 +104,11 @@ DEMO_STAFF = (
     ("marketing", "Demo Marketer", "marketing@demo.example", "marketing"),
 )
 SIGNIN_LINK_SECONDS = 86_400.0
+# Shown in every newsletter's footer and on the public pages (STANDARDS 42).
+DEMO_CONTACT = {
+    "contact_web": "https://demo.example.com/contact",
+    "contact_email": "hello@demo.example.com",
+}
 
 
 class DemoFailed(OptoutError):
@@ -236,6 +241,8 @@ async def _seed(conn: asyncpg.Connection, settings: Settings, people: int) -> as
     try:
         tenant = await tenants.get_tenant(conn, DEMO_SLUG)
         print(f"tenant {DEMO_SLUG!r} exists already; reusing its data", flush=True)
+        if not tenants.has_contact(tenant):  # demo data from before contact details existed
+            tenant = await tenants.update_tenant(conn, DEMO_SLUG, DEMO_CONTACT)
         return tenant
     except UnknownTenant:
         pass
@@ -245,6 +252,7 @@ async def _seed(conn: asyncpg.Connection, settings: Settings, people: int) -> as
         name="Demo Newsletter Co.",
         sender_address="news@demo.example.com",
         postal_address="Demo Newsletter Co., 1 Example Street, 75001 Paris, France",
+        **DEMO_CONTACT,
         partner_address="partners@demo.example.com",
         time_zone="Europe/Paris",
         dkim_selector=DEMO_SELECTOR,
@@ -273,7 +281,7 @@ async def _seed(conn: asyncpg.Connection, settings: Settings, people: int) -> as
             detail={"demo": True},
         )
     print(f"  topics {', '.join(t[0] for t in DEMO_TOPICS)}; {len(batch)} subscribers", flush=True)
-    await _seed_policy(conn, tenant)
+    await _seed_policy(conn, settings, tenant)
     return tenant
 
 
@@ -291,8 +299,12 @@ def _people(count: int) -> list[tuple[str, str]]:
     return out
 
 
-async def _seed_policy(conn: asyncpg.Connection, tenant: asyncpg.Record) -> None:
-    """Version 1 in effect now, version 2 coming after the tenant's notice period."""
+async def _seed_policy(
+    conn: asyncpg.Connection, settings: Settings, tenant: asyncpg.Record
+) -> None:
+    """Version 1 in effect now, version 2 coming after the tenant's notice period, announced
+    by its notice campaign (queued here, sent by the worker once everything listens), so
+    `optout policy status` has a notice to follow, as `optout policy publish` would."""
     now = dt.datetime.now(dt.UTC)
     await policy.publish(
         conn,
@@ -304,7 +316,7 @@ async def _seed_policy(conn: asyncpg.Connection, tenant: asyncpg.Record) -> None
         force_reason="demo: the first version, before anyone was mailed",
         published_by="demo",
     )
-    await policy.publish(
+    version = await policy.publish(
         conn,
         tenant=tenant,
         body=POLICY_V2,
@@ -313,6 +325,16 @@ async def _seed_policy(conn: asyncpg.Connection, tenant: asyncpg.Record) -> None
         now=now,
         published_by="demo",
     )
+    notice = await policy.create_notice_campaign(
+        conn,
+        tenant=tenant,
+        version=version,
+        topic=await policy.notice_topic(conn, tenant["id"]),
+        policy_url=f"{settings.base_url}/policy/{DEMO_SLUG}",
+        by="demo",
+    )
+    queued = await campaigns.start(conn, settings, tenant["id"], notice["id"])
+    print(f"  policy version 2 announced: notice queued for {queued} subscribers", flush=True)
 
 
 async def _staff_links(conn: asyncpg.Connection, tenant_id: int) -> dict[str, str]:
@@ -335,7 +357,9 @@ async def _staff_links(conn: asyncpg.Connection, tenant_id: int) -> dict[str, st
 async def _send_newsletter(dsn: str, settings: Settings, tenant: asyncpg.Record) -> int:
     conn = await connect(dsn)
     try:
-        number = len(await campaigns.list_campaigns(conn, tenant["id"])) + 1
+        # Numbered among the newsletters alone (the policy notice is a campaign too).
+        sent = await campaigns.list_campaigns(conn, tenant["id"])
+        number = sum(c["template"] == "newsletter" for c in sent) + 1
         campaign = await campaigns.create(
             conn,
             tenant_id=tenant["id"],

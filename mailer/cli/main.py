@@ -28,6 +28,7 @@ from mailer.cli import ledger as cli_ledger
 from mailer.cli import policy as cli_policy
 from mailer.cli import serve as cli_serve
 from mailer.cli import staff as cli_staff
+from mailer.cli import subprocessors as cli_subprocessors
 from mailer.cli import web as cli_web
 from mailer.cli.support import with_db
 from mailer.config import load_settings
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_admin.register(commands)
     cli_staff.register(commands)
     cli_policy.register(commands)
+    cli_subprocessors.register(commands)
     cli_campaigns.register(commands)
     cli_ledger.register(commands)
     cli_journal.register(commands)
@@ -158,6 +160,10 @@ def _tenant_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sender-address", help="the From address")
     parser.add_argument("--sender-domain", help="default: the From address's domain")
     parser.add_argument("--postal-address", help="printed in every commercial message")
+    # STANDARDS 42 (CASL): at least one of these three before any marketing campaign starts.
+    parser.add_argument("--contact-web", help="a contact web page, shown in every commercial mail")
+    parser.add_argument("--contact-email", help="a contact email address, shown likewise")
+    parser.add_argument("--contact-phone", help="a contact phone number, shown likewise")
     parser.add_argument("--dkim-selector")
     parser.add_argument("--dkim-key-path", help="PEM file of the RSA key (2048 bits or more)")
     parser.add_argument("--dkim-ed25519-selector", help="optional second signature (RFC 8463)")

@@ -350,6 +350,13 @@ async def notice_topic(
     return topics[0]
 
 
+async def first_notice_topic(conn: asyncpg.Connection, tenant_id: int) -> asyncpg.Record | None:
+    """The notice topic a version published without choosing one is announced on (the
+    oldest), or None: then the public page's notice alone covers everyone."""
+    topics = await rows(queries().policy.notice_topics(conn, tenant_id=tenant_id))
+    return topics[0] if topics else None
+
+
 async def create_notice_campaign(
     conn: asyncpg.Connection,
     *,
@@ -391,3 +398,102 @@ async def create_notice_campaign(
         conn, tenant_id=tenant["id"], id=campaign["id"], policy_version_id=version["id"]
     )
     return linked
+
+
+# --- the workspace's view of a notice ----------------------------------------------------------
+
+MAX_HEADLINE_CHARS = 200
+MAX_CHANGES = 50
+
+
+def earliest_effective(tenant: asyncpg.Record, now: dt.datetime) -> dt.datetime:
+    """The soonest effective time the tenant's notice period allows without a recorded reason."""
+    return now + dt.timedelta(days=tenant["notice_period_days"])
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeProgress:
+    """A version's notice as compliance follows it: every notice campaign's deliveries summed."""
+
+    status: VersionStatus
+    total: int
+    delivered: int
+    bounced: int
+    not_sent: int  # failed, suppressed or cancelled: these people rely on the site notice
+    pending: int
+    time_left: dt.timedelta
+
+    @property
+    def percent_delivered(self) -> int:
+        return round(100 * self.delivered / self.total) if self.total else 0
+
+
+async def notice_progress(
+    conn: asyncpg.Connection, tenant_id: int, version: int, now: dt.datetime
+) -> NoticeProgress:
+    """Delivered, bounced and not yet sent against the time left before the effective date,
+    with the warning ``status`` gives when the notice will not finish in time."""
+    row = await get_version(conn, tenant_id, version)
+    found = next(s for s in await status(conn, tenant_id, now) if s.version["id"] == row["id"])
+    figures = [await campaigns.stats(conn, tenant_id, c["id"]) for c in found.campaigns]
+    return NoticeProgress(
+        status=found,
+        total=sum(f.total for f in figures),
+        delivered=sum(f.sent for f in figures),
+        bounced=sum(f.bounced for f in figures),
+        not_sent=sum(f.failed + f.suppressed + f.cancelled for f in figures),
+        pending=sum(f.remaining for f in figures),
+        time_left=max(row["effective_at"] - now, dt.timedelta(0)),
+    )
+
+
+def notice_changes(text: str) -> list[str]:
+    """The notice's list of changes, one a line (list markers dropped, blank lines skipped)."""
+    changes = [line.strip().lstrip("-*").strip() for line in text.splitlines()]
+    return [c for c in changes if c]
+
+
+async def update_notice(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: int,
+    campaign: asyncpg.Record,
+    subject: str,
+    headline: str,
+    changes: list[str],
+) -> asyncpg.Record:
+    """Rewrite a notice campaign that has not started: its subject, headline and list of
+    changes. The effective date and the policy link stay the version's own, and the notice
+    template still refuses marketing content (compose checks it before any send)."""
+    if campaign["policy_version_id"] is None:
+        raise InvalidInput("This campaign is not a policy notice.", field="campaign")
+    if not changes:
+        raise InvalidInput("List at least one change, one a line.", field="changes")
+    if len(changes) > MAX_CHANGES or any(len(c) > MAX_SUMMARY_CHARS for c in changes):
+        raise InvalidInput(
+            f"At most {MAX_CHANGES} changes of {MAX_SUMMARY_CHARS} characters each.",
+            field="changes",
+        )
+    headline = headline.strip()
+    if len(headline) > MAX_HEADLINE_CHARS or any(ord(c) < 32 for c in headline):
+        raise InvalidInput(
+            f"The headline is one line of at most {MAX_HEADLINE_CHARS} characters.",
+            field="headline",
+        )
+    topic = await queries().tenants.get_topic(conn, tenant_id=tenant_id, id=campaign["topic_id"])
+    content = {
+        k: v for k, v in dict(campaign["content"] or {}).items() if k not in ("headline", "changes")
+    }
+    content["changes"] = changes
+    if headline:
+        content["headline"] = headline
+    return await campaigns.update_draft(
+        conn,
+        tenant_id=tenant_id,
+        campaign_id=campaign["id"],
+        topic_slug=topic["slug"],
+        name=campaign["name"],
+        subject=subject,
+        content=content,
+        layout_id=campaign["layout_id"],
+    )

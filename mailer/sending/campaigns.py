@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from mailer import outbox
+from mailer import outbox, tenants
 from mailer.config import Settings
 from mailer.db import queries, rows
 from mailer.errors import Conflict, InvalidInput, OptoutError
@@ -91,6 +91,9 @@ def sender_for(
         postal_address=tenant["postal_address"] or "",
         list_id=f"{topic['name']} <{topic['slug']}.{tenant['slug']}.{domain}>",
         feedback_id=f"{campaign_id}:{tenant['id']}:{topic['id']}:optout",
+        contact_web=tenant["contact_web"] or "",
+        contact_email=tenant["contact_email"] or "",
+        contact_phone=tenant["contact_phone"] or "",
     )
 
 
@@ -194,8 +197,24 @@ async def check(
         campaign["content"],
         await tenant_templates.layout_for(conn, campaign),
     )
+    _check_contact(tenant, topic)
     _check_sending(tenant, settings)
     return prepared
+
+
+def _check_contact(
+    tenant: asyncpg.Record | dict[str, Any], topic: asyncpg.Record | dict[str, Any]
+) -> None:
+    """A commercial message names a web page, email or phone besides the postal address (CASL,
+    STANDARDS 42); a policy notice is not commercial and goes out regardless."""
+    if topic["kind"] == "marketing" and not tenants.has_contact(tenant):
+        raise CampaignRefused(
+            f"tenant {tenant['slug']!r} has no contact details besides its postal address "
+            "(CASL: a web page, email or phone in every commercial message); set one with "
+            f"`optout tenant update {tenant['slug']} --contact-email ADDRESS` "
+            "(or --contact-web URL, --contact-phone NUMBER)",
+            field="contact_email",
+        )
 
 
 def _check_sending(tenant: asyncpg.Record | dict[str, Any], settings: Settings) -> None:
@@ -240,6 +259,10 @@ async def problems(
             campaign["content"],
             await tenant_templates.layout_for(conn, campaign),
         )
+    except CampaignRefused as exc:
+        found.append(exc)
+    try:
+        _check_contact(tenant, topic)
     except CampaignRefused as exc:
         found.append(exc)
     try:

@@ -95,6 +95,10 @@ class Sender:
     postal_address: str
     list_id: str  # e.g. "Newsletter <newsletter.acme.news.example.com>"
     feedback_id: str  # "campaignid:tenantid:kind:optout" (Gmail's a:b:c:SenderId shape)
+    # A web page, email or phone besides the postal address (STANDARDS 42), in the footer.
+    contact_web: str = ""
+    contact_email: str = ""
+    contact_phone: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,9 @@ def sample_sender(tenant: asyncpg.Record | dict[str, Any]) -> compose.Sender:
         postal_address=(tenant["postal_address"] or "").strip() or SAMPLE_POSTAL,
         list_id=f"Sample <sample.{tenant['slug']}.{domain}>",
         feedback_id=f"0:{tenant['id']}:0:optout",
+        contact_web=tenant["contact_web"] or "",
+        contact_email=tenant["contact_email"] or "",
+        contact_phone=tenant["contact_phone"] or "",
     )
 
 

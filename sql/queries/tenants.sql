@@ -10,6 +10,14 @@ VALUES (:slug, :name, :sender_name, :sender_address, :sender_domain, :postal_add
         :partner_address, :time_zone, :minimum_age, :notice_period_days, :holidays, :limits)
 RETURNING *;
 
+-- name: set_contact(id, contact_web, contact_email, contact_phone)^
+-- Like set_default_language: a tenant created with contact details gets them in the same
+-- transaction, and create_tenant stays valid on a database migrated before 0100.
+UPDATE tenants
+   SET contact_web = :contact_web, contact_email = :contact_email, contact_phone = :contact_phone
+ WHERE id = :id
+RETURNING *;
+
 -- name: set_default_language(id, default_language)^
 -- Apart from create_tenant, which leaves the column's default ('en'): a tenant created with
 -- another language gets it in the same transaction.
@@ -17,11 +25,13 @@ UPDATE tenants SET default_language = :default_language, updated_at = now()
  WHERE id = :id
 RETURNING *;
 
--- name: update_tenant(name, sender_name, sender_address, sender_domain, postal_address, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits, default_language, id)^
+-- name: update_tenant(name, sender_name, sender_address, sender_domain, postal_address, contact_web, contact_email, contact_phone, dkim_selector, dkim_key_path, dkim_ed25519_selector, dkim_ed25519_key_path, partner_address, time_zone, minimum_age, notice_period_days, holidays, limits, default_language, id)^
 -- Every field is written: the caller merges the changes into the current row first.
 UPDATE tenants
    SET name = :name, sender_name = :sender_name, sender_address = :sender_address,
        sender_domain = :sender_domain, postal_address = :postal_address,
+       contact_web = :contact_web, contact_email = :contact_email,
+       contact_phone = :contact_phone,
        dkim_selector = :dkim_selector, dkim_key_path = :dkim_key_path,
        dkim_ed25519_selector = :dkim_ed25519_selector,
        dkim_ed25519_key_path = :dkim_ed25519_key_path,

@@ -40,6 +40,8 @@ RETURNING id;
 -- The sign-up form: tenant, topic and the policy version in force, in one round trip.
 SELECT t.id AS tenant_id, t.name AS tenant_name, t.sender_name, t.minimum_age,
        t.default_language,
+       -- The page's footer: who runs the list and how to reach them (STANDARDS 42).
+       t.postal_address, t.contact_web, t.contact_email, t.contact_phone,
        tp.id AS topic_id, tp.name AS topic_name, tp.description AS topic_description,
        (SELECT pv.version FROM policy_versions pv
          WHERE pv.tenant_id = t.id AND pv.effective_at <= now()

@@ -22,7 +22,7 @@ PEOPLE = 12
 def demo(tmp_path: Path) -> Iterator[DemoProcess]:
     process = DemoProcess(tmp_path / "data", subscribers=PEOPLE)
     process.start()
-    process.wait_for_messages(PEOPLE)
+    process.wait_for_messages(2 * PEOPLE)  # the newsletter and the policy-version-2 notice
     try:
         yield process
     finally:

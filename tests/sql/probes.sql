@@ -370,3 +370,12 @@ SELECT * FROM events ORDER BY id;
 -- name: event_endpoint_rows()
 -- Issue 22: endpoints as stored (the secret must appear only sealed).
 SELECT * FROM event_endpoints ORDER BY id;
+-- name: policy_versions_all()
+-- Every policy version of every tenant: what a refused policy POST must leave alone.
+SELECT tenant_id, version, body_md, summary, effective_at, force_reason
+  FROM policy_versions ORDER BY tenant_id, version;
+
+-- name: subprocessors_all()
+-- Every register, the installation's included: what a refused workspace POST leaves alone.
+SELECT tenant_id, position, name, purpose, location FROM subprocessors
+ ORDER BY tenant_id NULLS FIRST, position;

@@ -50,6 +50,7 @@ async def _tenant(conn: Any, settings: Settings, slug: str, tmp_path: Path) -> T
         name=f"Tenant {slug}",
         sender_address=f"news@{slug}.example",
         postal_address="1 Main Street, Springfield",
+        contact_web=f"https://{slug}.example/contact",
     )
     news = await tenants.create_topic(
         conn, tenant["id"], slug="news", name="News", kind="marketing"

@@ -124,6 +124,7 @@ async def make_world(conn: asyncpg.Connection, settings: Settings) -> World:
     tenant = await tenants.create_tenant(
         conn, "acme", name="Acme", sender_address=f"news@{DOMAIN}",
         postal_address="1 Main Street, Springfield", partner_address=PARTNER,
+        contact_web="https://acme.example/contact",
     )  # fmt: skip
     topic = await tenants.create_topic(
         conn, tenant["id"], slug="news", name="News", kind="marketing"

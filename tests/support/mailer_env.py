@@ -43,11 +43,14 @@ async def make_tenant(
     dkim: bool = True,
     postal: str | None = "Acme Inc.\n1 Main Street\nSpringfield",
     topic_kind: str = "marketing",
+    contact: str | None = "https://acme.example/contact",
 ) -> tuple[asyncpg.Record, asyncpg.Record]:
     fields: dict[str, Any] = {
         "name": "Acme News",
         "sender_address": f"news@{DOMAIN}",
         "postal_address": postal,
+        # Marketing needs a way to reach the sender besides the post (STANDARDS 42).
+        "contact_web": contact,
     }
     if dkim:
         key_path = tmp_path / f"{slug}-dkim.pem"

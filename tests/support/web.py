@@ -38,6 +38,7 @@ async def seed(conn: asyncpg.Connection, subscribers: int = 1, slug: str = "acme
         sender_name="Acme",
         sender_address="news@acme.example",
         postal_address="1 Road, Town",
+        contact_web="https://acme.example/contact",
     )
     topics = {}
     for topic_slug, name, kind in (

@@ -48,6 +48,7 @@ from unsubscribe_web.api import events as api_events
 from unsubscribe_web.api import openapi
 from unsubscribe_web.api import requests as api_requests
 from unsubscribe_web.api import staff as api_staff
+from unsubscribe_web.api import subprocessors as api_subprocessors
 from unsubscribe_web.api import subscribers as api_subscribers
 from unsubscribe_web.api import templates as api_templates
 from unsubscribe_web.api.context import DEFAULT_LIMIT, MAX_LIMIT, Ctx, id_cursor, page
@@ -97,6 +98,9 @@ def _tenant(row: asyncpg.Record) -> dict[str, Any]:
         "sender_address",
         "sender_domain",
         "postal_address",
+        "contact_web",
+        "contact_email",
+        "contact_phone",
         "dkim_selector",
         "partner_address",
         "time_zone",
@@ -462,6 +466,10 @@ TENANT_FIELDS = {
     "sender_address": string(254, min_length=3),
     "sender_domain": string(253, min_length=1, pattern="^[a-z0-9.-]+$"),
     "postal_address": string(500, nullable=True, multiline=True),
+    # At least one before a marketing campaign starts (STANDARDS 42).
+    "contact_web": string(500, nullable=True),
+    "contact_email": string(254, nullable=True),
+    "contact_phone": string(40, nullable=True),
     "dkim_selector": string(63, nullable=True, pattern="^[a-z0-9._-]+$"),
     "partner_address": string(254, nullable=True),
     "time_zone": string(64, min_length=1, pattern="^[A-Za-z0-9_+/-]+$"),
@@ -759,6 +767,7 @@ ENDPOINTS = (
     + api_subscribers.ENDPOINTS
     + api_staff.ENDPOINTS
     + api_events.ENDPOINTS
+    + api_subprocessors.ENDPOINTS
 )
 
 

@@ -105,6 +105,11 @@ async def show(request: web.Request) -> web.Response:
             if view is not None and "requests" in view.sections
             else None
         ),
+        policy_url=(
+            request.app.router["ws_policy"].url_for(tenant=view.tenant["slug"])
+            if view is not None and principal.may("policy.read")
+            else None
+        ),
     )
 
 

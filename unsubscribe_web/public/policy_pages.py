@@ -15,7 +15,7 @@ from aiohttp import web
 
 from mailer import tenants
 from mailer.i18n import choose
-from mailer.rights import policy
+from mailer.rights import policy, subprocessors
 from unsubscribe_web.pages import connection, page_language, render, use_language
 
 Clock = Callable[[], dt.datetime]
@@ -69,12 +69,16 @@ async def show(request: web.Request) -> web.Response:
     async with connection(request) as conn:
         tenant = await tenants.get_tenant(conn, request.match_info["tenant"])
         view = await policy.view(conn, tenant["id"], _now(request.app))
+        # The companies that help provide the service, as they stand today (STANDARDS 41).
+        own = await subprocessors.register(conn, tenant["id"])
+        installation = await subprocessors.register(conn, None)
     zone = ZoneInfo(tenant["time_zone"])
     response = render(
         request,
         "policy.html",
         body_lang=_languages(request, tenant),
         tenant=tenant,
+        contact=tenants.contact_of(tenant),
         current=view.current,
         upcoming=view.upcoming,
         diff=[_plain(line) for line in view.diff],
@@ -82,6 +86,7 @@ async def show(request: web.Request) -> web.Response:
         upcoming_html=_html(view.upcoming["body_md"]) if view.upcoming else None,
         zone=zone,
         versions_url=request.app.router["policy_versions"].url_for(tenant=tenant["slug"]),
+        subprocessors=[*own, *installation],
     )
     response.headers.update(PUBLIC_HEADERS)
     return response
@@ -98,6 +103,7 @@ async def list_versions(request: web.Request) -> web.Response:
         "policy_versions.html",
         body_lang=_languages(request, tenant),
         tenant=tenant,
+        contact=tenants.contact_of(tenant),
         versions=[
             {
                 "row": v,
@@ -122,6 +128,7 @@ async def show_version(request: web.Request) -> web.Response:
         "policy_version.html",
         body_lang=_languages(request, tenant),
         tenant=tenant,
+        contact=tenants.contact_of(tenant),
         version=version,
         body_html=_html(version["body_md"]),
         zone=ZoneInfo(tenant["time_zone"]),

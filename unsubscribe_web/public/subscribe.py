@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from mailer import wording
+from mailer import tenants, wording
 from mailer.addresses import parse_address
 from mailer.consent import writer as consent
 from mailer.db import queries
@@ -290,4 +290,5 @@ def _form_page(
         error=error,
         intro=intro,
         action=form_action(request),
+        contact=tenants.contact_of(context),
     )

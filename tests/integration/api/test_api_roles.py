@@ -245,6 +245,22 @@ def example(
             f"{s}/subscribers/{sub}/external-id",
             {"json": {"external_id": f"crm-{tag}"}},
         ),
+        "list_subprocessors": ("GET", f"{s}/subprocessors", {}),
+        "save_subprocessors": (
+            "POST",
+            f"{s}/subprocessors",
+            {
+                "json": {
+                    "entries": [{"name": f"Host {tag}", "purpose": "Hosting", "location": "EU"}]
+                }
+            },
+        ),
+        "list_installation_subprocessors": ("GET", "/api/v1/subprocessors", {}),
+        "save_installation_subprocessors": (
+            "POST",
+            "/api/v1/subprocessors",
+            {"json": {"entries": [{"name": f"Relay {tag}", "purpose": "Mail", "location": "EU"}]}},
+        ),
     }
     return table[name]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import signal
 import urllib.request
 from collections import Counter
@@ -15,6 +16,7 @@ import dkim
 import pytest
 
 from mailer.sending.dkim import public_key_dns_record
+from tests.support.cli import optout
 from tests.support.demo_process import DemoProcess
 
 pytestmark = pytest.mark.timeout(300)
@@ -27,6 +29,10 @@ def demo(tmp_path: Path) -> Iterator[DemoProcess]:
         yield process
     finally:
         process.kill()
+
+
+def subject(path: Path) -> str:
+    return str(email.message_from_bytes(path.read_bytes(), policy=email.policy.default)["Subject"])
 
 
 def get(url: str) -> tuple[int, str]:
@@ -44,9 +50,13 @@ def test_demo_sends_a_signed_newsletter_and_stops_on_ctrl_c(demo: DemoProcess) -
     )
     for path in ("/dev/outbox", "/dashboard", "/s/demo/newsletter", "/policy/demo"):
         assert f"{demo.base_url}{path}" in demo.output
-    files = demo.wait_for_messages(25)
-    assert len(files) == 25
-    raw = files[0].read_bytes()
+    # Each person gets the newsletter and the notice of policy version 2 (the demo announces it).
+    files = demo.wait_for_messages(50)
+    assert len(files) == 50
+    newsletters = [path for path in files if subject(path).startswith("Demo news #1")]
+    notices = [path for path in files if subject(path).startswith("Changes to our privacy policy")]
+    assert len(newsletters) == 25 and len(notices) == 25
+    raw = newsletters[0].read_bytes()
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert f"<{demo.base_url}/u/" in str(message["List-Unsubscribe"])
@@ -59,9 +69,21 @@ def test_demo_sends_a_signed_newsletter_and_stops_on_ctrl_c(demo: DemoProcess) -
     signed = {name.strip().lower() for name in tags["h"].split(":")}
     assert {"from", "list-unsubscribe", "list-unsubscribe-post"} <= signed
     status, page = get(f"{demo.base_url}/dev/outbox")
-    assert status == 200 and page.count('href="/dev/outbox/') == 25
+    assert status == 200 and page.count('href="/dev/outbox/') == 50
     status, _ = get(f"{demo.base_url}/healthz")
     assert status == 200
+
+    # The tour's `optout policy status`, from a second terminal on the demo's data: the notice
+    # of version 2 is followed, and nothing is wrong with it (exit 0, no warning).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTOUT_")}
+    env.pop("DATABASE_URL", None)
+    env["OPTOUT_DATA_DIR"] = str(demo.data_dir / "demo")
+    env["OPTOUT_JOURNAL_DIR"] = str(demo.data_dir / "demo-journal")
+    status_run = optout("policy", "status", "--tenant", "demo", env=env)
+    assert status_run.returncode == 0, status_run.stdout + status_run.stderr
+    assert "WARNING" not in status_run.stdout
+    assert "version 2" in status_run.stdout and "announced" in status_run.stdout
+    assert "notice: 25 sent, 0 pending" in status_run.stdout
 
     assert demo.stop(signal.SIGINT) == 0
     assert "demo stopped" in demo.output
@@ -85,7 +107,7 @@ def test_ctrl_c_mid_send_then_a_second_run_mails_everyone_once_and_fresh_starts_
     demo.start()
     assert "reusing" in demo.output
     assert "newsletter #2 queued for 200 subscribers" in demo.output
-    demo.wait_for_messages(400)
+    demo.wait_for_messages(600)  # two newsletters and the policy notice
     assert demo.stop() == 0
     received = Counter(
         (message["To"], message["Subject"])
@@ -94,15 +116,15 @@ def test_ctrl_c_mid_send_then_a_second_run_mails_everyone_once_and_fresh_starts_
             for path in demo.caught()
         )
     )
-    assert len(received) == 400 and set(received.values()) == {1}
+    assert len(received) == 600 and set(received.values()) == {1}
 
     demo.lines.clear()
     demo.links.clear()
     demo.start("--fresh")
     assert "created tenant 'demo'" in demo.output
     assert "newsletter #1 queued" in demo.output
-    demo.wait_for_messages(200)
-    assert len(demo.caught()) == 200  # the old outbox went with the old data
+    demo.wait_for_messages(400)
+    assert len(demo.caught()) == 400  # the old outbox went with the old data
     assert demo.stop() == 0
 
 
@@ -120,8 +142,8 @@ def test_the_demo_ignores_a_real_installations_settings(tmp_path: Path) -> None:
     )
     try:
         demo.start()
-        files = demo.wait_for_messages(5)
-        raw = files[0].read_bytes()
+        files = demo.wait_for_messages(10)
+        raw = b"".join(path.read_bytes() for path in files)
         assert f"<{demo.base_url}/u/".encode() in raw
         assert b"optout.example.com" not in raw
         assert demo.stop() == 0
