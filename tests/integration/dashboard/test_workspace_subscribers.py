@@ -10,10 +10,12 @@ import re
 from urllib.parse import urlencode
 
 from mailer import api_tokens, tenants
+from mailer.api_tokens import Principal
 from mailer.consent import writer
 from mailer.db import queries
 from tests.conftest import probes
 from tests.support.mailer_env import add_subscribers
+from tests.support.staff import account_for
 from tests.support.workspace import (
     Tenant,
     csrf_of,
@@ -101,7 +103,7 @@ async def test_a_marketer_unsubscribes_a_person_from_a_topic_one_ledger_row_nami
     done = await page_of(client, cookie, response.headers["Location"])
     assert "Unsubscribed." in done
     assert re.search(r'id="topic-newsletter">.*?unsubscribed', done, re.S)
-    marketer = await _actor(conn, acme.tokens["marketing"])
+    marketer = await _account_actor(conn, acme.tokens["marketing"])
     rows = [dict(r) async for r in probes().staff_ledger_rows(conn, subscriber_id=person)]
     assert rows == [
         {"action": "unsubscribe", "topic_id": acme.topic_id, "source": "staff", "actor": marketer}
@@ -222,6 +224,13 @@ async def test_the_api_unsubscribes_and_suppresses_naming_the_token(client, conn
 async def _actor(conn, secret: str) -> str:
     principal = await api_tokens.authenticate(conn, f"Bearer {secret}")
     return principal.actor
+
+
+async def _account_actor(conn, secret: str) -> str:
+    """The workspace's actor: the staff account signed in with the token's role and tenant."""
+    principal = await api_tokens.authenticate(conn, f"Bearer {secret}")
+    account_id = await account_for(conn, principal.role, principal.tenant_id)
+    return Principal(None, principal.role, principal.tenant_id, account_id).actor
 
 
 async def test_get_and_head_on_the_new_pages_change_nothing_and_need_a_session(client, conn, acme):

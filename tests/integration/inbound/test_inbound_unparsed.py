@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from http.cookies import SimpleCookie
 
 import pytest
 
@@ -20,9 +19,9 @@ from tests.conftest import subprocess_env
 from tests.support.api_world import sending_settings
 from tests.support.cli import optout
 from tests.support.inbound_world import inbound_server, make_world, probes, rows, send_smtplib
+from tests.support.workspace import sign_in
 from tests.unit.inbound.test_bounce_families import FIXTURES
 from unsubscribe_web.app import create_app
-from unsubscribe_web.dashboard.workspace import COOKIE
 
 HOSTILE = (
     b"From: gateway@mx.example.net\r\nSubject: About your mail <script>alert(1)</script>\r\n"
@@ -33,14 +32,6 @@ HOSTILE = (
 @pytest.fixture
 async def world(conn, settings):
     return await make_world(conn, settings)
-
-
-async def sign_in(client, secret: str) -> dict[str, str]:
-    response = await client.post("/dashboard/login", data={"token": secret}, allow_redirects=False)
-    assert response.status == 303
-    morsel = SimpleCookie(response.headers["Set-Cookie"])[COOKIE]
-    client.session.cookie_jar.clear()
-    return {"Cookie": f"{COOKIE}={morsel.value}"}
 
 
 async def test_an_unparseable_bounce_is_kept_counted_listed_and_purged(
