@@ -9,12 +9,14 @@ random id, so nothing the browser holds can be replayed or forged into another p
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote_plus
 
 import aiohttp
 import asyncpg
@@ -197,8 +199,7 @@ async def _trade_code(provider: Provider, code: str, verifier: str, redirect_uri
             http.post(
                 metadata["token_endpoint"],
                 data=form,
-                # client_secret_basic (RFC 6749 section 2.3.1), the default every provider takes.
-                auth=aiohttp.BasicAuth(settings.client_id, settings.client_secret),
+                headers={"Authorization": _basic_auth(settings)},
                 allow_redirects=False,
             ) as response,
         ):
@@ -210,6 +211,13 @@ async def _trade_code(provider: Provider, code: str, verifier: str, redirect_uri
         raise SignOnRefused("The sign-on provider refused the sign-in code.")
     token: str = answer["id_token"]
     return token
+
+
+def _basic_auth(settings: OidcSettings) -> str:
+    """client_secret_basic, the method every provider takes: RFC 6749 section 2.3.1 form-encodes
+    both parts before Base64, so a secret with ':' or '%' still arrives whole."""
+    pair = f"{quote_plus(settings.client_id)}:{quote_plus(settings.client_secret)}"
+    return "Basic " + base64.b64encode(pair.encode()).decode()
 
 
 async def _checked_claims(provider: Provider, id_token: str, nonce: str) -> dict[str, Any]:
