@@ -94,11 +94,22 @@ def _go(request: web.Request, location: str, *, hop: bool = False) -> web.Respon
     cookie; a page of our own that moves on makes the next request same-site."""
     if not hop:
         return web.Response(status=303, headers={"Location": location})
+    return continue_page(
+        request, location, "Signed in at your provider", "Continue to the staff dashboard"
+    )
+
+
+def continue_page(request: web.Request, location: str, heading: str, link: str) -> web.Response:
+    """A page that moves on to ``location`` by itself (a meta refresh, no script) and offers
+    the link too. Its own navigation is what the browser judges (same-site for the session
+    cookie; never a form's redirect, which the form-action policy would stop)."""
     return render(
         request,
         "staff_continue.html",
         css=request.app.router["dashboard_stylesheet"].url_for(),
         location=location,
+        heading=heading,
+        link=link,
     )
 
 

@@ -1,10 +1,11 @@
 """Staff sign-in through the installation's OpenID Connect provider (issue 24 item 5).
 
-POST /dashboard/login/sso starts it: the sign-in under way is kept on the server
-(mailer.staff_oidc) behind a short-lived SameSite=Lax cookie, which the browser still sends
-when the provider, another site, sends it back to GET /dashboard/login/sso/callback. There a
-new session starts (Optout's TOTP still asked unless the provider's amr/acr count as a second
-factor), and a page of our own moves on, so the Strict session cookie is sent from then on.
+POST /dashboard/login/sso starts it (a page that moves on to the provider): the sign-in under
+way is kept on the server (mailer.staff_oidc) behind a short-lived SameSite=Lax cookie, which
+the browser still sends when the provider, another site, sends it back to GET
+/dashboard/login/sso/callback. There a new session starts (Optout's TOTP still asked unless
+the provider's amr/acr count as a second factor), and a page of our own moves on, so the
+Strict session cookie is sent from then on.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from mailer import staff_oidc
 from mailer.errors import SignOnRefused
-from unsubscribe_web.dashboard.accounts import await_code, login_page, signed_in
+from unsubscribe_web.dashboard.accounts import await_code, continue_page, login_page, signed_in
 from unsubscribe_web.dashboard.workspace import CROSS_SITE, from_another_site, secure
 from unsubscribe_web.keys import OIDC_PROVIDER, SETTINGS
 from unsubscribe_web.pages import connection
@@ -60,7 +61,10 @@ async def start(request: web.Request) -> web.Response:
     except SignOnRefused as error:
         log.warning("single sign-on cannot start: %s", error)
         return login_page(request, status=502, message=str(error))
-    response = web.Response(status=303, headers={"Location": url})
+    # Not a 303: a form's redirect to another site is stopped by our form-action policy.
+    response = continue_page(
+        request, url, "Signing in at your provider", "Continue to your sign-in provider"
+    )
     response.set_cookie(
         _cookie_name(request),
         raw,

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import html
 import logging
+import re
 from base64 import urlsafe_b64encode
 from urllib.parse import parse_qs, urlsplit
 
@@ -68,12 +70,19 @@ async def ada(conn):
     return world
 
 
+async def provider_url(client) -> str:
+    """Our sign-in button: a page that moves on to the provider (and links to it)."""
+    start = await client.post("/dashboard/login/sso", allow_redirects=False)
+    assert start.status == 200, await start.text()
+    found = re.search(r'<a href="([^"]+)" id="continue"', await start.text())
+    assert found is not None
+    return html.unescape(found.group(1))
+
+
 async def sign_in_at_provider(client, subject: str):
     """The browser's trip: our sign-in button, the provider's form (the person picks
     ``subject``), back to our callback. Returns the callback's response."""
-    start = await client.post("/dashboard/login/sso", allow_redirects=False)
-    assert start.status == 303, await start.text()
-    authorize = start.headers["Location"]
+    authorize = await provider_url(client)
     async with (
         aiohttp.ClientSession() as browser,
         browser.post(authorize, data={"sub": subject}, allow_redirects=False) as answer,
@@ -156,12 +165,10 @@ async def test_a_replayed_or_forged_callback_is_refused(client, provider, ada):
     """The sign-in under way is used once; a callback with another state, or none of our
     cookie, signs no one in."""
     provider.set_person("ada-sub", email=EMAIL, email_verified=True)
-    start = await client.post("/dashboard/login/sso", allow_redirects=False)
+    authorize = await provider_url(client)
     async with (
         aiohttp.ClientSession() as browser,
-        browser.post(
-            start.headers["Location"], data={"sub": "ada-sub"}, allow_redirects=False
-        ) as answer,
+        browser.post(authorize, data={"sub": "ada-sub"}, allow_redirects=False) as answer,
     ):
         back = urlsplit(answer.headers["Location"])
     query = parse_qs(back.query)
@@ -176,8 +183,7 @@ async def test_a_replayed_or_forged_callback_is_refused(client, provider, ada):
 
 
 async def test_the_request_carries_pkce_s256_and_a_nonce(client, provider, ada, conn):
-    start = await client.post("/dashboard/login/sso", allow_redirects=False)
-    query = parse_qs(urlsplit(start.headers["Location"]).query)
+    query = parse_qs(urlsplit(await provider_url(client)).query)
     assert query["code_challenge_method"] == ["S256"]
     assert query["nonce"][0] and query["state"][0]
     pending = await staff_probes().sso_pending(conn, state=query["state"][0])
