@@ -36,7 +36,9 @@ class LoopbackProvider:
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 204
 
-    def settings_for(self, settings: Settings, *, second_factor: frozenset[str] = frozenset()):
+    def settings_for(
+        self, settings: Settings, *, second_factor: frozenset[str] = frozenset()
+    ) -> Settings:
         oidc = OidcSettings(
             issuer=self.issuer,
             client_id=CLIENT_ID,
