@@ -123,6 +123,8 @@ async def begin(conn: asyncpg.Connection, provider: Provider, redirect_uri: str)
     state = secrets.token_urlsafe(32)
     nonce = secrets.token_urlsafe(32)
     verifier = secrets.token_urlsafe(64)  # RFC 7636: 43 to 128 characters
+    # Abandoned sign-ins go here, so the table holds at most the last few minutes' starts.
+    await queries().staff_oidc.purge_expired(conn)
     await queries().staff_oidc.begin(
         conn,
         id_hash=_hash(raw),

@@ -16,9 +16,16 @@ from aiohttp import web
 
 from mailer import staff_oidc
 from mailer.errors import SignOnRefused
-from unsubscribe_web.dashboard.accounts import await_code, continue_page, login_page, signed_in
+from unsubscribe_web.dashboard.accounts import (
+    SIGN_INS_PER_IP,
+    TOO_MANY,
+    await_code,
+    continue_page,
+    login_page,
+    signed_in,
+)
 from unsubscribe_web.dashboard.workspace import CROSS_SITE, from_another_site, secure
-from unsubscribe_web.keys import OIDC_PROVIDER, SETTINGS
+from unsubscribe_web.keys import LIMITS, OIDC_PROVIDER, SETTINGS
 from unsubscribe_web.pages import connection
 from unsubscribe_web.security import client_ip
 
@@ -55,6 +62,11 @@ async def start(request: web.Request) -> web.Response:
     provider = _provider(request)
     if from_another_site(request):
         return login_page(request, status=403, message=CROSS_SITE)
+    async with connection(request) as conn:
+        # The same per-IP ceiling as password sign-ins: each start stores a row.
+        allowed = await request.app[LIMITS].allow(conn, SIGN_INS_PER_IP, client_ip(request) or "")
+    if not allowed:
+        return login_page(request, status=429, message=TOO_MANY)
     try:
         async with connection(request) as conn:
             raw, url = await staff_oidc.begin(conn, provider, _redirect_uri(request))

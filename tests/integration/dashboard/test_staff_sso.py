@@ -98,6 +98,15 @@ async def dashboard_as(client):
     return await page.text()
 
 
+async def still_signed_out(client) -> bool:
+    """The dashboard shows its sign-in form, not a workspace."""
+    page = await client.get("/dashboard")
+    text = await page.text()
+    return (
+        page.status == 200 and "Sign in with single sign-on" in text and "Signed in as" not in text
+    )
+
+
 async def account_named(conn, email: str):
     found = await staff_accounts.by_email(conn, email)
     assert found is not None
@@ -147,8 +156,7 @@ async def test_an_unknown_email_is_refused_and_no_account_is_created(client, pro
     assert back.status == 401
     assert "does not match an Optout staff account" in await back.text()
     assert await staff_probes().count_accounts(conn) == before
-    assert (await client.get("/dashboard", allow_redirects=False)).status in (200, 401)
-    assert "Sign in with single sign-on" in await (await client.get("/dashboard")).text()
+    assert await still_signed_out(client)
 
 
 async def test_a_second_subject_with_the_same_email_cannot_take_a_linked_account(
@@ -172,6 +180,13 @@ async def test_a_replayed_or_forged_callback_is_refused(client, provider, ada):
     ):
         back = urlsplit(answer.headers["Location"])
     query = parse_qs(back.query)
+    # Another browser (no transaction cookie) given this answer, as in a login CSRF: refused.
+    held = client.session.cookie_jar.filter_cookies(client.make_url("/"))
+    client.session.cookie_jar.clear()
+    elsewhere = await client.get(f"{back.path}?{back.query}")
+    assert elsewhere.status == 401
+    assert "optout_staff" not in {cookie.key for cookie in client.session.cookie_jar}
+    client.session.cookie_jar.update_cookies(held, client.make_url("/"))
     forged = await client.get(
         back.path, params={"code": query["code"][0], "state": "not the state"}
     )
@@ -300,3 +315,13 @@ def test_an_http_issuer_on_loopback_with_the_development_setting_is_taken(tmp_pa
     assert oidc is not None and oidc.issuer == "http://localhost:9000"
     assert oidc.second_factor == {"mfa", "hwk"}
     assert "the secret" not in repr(settings)
+
+
+async def test_a_disabled_account_cannot_sign_in_through_the_provider(client, provider, ada, conn):
+    provider.set_person("ada-sub", email=EMAIL, email_verified=True)
+    assert (await sign_in_at_provider(client, "ada-sub")).status == 200
+    client.session.cookie_jar.clear()
+    await staff_accounts.disable(conn, (await account_named(conn, EMAIL))["id"], actor="test")
+    refused = await sign_in_at_provider(client, "ada-sub")
+    assert refused.status == 401
+    assert await still_signed_out(client)
