@@ -168,7 +168,7 @@ async def finish(
     if "error" in params or not params.get("code"):
         raise SignOnRefused("The sign-on provider did not sign you in.")
     id_token = await _trade_code(provider, params["code"], found["verifier"], redirect_uri)
-    claims = await _checked_claims(provider, id_token, found["nonce"])
+    claims = await check_id_token(provider, id_token, found["nonce"])
     amr = claims.get("amr")
     methods = {value for value in amr if isinstance(value, str)} if isinstance(amr, list) else set()
     acr = claims.get("acr")
@@ -222,7 +222,7 @@ def _basic_auth(settings: OidcSettings) -> str:
     return "Basic " + base64.b64encode(pair.encode()).decode()
 
 
-async def _checked_claims(provider: Provider, id_token: str, nonce: str) -> dict[str, Any]:
+async def check_id_token(provider: Provider, id_token: str, nonce: str) -> dict[str, Any]:
     """Signature, then iss, aud (and azp), exp, iat, nonce and sub (OIDC Core 3.1.3.7)."""
     client_id = provider.settings.client_id
     try:
