@@ -325,3 +325,18 @@ async def test_a_disabled_account_cannot_sign_in_through_the_provider(client, pr
     refused = await sign_in_at_provider(client, "ada-sub")
     assert refused.status == 401
     assert await still_signed_out(client)
+
+
+async def test_a_start_posted_from_another_site_is_refused(client, provider, ada, conn):
+    refused = await client.post("/dashboard/login/sso", headers={"Sec-Fetch-Site": "cross-site"})
+    assert refused.status == 403
+    assert "optout_sso" not in {cookie.key for cookie in client.session.cookie_jar}
+
+
+async def test_without_an_issuer_there_is_no_single_sign_on(aiohttp_client, settings, conn):
+    client = await aiohttp_client(create_app(over_http(settings)))
+    page = await client.get("/dashboard")
+    assert page.status == 200
+    assert "Sign in with single sign-on" not in await page.text()
+    assert (await client.post("/dashboard/login/sso")).status == 404
+    assert (await client.get("/dashboard/login/sso/callback?code=x&state=y")).status == 404
