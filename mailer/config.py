@@ -86,6 +86,17 @@ class WebLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class OidcSettings:
+    """The installation's one OpenID Connect issuer for staff sign-in (issue 24 item 5)."""
+
+    issuer: str
+    client_id: str
+    client_secret: str = field(repr=False)  # never in a log line or a repr
+    # Provider amr/acr values that count as a second factor (then Optout's TOTP is not asked).
+    second_factor: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class StaffSettings:
     """Staff accounts and their sign-in (issue 24; README: configuration)."""
 
@@ -98,6 +109,7 @@ class StaffSettings:
     mail_from: str | None = None  # the installation's sender of staff mail
     # Admins and compliance staff must have two-factor sign-in before the workspace opens.
     totp_required: bool = False
+    oidc: OidcSettings | None = None  # single sign-on, when OPTOUT_OIDC_ISSUER is set
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +216,38 @@ def _staff_settings(env: Mapping[str, str]) -> StaffSettings:
         token_signin=_flag(env, "OPTOUT_TOKEN_SIGNIN"),
         mail_from=mail_from,
         totp_required=_flag(env, "OPTOUT_STAFF_TOTP_REQUIRED"),
+        oidc=_oidc_settings(env),
+    )
+
+
+def _oidc_settings(env: Mapping[str, str]) -> OidcSettings | None:
+    """OPTOUT_OIDC_*: all three of issuer, client id and secret, or none of them."""
+    issuer = (env.get("OPTOUT_OIDC_ISSUER") or "").strip().rstrip("/")
+    client_id = (env.get("OPTOUT_OIDC_CLIENT_ID") or "").strip()
+    secret = env.get("OPTOUT_OIDC_CLIENT_SECRET") or ""
+    if not (issuer or client_id or secret):
+        return None
+    if not (issuer and client_id and secret):
+        raise ConfigError(
+            "OPTOUT_OIDC_ISSUER, OPTOUT_OIDC_CLIENT_ID and OPTOUT_OIDC_CLIENT_SECRET go together"
+        )
+    parts = urlsplit(issuer)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError("OPTOUT_OIDC_ISSUER must be an https:// URL without query or fragment")
+    # An http issuer could be impersonated by anyone on the path: a local provider only.
+    if parts.scheme == "http" and not (
+        parts.hostname in LOOPBACK_HOSTS and _flag(env, "OPTOUT_OIDC_ALLOW_HTTP_LOOPBACK")
+    ):
+        raise ConfigError(
+            "OPTOUT_OIDC_ISSUER must use https:// (http:// only for a provider on localhost "
+            "with OPTOUT_OIDC_ALLOW_HTTP_LOOPBACK=1, for development)"
+        )
+    values = (env.get("OPTOUT_OIDC_SECOND_FACTOR") or "").split(",")
+    return OidcSettings(
+        issuer=issuer,
+        client_id=client_id,
+        client_secret=secret,
+        second_factor=frozenset(value.strip() for value in values if value.strip()),
     )
 
 

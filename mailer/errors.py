@@ -137,3 +137,9 @@ class TooBusy(OptoutError):
 
     code = "too_busy"
     exit_code = 3
+
+
+class SignOnRefused(OptoutError):
+    """Single sign-on did not succeed. Sign in again, or ask an admin."""
+
+    code = "sign_on_refused"

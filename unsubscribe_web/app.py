@@ -23,6 +23,7 @@ from mailer.limits import RateLimits
 from mailer.passwords import Hasher
 from mailer.resources import WEB_TEMPLATES_DIR
 from mailer.signin_limits import SigninLimits
+from mailer.staff_oidc import Provider
 from mailer.totp import SecretBox
 from unsubscribe_web import dev_outbox, errors, limits, security
 from unsubscribe_web.api import admin as api
@@ -31,7 +32,7 @@ from unsubscribe_web.dashboard import accounts as staff_signin
 from unsubscribe_web.dashboard import campaigns as workspace_campaigns
 from unsubscribe_web.dashboard import email_templates as workspace_templates
 from unsubscribe_web.dashboard import imports as workspace_imports
-from unsubscribe_web.dashboard import my_account
+from unsubscribe_web.dashboard import my_account, single_sign_on
 from unsubscribe_web.dashboard import policy_pages as workspace_policy
 from unsubscribe_web.dashboard import requests as workspace_requests
 from unsubscribe_web.dashboard import staff_pages as workspace_staff
@@ -47,6 +48,7 @@ from unsubscribe_web.keys import (
     LIMITS,
     LOCALIZED_PAGES,
     METRICS,
+    OIDC_PROVIDER,
     ONE_CLICK_PAGES,
     PAGES,
     POOL,
@@ -104,6 +106,8 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     app[HASHER] = Hasher(settings.staff.password_hashes)
     app[SIGNIN_LIMITS] = SigninLimits(settings.hash_key)
     app[SECRET_BOX] = SecretBox(settings.hash_key)
+    if settings.staff.oidc is not None:
+        app[OIDC_PROVIDER] = Provider(settings.staff.oidc)
     app.on_cleanup.append(_close_hasher)
     app[ONE_CLICK_PAGES] = {}
     app.cleanup_ctx.append(_pool)
@@ -116,6 +120,7 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     hooks.add_routes(app)
     dashboard.add_routes(app)
     staff_signin.add_routes(app)
+    single_sign_on.add_routes(app)
     my_account.add_routes(app)
     workspace_staff.add_routes(app)
     workspace_campaigns.add_routes(app)

@@ -13,6 +13,7 @@ from mailer.config import Settings
 from mailer.limits import RateLimits
 from mailer.passwords import Hasher
 from mailer.signin_limits import SigninLimits
+from mailer.staff_oidc import Provider
 from mailer.tokens import Keyring
 from mailer.totp import SecretBox
 from unsubscribe_web.forms import CsrfTokens
@@ -43,3 +44,5 @@ HASHER = web.AppKey("hasher", Hasher)
 SIGNIN_LIMITS = web.AppKey("signin_limits", SigninLimits)
 # TOTP secrets' encryption (mailer.totp).
 SECRET_BOX = web.AppKey("secret_box", SecretBox)
+# The single sign-on provider's discovery and keys (cached); absent without OPTOUT_OIDC_ISSUER.
+OIDC_PROVIDER = web.AppKey("oidc_provider", Provider)

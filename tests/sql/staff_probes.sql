@@ -53,3 +53,12 @@ SELECT a.id, a.email, a.status, a.installation_admin,
 -- name: age_signin_failures()!
 UPDATE staff_signin_failures
    SET window_start = now() - interval '2 days', blocked_until = now() - interval '1 day';
+
+-- name: sso_links(account_id)
+SELECT issuer, subject, linked_email FROM staff_oidc_links WHERE account_id = :account_id;
+
+-- name: sso_pending(state)^
+SELECT nonce, verifier FROM staff_oidc_transactions WHERE state = :state;
+
+-- name: count_accounts()$
+SELECT count(*) FROM staff_accounts;

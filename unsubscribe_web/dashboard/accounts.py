@@ -74,14 +74,43 @@ def login_page(
         css=request.app.router["dashboard_stylesheet"].url_for(),
         action=request.app.router["dashboard_login"].url_for(),
         token_signin=request.app[SETTINGS].staff.token_signin,
+        single_sign_on=(
+            request.app.router["staff_oidc_start"].url_for()
+            if request.app[SETTINGS].staff.oidc is not None
+            else None
+        ),
         message=message,
     )
 
 
-def _home(request: web.Request) -> web.Response:
-    # A response, not a raised HTTPSeeOther, so the cookie header travels with it.
-    location = str(request.app.router["dashboard"].url_for())
-    return web.Response(status=303, headers={"Location": location})
+def _home(request: web.Request, *, hop: bool = False) -> web.Response:
+    return _go(request, str(request.app.router["dashboard"].url_for()), hop=hop)
+
+
+def _go(request: web.Request, location: str, *, hop: bool = False) -> web.Response:
+    """A response, not a raised HTTPSeeOther, so the cookie header travels with it. ``hop``:
+    after a sign-in that came back from another site (single sign-on), a 303 would still count
+    as that site's navigation and the browser would hold back the SameSite=Strict session
+    cookie; a page of our own that moves on makes the next request same-site."""
+    if not hop:
+        return web.Response(status=303, headers={"Location": location})
+    return continue_page(
+        request, location, "Signed in at your provider", "Continue to the staff dashboard"
+    )
+
+
+def continue_page(request: web.Request, location: str, heading: str, link: str) -> web.Response:
+    """A page that moves on to ``location`` by itself (a meta refresh, no script) and offers
+    the link too. Its own navigation is what the browser judges (same-site for the session
+    cookie; never a form's redirect, which the form-action policy would stop)."""
+    return render(
+        request,
+        "staff_continue.html",
+        css=request.app.router["dashboard_stylesheet"].url_for(),
+        location=location,
+        heading=heading,
+        link=link,
+    )
 
 
 async def login(request: web.Request) -> web.Response:
@@ -122,11 +151,13 @@ async def login(request: web.Request) -> web.Response:
             return login_page(request, status=401, message=WRONG_PASSWORD)
         await limits.succeeded(conn, email, ip)
     if account["totp_secret"] is not None:
-        return await _await_code(request, account["id"], ip)
-    return await _signed_in(request, account["id"], ip)
+        return await await_code(request, account["id"], ip)
+    return await signed_in(request, account["id"], ip)
 
 
-async def _await_code(request: web.Request, account_id: int, ip: str) -> web.Response:
+async def await_code(
+    request: web.Request, account_id: int, ip: str, *, hop: bool = False
+) -> web.Response:
     """Password right, second factor to come: a short-lived session that opens nothing but
     the code form."""
     async with connection(request) as conn:
@@ -138,9 +169,7 @@ async def _await_code(request: web.Request, account_id: int, ip: str) -> web.Res
             user_agent=request.headers.get("User-Agent", ""),
             awaiting_code=True,
         )
-    response = web.Response(
-        status=303, headers={"Location": str(request.app.router["staff_code"].url_for())}
-    )
+    response = _go(request, str(request.app.router["staff_code"].url_for()), hop=hop)
     set_session_cookie(request, response, raw)
     return response
 
@@ -198,11 +227,13 @@ async def check_code(request: web.Request) -> web.Response:
             await limits.failed(conn, found["email"], ip)
             return code_page(request, status=401, message=WRONG_CODE)
         await limits.succeeded(conn, found["email"], ip)
-    # _signed_in ends the waiting session (its id is the cookie's) and starts the real one.
-    return await _signed_in(request, account_id, ip)
+    # signed_in ends the waiting session (its id is the cookie's) and starts the real one.
+    return await signed_in(request, account_id, ip)
 
 
-async def _signed_in(request: web.Request, account_id: int, ip: str) -> web.Response:
+async def signed_in(
+    request: web.Request, account_id: int, ip: str, *, hop: bool = False
+) -> web.Response:
     """A new session (a new id: nothing a visitor held before signing in survives it), the
     one it replaces ended, the cookie set, and home."""
     async with connection(request) as conn:
@@ -216,7 +247,7 @@ async def _signed_in(request: web.Request, account_id: int, ip: str) -> web.Resp
         old = session_token(request)
         if old is not None:
             await staff_sessions.end(conn, old)
-    response = _home(request)
+    response = _home(request, hop=hop)
     set_session_cookie(request, response, raw)
     return response
 
@@ -249,8 +280,8 @@ async def signin_by_link(request: web.Request) -> web.Response:
         account = await staff_accounts.by_id(conn, account_id)
     if account["totp_secret"] is not None:
         # A link is one factor, like a password: an account with TOTP still needs its code.
-        return await _await_code(request, account_id, client_ip(request) or "")
-    return await _signed_in(request, account_id, client_ip(request) or "")
+        return await await_code(request, account_id, client_ip(request) or "")
+    return await signed_in(request, account_id, client_ip(request) or "")
 
 
 async def _token_login(request: web.Request, token: str) -> web.Response:
