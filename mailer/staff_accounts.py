@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from mailer import audit, staff_sessions
+from mailer import audit, staff_mail, staff_sessions
 from mailer.addresses import parse_address
 from mailer.api_tokens import ROLES
 from mailer.db import queries, rows
@@ -90,9 +90,11 @@ async def invite(
     installation_admin: bool = False,
     valid_seconds: float,
     actor: str = "cli",
+    mail_base_url: str | None = None,
 ) -> Link:
     """A new account, invited: its role and a single-use link to set a password. Inviting an
-    address that is still only invited sends a fresh link (the old one stops working)."""
+    address that is still only invited sends a fresh link (the old one stops working). With
+    ``mail_base_url`` the link is mailed (queued in this transaction) from the installation."""
     address = parse_address(email).as_given
     name = _clean_name(name)
     _check_role(role, tenant_id, installation_admin)
@@ -113,6 +115,8 @@ async def invite(
         if role is not None and tenant_id is not None:
             await q.set_role(conn, account_id=row["id"], tenant_id=tenant_id, role=role)
         link = await _new_link(conn, row["id"], address, INVITE, valid_seconds)
+        if mail_base_url is not None:
+            await mail_link(conn, link, mail_base_url, valid_seconds)
         await audit.record(
             conn,
             actor=actor,
@@ -125,8 +129,27 @@ async def invite(
     return link
 
 
+async def mail_link(
+    conn: asyncpg.Connection, link: Link, base_url: str, valid_seconds: float
+) -> int:
+    """Queue the mail carrying ``link`` to its account's address (the caller's transaction)."""
+    template = {INVITE: staff_mail.INVITE, RESET: staff_mail.RESET}[link.purpose]
+    base = base_url.rstrip("/")
+    return await staff_mail.enqueue(
+        conn,
+        recipient=link.email,
+        template=template,
+        values={"url": base + link.path(), "base_url": base, "hours": round(valid_seconds / 3600)},
+    )
+
+
 async def resend(
-    conn: asyncpg.Connection, account_id: int, *, valid_seconds: float, actor: str = "cli"
+    conn: asyncpg.Connection,
+    account_id: int,
+    *,
+    valid_seconds: float,
+    actor: str = "cli",
+    mail_base_url: str | None = None,
 ) -> Link:
     """A new invitation link for an account that has not set its password yet."""
     async with conn.transaction():
@@ -134,6 +157,8 @@ async def resend(
         if row["status"] != "invited":
             raise Conflict("That account has accepted its invitation already.")
         link = await _new_link(conn, account_id, row["email"], INVITE, valid_seconds)
+        if mail_base_url is not None:
+            await mail_link(conn, link, mail_base_url, valid_seconds)
         await audit.record(
             conn,
             actor=actor,
@@ -145,7 +170,11 @@ async def resend(
 
 
 async def request_reset(
-    conn: asyncpg.Connection, email: str, *, actor: str | None = None
+    conn: asyncpg.Connection,
+    email: str,
+    *,
+    actor: str | None = None,
+    mail_base_url: str | None = None,
 ) -> Link | None:
     """A reset link for an active account; None for any other address (the caller answers the
     same either way, so the form tells no one which addresses have accounts)."""
@@ -158,6 +187,8 @@ async def request_reset(
         return None
     async with conn.transaction():
         link = await _new_link(conn, row["id"], row["email"], RESET, RESET_SECONDS)
+        if mail_base_url is not None:
+            await mail_link(conn, link, mail_base_url, RESET_SECONDS)
         await audit.record(
             conn,
             actor=actor or f"account:{row['id']}:self",

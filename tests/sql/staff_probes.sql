@@ -53,3 +53,16 @@ SELECT a.id, a.email, a.status, a.installation_admin,
 -- name: age_signin_failures()!
 UPDATE staff_signin_failures
    SET window_start = now() - interval '2 days', blocked_until = now() - interval '1 day';
+
+-- name: staff_mail_rows()
+SELECT id, recipient, template, payload, state, reply FROM staff_mail ORDER BY id;
+
+-- name: endpoint_failing_for(id, hours)!
+-- As if every delivery to the endpoint had failed for ``hours``.
+UPDATE event_endpoints
+   SET failing_since = now() - make_interval(hours => :hours)
+ WHERE id = :id;
+
+-- name: endpoint_delivered(id)!
+-- What a successful delivery does to the endpoint's health (events.sql: finish_deliveries).
+UPDATE event_endpoints SET failing_since = NULL, failing_reported_at = NULL WHERE id = :id;
