@@ -1,7 +1,7 @@
 """Admin API routes over staff accounts (issue 24): list, invite (the single-use link is mailed
-from OPTOUT_STAFF_MAIL_FROM; without that sender it is in the answer, shown once), set a role, disable, reset two-factor. Staff accounts span tenants, so
-only admin tokens (every tenant) hold these rights; each change is audited by mailer with the
-token as actor."""
+from OPTOUT_STAFF_MAIL_FROM; without that sender it is in the answer, shown once), set a role,
+disable, reset two-factor. Staff accounts span tenants, so only admin tokens (every tenant) hold
+these rights; each change is audited by mailer with the token as actor."""
 
 from __future__ import annotations
 
