@@ -6,6 +6,7 @@ caller keeps them (audited either way).
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -395,6 +396,38 @@ async def roles(conn: asyncpg.Connection, account_id: int) -> list[asyncpg.Recor
 async def by_email(conn: asyncpg.Connection, email: str) -> asyncpg.Record | None:
     found: asyncpg.Record | None = await queries().staff.account_by_email(conn, email=email)
     return found
+
+
+async def notice_new_signin(
+    conn: asyncpg.Connection,
+    account_id: int,
+    *,
+    ip: str,
+    user_agent: str,
+    base_url: str,
+    now: dt.datetime,
+) -> bool:
+    """Before a sign-in's session starts: mail the person when the account has signed in
+    before but never from this address and browser. Whether a notice was queued."""
+    ip, user_agent = ip[:64], user_agent[:300]  # as the session row keeps them
+    new: bool = await queries().staff_mail.signin_is_new(
+        conn, account_id=account_id, ip=ip, user_agent=user_agent
+    )
+    if not new:
+        return False
+    account = await _account(conn, account_id)
+    await staff_mail.enqueue(
+        conn,
+        recipient=account["email"],
+        template=staff_mail.NEW_SIGNIN,
+        values={
+            "base_url": base_url.rstrip("/"),
+            "time": f"{now:%Y-%m-%d %H:%M} UTC",
+            "ip": ip or "unknown",
+            "user_agent": user_agent or "unknown",
+        },
+    )
+    return True
 
 
 async def by_id(conn: asyncpg.Connection, account_id: int) -> asyncpg.Record:

@@ -40,3 +40,12 @@ UPDATE event_endpoints p
    AND p.failing_reported_at IS NULL
    AND p.failing_since <= now() - make_interval(secs => :failing_after_seconds)
 RETURNING p.id, p.tenant_id, p.url, p.failing_since, t.slug, t.contact_email;
+
+-- name: signin_is_new(account_id, ip, user_agent)$
+-- A sign-in is new when the account has signed in before, never from this address and browser
+-- (sessions still awaiting a code do not count: the password alone opened nothing).
+SELECT EXISTS (SELECT 1 FROM staff_sessions
+                WHERE account_id = :account_id AND NOT awaiting_code)
+   AND NOT EXISTS (SELECT 1 FROM staff_sessions
+                    WHERE account_id = :account_id AND NOT awaiting_code
+                      AND ip = :ip AND user_agent = :user_agent);
