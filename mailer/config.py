@@ -204,6 +204,8 @@ def _staff_settings(env: Mapping[str, str]) -> StaffSettings:
         raise ConfigError("OPTOUT_STAFF_DKIM_SELECTOR needs OPTOUT_STAFF_MAIL_FROM")
     if selector is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", selector):
         raise ConfigError(f"OPTOUT_STAFF_DKIM_SELECTOR is not a DKIM selector (got {selector!r})")
+    if key_path is not None and not Path(key_path).is_file():
+        raise ConfigError(f"OPTOUT_STAFF_DKIM_KEY_PATH is not a file (got {key_path!r})")
     hashes = _number(env, "OPTOUT_PASSWORD_HASHES", float(d.password_hashes), 1, 64)
     if not hashes.is_integer():
         raise ConfigError(f"OPTOUT_PASSWORD_HASHES must be a whole number (got {hashes:g})")

@@ -123,7 +123,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         "/staff",
         "invite_staff",
-        "Invite a person: the account and its single-use link to set a password (shown once)",
+        "Invite a person: the account and its single-use link to set a password (mailed from "
+        "OPTOUT_STAFF_MAIL_FROM when set, else in this answer, shown once)",
         invite_staff,
         "staff.write",
         body=obj(
