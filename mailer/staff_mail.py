@@ -48,8 +48,8 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "Every delivery to the event endpoint\n\n  {url}\n\nof tenant {tenant} has failed "
         "since {since}.\n\nOptout keeps retrying each event for up to {retry_days} days, then "
         "marks it abandoned (staff can redeliver it). The endpoint's delivery log in the "
-        "workspace or `optout events endpoint log` shows the errors.\n\nThis is the only mail about "
-        "this failure; the next one comes if the endpoint fails again after a success.\n",
+        "workspace or `optout events endpoint log` shows the errors.\n\nThis is the only mail "
+        "about this failure; the next one comes if the endpoint fails again after a success.\n",
     ),
 }
 
