@@ -107,6 +107,9 @@ class StaffSettings:
     # The workspace's old sign-in by API token, for one release after upgrading.
     token_signin: bool = False
     mail_from: str | None = None  # the installation's sender of staff mail
+    # The installation's DKIM key for staff mail (d= the sender's domain); unsigned when unset.
+    dkim_selector: str | None = None
+    dkim_key_path: str | None = None
     # Admins and compliance staff must have two-factor sign-in before the workspace opens.
     totp_required: bool = False
     oidc: OidcSettings | None = None  # single sign-on, when OPTOUT_OIDC_ISSUER is set
@@ -205,6 +208,16 @@ def _staff_settings(env: Mapping[str, str]) -> StaffSettings:
     mail_from = (env.get("OPTOUT_STAFF_MAIL_FROM") or "").strip() or None
     if mail_from is not None and not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", mail_from):
         raise ConfigError(f"OPTOUT_STAFF_MAIL_FROM must be an email address (got {mail_from!r})")
+    selector = (env.get("OPTOUT_STAFF_DKIM_SELECTOR") or "").strip() or None
+    key_path = (env.get("OPTOUT_STAFF_DKIM_KEY_PATH") or "").strip() or None
+    if (selector is None) != (key_path is None):
+        raise ConfigError("OPTOUT_STAFF_DKIM_SELECTOR and OPTOUT_STAFF_DKIM_KEY_PATH go together")
+    if selector is not None and mail_from is None:
+        raise ConfigError("OPTOUT_STAFF_DKIM_SELECTOR needs OPTOUT_STAFF_MAIL_FROM")
+    if selector is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", selector):
+        raise ConfigError(f"OPTOUT_STAFF_DKIM_SELECTOR is not a DKIM selector (got {selector!r})")
+    if key_path is not None and not Path(key_path).is_file():
+        raise ConfigError(f"OPTOUT_STAFF_DKIM_KEY_PATH is not a file (got {key_path!r})")
     hashes = _number(env, "OPTOUT_PASSWORD_HASHES", float(d.password_hashes), 1, 64)
     if not hashes.is_integer():
         raise ConfigError(f"OPTOUT_PASSWORD_HASHES must be a whole number (got {hashes:g})")
@@ -215,6 +228,8 @@ def _staff_settings(env: Mapping[str, str]) -> StaffSettings:
         session_max=_number(env, "OPTOUT_SESSION_MAX_HOURS", 12, 1, 24 * 30) * 3600.0,
         token_signin=_flag(env, "OPTOUT_TOKEN_SIGNIN"),
         mail_from=mail_from,
+        dkim_selector=selector,
+        dkim_key_path=key_path,
         totp_required=_flag(env, "OPTOUT_STAFF_TOTP_REQUIRED"),
         oidc=_oidc_settings(env),
     )

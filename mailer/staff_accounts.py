@@ -6,13 +6,14 @@ caller keeps them (audited either way).
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 from dataclasses import dataclass
 
 import asyncpg
 
-from mailer import audit, staff_sessions
+from mailer import audit, staff_mail, staff_sessions
 from mailer.addresses import parse_address
 from mailer.api_tokens import ROLES
 from mailer.db import queries, rows
@@ -90,9 +91,11 @@ async def invite(
     installation_admin: bool = False,
     valid_seconds: float,
     actor: str = "cli",
+    mail_base_url: str | None = None,
 ) -> Link:
     """A new account, invited: its role and a single-use link to set a password. Inviting an
-    address that is still only invited sends a fresh link (the old one stops working)."""
+    address that is still only invited sends a fresh link (the old one stops working). With
+    ``mail_base_url`` the link is mailed (queued in this transaction) from the installation."""
     address = parse_address(email).as_given
     name = _clean_name(name)
     _check_role(role, tenant_id, installation_admin)
@@ -113,6 +116,8 @@ async def invite(
         if role is not None and tenant_id is not None:
             await q.set_role(conn, account_id=row["id"], tenant_id=tenant_id, role=role)
         link = await _new_link(conn, row["id"], address, INVITE, valid_seconds)
+        if mail_base_url is not None:
+            await mail_link(conn, link, mail_base_url, valid_seconds)
         await audit.record(
             conn,
             actor=actor,
@@ -125,8 +130,27 @@ async def invite(
     return link
 
 
+async def mail_link(
+    conn: asyncpg.Connection, link: Link, base_url: str, valid_seconds: float
+) -> int:
+    """Queue the mail carrying ``link`` to its account's address (the caller's transaction)."""
+    template = {INVITE: staff_mail.INVITE, RESET: staff_mail.RESET}[link.purpose]
+    base = base_url.rstrip("/")
+    return await staff_mail.enqueue(
+        conn,
+        recipient=link.email,
+        template=template,
+        values={"url": base + link.path(), "base_url": base, "hours": round(valid_seconds / 3600)},
+    )
+
+
 async def resend(
-    conn: asyncpg.Connection, account_id: int, *, valid_seconds: float, actor: str = "cli"
+    conn: asyncpg.Connection,
+    account_id: int,
+    *,
+    valid_seconds: float,
+    actor: str = "cli",
+    mail_base_url: str | None = None,
 ) -> Link:
     """A new invitation link for an account that has not set its password yet."""
     async with conn.transaction():
@@ -134,6 +158,8 @@ async def resend(
         if row["status"] != "invited":
             raise Conflict("That account has accepted its invitation already.")
         link = await _new_link(conn, account_id, row["email"], INVITE, valid_seconds)
+        if mail_base_url is not None:
+            await mail_link(conn, link, mail_base_url, valid_seconds)
         await audit.record(
             conn,
             actor=actor,
@@ -145,7 +171,11 @@ async def resend(
 
 
 async def request_reset(
-    conn: asyncpg.Connection, email: str, *, actor: str | None = None
+    conn: asyncpg.Connection,
+    email: str,
+    *,
+    actor: str | None = None,
+    mail_base_url: str | None = None,
 ) -> Link | None:
     """A reset link for an active account; None for any other address (the caller answers the
     same either way, so the form tells no one which addresses have accounts)."""
@@ -158,6 +188,8 @@ async def request_reset(
         return None
     async with conn.transaction():
         link = await _new_link(conn, row["id"], row["email"], RESET, RESET_SECONDS)
+        if mail_base_url is not None:
+            await mail_link(conn, link, mail_base_url, RESET_SECONDS)
         await audit.record(
             conn,
             actor=actor or f"account:{row['id']}:self",
@@ -364,6 +396,38 @@ async def roles(conn: asyncpg.Connection, account_id: int) -> list[asyncpg.Recor
 async def by_email(conn: asyncpg.Connection, email: str) -> asyncpg.Record | None:
     found: asyncpg.Record | None = await queries().staff.account_by_email(conn, email=email)
     return found
+
+
+async def notice_new_signin(
+    conn: asyncpg.Connection,
+    account_id: int,
+    *,
+    ip: str,
+    user_agent: str,
+    base_url: str,
+    now: dt.datetime,
+) -> bool:
+    """Before a sign-in's session starts: mail the person when the account has signed in
+    before but never from this address and browser. Whether a notice was queued."""
+    ip, user_agent = ip[:64], user_agent[:300]  # as the session row keeps them
+    new: bool = await queries().staff_mail.signin_is_new(
+        conn, account_id=account_id, ip=ip, user_agent=user_agent
+    )
+    if not new:
+        return False
+    account = await _account(conn, account_id)
+    await staff_mail.enqueue(
+        conn,
+        recipient=account["email"],
+        template=staff_mail.NEW_SIGNIN,
+        values={
+            "base_url": base_url.rstrip("/"),
+            "time": f"{now:%Y-%m-%d %H:%M} UTC",
+            "ip": ip or "unknown",
+            "user_agent": user_agent or "unknown",
+        },
+    )
+    return True
 
 
 async def by_id(conn: asyncpg.Connection, account_id: int) -> asyncpg.Record:

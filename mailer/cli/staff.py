@@ -71,10 +71,11 @@ async def _invite(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
         raise InvalidInput("--role needs --tenant.", field="tenant")
     if args.admin and args.tenant:
         raise InvalidInput("An installation admin spans every tenant: give no --tenant.")
-    if not args.print_link:
+    mailing = not args.print_link
+    if mailing and settings.staff.mail_from is None:
         raise InvalidInput(
-            "Staff mail is not sent from the command line yet: give --print-link and hand the "
-            "link to the person yourself."
+            "OPTOUT_STAFF_MAIL_FROM is not set, so no invitation can be mailed: set it, or give "
+            "--print-link and hand the link to the person yourself."
         )
     link = await staff_accounts.invite(
         conn,
@@ -85,9 +86,14 @@ async def _invite(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
         installation_admin=args.admin,
         valid_seconds=settings.staff.invite_seconds,
         actor=ACTOR,
+        mail_base_url=settings.base_url if mailing else None,
     )
-    print(settings.base_url.rstrip("/") + link.path())
     hours = round(settings.staff.invite_seconds / 3600)
+    if mailing:
+        # The worker sends it; the link is shown nowhere else.
+        print(f"account {link.account_id} invited; the link is mailed to {link.email} ({hours} h)")
+        return 0
+    print(settings.base_url.rstrip("/") + link.path())
     print(
         f"account {link.account_id} invited; the link works once, for {hours} hours",
         file=sys.stderr,
@@ -133,11 +139,23 @@ async def _role(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
 
 
 async def _reset_password(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
-    if not args.print_link:
-        raise InvalidInput("Give --print-link and hand the link to the person yourself.")
-    link = await staff_accounts.request_reset(conn, args.email, actor=ACTOR)
+    mailing = not args.print_link
+    if mailing and args.settings.staff.mail_from is None:
+        raise InvalidInput(
+            "OPTOUT_STAFF_MAIL_FROM is not set, so no reset link can be mailed: set it, or give "
+            "--print-link and hand the link to the person yourself."
+        )
+    link = await staff_accounts.request_reset(
+        conn,
+        args.email,
+        actor=ACTOR,
+        mail_base_url=args.settings.base_url if mailing else None,
+    )
     if link is None:
         raise InvalidInput(f"No active staff account has the address {args.email!r}.")
+    if mailing:
+        print(f"a reset link (one hour, once) is mailed to {link.email}")
+        return 0
     print(args.settings.base_url.rstrip("/") + link.path())
     print("the link works once, for one hour; the sessions end when it is used", file=sys.stderr)
     return 0

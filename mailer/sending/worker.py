@@ -38,7 +38,7 @@ from mailer.db import UNAVAILABLE_ERRORS, queries, rows
 from mailer.errors import ConfigError, OptoutError
 from mailer.i18n import N_, choose, translations
 from mailer.limits import purge_expired
-from mailer.sending import bounce_policy, compose, tenant_templates
+from mailer.sending import bounce_policy, compose, staff_mail, tenant_templates
 from mailer.sending.campaigns import sender_for, signer_for
 from mailer.sending.dkim import DkimSigner
 from mailer.sending.relays import (
@@ -65,6 +65,8 @@ TRANSACTIONAL_SUBJECTS = {
 UNAVAILABLE_RETRY_SECONDS = 1.0
 # Ended rate-limit windows (mailer.limits) are deleted this often by the housekeeping.
 LIMITS_PURGE_SECONDS = 60.0
+# Staff mail batches sent per housekeeping round at most; the rest waits for the next round.
+STAFF_MAIL_BATCHES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +351,8 @@ class Worker:
         # the mail is tried again, so a short schedule resumes as soon as a relay is back.
         self.set_aside_seconds = min(SET_ASIDE_SECONDS, self.config.retry_schedule[0])
         self.composer = Composer(settings)
+        # Staff mail is signed with the installation's key: a bad key file stops the start.
+        self.staff_signer = staff_mail.installation_signer(settings)
         self.stats = WorkerStats()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -503,6 +507,13 @@ class Worker:
                     log.info("rate_limits_purged count=%s", purged)
             # Counter rows are folded often, so statistics reads stay short.
             await retention.compact_counts(conn)
+            await staff_mail.report_failing_endpoints(conn, self.settings)
+        # Installation mail (invitations, resets, notices, endpoint reports): few and awaited.
+        for _ in range(STAFF_MAIL_BATCHES):
+            if not await staff_mail.send_due(
+                self.pool, self.smtp, self.settings, self.config.retry_schedule, self.staff_signer
+            ):
+                break
         if time.monotonic() >= self._maintain_at and (
             self._maintaining is None or self._maintaining.done()
         ):

@@ -6,6 +6,8 @@ each step. Every new page passes axe and works by keyboard."""
 from __future__ import annotations
 
 import dataclasses
+import email
+import email.policy
 import re
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +20,8 @@ from playwright.async_api import Page
 
 from mailer import staff_accounts
 from mailer.config import Settings
+from mailer.db import create_pool
+from mailer.sending.worker import Worker
 from mailer.totp import STEP
 from tests.browser.test_workspace_browser import (
     AUDIENCE,
@@ -33,12 +37,14 @@ from unsubscribe_web.app import create_app
 
 PASSWORD = "blue tractors sing at dawn"
 EMAIL = "mia@acme.example"
+STAFF_SENDER = "optout@install.example"
 
 
 @pytest.fixture
 async def ws_settings(web_settings: Settings, smtp_sink) -> Settings:
-    """Sign-in by account only (no token sign-in), mail to the loopback SMTP sink."""
-    staff = dataclasses.replace(web_settings.staff, token_signin=False)
+    """Sign-in by account only (no token sign-in), mail (staff mail too) to the loopback SMTP
+    sink."""
+    staff = dataclasses.replace(web_settings.staff, token_signin=False, mail_from=STAFF_SENDER)
     return mail_settings(dataclasses.replace(web_settings, staff=staff), smtp_sink.port)
 
 
@@ -82,7 +88,7 @@ async def test_an_invited_marketer_sets_a_password_enrols_totp_and_sends_a_campa
 ):
     base = ws_settings.base_url
     admin = await account_for(conn, "admin", None, name="Ines Admin")
-    link = await staff_accounts.invite(
+    await staff_accounts.invite(
         conn,
         email=EMAIL,
         name="Mia Marketing",
@@ -90,11 +96,22 @@ async def test_an_invited_marketer_sets_a_password_enrols_totp_and_sends_a_campa
         tenant_id=acme.id,
         valid_seconds=ws_settings.staff.invite_seconds,
         actor=f"account:{admin}:admin",
+        mail_base_url=base,
     )
+    # The invitation mail goes through the worker to the SMTP sink; its link is all Mia has.
+    pool = await create_pool(db_dsn, max_size=2)
+    try:
+        await Worker(pool, ws_settings).run(until_idle=True)
+    finally:
+        await pool.close()
+    [invitation] = await smtp_sink.wait_for(1, timeout=20)
+    assert invitation.mail_from == STAFF_SENDER and invitation.rcpt_tos == (EMAIL,)
+    mail = email.message_from_bytes(invitation.data, policy=email.policy.default)
+    [link] = re.findall(re.escape(base) + r"/dashboard/invitation/\S+", mail.get_content())
     page = await staff_page(browser, script=True)
 
     # The invitation: choose a password (a common one is refused first).
-    await page.goto(base + link.path())
+    await page.goto(link)
     assert await page.locator("#account-email").inner_text() == EMAIL
     await assert_accessible(page)
     await password_form(page, "qwerty123456")
@@ -148,7 +165,7 @@ async def test_an_invited_marketer_sets_a_password_enrols_totp_and_sends_a_campa
         await page.get_by_role("button", name="Send now").click()
         await page.wait_for_selector("#notice")
         await wait_until(page, "document.getElementById('status').textContent === 'done'", 60)
-    await smtp_sink.wait_for(AUDIENCE, timeout=20)
+    await smtp_sink.wait_for(1 + AUDIENCE, timeout=20)  # the invitation, then the campaign
     await page.context.close()
 
     # The audit log names the person on each step (and the admin on the invitation).

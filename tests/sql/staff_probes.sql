@@ -62,3 +62,15 @@ SELECT nonce, verifier FROM staff_oidc_transactions WHERE state = :state;
 
 -- name: count_accounts()$
 SELECT count(*) FROM staff_accounts;
+-- name: staff_mail_rows()
+SELECT id, recipient, template, payload, state, reply FROM staff_mail ORDER BY id;
+
+-- name: endpoint_failing_for(id, hours)!
+-- As if every delivery to the endpoint had failed for ``hours``.
+UPDATE event_endpoints
+   SET failing_since = now() - make_interval(hours => :hours)
+ WHERE id = :id;
+
+-- name: endpoint_delivered(id)!
+-- What a successful delivery does to the endpoint's health (events.sql: finish_deliveries).
+UPDATE event_endpoints SET failing_since = NULL, failing_reported_at = NULL WHERE id = :id;

@@ -52,6 +52,8 @@ def test_staff_settings_have_their_documented_defaults_and_are_read(tmp_path: Pa
         ("OPTOUT_TOKEN_SIGNIN", "maybe", "must be 1 or 0"),
         ("OPTOUT_STAFF_TOTP_REQUIRED", "always", "must be 1 or 0"),
         ("OPTOUT_STAFF_MAIL_FROM", "not an address", "must be an email address"),
+        ("OPTOUT_STAFF_DKIM_SELECTOR", "sel1", "go together"),
+        ("OPTOUT_STAFF_DKIM_KEY_PATH", "/nowhere/key.pem", "go together"),
     ],
 )
 def test_a_wrong_staff_setting_is_one_line_naming_it(name, value, message, tmp_path: Path):
@@ -59,3 +61,21 @@ def test_a_wrong_staff_setting_is_one_line_naming_it(name, value, message, tmp_p
     with pytest.raises(ConfigError, match=message) as caught:
         load_settings(env)
     assert name in caught.value.message and "\n" not in caught.value.message
+
+
+def test_the_staff_dkim_key_needs_a_sender_a_selector_and_a_file(tmp_path: Path):
+    key = tmp_path / "staff.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    env = PG | KEYS | {"OPTOUT_DATA_DIR": str(tmp_path)}
+    pair = {"OPTOUT_STAFF_DKIM_SELECTOR": "staff1", "OPTOUT_STAFF_DKIM_KEY_PATH": str(key)}
+    sender = {"OPTOUT_STAFF_MAIL_FROM": "staff@optout.example"}
+    chosen = load_settings(env | pair | sender).staff
+    assert (chosen.dkim_selector, chosen.dkim_key_path) == ("staff1", str(key))
+    for changes, message in [
+        (pair, "needs OPTOUT_STAFF_MAIL_FROM"),
+        (pair | sender | {"OPTOUT_STAFF_DKIM_SELECTOR": "no spaces"}, "not a DKIM selector"),
+        (pair | sender | {"OPTOUT_STAFF_DKIM_KEY_PATH": str(tmp_path / "gone.pem")}, "not a file"),
+    ]:
+        with pytest.raises(ConfigError, match=message) as caught:
+            load_settings(env | changes)
+        assert "OPTOUT_STAFF_DKIM" in caught.value.message and "\n" not in caught.value.message

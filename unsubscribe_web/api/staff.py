@@ -1,7 +1,7 @@
-"""Admin API routes over staff accounts (issue 24): list, invite (the single-use link is in the
-answer, shown once), set a role, disable, reset two-factor. Staff accounts span tenants, so
-only admin tokens (every tenant) hold these rights; each change is audited by mailer with the
-token as actor."""
+"""Admin API routes over staff accounts (issue 24): list, invite (the single-use link is mailed
+from OPTOUT_STAFF_MAIL_FROM; without that sender it is in the answer, shown once), set a role,
+disable, reset two-factor. Staff accounts span tenants, so only admin tokens (every tenant) hold
+these rights; each change is audited by mailer with the token as actor."""
 
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ async def invite_staff(ctx: Ctx) -> Any:
     if not admin and not (body.get("role") and body.get("tenant")):
         raise InvalidInput("Give a role and its tenant, or installation_admin.", field="role")
     settings = ctx.settings
+    mailing = settings.staff.mail_from is not None
     link = await staff_accounts.invite(
         ctx.conn,
         email=body["email"],
@@ -64,12 +65,16 @@ async def invite_staff(ctx: Ctx) -> Any:
         installation_admin=admin,
         valid_seconds=settings.staff.invite_seconds,
         actor=ctx.principal.actor,
+        mail_base_url=settings.base_url if mailing else None,
     )
-    return {
+    answer: dict[str, Any] = {
         "id": link.account_id,
-        "invitation_url": settings.base_url.rstrip("/") + link.path(),
         "valid_hours": round(settings.staff.invite_seconds / 3600),
     }
+    if mailing:
+        # Mailed to the person: the link is in no answer, so no caller ever holds it.
+        return answer | {"mailed_to": link.email}
+    return answer | {"invitation_url": settings.base_url.rstrip("/") + link.path()}
 
 
 async def set_staff_role(ctx: Ctx) -> Any:
@@ -118,7 +123,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         "/staff",
         "invite_staff",
-        "Invite a person: the account and its single-use link to set a password (shown once)",
+        "Invite a person: the account and its single-use link to set a password (mailed from "
+        "OPTOUT_STAFF_MAIL_FROM when set, else in this answer, shown once)",
         invite_staff,
         "staff.write",
         body=obj(

@@ -10,6 +10,7 @@ have accounts.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import math
 
@@ -236,13 +237,25 @@ async def signed_in(
 ) -> web.Response:
     """A new session (a new id: nothing a visitor held before signing in survives it), the
     one it replaces ended, the cookie set, and home."""
+    settings = request.app[SETTINGS]
+    user_agent = request.headers.get("User-Agent", "")
     async with connection(request) as conn:
+        if settings.staff.mail_from is not None:
+            # Before the session row exists, so this sign-in is compared with earlier ones.
+            await staff_accounts.notice_new_signin(
+                conn,
+                account_id,
+                ip=ip,
+                user_agent=user_agent,
+                base_url=settings.base_url,
+                now=dt.datetime.now(dt.UTC),
+            )
         raw = await staff_sessions.start(
             conn,
             account_id,
-            max_seconds=request.app[SETTINGS].staff.session_max,
+            max_seconds=settings.staff.session_max,
             ip=ip,
-            user_agent=request.headers.get("User-Agent", ""),
+            user_agent=user_agent,
         )
         old = session_token(request)
         if old is not None:

@@ -78,6 +78,8 @@ async def invite(request: web.Request) -> web.Response:
             return await _page(
                 ws, status=400, error=InvalidInput("Choose a role."), form_values=values
             )
+        settings = request.app[SETTINGS]
+        mailing = settings.staff.mail_from is not None
         try:
             link = await staff_accounts.invite(
                 ws.conn,
@@ -85,15 +87,19 @@ async def invite(request: web.Request) -> web.Response:
                 name=values["name"],
                 role=values["role"],
                 tenant_id=ws.tenant_id,
-                valid_seconds=request.app[SETTINGS].staff.invite_seconds,
+                valid_seconds=settings.staff.invite_seconds,
                 actor=ws.principal.actor,
+                mail_base_url=settings.base_url if mailing else None,
             )
         except OptoutError as exc:
             return await _page(ws, status=400, error=exc, form_values=values)
-        url = request.app[SETTINGS].base_url.rstrip("/") + link.path()
+        hours = round(settings.staff.invite_seconds / 3600)
+        if mailing:
+            return await _page(ws, invited={"email": link.email, "url": None, "hours": hours})
+        url = settings.base_url.rstrip("/") + link.path()
         # The link is shown once, on this answer (not behind a redirect that could be reloaded
         # from history): whoever invites hands it over.
-        return await _page(ws, invited={"email": link.email, "url": url})
+        return await _page(ws, invited={"email": link.email, "url": url, "hours": hours})
 
 
 async def change_role(request: web.Request) -> web.Response:

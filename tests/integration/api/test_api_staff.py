@@ -4,6 +4,8 @@ roles are refused; the audit names the person behind a token and filters by pers
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from mailer import api_tokens
@@ -84,3 +86,26 @@ async def test_other_roles_cannot_touch_staff(world, client):
             headers=token,
         )
         assert made.status == 403
+
+
+async def test_with_a_staff_sender_the_api_mails_the_invitation_and_answers_no_link(
+    world, aiohttp_client, settings, conn
+):
+    """Issue 24: with OPTOUT_STAFF_MAIL_FROM the link goes only by mail (queued for the
+    worker); the API answer names where it went and holds no link."""
+    staff = dataclasses.replace(settings.staff, mail_from="optout@install.example")
+    client = await aiohttp_client(
+        create_app(dataclasses.replace(sending_settings(settings), staff=staff))
+    )
+    made = await client.post(
+        "/api/v1/staff",
+        json={"email": "mia@x.example", "name": "Mia", "role": "marketing", "tenant": world.a.slug},
+        headers=bearer(world.a.tokens["admin"]),
+    )
+    assert made.status == 201, await made.text()
+    answer = await made.json()
+    assert answer["mailed_to"] == "mia@x.example" and "invitation_url" not in answer
+    assert "/dashboard/invitation/" not in str(answer)
+    [queued] = [r async for r in staff_probes().staff_mail_rows(conn)]
+    assert queued["recipient"] == "mia@x.example" and queued["state"] == "queued"
+    assert "/dashboard/invitation/" in queued["payload"]["url"]

@@ -4,11 +4,20 @@ roles and disabled, each ending the account's sessions and audited."""
 
 from __future__ import annotations
 
+import dataclasses
+import email
+import email.policy
+import re
 from urllib.parse import urlsplit
 
+import dkim
+
 from mailer import tenants
+from mailer.db import create_pool
+from mailer.sending.worker import Worker
 from tests.conftest import probes, subprocess_env
 from tests.support.cli import optout
+from tests.support.mailer_env import DOMAIN, SELECTOR, dnsfunc, mail_settings, rsa_pem
 from tests.support.staff import staff_probes
 from tests.support.workspace import session_cookie
 from unsubscribe_web.app import create_app
@@ -117,3 +126,67 @@ async def test_roles_and_disabling_end_sessions_and_are_audited(
     ]
     assert all(r["name"] == "Mia" for r in lines if r["actor"] != "cli")
     assert tenant["id"]
+
+
+async def test_without_a_staff_sender_invite_needs_print_link_and_says_so_in_one_line(db_dsn, conn):
+    env = subprocess_env(db_dsn)
+    refused = optout("staff", "invite", "--admin", "root@example.org", env=env)
+    assert refused.returncode == 2
+    assert "OPTOUT_STAFF_MAIL_FROM is not set" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert "root@example.org" not in optout("staff", "list", env=env).stdout  # nothing made
+    assert [r async for r in staff_probes().staff_mail_rows(conn)] == []
+
+
+async def test_an_invitation_and_a_reset_are_mailed_signed_and_their_links_work(
+    db_dsn, conn, aiohttp_client, settings, smtp_sink, tmp_path
+):
+    """Issue 24: with OPTOUT_STAFF_MAIL_FROM (and an installation DKIM key) the invitation goes
+    by mail through the worker, as transactional mail without an unsubscribe header; the link
+    is printed nowhere and the queue keeps no copy once it is sent."""
+    key = tmp_path / "staff-dkim.pem"
+    key.write_bytes(rsa_pem())
+    sender = f"staff@{DOMAIN}"
+    env = subprocess_env(db_dsn) | {
+        "OPTOUT_STAFF_MAIL_FROM": sender,
+        "OPTOUT_STAFF_DKIM_SELECTOR": SELECTOR,
+        "OPTOUT_STAFF_DKIM_KEY_PATH": str(key),
+    }
+    made = optout("staff", "invite", "--admin", "root@example.org", env=env)
+    assert made.returncode == 0, made.stderr
+    assert "mailed to root@example.org" in made.stdout
+    assert "/dashboard/" not in made.stdout + made.stderr
+
+    staff = dataclasses.replace(
+        settings.staff, mail_from=sender, dkim_selector=SELECTOR, dkim_key_path=str(key)
+    )
+    worker_settings = dataclasses.replace(mail_settings(settings, smtp_sink.port), staff=staff)
+    pool = await create_pool(db_dsn, max_size=2)
+    try:
+        await Worker(pool, worker_settings).run(until_idle=True)
+    finally:
+        await pool.close()
+    [sent] = await smtp_sink.wait_for(1)
+    assert sent.mail_from == sender and sent.rcpt_tos == ("root@example.org",)
+    assert dkim.verify(sent.data, dnsfunc=dnsfunc), "signed with the installation's key"
+    msg = email.message_from_bytes(sent.data, policy=email.policy.default)
+    assert msg["List-Unsubscribe"] is None and msg["Auto-Submitted"] == "auto-generated"
+    [link] = re.findall(r"https://optout\.test(/dashboard/invitation/\S+)", msg.get_content())
+    [row] = [r async for r in staff_probes().staff_mail_rows(conn)]
+    assert row["state"] == "sent" and row["payload"] is None  # no live link left at rest
+
+    client = await aiohttp_client(create_app(settings))
+    done = await client.post(link, data={"password": PASSWORD, "password_again": PASSWORD})
+    assert done.status == 200 and "Your password is set" in await done.text()
+
+    reset = optout("staff", "reset-password", "root@example.org", env=env)
+    assert reset.returncode == 0 and "mailed to root@example.org" in reset.stdout, reset.stderr
+    pool = await create_pool(db_dsn, max_size=2)
+    try:
+        await Worker(pool, worker_settings).run(until_idle=True)
+    finally:
+        await pool.close()
+    second = (await smtp_sink.wait_for(2))[1]
+    body = email.message_from_bytes(second.data, policy=email.policy.default).get_content()
+    [path] = re.findall(r"https://optout\.test(/dashboard/reset/\S+)", body)
+    assert (await client.get(path)).status == 200

@@ -4,6 +4,7 @@ an account; a tenant's admin cannot disable, nor reach another tenant's people."
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -90,3 +91,28 @@ async def test_a_tenant_admin_cannot_disable_or_touch_installation_admins(client
     )
     assert touched.status == 403
     assert [dict(r) async for r in staff_probes().staff_state(conn)] == before
+
+
+async def test_with_a_staff_sender_the_workspace_mails_the_invitation(
+    aiohttp_client, settings, conn, acme
+):
+    """Issue 24: with OPTOUT_STAFF_MAIL_FROM the page says where the invitation went and shows
+    no link; the mail is queued for the worker."""
+    staff = dataclasses.replace(settings.staff, mail_from="optout@install.example")
+    client = await aiohttp_client(
+        create_app(dataclasses.replace(sending_settings(settings), staff=staff))
+    )
+    admin = await sign_in(client, acme.tokens["admin"])
+    html = await page(client, admin)
+    invited = await post(
+        client,
+        admin,
+        "invite",
+        {"csrf": csrf_of(html), "email": "mia@acme.example", "name": "Mia", "role": "marketing"},
+    )
+    text = await invited.text()
+    assert invited.status == 200, text
+    assert "Invitation mailed to mia@acme.example" in text
+    assert "invitation-link" not in text and "/dashboard/invitation/" not in text
+    [queued] = [r async for r in staff_probes().staff_mail_rows(conn)]
+    assert queued["recipient"] == "mia@acme.example" and queued["template"] == "staff_invite"
