@@ -157,6 +157,7 @@ def bench(admin_dsn: str, args: argparse.Namespace) -> int:
             "baseline": (f"http://127.0.0.1:{base_port}", base_paths, servers[1].pid),
         }
         results: dict[tuple[str, int], list[Run]] = {}
+        postmaster = asyncio.run(postgres_server_pid(dsn))
         for url, paths, _ in targets.values():  # warm both up (pools, caches)
             asyncio.run(reset(dsn, topic_id))
             wrk(url, paths, connections=8, duration=2)
@@ -170,10 +171,14 @@ def bench(admin_dsn: str, args: argparse.Namespace) -> int:
                             [sys.executable, "-m", "bench.password_flood", url, str(args.duration)]
                         )
                     cpu = cpu_seconds(pid)
+                    db_cpu = postgres_cpu_seconds(postmaster)
                     run = wrk(url, paths, connections=connections, duration=args.duration)
                     if flood is not None:
                         flood.wait(args.duration + 60)
                     cpu_ms = (cpu_seconds(pid) - cpu) * 1000 / max(run.requests, 1)
+                    db_ms = (
+                        (postgres_cpu_seconds(postmaster) - db_cpu) * 1000 / max(run.requests, 1)
+                    )
                     applied = asyncio.run(unsubscribed(dsn, topic_id))
                     if run.requests > count:
                         print(f"warning: {name} used more than the {count} tokens", file=sys.stderr)
@@ -182,7 +187,8 @@ def bench(admin_dsn: str, args: argparse.Namespace) -> int:
                         f"round {round_number} {name:8} c={connections:2}: "
                         f"{run.requests_per_second:8.0f} req/s  p99 {run.p99_ms:7.2f} ms  "
                         f"server CPU {cpu_ms:.2f} ms/request "
-                        f"({run.requests} requests, {applied} unsubscribed)",
+                        + (f"Postgres CPU {db_ms:.2f} ms/request " if postmaster else "")
+                        + f"({run.requests} requests, {applied} unsubscribed)",
                         flush=True,
                     )
     finally:
@@ -338,6 +344,39 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process (Linux /proc): what a request costs, load aside."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def postgres_server_pid(dsn: str) -> int | None:
+    """The Postgres server's main process when it runs on this machine (its backends are its
+    children), else None: a remote server's CPU cannot be read here."""
+    conn = await connect(dsn)
+    try:
+        backend: int = await queries().bench_web.backend_pid(conn)
+        # Read while the backend still runs: it exits when the connection closes.
+        return _parent_pid(backend)
+    except OSError:
+        return None
+    finally:
+        await conn.close()
+
+
+def _parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def postgres_cpu_seconds(postmaster: int | None) -> float:
+    """User + system CPU of the Postgres server's live processes: the one-click statement's
+    cost on the database side (its triggers, writes and WAL fsync), which the server's own
+    CPU leaves out. Every database of that server counts: meaningful on the embedded one."""
+    if postmaster is None:
+        return 0.0
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(stat.parent.name)
+            if pid == postmaster or _parent_pid(pid) == postmaster:
+                total += cpu_seconds(pid)
+    return total
 
 
 def free_port() -> int:

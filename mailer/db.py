@@ -169,8 +169,11 @@ async def _record_head(conn: asyncpg.Connection, head: journal.Head) -> None:
     a failure here leaves the database's head behind the file, which nobody mistakes for a
     file cut short."""
     try:
-        await queries().journal.record_head(
-            conn, file=head.file, last_seq=head.last_seq, head_hash=head.head_hash
+        # Straight to asyncpg, as the one-click statement: aiosql's wrapper costs a dir() of
+        # the connection per call, and this runs after nearly every one-click fsync. The SQL
+        # declares its parameters in positional order.
+        await conn.execute(
+            queries().journal.record_head.sql, head.file, head.last_seq, head.head_hash
         )
     except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
         log.warning("journal head not recorded file=%s: %s", head.file, type(exc).__name__)

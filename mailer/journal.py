@@ -212,9 +212,7 @@ def _write_batch(batch: list[_Queued]) -> tuple[list[Head], set[Path]]:
     failed: set[Path] = set()
     for path, items in by_file.items():
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            created = not path.exists()
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd, created = _open_for_append(path)
             try:
                 os.write(fd, b"".join(i.data for i in items))
                 os.fsync(fd)
@@ -227,6 +225,17 @@ def _write_batch(batch: list[_Queued]) -> tuple[list[Head], set[Path]]:
             log.exception("journal write failed file=%s: moving to a new file", path.name)
             failed.add(path)
     return heads, failed
+
+
+def _open_for_append(path: Path) -> tuple[int, bool]:
+    """The file opened for appending, and whether this call created it. The folder is made
+    (and the file created) only at a file's first write: every later flush costs one open,
+    not a mkdir and a stat as well."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND), False
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), True
 
 
 # --- the process's journal ----------------------------------------------------------------

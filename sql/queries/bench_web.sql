@@ -35,3 +35,7 @@ VACUUM ANALYZE subscriptions;
 -- The baseline: one UPDATE by primary key, as bare as an unsubscribe can be.
 UPDATE subscriptions SET state = 'unsubscribed', unsubscribed_at = now(), updated_at = now()
  WHERE subscriber_id = :subscriber_id AND topic_id = :topic_id AND state <> 'unsubscribed';
+
+-- name: backend_pid()$
+-- bench.web finds the Postgres server's processes (this backend's parent) to count their CPU.
+SELECT pg_backend_pid();
