@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -30,6 +29,7 @@ import asyncpg
 from mailer import event_endpoints, events, outgoing, secret_box
 from mailer.config import Settings
 from mailer.db import UNAVAILABLE_ERRORS, queries, rows
+from mailer.waits import wait_for_event
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,7 @@ class Sender:
                 log.warning("events: database unavailable (%s); retrying", type(exc).__name__)
                 sent = 0
             if sent == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), poll)
+                await wait_for_event(stop, poll)
 
     async def run_once(self) -> int:
         """Claim one batch, send it, record the outcomes; how many were attempted."""

@@ -23,6 +23,7 @@ from mailer.errors import ConfigError
 from mailer.inbound.handler import DIRECTORY_MAX_AGE, InboundHandler
 from mailer.inbound_settings import InboundSettings
 from mailer.smtp_envelope import RawEnvelopeSMTP
+from mailer.waits import wait_for_event
 
 __all__ = ["ConnectionLimiter", "InboundSMTP", "purge_expired_raw", "serve", "start_server"]
 
@@ -166,8 +167,7 @@ async def _chores(handler: InboundHandler, stop: asyncio.Event) -> None:
                     log.info("inbound raw messages expired count=%d", purged)
             except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
                 log.warning("inbound raw expiry failed: %s", type(exc).__name__)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), DIRECTORY_MAX_AGE / 2)
+        await wait_for_event(stop, DIRECTORY_MAX_AGE / 2)
         since_purge += DIRECTORY_MAX_AGE / 2
         await handler.refresh()
 

@@ -50,6 +50,7 @@ from mailer.sending.relays import (
 )
 from mailer.sending.transport import Reply, SmtpPool
 from mailer.tokens import CodeClaims, CodeKind, Keyring, LinkClaims, Purpose, message_id_for
+from mailer.waits import wait_for_event
 
 log = logging.getLogger(__name__)
 
@@ -429,9 +430,10 @@ class Worker:
                 if until_idle:
                     break
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
+                await wait_for_event(self._wake, self.config.poll_seconds)
         finally:
+            # Cancelled rather than stopped: the event sender waits on the same stop event.
+            self._stop.set()
             with contextlib.suppress(*UNAVAILABLE_ERRORS):
                 await self.flush()
                 if self._interrupted:
@@ -471,8 +473,7 @@ class Worker:
                     await sender.run(self._stop)
             except Exception:
                 log.exception("event_delivery_failed; retrying")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), min(self.config.poll_seconds, 5.0))
+                await wait_for_event(self._stop, min(self.config.poll_seconds, 5.0))
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
