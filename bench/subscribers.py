@@ -31,14 +31,16 @@ from urllib.parse import urlencode
 import aiohttp
 import aiosql
 from aiohttp import web
+from yarl import URL
 
 from bench.common import HASH_KEY, server_dsn, settings_for
-from mailer import api_tokens, migrations, tenants
+from mailer import migrations, staff_accounts, staff_sessions, tenants
 from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.admin_db import create_database, drop_database
 from mailer.db import connect, create_pool, with_database
 from mailer.sending import campaigns
 from unsubscribe_web.app import create_app
+from unsubscribe_web.dashboard.workspace import app_cookie_name
 from unsubscribe_web.keys import POOL
 
 DATABASE = "optout_bench_subscribers"
@@ -50,7 +52,8 @@ SEED_BATCH = 100_000  # people per seeding statement: bounded memory and WAL per
 async def prepare(
     admin_dsn: str, data_dir: Path, people: int, sample: int
 ) -> tuple[str, str, list[tuple[int, str]]]:
-    """The seeded database's DSN, a marketing token's secret, and the people to look up."""
+    """The seeded database's DSN, a marketing account's session id, and the people to look
+    up (staff sign in as accounts: the session is started as a sign-in would start it)."""
     admin = await connect(admin_dsn)
     try:
         await drop_database(admin, DATABASE)
@@ -96,10 +99,18 @@ async def prepare(
         )
         await BENCH_SQL.analyze(conn)
         print(f"seeded {people:,} people in {time.perf_counter() - started:.0f} s", flush=True)
-        token = await api_tokens.create_token(conn, role="marketing", tenant_id=tenant["id"])
+        link = await staff_accounts.demo_account(
+            conn,
+            name="Bench marketer",
+            email="marketer@bench.example",
+            role="marketing",
+            tenant_id=tenant["id"],
+            link_seconds=3600,
+        )
+        session_id = await staff_sessions.start(conn, link.account_id, max_seconds=12 * 3600)
     finally:
         await conn.close()
-    return dsn, token.secret, list(zip(ids, emails, strict=True))
+    return dsn, session_id, list(zip(ids, emails, strict=True))
 
 
 def baseline_app(dsn: str) -> web.Application:
@@ -158,11 +169,7 @@ async def measure(
     try:
         jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1
         async with aiohttp.ClientSession(cookie_jar=jar) as session:
-            async with session.post(
-                f"{url}/dashboard/login", data={"token": secret}, allow_redirects=False
-            ) as response:
-                if response.status != 303:
-                    raise SystemExit(f"sign-in failed: HTTP {response.status}")
+            jar.update_cookies({app_cookie_name(runner.app): secret}, URL(url))
             pages = f"{url}/dashboard/t/bench/subscribers"
             order = ["search", "person", "baseline"]
             for i in range(requests + 20):  # the first 20 rounds warm up and are not kept
