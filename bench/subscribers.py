@@ -89,6 +89,7 @@ async def prepare(
                 tenant_id=tenant["id"],
                 topic_id=topic["id"],
                 campaign_id=campaign["id"],
+                first=done + 1,
                 n=min(SEED_BATCH, people - done),
             )
         ids = [r["id"] async for r in BENCH_SQL.sample_ids(conn, tenant_id=tenant["id"], n=sample)]

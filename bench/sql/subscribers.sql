@@ -1,13 +1,14 @@
 -- bench/subscribers.py only: people with a consent history, and the bare baseline's SELECT.
 
--- name: seed_people(tenant_id, topic_id, campaign_id, n)!
+-- name: seed_people(tenant_id, topic_id, campaign_id, first, n)!
+-- People number first .. first + n - 1 (batches must not repeat addresses).
 -- Set-based: per person a subscription, the sign-up's evidence, two ledger rows (the
 -- sign-up and its confirmation) and one sent delivery. email_key is a placeholder of the
 -- right length; the people the benchmark looks up get their real keyed hash afterwards.
 WITH p AS (
     INSERT INTO subscribers (tenant_id, email, email_key)
     SELECT :tenant_id, 'p' || g || '@bench.example', sha256(('p' || g)::bytea)
-      FROM generate_series(1, :n) AS g
+      FROM generate_series(:first::bigint, :first::bigint + :n::bigint - 1) AS g
     RETURNING id
 ), s AS (
     INSERT INTO subscriptions (tenant_id, subscriber_id, topic_id, state, confirmed_at)
