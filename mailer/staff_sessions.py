@@ -85,9 +85,12 @@ async def resume(conn: asyncpg.Connection, raw: str, *, idle_seconds: float) -> 
     )
 
 
-async def end(conn: asyncpg.Connection, raw: str) -> None:
-    if raw and len(raw) <= MAX_ID_CHARS:
-        await queries().staff.end_session(conn, id_hash=_hash(raw))
+async def end(conn: asyncpg.Connection, raw: str) -> int | None:
+    """End the session behind a cookie's id; the account it belonged to, if it was live."""
+    if not raw or len(raw) > MAX_ID_CHARS:
+        return None
+    row = await queries().staff.end_session(conn, id_hash=_hash(raw))
+    return None if row is None else int(row["account_id"])
 
 
 async def end_all(conn: asyncpg.Connection, account_id: int, *, keep: int | None = None) -> int:

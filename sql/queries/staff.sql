@@ -116,8 +116,10 @@ UPDATE staff_sessions s SET last_seen_at = now()
 RETURNING s.id, s.account_id, a.name, a.email, a.installation_admin,
           a.totp_secret IS NOT NULL AS has_totp;
 
--- name: end_session(id_hash)!
-UPDATE staff_sessions SET ended_at = now() WHERE id_hash = :id_hash AND ended_at IS NULL;
+-- name: end_session(id_hash)^
+-- The account whose live session this was (none: no such session, or ended already).
+UPDATE staff_sessions SET ended_at = now() WHERE id_hash = :id_hash AND ended_at IS NULL
+RETURNING account_id;
 
 -- name: end_session_by_id(id, account_id)^
 UPDATE staff_sessions SET ended_at = now()

@@ -21,6 +21,7 @@ from playwright.async_api import Page
 from mailer import staff_accounts
 from mailer.config import Settings
 from mailer.db import create_pool
+from mailer.passwords import Hasher
 from mailer.sending.worker import Worker
 from mailer.totp import STEP
 from tests.browser.test_workspace_browser import (
@@ -31,7 +32,7 @@ from tests.browser.test_workspace_browser import (
 )
 from tests.support.axe import assert_accessible
 from tests.support.mailer_env import mail_settings
-from tests.support.staff import account_for, staff_probes
+from tests.support.staff import account_for, person, staff_probes
 from tests.support.workspace import BODY, Tenant, ready_tenant
 from unsubscribe_web.app import create_app
 
@@ -171,12 +172,53 @@ async def test_an_invited_marketer_sets_a_password_enrols_totp_and_sends_a_campa
     # The audit log names the person on each step (and the admin on the invitation).
     lines = [dict(r) async for r in staff_probes().audit_people(conn)]
     mine = [r for r in lines if r["action"] != "token.create"]
-    assert [(r["action"], r["name"]) for r in mine[:3]] == [
+    assert [(r["action"], r["name"]) for r in mine[:6]] == [
         ("staff.invite", "Ines Admin"),
         ("staff.password_set", "Mia Marketing"),
+        ("staff.sign_in", "Mia Marketing"),
         ("staff.enrol_2fa", "Mia Marketing"),
+        ("staff.sign_out", "Mia Marketing"),
+        ("staff.sign_in", "Mia Marketing"),
     ]
-    workspace = [r for r in mine[3:]]
+    workspace = [r for r in mine[6:]]
     assert workspace and all(r["name"] == "Mia Marketing" for r in workspace), workspace
     assert any(re.fullmatch(r"account:\d+:marketing", r["actor"]) for r in workspace)
     assert {"create_campaign", "start_campaign"} <= {r["action"] for r in workspace}
+
+
+async def test_a_person_who_forgot_the_password_gets_a_link_by_mail(
+    browser, server, ws_settings: Settings, acme: Tenant, conn, db_dsn, smtp_sink
+):
+    """From the sign-in page, by keyboard: "Forgot your password?", the address, the mailed
+    link, a new password, signed in. Both new pages pass axe."""
+    base = ws_settings.base_url
+    await person(
+        conn, Hasher(), email=EMAIL, password=PASSWORD, role="marketing", tenant_id=acme.id
+    )
+    page = await staff_page(browser, script=True)
+    await page.goto(f"{base}/dashboard")
+    await page.get_by_role("link", name="Forgot your password?").focus()
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#forgot")
+    await assert_accessible(page)
+    await page.get_by_label("Email address of your staff account").focus()
+    await page.keyboard.type(EMAIL)
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#forgot-message")
+    assert "on its way" in await page.locator("#forgot-message").inner_text()
+    await assert_accessible(page)
+
+    pool = await create_pool(db_dsn, max_size=2)
+    try:
+        await Worker(pool, ws_settings).run(until_idle=True)
+    finally:
+        await pool.close()
+    [reset] = await smtp_sink.wait_for(1, timeout=20)
+    mail = email.message_from_bytes(reset.data, policy=email.policy.default)
+    [link] = re.findall(re.escape(base) + r"/dashboard/reset/\S+", mail.get_content())
+    await page.goto(link)
+    await password_form(page, "a brand new passphrase")
+    await page.wait_for_selector("#password-set")
+    await sign_in(page, base, EMAIL, "a brand new passphrase")
+    await page.wait_for_selector("nav")
+    await page.context.close()

@@ -74,3 +74,6 @@ UPDATE event_endpoints
 -- name: endpoint_delivered(id)!
 -- What a successful delivery does to the endpoint's health (events.sql: finish_deliveries).
 UPDATE event_endpoints SET failing_since = NULL, failing_reported_at = NULL WHERE id = :id;
+
+-- name: audit_rows()
+SELECT action, actor, account_id, target_id, detail FROM audit_log ORDER BY id;

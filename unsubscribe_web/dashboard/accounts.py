@@ -1,6 +1,8 @@
 """Staff sign-in by account (issue 24): the sign-in form (email and password; an API token only
 behind OPTOUT_TOKEN_SIGNIN=1, for one release), sign-out, setting a password from an invitation
-or a reset link, asking for a reset, and the person's own sessions.
+or a reset link, asking for a reset ("forgot your password", mailed when the installation
+sends staff mail), and the person's own sessions. Every sign-in and sign-out is audited,
+naming the account and how it signed in.
 
 A wrong password, an unknown address and an account not yet active get the same answer after
 the same work (an Argon2 check against a dummy hash), so the form tells no one which addresses
@@ -16,7 +18,7 @@ import math
 
 from aiohttp import web
 
-from mailer import staff_accounts, staff_sessions, totp
+from mailer import audit, staff_accounts, staff_sessions, totp
 from mailer.api_tokens import PREFIX
 from mailer.errors import InvalidInput, NotFound, Unauthorized
 from mailer.limits import Limit
@@ -46,6 +48,10 @@ WRONG_CODE = "That code is not right (or was used already). Try the next one."
 CODE_EXPIRED = "Your sign-in took too long or has ended. Sign in again."
 CODE_SECONDS = 300.0  # the time to type the second factor after the password
 WAIT = "Too many failed sign-ins for this account from your address. Try again in {} seconds."
+# A reset asked for by the person: per client IP (against floods of reset mail) and per address
+# (so nobody can fill a colleague's inbox with reset links).
+FORGOT_PER_IP = Limit("dashboard_forgot_ip", count=10, window=3600)
+FORGOT_PER_ADDRESS = Limit("dashboard_forgot_address", count=3, window=3600)
 RESET_SENT = (
     "If an active account has that address, a link to choose a new password is on its way. "
     "It works once, for an hour."
@@ -61,6 +67,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/dashboard/invitation/{secret}", accept_invitation)
     app.router.add_get("/dashboard/reset/{secret}", reset_form, name="staff_reset")
     app.router.add_post("/dashboard/reset/{secret}", reset_password)
+    app.router.add_get("/dashboard/forgot", forgot_form, name="staff_forgot")
+    app.router.add_post("/dashboard/forgot", forgot)
     app.router.add_get("/dashboard/signin/{secret}", signin_link_form, name="staff_signin_link")
     app.router.add_post("/dashboard/signin/{secret}", signin_by_link)
 
@@ -80,6 +88,7 @@ def login_page(
             if request.app[SETTINGS].staff.oidc is not None
             else None
         ),
+        forgot=request.app.router["staff_forgot"].url_for(),
         message=message,
     )
 
@@ -153,7 +162,7 @@ async def login(request: web.Request) -> web.Response:
         await limits.succeeded(conn, email, ip)
     if account["totp_secret"] is not None:
         return await await_code(request, account["id"], ip)
-    return await signed_in(request, account["id"], ip)
+    return await signed_in(request, account["id"], ip, method="password")
 
 
 async def await_code(
@@ -218,7 +227,8 @@ async def check_code(request: web.Request) -> web.Response:
             response.headers["Retry-After"] = str(math.ceil(verdict.wait))
             return response
         account_id: int = found["account_id"]
-        if totp.is_recovery_code(code):
+        recovery = totp.is_recovery_code(code)
+        if recovery:
             right = await totp.use_recovery_code(conn, account_id, code)
         else:
             right = await totp.check_code(
@@ -229,14 +239,17 @@ async def check_code(request: web.Request) -> web.Response:
             return code_page(request, status=401, message=WRONG_CODE)
         await limits.succeeded(conn, found["email"], ip)
     # signed_in ends the waiting session (its id is the cookie's) and starts the real one.
-    return await signed_in(request, account_id, ip)
+    return await signed_in(
+        request, account_id, ip, method="recovery_code" if recovery else "authenticator_code"
+    )
 
 
 async def signed_in(
-    request: web.Request, account_id: int, ip: str, *, hop: bool = False
+    request: web.Request, account_id: int, ip: str, *, method: str, hop: bool = False
 ) -> web.Response:
     """A new session (a new id: nothing a visitor held before signing in survives it), the
-    one it replaces ended, the cookie set, and home."""
+    one it replaces ended, the cookie set, the sign-in audited (``method``: the last step,
+    password, sign_in_link, single_sign_on, authenticator_code or recovery_code), and home."""
     settings = request.app[SETTINGS]
     user_agent = request.headers.get("User-Agent", "")
     async with connection(request) as conn:
@@ -260,6 +273,15 @@ async def signed_in(
         old = session_token(request)
         if old is not None:
             await staff_sessions.end(conn, old)
+        # Ids and the method only: the audit holds no address, IP or browser.
+        await audit.record(
+            conn,
+            actor=f"account:{account_id}:self",
+            action="staff.sign_in",
+            target_type="staff_account",
+            target_id=account_id,
+            detail={"method": method},
+        )
     response = _home(request, hop=hop)
     set_session_cookie(request, response, raw)
     return response
@@ -294,7 +316,7 @@ async def signin_by_link(request: web.Request) -> web.Response:
     if account["totp_secret"] is not None:
         # A link is one factor, like a password: an account with TOTP still needs its code.
         return await await_code(request, account_id, client_ip(request) or "")
-    return await signed_in(request, account_id, client_ip(request) or "")
+    return await signed_in(request, account_id, client_ip(request) or "", method="sign_in_link")
 
 
 async def _token_login(request: web.Request, token: str) -> web.Response:
@@ -320,8 +342,16 @@ async def logout(request: web.Request) -> web.Response:
     """POST /dashboard/logout: end the session on the server, forget the cookie."""
     raw = session_token(request)
     if raw is not None and not from_another_site(request):
-        async with connection(request) as conn:
-            await staff_sessions.end(conn, raw)
+        async with connection(request) as conn, conn.transaction():
+            account_id = await staff_sessions.end(conn, raw)
+            if account_id is not None:
+                await audit.record(
+                    conn,
+                    actor=f"account:{account_id}:self",
+                    action="staff.sign_out",
+                    target_type="staff_account",
+                    target_id=account_id,
+                )
     response = _home(request)
     clear_session_cookie(request, response)
     return response
@@ -406,3 +436,52 @@ async def reset_form(request: web.Request) -> web.Response:
 
 async def reset_password(request: web.Request) -> web.Response:
     return await _use_link(request, staff_accounts.RESET)
+
+
+def _forgot_page(
+    request: web.Request, *, status: int = 200, message: str | None = None, error: bool = False
+) -> web.Response:
+    return render(
+        request,
+        "staff_forgot.html",
+        status=status,
+        css=request.app.router["dashboard_stylesheet"].url_for(),
+        action=request.app.router["staff_forgot"].url_for(),
+        mailing=request.app[SETTINGS].staff.mail_from is not None,
+        sign_in=request.app.router["dashboard"].url_for(),
+        message=message,
+        error=error,
+    )
+
+
+async def forgot_form(request: web.Request) -> web.Response:
+    """GET /dashboard/forgot: ask for a reset link by email."""
+    return _forgot_page(request)
+
+
+async def forgot(request: web.Request) -> web.Response:
+    """POST /dashboard/forgot: mail a reset link to an active account. The answer is the same
+    whether or not the address has an account (and whether or not its own limit was reached),
+    so the form tells no one which addresses have accounts."""
+    if from_another_site(request):
+        return _forgot_page(request, status=403, message=CROSS_SITE, error=True)
+    settings = request.app[SETTINGS]
+    if settings.staff.mail_from is None:
+        return _forgot_page(request, status=503)
+    ip = client_ip(request) or ""
+    async with connection(request) as conn:
+        allowed = await request.app[LIMITS].allow(conn, FORGOT_PER_IP, ip)
+    if not allowed:
+        response = _forgot_page(request, status=429, message=TOO_MANY, error=True)
+        response.headers["Retry-After"] = str(FORGOT_PER_IP.retry_after)
+        return response
+    form = await request.post()
+    email = text_field(form, "email")[:320]
+    if not email:
+        return _forgot_page(
+            request, status=400, message="Give the email address of your account.", error=True
+        )
+    async with connection(request) as conn:
+        if await request.app[LIMITS].allow(conn, FORGOT_PER_ADDRESS, email.strip().lower()):
+            await staff_accounts.request_reset(conn, email, mail_base_url=settings.base_url)
+    return _forgot_page(request, message=RESET_SENT)

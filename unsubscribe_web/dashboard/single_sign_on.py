@@ -108,6 +108,8 @@ async def callback(request: web.Request) -> web.Response:
         if account["totp_secret"] is not None and not identity.second_factor:
             response = await await_code(request, account["id"], ip, hop=True)
         else:
-            response = await signed_in(request, account["id"], ip, hop=True)
+            response = await signed_in(
+                request, account["id"], ip, method="single_sign_on", hop=True
+            )
     response.del_cookie(_cookie_name(request), path="/", secure=secure(request), samesite="Lax")
     return response

@@ -17,7 +17,7 @@ from mailer.config import StaffSettings
 from mailer.passwords import Hasher
 from mailer.totp import STEP
 from tests.support.api_world import sending_settings
-from tests.support.staff import person
+from tests.support.staff import person, staff_probes
 from tests.support.web import seed
 from tests.support.workspace import csrf_of, session_cookie
 from unsubscribe_web.app import create_app
@@ -134,6 +134,16 @@ async def test_totp_codes_are_used_once_and_recovery_codes_once_each(client, ada
     again = session_cookie((await password_step(client)).headers["Set-Cookie"])
     assert (await code_step(client, again, codes[0])).status == 401
     assert (await code_step(client, again, codes[1].upper())).status == 303
+    # The audit names how each sign-in was completed (refused codes sign nobody in).
+    methods = [
+        (r["actor"], r["detail"]["method"])
+        async for r in staff_probes().audit_rows(conn)
+        if r["action"] == "staff.sign_in"
+    ]
+    assert methods == [
+        (f"account:{ada}:self", method)
+        for method in ("password", "authenticator_code", "recovery_code", "recovery_code")
+    ]
 
 
 async def test_a_reset_second_factor_ends_sessions_and_sign_in_needs_only_the_password(
