@@ -195,15 +195,21 @@ SELECT count(*) FROM done;
 -- name: scrub_requests(tenant_id, subscriber_id, email, email_key)$
 -- A request keeps its kind, dates, outcome and receipt; the requester's address as they wrote
 -- it (also on a request that matched nobody then) becomes its keyed hash, the proof that the
--- request was handled; a pending new address in the detail goes.
+-- request was handled; a pending new address in the detail goes, and so do the reasons staff
+-- wrote for a rejection or an extension (free text that may name the person; that there was
+-- a reason, and when, stays).
 WITH done AS (
     UPDATE data_requests
        SET requester_key = CASE WHEN requester IS NULL THEN requester_key
                                 ELSE CAST(:email_key AS bytea) END,
-           requester = NULL, detail = '{}'
+           requester = NULL, detail = '{}',
+           rejection_reason = CASE WHEN rejection_reason IS NULL THEN NULL ELSE '(erased)' END,
+           extension_reason = CASE WHEN extension_reason IS NULL THEN NULL ELSE '(erased)' END
      WHERE tenant_id = :tenant_id
        AND (subscriber_id = :subscriber_id OR strpos(lower(requester), lower(:email)) > 0)
-       AND (requester IS NOT NULL OR detail <> '{}')
+       AND (requester IS NOT NULL OR detail <> '{}'
+            OR rejection_reason IS DISTINCT FROM '(erased)' AND rejection_reason IS NOT NULL
+            OR extension_reason IS DISTINCT FROM '(erased)' AND extension_reason IS NOT NULL)
     RETURNING 1)
 SELECT count(*) FROM done;
 

@@ -19,7 +19,7 @@ from mailer import api_tokens, event_delivery, event_endpoints, journal
 from mailer.config import Settings
 from mailer.consent import writer as consent
 from mailer.db import create_pool
-from mailer.rights import erasure, privacy
+from mailer.rights import erasure, privacy, queue
 from mailer.sending import campaigns
 from mailer.sending.worker import Worker
 from tests.conftest import probes
@@ -213,10 +213,23 @@ async def test_erasure_leaves_no_address_name_or_ip_in_a_pg_dump_or_any_file(
         )  # fmt: skip
         assert response.status == 200, await response.text()
 
-        # A data request.
-        await privacy.create_request(
+        # Data requests: one extended and one rejected, with reasons naming the person.
+        now = dt.datetime.now(dt.UTC)
+        extended = await privacy.create_request(
             conn, hash_key=settings.hash_key, tenant=tenant, kind="access", email=person.email,
-            now=dt.datetime.now(dt.UTC), verified=True,
+            now=now, verified=True,
+        )  # fmt: skip
+        await privacy.extend_request(
+            conn, tenant=tenant, request_id=extended["id"], now=now,
+            reason=f"{person.name} asked for every record since 2019",
+        )  # fmt: skip
+        rejected = await privacy.create_request(
+            conn, hash_key=settings.hash_key, tenant=tenant, kind="rectify", email=person.email,
+            now=now, verified=True,
+        )  # fmt: skip
+        await queue.reject(
+            conn, tenant=tenant, request_id=rejected["id"], by="staff", now=now,
+            reason=f"{person.email} asked to change a record we do not hold",
         )  # fmt: skip
 
         # The rows the erasure used to miss: not linked to the subscriber id at all.
@@ -260,8 +273,14 @@ async def test_erasure_leaves_no_address_name_or_ip_in_a_pg_dump_or_any_file(
                 assert hits(content, needle) == 0, (path, needle)
         # What proves the request was handled stays: kind, dates, status, a keyed hash.
         requests = [r async for r in probes().requests_of_tenant(conn, tenant_id=tenant["id"])]
-        assert [(r["kind"], r["requester"], len(bytes(r["requester_key"]))) for r in requests] == [
-            ("access", None, 32)
+        assert [
+            (r["kind"], r["requester"], len(bytes(r["requester_key"])), r["status"])
+            for r in requests
+        ] == [("access", None, 32, "open"), ("rectify", None, 32, "rejected")]
+        assert requests[0]["extended_due_at"] is not None
+        assert [(r["extension_reason"], r["rejection_reason"]) for r in requests] == [
+            ("(erased)", None),
+            (None, "(erased)"),
         ]
 
 
