@@ -7,7 +7,8 @@
 -- LEFT JOINs: an erased person or a missing subscription still shows the page (no leak).
 SELECT t.name AS tenant_name, t.sender_name, tp.name AS topic_name, tp.kind AS topic_kind,
        s.email, s.status AS subscriber_status, sub.state,
-       COALESCE(s.language, t.default_language) AS language
+       COALESCE(s.language, t.default_language) AS language,
+       t.postal_address, t.contact_web, t.contact_email, t.contact_phone
   FROM tenants t
   JOIN topics tp ON tp.tenant_id = t.id AND tp.id = :topic_id
   LEFT JOIN subscribers s ON s.tenant_id = t.id AND s.id = :subscriber_id
@@ -16,7 +17,8 @@ SELECT t.name AS tenant_name, t.sender_name, tp.name AS topic_name, tp.kind AS t
 
 -- name: preference_person(tenant_id, subscriber_id)^
 SELECT t.name AS tenant_name, t.sender_name, s.email, s.name, s.status, s.partner_consent,
-       COALESCE(s.language, t.default_language) AS language
+       COALESCE(s.language, t.default_language) AS language,
+       t.postal_address, t.contact_web, t.contact_email, t.contact_phone
   FROM tenants t JOIN subscribers s ON s.tenant_id = t.id
  WHERE t.id = :tenant_id AND s.id = :subscriber_id;
 

@@ -24,6 +24,10 @@ class World:
         claims = LinkClaims.issue(Purpose.ONE_CLICK, self.tenant, subscriber, self.topics[topic])
         return self.keyring.sign(claims)
 
+    def undo(self, subscriber: int, topic: str = "news") -> str:
+        claims = LinkClaims.issue(Purpose.UNDO, self.tenant, subscriber, self.topics[topic])
+        return self.keyring.sign(claims)
+
     def preferences(self, subscriber: int) -> str:
         return self.keyring.sign(LinkClaims.issue(Purpose.PREFERENCES, self.tenant, subscriber))
 

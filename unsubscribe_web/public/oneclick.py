@@ -19,6 +19,7 @@ import time
 import asyncpg
 from aiohttp import web
 
+from mailer import tenants
 from mailer.addresses import mask
 from mailer.consent import writer as consent
 from mailer.db import queries
@@ -78,6 +79,7 @@ async def landing(request: web.Request) -> web.Response:
         request,
         "landing.html",
         context=context,
+        contact=context["contact"] if context else None,
         action=form_action(request),
         preferences=_preferences_path(request, claims),
     )
@@ -148,6 +150,7 @@ async def undo(request: web.Request) -> web.Response:
         request,
         "resubscribed.html",
         context=context,
+        contact=context["contact"] if context else None,
         preferences=_preferences_path(request, claims),
     )
 
@@ -168,6 +171,8 @@ async def _context(conn: asyncpg.Connection, claims: LinkClaims) -> dict[str, ob
         "masked": mask(row["email"]) if row["email"] else None,
         "state": row["state"],
         "language": row["language"],
+        # The sender's name, postal address and contact details (STANDARDS 42).
+        "contact": tenants.contact_of(row),
     }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from mailer import tenants
 from mailer.consent import writer as consent
 from mailer.db import queries, rows
 from mailer.errors import NotFound
@@ -59,6 +60,7 @@ async def show(request: web.Request) -> web.Response:
         csrf=request.app[CSRF].issue(token, FORM),
         action=form_action(request),
         notice=request.query.get("done", ""),
+        contact=tenants.contact_of(person),
     )
 
 

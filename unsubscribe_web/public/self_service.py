@@ -16,6 +16,7 @@ import logging
 import asyncpg
 from aiohttp import web
 
+from mailer import tenants
 from mailer.db import queries
 from mailer.rights import erasure, privacy
 from unsubscribe_web.keys import KEYRING, SETTINGS
@@ -90,10 +91,12 @@ async def overview(request: web.Request) -> web.Response:
             conn, tenant_id=session.tenant_id, id=session.subscriber_id
         )
         await _reader_language(request, conn, session.tenant_id, session.subscriber_id)
+        tenant = await queries().tenants.get_tenant(conn, id=session.tenant_id)
     return render(
         request,
         "data_overview.html",
         person=person,
+        contact=tenants.contact_of(tenant),
         done=request.query.get("done", ""),
         download_url=_url(request, "data_download"),
         name_url=_url(request, "data_name"),
