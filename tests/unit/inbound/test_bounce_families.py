@@ -43,6 +43,39 @@ FAMILIES: dict[str, tuple[str, str, str, bool, bool]] = {
     "flufl/yahoo_02.eml": ("flufl", "userx@example.es", "5.2.2", True, True),
     "flufl/yahoo_03.eml": ("flufl", "userx@example.com", "5.1.1", True, True),
     "flufl/yahoo_11.eml": ("flufl", "bad_user@aol.com", "5.1.1", False, True),
+    # Mail::DeliveryStatus::BounceParser 1.543's t/corpus (Debian's source package).
+    "bounceparser/domino.unknown.eml": (
+        "lotus_notes", "recipient@example.net", "5.1.1", True, True,
+    ),
+    "bounceparser/exchange.unknown.eml": ("exchange", "RECIPIENT@EXAMPLE.NET", "5.1.1", True, True),
+    # Gmail's own reply, relayed by Sendmail 8.13: "550 5.7.1 No such user"; the given code wins.
+    "bounceparser/gmail-via-sendmail.unknown.eml": (
+        "dsn", "recipient@example.net", "5.7.1", False, True,
+    ),
+    "bounceparser/hotmail-via-sendmail.unknown.eml": (
+        "dsn", "recipient@example.net", "5.1.1", False, True,
+    ),
+    "bounceparser/iis-multiple-bounce.eml": ("dsn", "bounced1@example.net", "5.0.0", False, True),
+    "bounceparser/message-too-large.eml": ("dsn", "john.smith@eu.a.b.c", "5.2.3", False, True),
+    "bounceparser/sendmail-host-unknown.eml": (
+        "dsn", "recipient@#example.net", "5.1.2", False, True,
+    ),
+    "bounceparser/spam-rejection33.eml": ("dsn", "john.smith@sample.ac.uk", "5.0.0", False, True),
+    "bounceparser/yahoo-via-sendmail.unknown.eml": (
+        "dsn", "recipient@example.net", "5.0.0", False, True,
+    ),
+    # bounced 0.3.0's copy of the bounce_email test set (PyPI).
+    # Exchange 5.5's MTA names the recipient by display name only: the VERP names the delivery.
+    "bounced/tt_bounce_11.eml": ("exchange", "", "5.0.0", True, True),
+    "bounced/tt_bounce_13.eml": ("dsn", "ilzeB@lvaei.lv", "5.2.2", False, True),
+    "bounced/tt_bounce_15.eml": ("dsn", "info@rimibaltic.com", "5.0.0", False, True),
+    # Gmail (2005): "Delivery to the following recipient failed permanently", no reason given.
+    "bounced/tt_bounce_21.eml": ("flufl", "kasparsramins@gmail.com", "5.0.0", True, True),
+    "bounced/tt_bounce_22.eml": ("flufl", "flughafentransfer@loackertours.at", "5.7.1", True, True),
+    "bounced/tt_bounce_24.eml": (
+        "dsn", "customer.testemail@test-receive-domain.se", "5.1.1", False, True,
+    ),
+    "bounced/undeliverable_gmail.eml": ("flufl", "undeliverable@coupa.com", "5.0.0", True, True),
     "synthetic/au_iso2022jp_mailbox_full.eml": (
         "japanese_carrier", "taro-fixture@ezweb.ne.jp", "5.2.2", True, True,
     ),
@@ -55,7 +88,14 @@ FAMILIES: dict[str, tuple[str, str, str, bool, bool]] = {
 }  # fmt: skip
 # Captured from the MTAs themselves (capture/capture.sh; MTA and version in the name). Exim
 # and OpenSMTPD write "Status: 5.0.0": the remote's code is read from their own reply text.
-for _mta in ("exim-4.96", "opensmtpd-6.8.0p2", "postfix-3.7.11"):
+# Sendmail and Courier write the remote's code in the Status field or the Diagnostic-Code.
+for _mta in (
+    "courier-1.0.16",
+    "exim-4.96",
+    "opensmtpd-6.8.0p2",
+    "postfix-3.7.11",
+    "sendmail-8.17.1.9",
+):
     for _case, _status in (("unknown", "5.1.1"), ("full", "5.2.2"), ("refused", "5.7.1")):
         FAMILIES[f"captured/{_mta}-{_case}.eml"] = (
             "dsn", f"{_case}@example.net", _status, False, True,
