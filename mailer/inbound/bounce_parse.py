@@ -19,6 +19,7 @@ from email.utils import getaddresses, parseaddr
 from flufl.bounce import all_failures
 
 from mailer.inbound.bounces import (
+    apache_james,
     exchange,
     japanese_carriers,
     lotus_notes,
@@ -220,6 +221,7 @@ def _parse_bounce(raw: bytes) -> BounceReport:
 # Families whose own formats flufl.bounce misses or reads without a status, most specific first.
 _FAMILIES = (
     ("opensmtpd", opensmtpd.read),
+    ("apache_james", apache_james.read),
     ("lotus_notes", lotus_notes.read),
     ("exchange", exchange.read),
     ("japanese_carrier", japanese_carriers.read),

@@ -76,6 +76,15 @@ FAMILIES: dict[str, tuple[str, str, str, bool, bool]] = {
         "dsn", "customer.testemail@test-receive-domain.se", "5.1.1", False, True,
     ),
     "bounced/undeliverable_gmail.eml": ("flufl", "undeliverable@coupa.com", "5.0.0", True, True),
+    "synthetic/amazon_ses_sendbounce_mailbox_full.eml": (
+        "dsn", "mailbox-full-fixture@ses-fixture.example", "5.2.2", False, True,
+    ),
+    "synthetic/james_remote_delivery_unknown_user.eml": (
+        "apache_james", "jdoe-fixture@james-fixture.example", "5.1.1", False, True,
+    ),
+    "synthetic/softbank_iso2022jp_unknown_user.eml": (
+        "japanese_carrier", "jiro-fixture@softbank.ne.jp", "5.1.1", True, True,
+    ),
     "synthetic/au_iso2022jp_mailbox_full.eml": (
         "japanese_carrier", "taro-fixture@ezweb.ne.jp", "5.2.2", True, True,
     ),
@@ -153,3 +162,21 @@ def test_a_final_failure_with_a_temporary_status_is_soft_even_saying_user_unknow
     [recipient] = parse_bounce(raw).recipients
     assert (recipient.status, recipient.derived, recipient.final) == ("4.1.1", False, True)
     assert recipient.permanent is False
+
+
+def test_apache_james_names_each_failed_address_with_the_one_error_under_them():
+    """James 2.x lists the addresses, then one reply for them all (and may skip "Below...")."""
+    raw = (
+        (FIXTURES / "synthetic" / "james_remote_delivery_unknown_user.eml")
+        .read_bytes()
+        .replace(
+            b"jdoe-fixture@james-fixture.example\n550",
+            b"jdoe-fixture@james-fixture.example\nkim-fixture@james-fixture.example\n550",
+        )
+    )
+    report = parse_bounce(raw)
+    assert report.kind == "apache_james"
+    assert [(r.recipient, r.status, r.derived) for r in report.recipients] == [
+        ("jdoe-fixture@james-fixture.example", "5.1.1", False),
+        ("kim-fixture@james-fixture.example", "5.1.1", False),
+    ]
