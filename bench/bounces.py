@@ -1,8 +1,8 @@
 """How many bounces are recorded with a status (issue 23): over every bounce fixture in
 tests/fixtures (real ones from flufl.bounce's test data, the DSN fixtures, the synthetic
 ones), the share whose parse yields a failed or delayed recipient with an RFC 3463 status,
-next to the same share for the parser on `main` before this work (read from git, run in the
-same process on the same files), and their ratio.
+next to the same share for the parser on `main` (the mailer package at that ref, from git, in a
+process of its own, on the same files), and their ratio.
 
 A bounce to a VERP address is recorded against the delivery its address names whenever the
 parse yields a failure (tests/integration/inbound/test_inbound_bounce_families.py holds that
@@ -14,10 +14,12 @@ path end to end), so "with a status" is the figure that moves.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,17 +37,29 @@ def fixtures() -> list[Path]:
     return [p for p in found if p.name not in NOT_BOUNCES]
 
 
-def baseline_parser(ref: str) -> Callable[[bytes], Any]:
-    """parse_bounce as it is at ``ref``, loaded from git into a module of its own."""
-    source = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{ref}:mailer/inbound/bounce_parse.py"],
-        check=True, capture_output=True, text=True, timeout=30,
-    ).stdout  # fmt: skip
-    module = types.ModuleType("bounce_parse_baseline")
-    sys.modules[module.__name__] = module  # dataclasses look their module up there
-    exec(compile(source, f"{ref}:mailer/inbound/bounce_parse.py", "exec"), module.__dict__)
-    parser: Callable[[bytes], Any] = module.parse_bounce
-    return parser
+def baseline_share(ref: str, files: list[Path]) -> tuple[int, int, float]:
+    """share() for the parser as it is at ``ref``: the whole mailer package at that ref
+    (bounce_parse and the family readers it imports), in a process of its own."""
+    with tempfile.TemporaryDirectory(prefix="bench-bounces-") as tree:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", ref, "mailer"],
+            check=True, capture_output=True, timeout=60,
+        ).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True, timeout=60)
+        code = (
+            "import json, sys; sys.path.insert(0, sys.argv[1]);"
+            "from mailer.inbound.bounce_parse import parse_bounce;"
+            "from bench.bounces import share;"
+            "print(json.dumps(share(parse_bounce, [Path(f) for f in sys.argv[2:]])))"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", "from pathlib import Path;" + code, tree]
+            + [str(f) for f in files],
+            check=True, capture_output=True, text=True, timeout=600, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+    statused, recognised, seconds = json.loads(result.stdout)
+    return int(statused), int(recognised), float(seconds)
 
 
 def with_status(report: Any) -> bool:
@@ -70,7 +84,7 @@ def main() -> int:
     parser.add_argument("--baseline-ref", default="main", help="git ref of the baseline parser")
     args = parser.parse_args()
     files = fixtures()
-    base_status, base_recognised, base_seconds = share(baseline_parser(args.baseline_ref), files)
+    base_status, base_recognised, base_seconds = baseline_share(args.baseline_ref, files)
     now_status, now_recognised, now_seconds = share(parse_bounce, files)
     n = len(files)
     print(f"bounce fixtures: {n}")
