@@ -27,7 +27,7 @@ from mailer.inbound.bounces import (
     opensmtpd,
 )
 from mailer.inbound.bounces.derive import derive_status, most_specific
-from mailer.inbound.bounces.mentions import Mention
+from mailer.inbound.bounces.mentions import ADDRESS, Mention
 
 __all__ = [
     "BounceRecipient",
@@ -279,15 +279,29 @@ def _refined(recipient: BounceRecipient, text: str) -> BounceRecipient:
     Exim and OpenSMTPD write "Status: 5.0.0" whatever the remote said; the remote's "550 5.1.1"
     stands in the Diagnostic-Code (Exim) or in the notice's line for the recipient (OpenSMTPD).
     Only a code of the same class, after its reply code, is taken: it is given, not derived.
+    Where the remote's reply has no code at all ("554 IP address is block listed", "550
+    Requested action not taken: mailbox unavailable"), the X.0.0 is the MTA's placeholder:
+    the reply's words give the cause, as a derived status with its phrase (issue 23 item 2).
     """
     assert recipient.status is not None
     better = status_in_text(recipient.diagnostic) or _evidence_near(recipient.recipient, text)[0]
-    if better is None or better[0] != recipient.status[0] or better.endswith(".0.0"):
+    if better is not None and better[0] == recipient.status[0] and not better.endswith(".0.0"):
+        return dataclasses.replace(
+            recipient, status=better, permanent=_is_permanent(recipient.action, better)
+        )
+    # The Diagnostic-Code first; then the notice's paragraphs on this address (Sendmail keeps
+    # only a multi-line reply's first line there, OpenSMTPD writes no Diagnostic-Code at all).
+    # Addresses out first: "blocked@x" or "spam@x" is a mailbox's name, not a cause.
+    words = [recipient.diagnostic or "", *_paragraphs_about(recipient.recipient, text)]
+    derived = most_specific(*(ADDRESS.sub("<address>", w) for w in words))
+    if derived is None or not derived.specific or derived.status[0] != recipient.status[0]:
         return recipient
     return dataclasses.replace(
         recipient,
-        status=better,
-        permanent=_is_permanent(recipient.action, better),
+        status=derived.status,
+        permanent=_is_permanent(recipient.action, derived.status),
+        derived=True,
+        phrase=derived.phrase,
     )
 
 
@@ -459,6 +473,17 @@ def _flufl_recipient(address: str, action: str, text: str, alone: bool) -> Bounc
         derived=derived is not None,
         phrase=derived.phrase if derived else None,
     )
+
+
+def _paragraphs_about(address: str, text: str, most: int = 4) -> list[str]:
+    """The first few paragraphs of a notice that name the address."""
+    found: list[str] = []
+    for paragraph in _PARAGRAPH_BREAK.split(text):
+        if address and address.lower() in paragraph.lower():
+            found.append(paragraph[: _NEAR_CHARS * 2])
+            if len(found) == most:
+                break
+    return found
 
 
 def _evidence_near(address: str, text: str) -> tuple[str | None, str | None]:

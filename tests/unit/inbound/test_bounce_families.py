@@ -55,14 +55,16 @@ FAMILIES: dict[str, tuple[str, str, str, bool, bool]] = {
     "bounceparser/hotmail-via-sendmail.unknown.eml": (
         "dsn", "recipient@example.net", "5.1.1", False, True,
     ),
-    "bounceparser/iis-multiple-bounce.eml": ("dsn", "bounced1@example.net", "5.0.0", False, True),
+    # Status 5.0.0 is the MTA's placeholder when the remote's reply has no code: the reply's
+    # words give the cause ("mailbox unavailable", "account has been disabled", "refused by").
+    "bounceparser/iis-multiple-bounce.eml": ("dsn", "bounced1@example.net", "5.1.1", True, True),
     "bounceparser/message-too-large.eml": ("dsn", "john.smith@eu.a.b.c", "5.2.3", False, True),
     "bounceparser/sendmail-host-unknown.eml": (
         "dsn", "recipient@#example.net", "5.1.2", False, True,
     ),
-    "bounceparser/spam-rejection33.eml": ("dsn", "john.smith@sample.ac.uk", "5.0.0", False, True),
+    "bounceparser/spam-rejection33.eml": ("dsn", "john.smith@sample.ac.uk", "5.7.1", True, True),
     "bounceparser/yahoo-via-sendmail.unknown.eml": (
-        "dsn", "recipient@example.net", "5.0.0", False, True,
+        "dsn", "recipient@example.net", "5.1.1", True, True,
     ),
     # bounced 0.3.0's copy of the bounce_email test set (PyPI).
     # Exchange 5.5's MTA names the recipient by display name only: the VERP names the delivery.
@@ -109,6 +111,19 @@ for _mta in (
         FAMILIES[f"captured/{_mta}-{_case}.eml"] = (
             "dsn", f"{_case}@example.net", _status, False, True,
         )  # fmt: skip
+    # The same MTAs carrying large providers' replies as those publish them (final_hop.py):
+    # Gmail's multi-line 550-5.1.1; Exchange Online's 5.1.10 (Sendmail puts its own "550 5.1.1
+    # ... User unknown" in the Status field); GMX's codeless 554 block list, read from words.
+    FAMILIES[f"captured/{_mta}-gmail-unknown.eml"] = (
+        "dsn", "gmail-unknown@example.net", "5.1.1", False, True,
+    )  # fmt: skip
+    FAMILIES[f"captured/{_mta}-office365-unknown.eml"] = (
+        "dsn", "office365-unknown@example.net",
+        "5.1.1" if _mta.startswith("sendmail") else "5.1.10", False, True,
+    )  # fmt: skip
+    FAMILIES[f"captured/{_mta}-gmx-blocked.eml"] = (
+        "dsn", "gmx-blocked@example.net", "5.7.1", True, True,
+    )  # fmt: skip
 
 
 def load(name: str) -> bytes:
