@@ -3,6 +3,7 @@ status, whether the status was given or derived from the words, and whether it i
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,15 @@ def test_apache_james_names_each_failed_address_with_the_one_error_under_them():
         ("jdoe-fixture@james-fixture.example", "5.1.1", False),
         ("kim-fixture@james-fixture.example", "5.1.1", False),
     ]
+
+
+def test_a_codeless_reply_is_read_from_its_words_never_from_the_address():
+    """Issue 23 item 2: Status 5.0.0 over a reply with no code takes the reply's meaning
+    (derived, with its phrase); a mailbox named "gmx-blocked" says nothing by its name."""
+    raw = (FIXTURES / "captured" / "postfix-3.7.11-gmx-blocked.eml").read_bytes()
+    [blocked] = parse_bounce(raw).recipients
+    assert (blocked.status, blocked.derived, blocked.phrase) == ("5.7.1", True, "block list")
+    silent = re.sub(rb"\s+is\s+block\s+listed", b"", raw)  # "554-IP address." then
+    [unexplained] = parse_bounce(silent).recipients
+    assert (unexplained.status, unexplained.derived) == ("5.0.0", False)
+    assert unexplained.permanent
