@@ -475,8 +475,19 @@ def _flufl_recipient(address: str, action: str, text: str, alone: bool) -> Bounc
     )
 
 
+# Where a notice quotes the original message inline: our own newsletter's words after it
+# ("not spam", "blocked") say nothing about the failure.
+_ORIGINAL_FOLLOWS = re.compile(
+    r"below this line is a copy of the message|copy of the original message"
+    r"|-+ ?original message ?-+|original message headers|the header of the original message",
+    re.I,
+)
+
+
 def _paragraphs_about(address: str, text: str, most: int = 4) -> list[str]:
-    """The first few paragraphs of a notice that name the address."""
+    """The first few paragraphs of a notice, before any quoted original, naming the address."""
+    if cut := _ORIGINAL_FOLLOWS.search(text):
+        text = text[: cut.start()]
     found: list[str] = []
     for paragraph in _PARAGRAPH_BREAK.split(text):
         if address and address.lower() in paragraph.lower():

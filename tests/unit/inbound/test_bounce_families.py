@@ -208,3 +208,17 @@ def test_a_codeless_reply_is_read_from_its_words_never_from_the_address():
     [unexplained] = parse_bounce(silent).recipients
     assert (unexplained.status, unexplained.derived) == ("5.0.0", False)
     assert unexplained.permanent
+
+
+def test_words_of_the_original_message_quoted_inline_are_not_the_cause():
+    """The newsletter's own "not spam" after "Below is a copy of the original message" is
+    not why delivery failed: a codeless reply stays X.0.0."""
+    raw = (FIXTURES / "captured" / "opensmtpd-6.8.0p2-gmx-blocked.eml").read_bytes()
+    raw = re.sub(rb"\s+is\s+block\s+listed", b"", raw)
+    raw = raw.replace(
+        b"Below is a copy of the original message:",
+        b"Below is a copy of the original message:\r\n\r\n"
+        b"To: gmx-blocked@example.net\r\nThis is not spam: you subscribed.",
+    )
+    [recipient] = parse_bounce(raw).recipients
+    assert (recipient.status, recipient.derived) == ("5.0.0", False)
