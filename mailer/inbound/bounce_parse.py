@@ -233,7 +233,7 @@ def _from_mention(mention: Mention) -> BounceRecipient:
     context = mention.context
     action = "delayed" if mention.delayed else "failed"
     status = status_in_text(context)
-    derived = None if status else derive_status(context)
+    derived = None if status else derive_status(_without_addresses(context))
     if derived is not None:
         status = derived.status
         if derived.final:
@@ -291,9 +291,8 @@ def _refined(recipient: BounceRecipient, text: str) -> BounceRecipient:
         )
     # The Diagnostic-Code first; then the notice's paragraphs on this address (Sendmail keeps
     # only a multi-line reply's first line there, OpenSMTPD writes no Diagnostic-Code at all).
-    # Addresses out first: "blocked@x" or "spam@x" is a mailbox's name, not a cause.
-    words = [recipient.diagnostic or "", *_paragraphs_about(recipient.recipient, text)]
-    derived = most_specific(*(ADDRESS.sub("<address>", w) for w in words))
+    words = [recipient.diagnostic, *_paragraphs_about(recipient.recipient, text)]
+    derived = most_specific(*map(_without_addresses, words))
     if derived is None or not derived.specific or derived.status[0] != recipient.status[0]:
         return recipient
     return dataclasses.replace(
@@ -351,7 +350,7 @@ def _dsn_recipient(block: Message) -> BounceRecipient | None:
         return None
     derived = None
     if status is None and action in ("failed", "delayed"):
-        derived = derive_status(diagnostic)
+        derived = derive_status(_without_addresses(diagnostic))
     if derived is not None:
         status = derived.status
         action = "failed" if derived.final else action
@@ -457,7 +456,9 @@ def _flufl_recipient(address: str, action: str, text: str, alone: bool) -> Bounc
         action = "failed"  # a warning says "delayed"; "not going to try again" is final
     derived = None
     if status is None:
-        derived = most_specific(paragraph, text if alone else None)
+        derived = most_specific(
+            _without_addresses(paragraph), _without_addresses(text) if alone else None
+        )
     if derived is not None:
         status = derived.status
         action = "failed" if derived.final else action
@@ -482,6 +483,11 @@ _ORIGINAL_FOLLOWS = re.compile(
     r"|-+ ?original message ?-+|original message headers|the header of the original message",
     re.I,
 )
+
+
+def _without_addresses(text: str | None) -> str | None:
+    """Words to read a cause from: "blocked@x" or "spam@x" is a mailbox's name, not a cause."""
+    return ADDRESS.sub("<>", text) if text else text  # no word in its place: none to match
 
 
 def _paragraphs_about(address: str, text: str, most: int = 4) -> list[str]:
