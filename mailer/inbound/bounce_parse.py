@@ -19,6 +19,7 @@ from email.utils import getaddresses, parseaddr
 from flufl.bounce import all_failures
 
 from mailer.inbound.bounces import (
+    apache_james,
     exchange,
     japanese_carriers,
     lotus_notes,
@@ -26,7 +27,7 @@ from mailer.inbound.bounces import (
     opensmtpd,
 )
 from mailer.inbound.bounces.derive import derive_status, most_specific
-from mailer.inbound.bounces.mentions import Mention
+from mailer.inbound.bounces.mentions import ADDRESS, Mention
 
 __all__ = [
     "BounceRecipient",
@@ -220,6 +221,7 @@ def _parse_bounce(raw: bytes) -> BounceReport:
 # Families whose own formats flufl.bounce misses or reads without a status, most specific first.
 _FAMILIES = (
     ("opensmtpd", opensmtpd.read),
+    ("apache_james", apache_james.read),
     ("lotus_notes", lotus_notes.read),
     ("exchange", exchange.read),
     ("japanese_carrier", japanese_carriers.read),
@@ -231,7 +233,7 @@ def _from_mention(mention: Mention) -> BounceRecipient:
     context = mention.context
     action = "delayed" if mention.delayed else "failed"
     status = status_in_text(context)
-    derived = None if status else derive_status(context)
+    derived = None if status else derive_status(_without_addresses(context))
     if derived is not None:
         status = derived.status
         if derived.final:
@@ -277,15 +279,28 @@ def _refined(recipient: BounceRecipient, text: str) -> BounceRecipient:
     Exim and OpenSMTPD write "Status: 5.0.0" whatever the remote said; the remote's "550 5.1.1"
     stands in the Diagnostic-Code (Exim) or in the notice's line for the recipient (OpenSMTPD).
     Only a code of the same class, after its reply code, is taken: it is given, not derived.
+    Where the remote's reply has no code at all ("554 IP address is block listed", "550
+    Requested action not taken: mailbox unavailable"), the X.0.0 is the MTA's placeholder:
+    the reply's words give the cause, as a derived status with its phrase (issue 23 item 2).
     """
     assert recipient.status is not None
     better = status_in_text(recipient.diagnostic) or _evidence_near(recipient.recipient, text)[0]
-    if better is None or better[0] != recipient.status[0] or better.endswith(".0.0"):
+    if better is not None and better[0] == recipient.status[0] and not better.endswith(".0.0"):
+        return dataclasses.replace(
+            recipient, status=better, permanent=_is_permanent(recipient.action, better)
+        )
+    # The Diagnostic-Code first; then the notice's paragraphs on this address (Sendmail keeps
+    # only a multi-line reply's first line there, OpenSMTPD writes no Diagnostic-Code at all).
+    words = [recipient.diagnostic, *_paragraphs_about(recipient.recipient, text)]
+    derived = most_specific(*map(_without_addresses, words))
+    if derived is None or not derived.specific or derived.status[0] != recipient.status[0]:
         return recipient
     return dataclasses.replace(
         recipient,
-        status=better,
-        permanent=_is_permanent(recipient.action, better),
+        status=derived.status,
+        permanent=_is_permanent(recipient.action, derived.status),
+        derived=True,
+        phrase=derived.phrase,
     )
 
 
@@ -335,7 +350,7 @@ def _dsn_recipient(block: Message) -> BounceRecipient | None:
         return None
     derived = None
     if status is None and action in ("failed", "delayed"):
-        derived = derive_status(diagnostic)
+        derived = derive_status(_without_addresses(diagnostic))
     if derived is not None:
         status = derived.status
         action = "failed" if derived.final else action
@@ -441,7 +456,9 @@ def _flufl_recipient(address: str, action: str, text: str, alone: bool) -> Bounc
         action = "failed"  # a warning says "delayed"; "not going to try again" is final
     derived = None
     if status is None:
-        derived = most_specific(paragraph, text if alone else None)
+        derived = most_specific(
+            _without_addresses(paragraph), _without_addresses(text) if alone else None
+        )
     if derived is not None:
         status = derived.status
         action = "failed" if derived.final else action
@@ -457,6 +474,33 @@ def _flufl_recipient(address: str, action: str, text: str, alone: bool) -> Bounc
         derived=derived is not None,
         phrase=derived.phrase if derived else None,
     )
+
+
+# Where a notice quotes the original message inline: our own newsletter's words after it
+# ("not spam", "blocked") say nothing about the failure.
+_ORIGINAL_FOLLOWS = re.compile(
+    r"below this line is a copy of the message|copy of the original message"
+    r"|-+ ?original message ?-+|original message headers|the header of the original message",
+    re.I,
+)
+
+
+def _without_addresses(text: str | None) -> str | None:
+    """Words to read a cause from: "blocked@x" or "spam@x" is a mailbox's name, not a cause."""
+    return ADDRESS.sub("<>", text) if text else text  # no word in its place: none to match
+
+
+def _paragraphs_about(address: str, text: str, most: int = 4) -> list[str]:
+    """The first few paragraphs of a notice, before any quoted original, naming the address."""
+    if cut := _ORIGINAL_FOLLOWS.search(text):
+        text = text[: cut.start()]
+    found: list[str] = []
+    for paragraph in _PARAGRAPH_BREAK.split(text):
+        if address and address.lower() in paragraph.lower():
+            found.append(paragraph[: _NEAR_CHARS * 2])
+            if len(found) == most:
+                break
+    return found
 
 
 def _evidence_near(address: str, text: str) -> tuple[str | None, str | None]:

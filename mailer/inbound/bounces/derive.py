@@ -119,6 +119,7 @@ _MORE_RULES: tuple[tuple[str, bool, re.Pattern[str]], ...] = (
 # whose cause is not given (RFC 3463 3.1: X.0.0, other or undefined status).
 _UNDEFINED = re.compile(
     r"permanent (?:fatal )?errors?|permanent failure|delivery to the following recipients failed"
+    r"|failed permanently|did not reach the following recipient"
     r"|could not be delivered|undeliverable|was not delivered|not delivered to|has been returned"
     r"|unzustellbar|non remis|no se pudo entregar",
     re.I,

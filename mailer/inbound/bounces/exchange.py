@@ -38,4 +38,8 @@ def read(text: str) -> list[Mention] | None:
         at = section.find(address)
         paragraph = section[at : section.find("\n\n", at) if "\n\n" in section[at:] else None]
         mentions.append(Mention(address, f"{paragraph}\n{diagnostics}"))
+    if not mentions and section.strip() != start.group(0):
+        # Exchange 5.5's MTA may name the recipient by display name alone ("Jane Doe on
+        # <date>"): the report is still about the delivery the VERP address names.
+        return [Mention("", f"{section}\n{diagnostics}")]
     return mentions or None

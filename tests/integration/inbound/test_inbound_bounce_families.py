@@ -35,8 +35,8 @@ def person_for(index: int, recipient: str, used: set[str]) -> str:
 def expected_action(status: str, derived: bool, permanent: bool) -> str:
     if permanent and status.startswith("5.7."):
         return "alert"
-    if permanent and status == "5.1.1" and not derived:
-        return "suppress"
+    if permanent and status in ("5.1.1", "5.1.10") and not derived:
+        return "suppress"  # 5.1.10: Exchange Online's "recipient not found"
     return "record"  # a derived 5.1.1 waits for a second failure; others are counted
 
 
