@@ -41,16 +41,19 @@ import asyncpg
 from aiohttp import web
 
 from bench.common import HASH_KEY, KEYS, server_dsn
-from mailer import event_endpoints, migrations, tenants
+from mailer import event_endpoints, migrations, staff_accounts, tenants
 from mailer.admin_db import create_database, drop_database
 from mailer.config import Settings
 from mailer.db import connect, create_pool, queries, rows, with_database
+from mailer.passwords import Hasher
 from mailer.tokens import Keyring, LinkClaims, Purpose
 
 LUA = Path(__file__).with_name("web_tokens.lua")
 DATABASE = "optout_bench_web"
 BODY = "List-Unsubscribe=One-Click"
 POOL = web.AppKey("pool", asyncpg.Pool)
+# With --wrong-passwords this account signs in with its right password during the flood.
+STAFF_ACCOUNT = ("bench-admin@bench.example", "the right passphrase of the bench admin")
 
 
 @dataclass
@@ -122,6 +125,8 @@ def bench(admin_dsn: str, args: argparse.Namespace) -> int:
     settings = Settings(None, Path("."), "http://127.0.0.1", KEYS, HASH_KEY)
     tenant_id, topic_id = asyncio.run(prepare_database(admin_dsn, dsn, settings, args.subscribers))
     asyncio.run(set_endpoint(dsn, settings, tenant_id, wanted=args.with_endpoint))
+    if args.wrong_passwords:
+        asyncio.run(staff_account(dsn))
     count = args.tokens or max(12_000 * args.duration, 20_000)
     count = min(count, args.subscribers)
     ids = asyncio.run(subscriber_ids(dsn, tenant_id, count))
@@ -179,7 +184,14 @@ def bench(admin_dsn: str, args: argparse.Namespace) -> int:
                     flood = None
                     if args.wrong_passwords and name == "optout":
                         flood = subprocess.Popen(
-                            [sys.executable, "-m", "bench.password_flood", url, str(args.duration)]
+                            [
+                                sys.executable,
+                                "-m",
+                                "bench.password_flood",
+                                url,
+                                str(args.duration),
+                                *STAFF_ACCOUNT,
+                            ]
                         )
                     queued_before = None
                     if args.with_endpoint and name == "optout":
@@ -308,6 +320,25 @@ async def set_endpoint(dsn: str, settings: Settings, tenant_id: int, *, wanted: 
             for endpoint in existing:
                 await event_endpoints.remove(conn, tenant_id, endpoint["id"])
     finally:
+        await conn.close()
+
+
+async def staff_account(dsn: str) -> None:
+    """The staff account whose right password must get in during the flood (made once, the
+    real way: invited, then its password set from the link)."""
+    email, password = STAFF_ACCOUNT
+    conn = await connect(dsn)
+    hasher = Hasher(1)
+    try:
+        if await staff_accounts.by_email(conn, email) is None:
+            link = await staff_accounts.invite(
+                conn, email=email, installation_admin=True, valid_seconds=3600, actor="bench"
+            )
+            await staff_accounts.set_password_by_link(
+                conn, hasher, link.secret, staff_accounts.INVITE, password
+            )
+    finally:
+        hasher.close()
         await conn.close()
 
 
