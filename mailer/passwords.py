@@ -67,9 +67,14 @@ class Hasher:
         # Checked against when the account is unknown, so that answer takes as long.
         self._dummy = _HASHER.hash("not a password of anyone; keeps the timing even")
 
-    async def _run(self, fn: object, *args: str) -> object:
+    def refuse_if_busy(self) -> None:
+        """TooBusy now when every hash slot is taken, so a sign-in is refused before any other
+        work: a flood's refusals then cost no database round trip."""
         if self._busy >= self._slots:
             raise TooBusy("Too many sign-ins at this moment; try again in a second.")
+
+    async def _run(self, fn: object, *args: str) -> object:
+        self.refuse_if_busy()
         self._busy += 1
         try:
             loop = asyncio.get_running_loop()
