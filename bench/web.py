@@ -244,6 +244,7 @@ def bench(admin_dsn: str, args: argparse.Namespace) -> int:
     print(
         f"\nsubscribers: {args.subscribers:,}; {args.rounds} rounds of {args.duration} s, medians"
         + ("; optout under a wrong-password flood" if args.wrong_passwords else "")
+        + ("; a webhook endpoint configured" if args.with_endpoint else "")
     )
     print(
         f"64 connections: optout {ours64:.0f} req/s, baseline {base64:.0f} req/s, "
