@@ -2,7 +2,7 @@
 handler doing one asyncpg UPDATE by primary key on the same table.
 
     .venv/bin/python -m bench.web [--subscribers 1000000] [--duration 10] [--rounds 3]
-                                  [--wrong-passwords]
+                                  [--wrong-passwords] [--with-endpoint]
 
 A database ``optout_bench_web`` with SUBSCRIBERS confirmed subscribers is built (on DATABASE_URL,
 or on an embedded Postgres in a temporary folder). wrk (Debian's package) drives each server
@@ -11,7 +11,11 @@ reset before every run. The two servers alternate ROUNDS times, at 64 connection
 and at 8 connections (p99 latency); medians and ratios are printed. Both servers are single
 processes with the load generator on the same machine. With ``--wrong-passwords`` a second
 client (bench/password_flood.py) posts wrong staff passwords to Optout's sign-in form as fast
-as it can during each of Optout's runs (issue 24: the one-click ratio must stay >= 0.5).
+as it can during each of Optout's runs (issue 24: the one-click ratio must stay >= 0.5). With
+``--with-endpoint`` the bench tenant has a webhook endpoint taking every event type (issue 22),
+so each opt-out also queues an event delivery row; its URL is a loopback port nobody listens
+on and no worker runs, so the deliveries stay queued: what is measured is the one-click path's
+own cost of the fan-out, not the sending.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -36,16 +41,19 @@ import asyncpg
 from aiohttp import web
 
 from bench.common import HASH_KEY, KEYS, server_dsn
-from mailer import migrations, tenants
+from mailer import event_endpoints, migrations, staff_accounts, tenants
 from mailer.admin_db import create_database, drop_database
 from mailer.config import Settings
 from mailer.db import connect, create_pool, queries, rows, with_database
+from mailer.passwords import Hasher
 from mailer.tokens import Keyring, LinkClaims, Purpose
 
 LUA = Path(__file__).with_name("web_tokens.lua")
 DATABASE = "optout_bench_web"
 BODY = "List-Unsubscribe=One-Click"
 POOL = web.AppKey("pool", asyncpg.Pool)
+# With --wrong-passwords this account signs in with its right password during the flood.
+STAFF_ACCOUNT = ("bench-admin@bench.example", "the right passphrase of the bench admin")
 
 
 @dataclass
@@ -66,6 +74,11 @@ def main() -> int:
         "--wrong-passwords",
         action="store_true",
         help="a second client floods Optout's staff sign-in with wrong passwords meanwhile",
+    )
+    parser.add_argument(
+        "--with-endpoint",
+        action="store_true",
+        help="the bench tenant has a webhook endpoint: every opt-out queues an event delivery",
     )
     parser.add_argument(
         "--baseline-server", nargs=2, metavar=("PORT", "DSN"), help=argparse.SUPPRESS
@@ -111,6 +124,9 @@ def bench(admin_dsn: str, args: argparse.Namespace) -> int:
     keyring = Keyring(KEYS)
     settings = Settings(None, Path("."), "http://127.0.0.1", KEYS, HASH_KEY)
     tenant_id, topic_id = asyncio.run(prepare_database(admin_dsn, dsn, settings, args.subscribers))
+    asyncio.run(set_endpoint(dsn, settings, tenant_id, wanted=args.with_endpoint))
+    if args.wrong_passwords:
+        asyncio.run(staff_account(dsn))
     count = args.tokens or max(12_000 * args.duration, 20_000)
     count = min(count, args.subscribers)
     ids = asyncio.run(subscriber_ids(dsn, tenant_id, count))
@@ -168,8 +184,18 @@ def bench(admin_dsn: str, args: argparse.Namespace) -> int:
                     flood = None
                     if args.wrong_passwords and name == "optout":
                         flood = subprocess.Popen(
-                            [sys.executable, "-m", "bench.password_flood", url, str(args.duration)]
+                            [
+                                sys.executable,
+                                "-m",
+                                "bench.password_flood",
+                                url,
+                                str(args.duration),
+                                *STAFF_ACCOUNT,
+                            ]
                         )
+                    queued_before = None
+                    if args.with_endpoint and name == "optout":
+                        queued_before = asyncio.run(queued_deliveries(dsn, tenant_id))
                     cpu = cpu_seconds(pid)
                     db_cpu = postgres_cpu_seconds(postmaster)
                     run = wrk(url, paths, connections=connections, duration=args.duration)
@@ -180,6 +206,8 @@ def bench(admin_dsn: str, args: argparse.Namespace) -> int:
                         (postgres_cpu_seconds(postmaster) - db_cpu) * 1000 / max(run.requests, 1)
                     )
                     applied = asyncio.run(unsubscribed(dsn, topic_id))
+                    if queued_before is not None:
+                        queued = asyncio.run(queued_deliveries(dsn, tenant_id)) - queued_before
                     if run.requests > count:
                         print(f"warning: {name} used more than the {count} tokens", file=sys.stderr)
                     results.setdefault((name, connections), []).append(run)
@@ -188,7 +216,12 @@ def bench(admin_dsn: str, args: argparse.Namespace) -> int:
                         f"{run.requests_per_second:8.0f} req/s  p99 {run.p99_ms:7.2f} ms  "
                         f"server CPU {cpu_ms:.2f} ms/request "
                         + (f"Postgres CPU {db_ms:.2f} ms/request " if postmaster else "")
-                        + f"({run.requests} requests, {applied} unsubscribed)",
+                        + f"({run.requests} requests, {applied} unsubscribed"
+                        + (
+                            f", {queued} event deliveries queued)"
+                            if queued_before is not None
+                            else ")"
+                        ),
                         flush=True,
                     )
     finally:
@@ -211,6 +244,7 @@ def bench(admin_dsn: str, args: argparse.Namespace) -> int:
     print(
         f"\nsubscribers: {args.subscribers:,}; {args.rounds} rounds of {args.duration} s, medians"
         + ("; optout under a wrong-password flood" if args.wrong_passwords else "")
+        + ("; a webhook endpoint configured" if args.with_endpoint else "")
     )
     print(
         f"64 connections: optout {ours64:.0f} req/s, baseline {base64:.0f} req/s, "
@@ -268,6 +302,54 @@ async def prepare_database(
         await conn.close()
     print(f"seeded {subscribers:,} subscribers in {time.monotonic() - started:.0f} s", flush=True)
     return tenant["id"], topic["id"]
+
+
+async def set_endpoint(dsn: str, settings: Settings, tenant_id: int, *, wanted: bool) -> None:
+    """One webhook endpoint for the bench tenant when ``wanted``, none otherwise (a reused
+    database may hold one from an earlier run)."""
+    # A loopback URL needs the development switch; the port is closed and nothing sends.
+    settings = dataclasses.replace(
+        settings, events=dataclasses.replace(settings.events, allow_http_loopback=True)
+    )
+    conn = await connect(dsn)
+    try:
+        existing = await event_endpoints.list_endpoints(conn, tenant_id)
+        if wanted and not existing:
+            url = f"http://127.0.0.1:{free_port()}/optout-events"
+            await event_endpoints.create(conn, settings, tenant_id=tenant_id, url=url)
+        if not wanted:
+            for endpoint in existing:
+                await event_endpoints.remove(conn, tenant_id, endpoint["id"])
+    finally:
+        await conn.close()
+
+
+async def staff_account(dsn: str) -> None:
+    """The staff account whose right password must get in during the flood (made once, the
+    real way: invited, then its password set from the link)."""
+    email, password = STAFF_ACCOUNT
+    conn = await connect(dsn)
+    hasher = Hasher(1)
+    try:
+        if await staff_accounts.by_email(conn, email) is None:
+            link = await staff_accounts.invite(
+                conn, email=email, installation_admin=True, valid_seconds=3600, actor="bench"
+            )
+            await staff_accounts.set_password_by_link(
+                conn, hasher, link.secret, staff_accounts.INVITE, password
+            )
+    finally:
+        hasher.close()
+        await conn.close()
+
+
+async def queued_deliveries(dsn: str, tenant_id: int) -> int:
+    conn = await connect(dsn)
+    try:
+        count: int = await queries().bench_web.count_event_deliveries(conn, tenant_id=tenant_id)
+        return count
+    finally:
+        await conn.close()
 
 
 async def subscriber_ids(dsn: str, tenant_id: int, count: int) -> list[int]:

@@ -11,7 +11,7 @@ import json
 import logging
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -162,6 +162,36 @@ async def journal_committed(
     ticket = target.append(events, time, token.hex)
     for head in await target.durable(ticket):
         await _record_head(conn, head)
+
+
+def journal_append(events: list[journal.JournalEvent], time: Any, token: uuid.UUID) -> int:
+    """Number, chain and queue the lines of a transaction that committed with ``token``;
+    returns the ticket to wait on. Called right after the commit, with no await between: the
+    file's order is the order in which this process's transactions committed."""
+    target = journal.current()
+    if target is None:
+        raise RuntimeError("consent events committed but this process has no journal open")
+    return target.append(events, time, token.hex)
+
+
+# Postgres away after the commit: the head waits for a later flush.
+_HEAD_NOT_RECORDED: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, DatabaseUnavailable)
+
+
+async def journal_durable(
+    ticket: int, acquire: Callable[[], contextlib.AbstractAsyncContextManager[asyncpg.Connection]]
+) -> None:
+    """Wait until ``ticket``'s lines are on disk, then record the file's head on a connection
+    from ``acquire`` (taken only by the caller whose flush it was): the committing connection
+    went back to its pool before the fsync, so the opt-outs in flight are not capped at the
+    pool's size while they wait on the disk. The head is only a record that may lag: Postgres
+    going away meanwhile costs a warning, never the opt-out already committed."""
+    for head in await journal.durable_ticket(ticket):
+        try:
+            async with acquire() as conn:
+                await _record_head(conn, head)
+        except _HEAD_NOT_RECORDED as exc:
+            log.warning("journal head not recorded file=%s: %s", head.file, type(exc).__name__)
 
 
 async def _record_head(conn: asyncpg.Connection, head: journal.Head) -> None:

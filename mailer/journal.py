@@ -259,6 +259,13 @@ def current() -> Journal | None:
     return _current
 
 
+async def durable_ticket(ticket: int) -> list[Head]:
+    """``durable`` on this process's journal (see Journal.durable)."""
+    if _current is None:
+        raise RuntimeError("consent events committed but this process has no journal open")
+    return await _current.durable(ticket)
+
+
 @contextlib.contextmanager
 def journal_in(directory: Path) -> Iterator[Journal]:
     """This process journals to ``directory`` inside the block (tests, commands)."""

@@ -10,7 +10,10 @@ licence is mailer/common-passwords.LICENSE.txt), copied as it is into this packa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from importlib.resources import files
@@ -23,6 +26,8 @@ from mailer.errors import InvalidInput, TooBusy
 MIN_LENGTH = 12
 MAX_LENGTH = 1024  # more is not a password, and Argon2 would still hash it all
 DEFAULT_CONCURRENCY = 2
+# Linux's weakest nice value: a hash gets a core only when nothing else wants it.
+LOWEST_PRIORITY = 19
 _HASHER = PasswordHasher()  # Argon2id, RFC 9106's low-memory recommended parameters
 
 
@@ -54,15 +59,22 @@ class Hasher:
     ``concurrency`` cores and the rest of the service keeps answering."""
 
     def __init__(self, concurrency: int = DEFAULT_CONCURRENCY) -> None:
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="argon2")
+        self._pool = ThreadPoolExecutor(
+            concurrency, thread_name_prefix="argon2", initializer=lowest_priority
+        )
         self._slots = concurrency
         self._busy = 0
         # Checked against when the account is unknown, so that answer takes as long.
         self._dummy = _HASHER.hash("not a password of anyone; keeps the timing even")
 
-    async def _run(self, fn: object, *args: str) -> object:
+    def refuse_if_busy(self) -> None:
+        """TooBusy now when every hash slot is taken, so a sign-in is refused before any other
+        work: a flood's refusals then cost no database round trip."""
         if self._busy >= self._slots:
             raise TooBusy("Too many sign-ins at this moment; try again in a second.")
+
+    async def _run(self, fn: object, *args: str) -> object:
+        self.refuse_if_busy()
         self._busy += 1
         try:
             loop = asyncio.get_running_loop()
@@ -86,6 +98,14 @@ class Hasher:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def lowest_priority() -> None:
+    """The hash threads' initializer: hashing yields the CPU to everything else (issue 24: a
+    flood of wrong passwords must not slow the opt-outs down). Linux nice values are per
+    thread, and the threads Argon2 starts for its lanes inherit this one's."""
+    with contextlib.suppress(OSError, AttributeError):  # no per-thread priority there
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST_PRIORITY)
 
 
 def _verify(stored: str, password: str) -> bool:

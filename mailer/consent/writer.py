@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,7 +19,14 @@ import asyncpg
 
 from mailer import journal
 from mailer.addresses import Address, parse_address, suppression_key, tenant_hash_key
-from mailer.db import journal_committed, queries, record_journal, rows
+from mailer.db import (
+    journal_append,
+    journal_committed,
+    journal_durable,
+    queries,
+    record_journal,
+    rows,
+)
 from mailer.errors import (
     AgeAttestationRequired,
     Conflict,
@@ -785,22 +793,57 @@ async def unsubscribe_from_link(
         # Committed by the statement itself: journalled now, before the answer goes out.
         await journal_committed(
             conn,
-            [
-                journal.JournalEvent(
-                    tenant_id=tenant_id,
-                    subscriber_id=subscriber_id,
-                    event="withdraw_topic",
-                    keys=tuple(bytes(k) for k in row["address_keys"] or ()),
-                    topic_id=topic_id,
-                    source=source,
-                )
-            ],
+            [_withdraw_topic_line(tenant_id, subscriber_id, topic_id, source, row)],
             row["journal_time"],
             token,
         )
     if row is None:
         raise UnknownTopic(field="topic")
     return row
+
+
+async def unsubscribe_from_link_pooled(
+    acquire: Callable[[], AbstractAsyncContextManager[asyncpg.Connection]],
+    *,
+    tenant_id: int,
+    subscriber_id: int,
+    topic_id: int,
+    source: str,
+    evidence: Evidence,
+) -> asyncpg.Record:
+    """``unsubscribe_from_link`` on a connection from ``acquire`` (a pool's) that goes back
+    before the journal's fsync is awaited: the same statement, and the same line written and
+    fsynced before this returns, but the connection is held for the statement's round trip
+    only. Held through the fsync, a pool of N connections capped the opt-outs in flight at N,
+    each waiting on the disk with a connection Postgres could have used meanwhile."""
+    token = uuid.uuid4() if journal.current() is not None else None
+    ticket = None
+    async with acquire() as conn:
+        row = await _unsubscribe_from_link(
+            conn, tenant_id, subscriber_id, topic_id, source, evidence, token
+        )
+        if token is not None and row is not None and row["journal_time"] is not None:
+            # Queued at once (no await since the commit): the file keeps the commit order.
+            line = _withdraw_topic_line(tenant_id, subscriber_id, topic_id, source, row)
+            ticket = journal_append([line], row["journal_time"], token)
+    if ticket is not None:
+        await journal_durable(ticket, acquire)  # on disk before the answer goes out
+    if row is None:
+        raise UnknownTopic(field="topic")
+    return row
+
+
+def _withdraw_topic_line(
+    tenant_id: int, subscriber_id: int, topic_id: int, source: str, row: asyncpg.Record
+) -> journal.JournalEvent:
+    return journal.JournalEvent(
+        tenant_id=tenant_id,
+        subscriber_id=subscriber_id,
+        event="withdraw_topic",
+        keys=tuple(bytes(k) for k in row["address_keys"] or ()),
+        topic_id=topic_id,
+        source=source,
+    )
 
 
 async def _unsubscribe_from_link(

@@ -39,3 +39,7 @@ UPDATE subscriptions SET state = 'unsubscribed', unsubscribed_at = now(), update
 -- name: backend_pid()$
 -- bench.web finds the Postgres server's processes (this backend's parent) to count their CPU.
 SELECT pg_backend_pid();
+
+-- name: count_event_deliveries(tenant_id)$
+-- With --with-endpoint: the delivery rows the opt-outs queued (the fan-out did its work).
+SELECT count(*) FROM event_deliveries WHERE tenant_id = :tenant_id;

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from mailer import audit, staff_accounts, staff_sessions, totp
 from mailer.api_tokens import PREFIX
-from mailer.errors import InvalidInput, NotFound, Unauthorized
+from mailer.errors import InvalidInput, NotFound, TooBusy, Unauthorized
 from mailer.limits import Limit
 from mailer.signin_limits import SLOW_SECONDS
 from unsubscribe_web.dashboard.workspace import (
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 # Sign-in attempts per client IP, counted across every web process (mailer.limits): a ceiling
 # against floods; the per-account delays are mailer.signin_limits'.
+BUSY_SECONDS = 1.0  # a refusal for want of a hash slot leaves after its Retry-After
 SIGN_INS_PER_IP = Limit("dashboard_login", count=100, window=600)
 TOO_MANY = "Too many sign-in attempts from your address. Wait ten minutes and try again."
 WRONG_PASSWORD = "Wrong email address or password."
@@ -126,9 +127,23 @@ def continue_page(request: web.Request, location: str, heading: str, link: str) 
 async def login(request: web.Request) -> web.Response:
     """POST /dashboard/login: check the email and password, start a new session (a new id:
     nothing a visitor held before signing in survives it), back to the dashboard."""
+    try:
+        return await _login(request)
+    except TooBusy:
+        # No hash slot: the 429 leaves after its Retry-After second, not at once, so a client
+        # that ignores Retry-After cannot spin on refusals and take the event loop from the
+        # opt-outs (a sleep costs no CPU; the refused sign-in never queues for a hash).
+        await asyncio.sleep(BUSY_SECONDS)
+        raise
+
+
+async def _login(request: web.Request) -> web.Response:
     if from_another_site(request):
         # Another site's form could sign a browser in as someone else.
         return login_page(request, status=403, message=CROSS_SITE)
+    # Every hash slot taken (a flood): 429 before the limits and the account are looked up,
+    # so such a refusal costs Postgres nothing and reveals nothing about any account.
+    request.app[HASHER].refuse_if_busy()
     ip = client_ip(request) or ""
     async with connection(request) as conn:
         allowed = await request.app[LIMITS].allow(conn, SIGN_INS_PER_IP, ip)

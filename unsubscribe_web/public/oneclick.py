@@ -91,15 +91,15 @@ async def unsubscribe(request: web.Request) -> web.Response:
     claims = request.app[KEYRING].verify(token, Purpose.ONE_CLICK)
     source = await _source(request)
     try:
-        async with connection(request) as conn:
-            row = await consent.unsubscribe_from_link(
-                conn,
-                tenant_id=claims.tenant_id,
-                subscriber_id=claims.subscriber_id,
-                topic_id=claims.object_id,
-                source=source,
-                evidence=evidence(request, detail={"channel": source}),
-            )
+        # The connection goes back to the pool before the journal's fsync is awaited.
+        row = await consent.unsubscribe_from_link_pooled(
+            lambda: connection(request),
+            tenant_id=claims.tenant_id,
+            subscriber_id=claims.subscriber_id,
+            topic_id=claims.object_id,
+            source=source,
+            evidence=evidence(request, detail={"channel": source}),
+        )
     except DatabaseUnavailable:
         entry = SpooledOptOut(
             claims.tenant_id, claims.subscriber_id, claims.object_id, source, time.time()
