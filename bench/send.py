@@ -56,7 +56,7 @@ from typing import Any
 import aiosql
 
 from bench.common import HASH_KEY, optout_env, server_dsn, settings_for, wait_with_peak
-from mailer import api_tokens, migrations, tenants
+from mailer import api_tokens, migrations, staff_accounts, staff_sessions, tenants
 from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.admin_db import create_database, drop_database
 from mailer.config import Settings, SmtpRelay
@@ -192,59 +192,68 @@ def run_raw(port: int, count: int, concurrency: int, sample: Path) -> None:
 # --- setup -----------------------------------------------------------------------------------
 
 
-async def prepare(admin_dsn: str, folder: Path, recipients: int) -> tuple[str, int]:
-    """A migrated database with the tenant, N subscribers and a started campaign."""
+async def prepare(
+    admin_dsn: str, folder: Path, recipients: int, database: str = DATABASE
+) -> tuple[str, int]:
+    """A migrated database with the tenant, N subscribers and a draft campaign to them."""
     admin = await connect(admin_dsn)
     try:
-        await drop_database(admin, DATABASE)
-        await create_database(admin, DATABASE)
+        await drop_database(admin, database)
+        await create_database(admin, database)
     finally:
         await admin.close()
-    dsn = with_database(admin_dsn, DATABASE)
+    dsn = with_database(admin_dsn, database)
     settings = settings_for(dsn, folder, "https://optout.bench.example")
     conn = await connect(dsn)
     try:
         await migrations.migrate(conn, settings=settings)
         key_path = folder / "dkim.pem"
         key_path.write_bytes(generate_rsa_key_pem())
-        tenant = await tenants.create_tenant(
-            conn,
-            "bench",
-            name="Bench News",
-            sender_address=f"news@{DOMAIN}",
-            postal_address="Bench Inc.\n1 Example Street\n75001 Paris",
-            contact_web="https://bench.example/contact",
-            dkim_selector="bench",
-            dkim_key_path=str(key_path),
-        )
-        topic = await tenants.create_topic(
-            conn, tenant["id"], slug="newsletter", name="Newsletter", kind="marketing"
-        )
-        tenant_key = tenant_hash_key(HASH_KEY, tenant["id"])
-        for start in range(0, recipients, 10_000):
-            emails = [
-                f"person{i}@example{i % 97}.com"
-                for i in range(start, min(recipients, start + 10_000))
-            ]
-            await BENCH_SQL.bulk_confirmed_subscribers(
-                conn,
-                tenant_id=tenant["id"],
-                topic_id=topic["id"],
-                emails=emails,
-                keys=[suppression_key(tenant_key, e) for e in emails],
-            )
-        campaign = await campaigns.create(
-            conn,
-            tenant_id=tenant["id"],
-            topic_slug="newsletter",
-            name="Bench",
-            template="newsletter",
-            subject="Benchmark news for you",
-            content=CONTENT,
-        )
-        return dsn, campaign["id"]
+        campaign_id = await seed_tenant(conn, key_path, "bench", recipients)
+        return dsn, campaign_id
     finally:
         await conn.close()
+
+
+async def seed_tenant(conn: Any, key_path: Path, slug: str, recipients: int) -> int:
+    """A tenant with N confirmed newsletter subscribers and a draft campaign to them; returns
+    the campaign's id."""
+    tenant = await tenants.create_tenant(
+        conn,
+        slug,
+        name="Bench News",
+        sender_address=f"news@{DOMAIN}",
+        postal_address="Bench Inc.\n1 Example Street\n75001 Paris",
+        contact_web="https://bench.example/contact",
+        dkim_selector="bench",
+        dkim_key_path=str(key_path),
+    )
+    topic = await tenants.create_topic(
+        conn, tenant["id"], slug="newsletter", name="Newsletter", kind="marketing"
+    )
+    tenant_key = tenant_hash_key(HASH_KEY, tenant["id"])
+    for start in range(0, recipients, 10_000):
+        emails = [
+            f"person{i}@example{i % 97}.com" for i in range(start, min(recipients, start + 10_000))
+        ]
+        await BENCH_SQL.bulk_confirmed_subscribers(
+            conn,
+            tenant_id=tenant["id"],
+            topic_id=topic["id"],
+            emails=emails,
+            keys=[suppression_key(tenant_key, e) for e in emails],
+        )
+    campaign = await campaigns.create(
+        conn,
+        tenant_id=tenant["id"],
+        topic_slug="newsletter",
+        name="Bench",
+        template="newsletter",
+        subject="Benchmark news for you",
+        content=CONTENT,
+    )
+    campaign_id: int = campaign["id"]
+    return campaign_id
 
 
 def sink_settings(dsn: str, folder: Path, port: int) -> Settings:
@@ -278,6 +287,7 @@ class Started:
     bare_cpu: float | None
     tenant_id: int
     token: str  # an API token of the tenant, for the statistics watcher
+    session: str  # a signed-in staff session of the tenant (marketing), for the dashboard
 
 
 async def start_campaign(dsn: str, folder: Path, campaign_id: int, port: int) -> Started:
@@ -301,9 +311,7 @@ async def start_campaign(dsn: str, folder: Path, campaign_id: int, port: int) ->
         bare_seconds = time.perf_counter() - started
         bare_cpu = cpu_since(backend, cpu)
         await BENCH_SQL.drop_bare(conn)
-        token = await api_tokens.create_token(
-            conn, role="marketing", tenant_id=tenant["id"], label="bench"
-        )
+        token, session = await readers(conn, tenant["id"])
         rows: list[Any] = [
             {
                 "id": i + 1,
@@ -330,8 +338,30 @@ async def start_campaign(dsn: str, folder: Path, campaign_id: int, port: int) ->
         enqueue_cpu,
         bare_cpu,
         tenant["id"],
-        token.secret,
+        token,
+        session,
     )
+
+
+async def readers(
+    conn: Any, tenant_id: int, email: str = "marketer@bench.example"
+) -> tuple[str, str]:
+    """Who reads the statistics: an API token of the tenant and a signed-in staff session of a
+    marketing account in it (staff sign in as accounts; the session is started as a sign-in
+    would start it)."""
+    token = await api_tokens.create_token(
+        conn, role="marketing", tenant_id=tenant_id, label=f"bench {email}"
+    )
+    link = await staff_accounts.demo_account(
+        conn,
+        name="Bench marketer",
+        email=email,
+        role="marketing",
+        tenant_id=tenant_id,
+        link_seconds=3600,
+    )
+    session = await staff_sessions.start(conn, link.account_id, max_seconds=12 * 3600)
+    return token.secret, session
 
 
 def backend_cpu(pid: int) -> float | None:
@@ -357,11 +387,24 @@ class Watcher:
 
     LIMIT = 6 * 3600.0  # seconds: a bound on the loop whatever happens to the worker
 
-    def __init__(self, dsn: str, folder: Path, campaign_id: int, started: Started) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        folder: Path,
+        campaign_id: int,
+        started: Started,
+        tenant_slug: str = "bench",
+        interval: float = 0.2,
+    ) -> None:
         self.dsn, self.folder, self.campaign_id, self.started = dsn, folder, campaign_id, started
+        self.tenant_slug, self.interval = tenant_slug, interval
         self.status_ms: list[float] = []
         self.api_ms: list[float] = []
         self.dashboard_ms: list[float] = []
+        # CPU milliseconds of this thread per read of each kind, summed: the client and the
+        # app's handler (served from this thread's event loop), steadier than wall time on a
+        # loaded machine. Postgres's side is not in it.
+        self.cpu_ms = {"status": 0.0, "api": 0.0, "dashboard": 0.0}
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -379,6 +422,7 @@ class Watcher:
         from aiohttp import web
 
         from unsubscribe_web.app import create_app
+        from unsubscribe_web.dashboard.workspace import app_cookie_name
 
         settings = settings_for(self.dsn, self.folder, "https://optout.bench.example")
         runner = web.AppRunner(create_app(settings), access_log=None)
@@ -386,32 +430,40 @@ class Watcher:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
-        url = f"http://127.0.0.1:{port}/api/v1/tenants/bench/campaigns/{self.campaign_id}/stats"
+        base = f"http://127.0.0.1:{port}"
+        url = f"{base}/api/v1/tenants/{self.tenant_slug}/campaigns/{self.campaign_id}/stats"
         headers = {"Authorization": f"Bearer {self.started.token}"}
-        # The staff dashboard's page: the session cookie holds the same token.
-        page = f"http://127.0.0.1:{port}/dashboard"
-        cookie = {"Cookie": f"optout_dashboard={self.started.token}"}
+        # The staff dashboard's page, signed in: the session's cookie, as a browser sends it.
+        page = f"{base}/dashboard?tenant={self.tenant_slug}"
+        cookie = {"Cookie": f"{app_cookie_name(runner.app)}={self.started.session}"}
         conn = await connect(self.dsn)
         deadline = time.monotonic() + self.LIMIT
         try:
             async with aiohttp.ClientSession() as http:
                 while not self._stop.is_set() and time.monotonic() < deadline:
-                    began = time.perf_counter()
+                    began, cpu = time.perf_counter(), time.thread_time()
                     await campaigns.stats(conn, self.started.tenant_id, self.campaign_id)
                     self.status_ms.append((time.perf_counter() - began) * 1000)
-                    began = time.perf_counter()
+                    self.cpu_ms["status"] += (time.thread_time() - cpu) * 1000
+                    began, cpu = time.perf_counter(), time.thread_time()
                     async with http.get(url, headers=headers) as response:
                         await response.read()
                         if response.status != 200:
                             self.errors.append(f"API answered {response.status}")
                     self.api_ms.append((time.perf_counter() - began) * 1000)
-                    began = time.perf_counter()
+                    self.cpu_ms["api"] += (time.thread_time() - cpu) * 1000
+                    began, cpu = time.perf_counter(), time.thread_time()
                     async with http.get(page, headers=cookie) as response:
                         body = await response.text()
-                        if response.status != 200 or "Bench" not in body:
+                        # The campaign's line on the signed-in page (not the sign-in form).
+                        if (
+                            response.status != 200
+                            or f'id="campaign-{self.campaign_id}"' not in body
+                        ):
                             self.errors.append(f"dashboard answered {response.status}")
                     self.dashboard_ms.append((time.perf_counter() - began) * 1000)
-                    await asyncio.sleep(0.2)
+                    self.cpu_ms["dashboard"] += (time.thread_time() - cpu) * 1000
+                    await asyncio.sleep(self.interval)
         finally:
             await conn.close()
             await runner.cleanup()
@@ -631,10 +683,8 @@ async def _watch_token(dsn: str) -> Started:
     conn = await connect(dsn)
     try:
         tenant = await tenants.get_tenant(conn, "bench")
-        token = await api_tokens.create_token(
-            conn, role="marketing", tenant_id=tenant["id"], label="bench watch"
-        )
-        return Started([], 0.0, 0.0, None, None, tenant["id"], token.secret)
+        token, session = await readers(conn, tenant["id"])
+        return Started([], 0.0, 0.0, None, None, tenant["id"], token, session)
     finally:
         await conn.close()
 
@@ -778,10 +828,10 @@ async def _sent(dsn: str, campaign_id: int) -> int:
         await conn.close()
 
 
-async def _drop(admin_dsn: str) -> None:
+async def _drop(admin_dsn: str, database: str = DATABASE) -> None:
     conn = await connect(admin_dsn)
     try:
-        await drop_database(conn, DATABASE)
+        await drop_database(conn, database)
     finally:
         await conn.close()
 
