@@ -212,6 +212,7 @@ async def prepare(
         key_path = folder / "dkim.pem"
         key_path.write_bytes(generate_rsa_key_pem())
         campaign_id = await seed_tenant(conn, key_path, "bench", recipients)
+        await BENCH_SQL.settle_seeded(conn)
         return dsn, campaign_id
     finally:
         await conn.close()
