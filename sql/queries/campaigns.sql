@@ -50,22 +50,23 @@ SELECT tenant_id, id FROM campaigns
 -- bought nothing. The unique (subscriber, campaign) index still refuses a second row.
 -- A plain INSERT, counted from its command tag: a RETURNING counted in a CTE stored every
 -- row once more (spilling to disk past work_mem). Each row comes from a join to its
--- subscriber's row in the campaign's tenant, so the outbox's subscriber reference holds by
--- construction: `start` sets optout.subscribers_checked around this statement and the
--- per-statement check skips its second pass over the rows (migration 0210). In subscriber
--- order, so each index of deliveries it writes is written in its own order (the primary key,
--- deliveries_due and deliveries_campaign_state at their right edge).
+-- subscriber's row, in the campaign's tenant (the campaign's topic is the tenant's, and a
+-- subscription's foreign key ties its subscriber to the topic's tenant), so the outbox's
+-- subscriber reference holds by construction: `start` sets optout.subscribers_checked around
+-- this statement and the per-statement check skips its second pass over the rows (migration
+-- 0210). No condition on p.tenant_id here: before the tables had statistics (a list imported
+-- and sent at once), it let the planner walk the tenant's subscribers once per subscription
+-- (20,000 people: 200 million rows, 76 s); the join by primary key stays linear.
 WITH c AS (
     SELECT c.id, c.tenant_id, c.topic_id, c.priority, t.kind
-      FROM campaigns c JOIN topics t ON t.id = c.topic_id AND t.tenant_id = c.tenant_id
+      FROM campaigns c JOIN topics t ON t.id = c.topic_id
      WHERE c.id = :campaign_id
 )
 INSERT INTO deliveries (tenant_id, kind, campaign_id, subscriber_id, priority)
 SELECT c.tenant_id, 'campaign', c.id, s.subscriber_id, c.priority
   FROM c
   JOIN subscriptions s ON s.topic_id = c.topic_id AND s.state = 'confirmed'
-  JOIN subscribers p
-    ON p.id = s.subscriber_id AND p.tenant_id = c.tenant_id AND p.status = 'active'
+  JOIN subscribers p ON p.id = s.subscriber_id AND p.status = 'active'
  WHERE NOT EXISTS (
         SELECT 1 FROM suppressions x
          WHERE x.tenant_id = c.tenant_id AND x.address_key = p.email_key
