@@ -112,6 +112,13 @@ def report(idle: Watcher, busy: Watcher, n: int, baseline: int) -> None:
             f"{name:<17} "
             f"{_cell(base):<30} {_cell(live):<30} {l95 / max(b95, 1e-9):<10.2f} p95 < 100 ms"
         )
+    if idle.status_pg_ms is not None and busy.status_pg_ms is not None:
+        idle_pg = idle.status_pg_ms / max(len(idle.status_ms), 1)
+        busy_pg = busy.status_pg_ms / max(len(busy.status_ms), 1)
+        print(
+            f"Postgres CPU per `campaign status` read: {idle_pg:.2f} ms idle, "
+            f"{busy_pg:.2f} ms while sending ({busy_pg / max(idle_pg, 1e-9):.2f})"
+        )
     print("Python CPU per read (client and handler, this process; Postgres not included):")
     for name, key in (
         ("campaign status", "status"),

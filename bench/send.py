@@ -408,6 +408,9 @@ class Watcher:
         # app's handler (served from this thread's event loop), steadier than wall time on a
         # loaded machine. Postgres's side is not in it.
         self.cpu_ms = {"status": 0.0, "api": 0.0, "dashboard": 0.0}
+        # The Postgres backend's CPU for the `campaign status` reads (its own connection),
+        # summed; None when the server is not on this machine.
+        self.status_pg_ms: float | None = 0.0
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -440,14 +443,21 @@ class Watcher:
         page = f"{base}/dashboard?tenant={self.tenant_slug}"
         cookie = {"Cookie": f"{app_cookie_name(runner.app)}={self.started.session}"}
         conn = await connect(self.dsn)
+        backend: int = await BENCH_SQL.backend_pid(conn)
         deadline = time.monotonic() + self.LIMIT
         try:
             async with aiohttp.ClientSession() as http:
                 while not self._stop.is_set() and time.monotonic() < deadline:
                     began, cpu = time.perf_counter(), time.thread_time()
+                    pg = backend_cpu(backend)
                     await campaigns.stats(conn, self.started.tenant_id, self.campaign_id)
                     self.status_ms.append((time.perf_counter() - began) * 1000)
                     self.cpu_ms["status"] += (time.thread_time() - cpu) * 1000
+                    used = cpu_since(backend, pg)
+                    if used is None or self.status_pg_ms is None:
+                        self.status_pg_ms = None
+                    else:
+                        self.status_pg_ms += used * 1000
                     began, cpu = time.perf_counter(), time.thread_time()
                     async with http.get(url, headers=headers) as response:
                         await response.read()
