@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +62,26 @@ def optout_env(dsn: str, sink_port: int, **values: str) -> dict[str, str]:
     return env | values
 
 
-def wait_with_peak(process: subprocess.Popen[Any]) -> tuple[int, float, float]:
-    """Wait for a child: (wait status, user+sys CPU seconds, peak RSS in MB).
+def wait_with_peak(
+    process: subprocess.Popen[Any], stop: Callable[[], bool] | None = None
+) -> tuple[int, float, float]:
+    """Wait for a child: (wait status, user+sys CPU seconds, peak RSS in MB). When ``stop``
+    returns true the child is sent SIGTERM, once, and waited for.
 
     The peak is the child's own high-water mark (VmHWM), read every 0.1 s while it runs, not
     wait4's ru_maxrss: on Linux a spawned child's ru_maxrss starts from the parent's RSS at the
     spawn (exec folds the parent's high-water mark into the child's), so it rose with the
     benchmark's own process, run after run, whatever the child did."""
     peak_kb = 0
+    stopped = False
     while True:
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)
         if pid:
             return status, usage.ru_utime + usage.ru_stime, peak_kb / 1024
         peak_kb = max(peak_kb, _high_water_kb(process.pid))
+        if stop is not None and not stopped and stop():
+            process.send_signal(signal.SIGTERM)
+            stopped = True
         time.sleep(0.1)
 
 

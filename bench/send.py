@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.send [--recipients 20000[,1000000]] [--concurrency 4]
                                    [--repeat 3] [--sample 200000] [--queue-only]
+                                   [--stop-at-sample]
 
 A fresh database ``optout_bench_send`` is migrated (on DATABASE_URL, or an embedded Postgres in
 a temporary folder) with a tenant that has a 2048-bit DKIM key and N confirmed subscribers. An
@@ -50,13 +51,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiosql
 
 from bench.common import HASH_KEY, optout_env, server_dsn, settings_for, wait_with_peak
-from mailer import api_tokens, migrations, tenants
+from mailer import api_tokens, migrations, staff_accounts, staff_sessions, tenants
 from mailer.addresses import suppression_key, tenant_hash_key
 from mailer.admin_db import create_database, drop_database
 from mailer.config import Settings, SmtpRelay
@@ -192,59 +194,69 @@ def run_raw(port: int, count: int, concurrency: int, sample: Path) -> None:
 # --- setup -----------------------------------------------------------------------------------
 
 
-async def prepare(admin_dsn: str, folder: Path, recipients: int) -> tuple[str, int]:
-    """A migrated database with the tenant, N subscribers and a started campaign."""
+async def prepare(
+    admin_dsn: str, folder: Path, recipients: int, database: str = DATABASE
+) -> tuple[str, int]:
+    """A migrated database with the tenant, N subscribers and a draft campaign to them."""
     admin = await connect(admin_dsn)
     try:
-        await drop_database(admin, DATABASE)
-        await create_database(admin, DATABASE)
+        await drop_database(admin, database)
+        await create_database(admin, database)
     finally:
         await admin.close()
-    dsn = with_database(admin_dsn, DATABASE)
+    dsn = with_database(admin_dsn, database)
     settings = settings_for(dsn, folder, "https://optout.bench.example")
     conn = await connect(dsn)
     try:
         await migrations.migrate(conn, settings=settings)
         key_path = folder / "dkim.pem"
         key_path.write_bytes(generate_rsa_key_pem())
-        tenant = await tenants.create_tenant(
-            conn,
-            "bench",
-            name="Bench News",
-            sender_address=f"news@{DOMAIN}",
-            postal_address="Bench Inc.\n1 Example Street\n75001 Paris",
-            contact_web="https://bench.example/contact",
-            dkim_selector="bench",
-            dkim_key_path=str(key_path),
-        )
-        topic = await tenants.create_topic(
-            conn, tenant["id"], slug="newsletter", name="Newsletter", kind="marketing"
-        )
-        tenant_key = tenant_hash_key(HASH_KEY, tenant["id"])
-        for start in range(0, recipients, 10_000):
-            emails = [
-                f"person{i}@example{i % 97}.com"
-                for i in range(start, min(recipients, start + 10_000))
-            ]
-            await BENCH_SQL.bulk_confirmed_subscribers(
-                conn,
-                tenant_id=tenant["id"],
-                topic_id=topic["id"],
-                emails=emails,
-                keys=[suppression_key(tenant_key, e) for e in emails],
-            )
-        campaign = await campaigns.create(
-            conn,
-            tenant_id=tenant["id"],
-            topic_slug="newsletter",
-            name="Bench",
-            template="newsletter",
-            subject="Benchmark news for you",
-            content=CONTENT,
-        )
-        return dsn, campaign["id"]
+        campaign_id = await seed_tenant(conn, key_path, "bench", recipients)
+        await BENCH_SQL.settle_seeded(conn)
+        return dsn, campaign_id
     finally:
         await conn.close()
+
+
+async def seed_tenant(conn: Any, key_path: Path, slug: str, recipients: int) -> int:
+    """A tenant with N confirmed newsletter subscribers and a draft campaign to them; returns
+    the campaign's id."""
+    tenant = await tenants.create_tenant(
+        conn,
+        slug,
+        name="Bench News",
+        sender_address=f"news@{DOMAIN}",
+        postal_address="Bench Inc.\n1 Example Street\n75001 Paris",
+        contact_web="https://bench.example/contact",
+        dkim_selector="bench",
+        dkim_key_path=str(key_path),
+    )
+    topic = await tenants.create_topic(
+        conn, tenant["id"], slug="newsletter", name="Newsletter", kind="marketing"
+    )
+    tenant_key = tenant_hash_key(HASH_KEY, tenant["id"])
+    for start in range(0, recipients, 10_000):
+        emails = [
+            f"person{i}@example{i % 97}.com" for i in range(start, min(recipients, start + 10_000))
+        ]
+        await BENCH_SQL.bulk_confirmed_subscribers(
+            conn,
+            tenant_id=tenant["id"],
+            topic_id=topic["id"],
+            emails=emails,
+            keys=[suppression_key(tenant_key, e) for e in emails],
+        )
+    campaign = await campaigns.create(
+        conn,
+        tenant_id=tenant["id"],
+        topic_slug="newsletter",
+        name="Bench",
+        template="newsletter",
+        subject="Benchmark news for you",
+        content=CONTENT,
+    )
+    campaign_id: int = campaign["id"]
+    return campaign_id
 
 
 def sink_settings(dsn: str, folder: Path, port: int) -> Settings:
@@ -278,6 +290,7 @@ class Started:
     bare_cpu: float | None
     tenant_id: int
     token: str  # an API token of the tenant, for the statistics watcher
+    session: str  # a signed-in staff session of the tenant (marketing), for the dashboard
 
 
 async def start_campaign(dsn: str, folder: Path, campaign_id: int, port: int) -> Started:
@@ -301,9 +314,7 @@ async def start_campaign(dsn: str, folder: Path, campaign_id: int, port: int) ->
         bare_seconds = time.perf_counter() - started
         bare_cpu = cpu_since(backend, cpu)
         await BENCH_SQL.drop_bare(conn)
-        token = await api_tokens.create_token(
-            conn, role="marketing", tenant_id=tenant["id"], label="bench"
-        )
+        token, session = await readers(conn, tenant["id"])
         rows: list[Any] = [
             {
                 "id": i + 1,
@@ -330,8 +341,30 @@ async def start_campaign(dsn: str, folder: Path, campaign_id: int, port: int) ->
         enqueue_cpu,
         bare_cpu,
         tenant["id"],
-        token.secret,
+        token,
+        session,
     )
+
+
+async def readers(
+    conn: Any, tenant_id: int, email: str = "marketer@bench.example"
+) -> tuple[str, str]:
+    """Who reads the statistics: an API token of the tenant and a signed-in staff session of a
+    marketing account in it (staff sign in as accounts; the session is started as a sign-in
+    would start it)."""
+    token = await api_tokens.create_token(
+        conn, role="marketing", tenant_id=tenant_id, label=f"bench {email}"
+    )
+    link = await staff_accounts.demo_account(
+        conn,
+        name="Bench marketer",
+        email=email,
+        role="marketing",
+        tenant_id=tenant_id,
+        link_seconds=3600,
+    )
+    session = await staff_sessions.start(conn, link.account_id, max_seconds=12 * 3600)
+    return token.secret, session
 
 
 def backend_cpu(pid: int) -> float | None:
@@ -357,11 +390,27 @@ class Watcher:
 
     LIMIT = 6 * 3600.0  # seconds: a bound on the loop whatever happens to the worker
 
-    def __init__(self, dsn: str, folder: Path, campaign_id: int, started: Started) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        folder: Path,
+        campaign_id: int,
+        started: Started,
+        tenant_slug: str = "bench",
+        interval: float = 0.2,
+    ) -> None:
         self.dsn, self.folder, self.campaign_id, self.started = dsn, folder, campaign_id, started
+        self.tenant_slug, self.interval = tenant_slug, interval
         self.status_ms: list[float] = []
         self.api_ms: list[float] = []
         self.dashboard_ms: list[float] = []
+        # CPU milliseconds of this thread per read of each kind, summed: the client and the
+        # app's handler (served from this thread's event loop), steadier than wall time on a
+        # loaded machine. Postgres's side is not in it.
+        self.cpu_ms = {"status": 0.0, "api": 0.0, "dashboard": 0.0}
+        # The Postgres backend's CPU for the `campaign status` reads (its own connection),
+        # summed; None when the server is not on this machine.
+        self.status_pg_ms: float | None = 0.0
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -379,6 +428,7 @@ class Watcher:
         from aiohttp import web
 
         from unsubscribe_web.app import create_app
+        from unsubscribe_web.dashboard.workspace import app_cookie_name
 
         settings = settings_for(self.dsn, self.folder, "https://optout.bench.example")
         runner = web.AppRunner(create_app(settings), access_log=None)
@@ -386,32 +436,47 @@ class Watcher:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
-        url = f"http://127.0.0.1:{port}/api/v1/tenants/bench/campaigns/{self.campaign_id}/stats"
+        base = f"http://127.0.0.1:{port}"
+        url = f"{base}/api/v1/tenants/{self.tenant_slug}/campaigns/{self.campaign_id}/stats"
         headers = {"Authorization": f"Bearer {self.started.token}"}
-        # The staff dashboard's page: the session cookie holds the same token.
-        page = f"http://127.0.0.1:{port}/dashboard"
-        cookie = {"Cookie": f"optout_dashboard={self.started.token}"}
+        # The staff dashboard's page, signed in: the session's cookie, as a browser sends it.
+        page = f"{base}/dashboard?tenant={self.tenant_slug}"
+        cookie = {"Cookie": f"{app_cookie_name(runner.app)}={self.started.session}"}
         conn = await connect(self.dsn)
+        backend: int = await BENCH_SQL.backend_pid(conn)
         deadline = time.monotonic() + self.LIMIT
         try:
             async with aiohttp.ClientSession() as http:
                 while not self._stop.is_set() and time.monotonic() < deadline:
-                    began = time.perf_counter()
+                    began, cpu = time.perf_counter(), time.thread_time()
+                    pg = backend_cpu(backend)
                     await campaigns.stats(conn, self.started.tenant_id, self.campaign_id)
                     self.status_ms.append((time.perf_counter() - began) * 1000)
-                    began = time.perf_counter()
+                    self.cpu_ms["status"] += (time.thread_time() - cpu) * 1000
+                    used = cpu_since(backend, pg)
+                    if used is None or self.status_pg_ms is None:
+                        self.status_pg_ms = None
+                    else:
+                        self.status_pg_ms += used * 1000
+                    began, cpu = time.perf_counter(), time.thread_time()
                     async with http.get(url, headers=headers) as response:
                         await response.read()
                         if response.status != 200:
                             self.errors.append(f"API answered {response.status}")
                     self.api_ms.append((time.perf_counter() - began) * 1000)
-                    began = time.perf_counter()
+                    self.cpu_ms["api"] += (time.thread_time() - cpu) * 1000
+                    began, cpu = time.perf_counter(), time.thread_time()
                     async with http.get(page, headers=cookie) as response:
                         body = await response.text()
-                        if response.status != 200 or "Bench" not in body:
+                        # The campaign's line on the signed-in page (not the sign-in form).
+                        if (
+                            response.status != 200
+                            or f'id="campaign-{self.campaign_id}"' not in body
+                        ):
                             self.errors.append(f"dashboard answered {response.status}")
                     self.dashboard_ms.append((time.perf_counter() - began) * 1000)
-                    await asyncio.sleep(0.2)
+                    self.cpu_ms["dashboard"] += (time.thread_time() - cpu) * 1000
+                    await asyncio.sleep(self.interval)
         finally:
             await conn.close()
             await runner.cleanup()
@@ -439,11 +504,27 @@ def signature_cost(key_pem: bytes, rounds: int = 300) -> float:
     return (time.process_time() - started) / rounds
 
 
-def run_child(command: list[str], env: dict[str, str]) -> tuple[float, float, float]:
-    """Run a child to completion: (wall seconds, user+sys CPU seconds, peak RSS in MB)."""
+class SampleReached:
+    """True once the sink holds SAMPLE messages (asked at most once a second)."""
+
+    def __init__(self, sink: Sink, sample: int) -> None:
+        self.sink, self.sample, self.asked = sink, sample, 0.0
+
+    def __call__(self) -> bool:
+        if time.monotonic() - self.asked < 1.0:
+            return False
+        self.asked = time.monotonic()
+        return int(self.sink.ask("stats")["count"]) >= self.sample
+
+
+def run_child(
+    command: list[str], env: dict[str, str], stop: Callable[[], bool] | None = None
+) -> tuple[float, float, float]:
+    """Run a child to completion: (wall seconds, user+sys CPU seconds, peak RSS in MB);
+    ``stop`` true: the child is sent SIGTERM (once) and waited for."""
     started = time.monotonic()
     process = subprocess.Popen(command, env=env)
-    status, cpu, peak_mb = wait_with_peak(process)
+    status, cpu, peak_mb = wait_with_peak(process, stop)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{command[:4]} exited with {process.returncode}")
@@ -456,6 +537,7 @@ class Figures:
 
     recipients: int
     sample: int  # the worker's rate and the baseline are compared over this many messages
+    messages: int  # what the worker sent: all N, or its first SAMPLE with --stop-at-sample
     worker_rate: float  # over the whole campaign
     worker_sample_rate: float  # over its first `sample` messages
     raw_rate: float
@@ -478,9 +560,14 @@ class Figures:
         return self.worker_sample_rate / self.raw_rate
 
 
-def run_size(n: int, concurrency: int, admin: str, sample_limit: int) -> Figures:
-    """Set up N subscribers, send the campaign with the worker, then the raw baseline."""
+def run_size(
+    n: int, concurrency: int, admin: str, sample_limit: int, stop_at_sample: bool = False
+) -> Figures:
+    """Set up N subscribers, send the campaign with the worker, then the raw baseline. With
+    ``stop_at_sample`` the worker is stopped (SIGTERM: it finishes its batch) once the sink has
+    the first SAMPLE messages, so a run at 1,000,000 measures its first SAMPLE in minutes."""
     sample_n = min(n, sample_limit)
+    stopping = stop_at_sample and sample_n < n
     with tempfile.TemporaryDirectory(prefix="optout-bench-") as tmp:
         folder = Path(tmp)
         print(f"setting up {n} subscribers ...", flush=True)
@@ -499,10 +586,14 @@ def run_size(n: int, concurrency: int, admin: str, sample_limit: int) -> Figures
             sink.ask("reset")
             sink.ask(f"mark {sample_n}")
             print("worker: sending the campaign ...", flush=True)
-            worker_cmd = [sys.executable, "-m", "mailer.cli", "worker", "--until-idle", "--quiet"]
+            worker_cmd = [sys.executable, "-m", "mailer.cli", "worker", "--quiet"]
             worker_cmd += ["--concurrency", str(concurrency)]
+            if not stopping:
+                worker_cmd.append("--until-idle")
             with Watcher(dsn, folder, campaign_id, started) as watcher:
-                _, worker_cpu, worker_rss = run_child(worker_cmd, env)
+                _, worker_cpu, worker_rss = run_child(
+                    worker_cmd, env, stop=SampleReached(sink, sample_n) if stopping else None
+                )
             if watcher.errors:
                 raise SystemExit(f"statistics reads failed: {watcher.errors[:3]}")
             worker = sink.ask("stats")
@@ -521,11 +612,17 @@ def run_size(n: int, concurrency: int, admin: str, sample_limit: int) -> Figures
         signature = signature_cost((folder / "dkim.pem").read_bytes())
         with contextlib.suppress(Exception):
             asyncio.run(_drop(admin))
-    if worker["count"] != n or sent != n or raw["count"] != sample_n:
+    expected = (
+        (worker["count"] >= sample_n and sent == worker["count"])
+        if stopping
+        else (worker["count"] == n and sent == n)
+    )
+    if not expected or raw["count"] != sample_n:
         raise SystemExit(
             f"incomplete run: worker {worker['count']} (recorded {sent}), raw {raw['count']}"
         )
-    worker_rate = n / max(worker["seconds"], 1e-9)
+    messages = worker["count"]
+    worker_rate = messages / max(worker["seconds"], 1e-9)
     return Figures(
         recipients=n,
         sample=sample_n,
@@ -535,7 +632,8 @@ def run_size(n: int, concurrency: int, admin: str, sample_limit: int) -> Figures
         ),
         raw_rate=sample_n / max(raw["seconds"], 1e-9),
         worker_cpu=worker_cpu,
-        raw_cpu=raw_cpu * n / sample_n,  # scaled to N messages, as the worker's
+        raw_cpu=raw_cpu * messages / sample_n,  # scaled to the worker's messages
+        messages=messages,
         signature=signature,
         worker_rss=worker_rss,
         enqueue_seconds=started.enqueue_seconds,
@@ -588,19 +686,21 @@ def print_queue_cpu(enqueue: float | None, bare: float | None) -> None:
 
 def report(f: Figures, concurrency: int) -> None:
     n = f.recipients
-    raw_cpu_per = f.raw_cpu / n
-    overhead = (f.worker_cpu / n) / (f.signature + raw_cpu_per)
+    m = f.messages  # CPU figures are per message the worker sent
+    raw_cpu_per = f.raw_cpu / m
+    overhead = (f.worker_cpu / m) / (f.signature + raw_cpu_per)
     over = f"its first {f.sample}" if f.sample < n else "all"
     print()
     print(f"recipients                 {n}  (concurrency {concurrency})")
     print_queue(f.enqueue_seconds, f.bare_seconds)
     print_queue_cpu(f.enqueue_cpu, f.bare_cpu)
-    print(f"worker, whole campaign     {f.worker_rate:8.1f} msg/s")
+    whole = "whole campaign" if m == n else f"{m} sent, stopped"
+    print(f"worker, {whole:<19}{f.worker_rate:8.1f} msg/s")
     print(f"worker (claim/render/sign/send/record)  {f.worker_sample_rate:8.1f} msg/s over {over}")
     print(f"baseline (raw aiosmtplib, pre-built)    {f.raw_rate:8.1f} msg/s over {f.sample}")
     print(f"ratio                      {f.ratio:.2f}   (target >= 0.6)")
     print(
-        f"worker CPU per 1,000       {f.worker_cpu / n * 1000:.2f} s "
+        f"worker CPU per 1,000       {f.worker_cpu / m * 1000:.2f} s "
         "(user+sys of the worker process)"
     )
     print(f"raw send CPU per 1,000     {raw_cpu_per * 1000:.2f} s")
@@ -631,10 +731,8 @@ async def _watch_token(dsn: str) -> Started:
     conn = await connect(dsn)
     try:
         tenant = await tenants.get_tenant(conn, "bench")
-        token = await api_tokens.create_token(
-            conn, role="marketing", tenant_id=tenant["id"], label="bench watch"
-        )
-        return Started([], 0.0, 0.0, None, None, tenant["id"], token.secret)
+        token, session = await readers(conn, tenant["id"])
+        return Started([], 0.0, 0.0, None, None, tenant["id"], token, session)
     finally:
         await conn.close()
 
@@ -720,6 +818,12 @@ def main() -> None:
         action="store_true",
         help="only time the queuing (campaign send) against the bare insert; send nothing",
     )
+    parser.add_argument(
+        "--stop-at-sample",
+        action="store_true",
+        help="stop the worker once it sent SAMPLE messages (a size above SAMPLE then takes "
+        "minutes, not an hour; its rate, CPU and peak RSS are over those messages)",
+    )
     parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--raw", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -750,7 +854,9 @@ def main() -> None:
                     report_queue(n, *queue_only(n, admin))
                     print(f"load average: {os.getloadavg()}", flush=True)
                     continue
-                results.append(run_size(n, args.concurrency, admin, args.sample))
+                results.append(
+                    run_size(n, args.concurrency, admin, args.sample, args.stop_at_sample)
+                )
                 report(results[-1], args.concurrency)
                 print(f"load average: {os.getloadavg()}", flush=True)
     if results:
@@ -778,10 +884,10 @@ async def _sent(dsn: str, campaign_id: int) -> int:
         await conn.close()
 
 
-async def _drop(admin_dsn: str) -> None:
+async def _drop(admin_dsn: str, database: str = DATABASE) -> None:
     conn = await connect(admin_dsn)
     try:
-        await drop_database(conn, DATABASE)
+        await drop_database(conn, database)
     finally:
         await conn.close()
 

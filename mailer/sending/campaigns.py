@@ -473,7 +473,12 @@ async def start(
         await check(conn, settings, campaign)
         # The layout's version now is the one every recipient gets, whatever edits follow.
         await queries().email_templates.pin_campaign_layout(conn, id=campaign_id)
-        queued: int = await q.enqueue(conn, campaign_id=campaign_id)
+        # The enqueue joins every row to its subscriber in the tenant: the outbox's
+        # per-statement check need not look again (migration 0210).
+        await q.subscribers_checked(conn, value="on")
+        tag: str = await q.enqueue(conn, campaign_id=campaign_id)
+        await q.subscribers_checked(conn, value="off")
+        queued = int(tag.split()[-1])  # "INSERT 0 n"
         if queued == 0:
             raise CampaignRefused(EMPTY_AUDIENCE, field="topic")
         await q.set_status(

@@ -41,31 +41,42 @@ SELECT tenant_id, id FROM campaigns
  LIMIT 10
    FOR UPDATE SKIP LOCKED;
 
--- name: enqueue(campaign_id)$
+-- name: enqueue(campaign_id)!
 -- One set-based statement: the topic's confirmed, active subscribers minus suppressions
 -- (marketing scope blocks marketing topics; 'all' blocks everything, notices included).
 -- Served by subscriptions_topic_state. No ON CONFLICT: it is run once, by `start`, holding
 -- the campaign's row lock while the campaign is a draft or scheduled, so no delivery of it
 -- exists yet; a speculative insertion per row (an extra index probe and WAL record each)
 -- bought nothing. The unique (subscriber, campaign) index still refuses a second row.
+-- A plain INSERT, counted from its command tag: a RETURNING counted in a CTE stored every
+-- row once more (spilling to disk past work_mem). Each row comes from a join to its
+-- subscriber's row, in the campaign's tenant (the campaign's topic is the tenant's, and a
+-- subscription's foreign key ties its subscriber to the topic's tenant), so the outbox's
+-- subscriber reference holds by construction: `start` sets optout.subscribers_checked around
+-- this statement and the per-statement check skips its second pass over the rows (migration
+-- 0210). No condition on p.tenant_id here: before the tables had statistics (a list imported
+-- and sent at once), it let the planner walk the tenant's subscribers once per subscription
+-- (20,000 people: 200 million rows, 76 s); the join by primary key stays linear.
 WITH c AS (
     SELECT c.id, c.tenant_id, c.topic_id, c.priority, t.kind
       FROM campaigns c JOIN topics t ON t.id = c.topic_id
      WHERE c.id = :campaign_id
-), ins AS (
-    INSERT INTO deliveries (tenant_id, kind, campaign_id, subscriber_id, priority)
-    SELECT c.tenant_id, 'campaign', c.id, s.subscriber_id, c.priority
-      FROM c
-      JOIN subscriptions s ON s.topic_id = c.topic_id AND s.state = 'confirmed'
-      JOIN subscribers p ON p.id = s.subscriber_id AND p.status = 'active'
-     WHERE NOT EXISTS (
-            SELECT 1 FROM suppressions x
-             WHERE x.tenant_id = c.tenant_id AND x.address_key = p.email_key
-               AND (x.scope = 'all' OR c.kind = 'marketing'))
-     ORDER BY s.subscriber_id
-    RETURNING 1
 )
-SELECT count(*) FROM ins;
+INSERT INTO deliveries (tenant_id, kind, campaign_id, subscriber_id, priority)
+SELECT c.tenant_id, 'campaign', c.id, s.subscriber_id, c.priority
+  FROM c
+  JOIN subscriptions s ON s.topic_id = c.topic_id AND s.state = 'confirmed'
+  JOIN subscribers p ON p.id = s.subscriber_id AND p.status = 'active'
+ WHERE NOT EXISTS (
+        SELECT 1 FROM suppressions x
+         WHERE x.tenant_id = c.tenant_id AND x.address_key = p.email_key
+           AND (x.scope = 'all' OR c.kind = 'marketing'))
+ ORDER BY s.subscriber_id;
+
+-- name: subscribers_checked(value)$
+-- Says, for the rest of the transaction, whether the statements that follow took every
+-- delivery's subscriber from a join to it (see enqueue and migration 0210); 'off' after.
+SELECT set_config('optout.subscribers_checked', :value, true);
 
 -- name: audience_size(tenant_id, topic_id)$
 -- What enqueue would insert, counted without inserting (preview, the empty-audience check).

@@ -8,8 +8,9 @@ import asyncpg
 import pytest
 
 from mailer import tenants
+from mailer.sending import campaigns
 from tests.integration.scale.conftest import scale
-from tests.support.mailer_env import add_subscribers, newsletter_campaign
+from tests.support.mailer_env import add_subscribers, mail_settings, newsletter_campaign
 
 CAMPAIGN_KEY = "deliveries_tenant_id_campaign_id_fkey"
 SUBSCRIBER_KEY = "deliveries_tenant_id_subscriber_id_fkey"
@@ -97,3 +98,31 @@ async def test_referenced_people_and_campaigns_stay_and_a_delivery_cannot_be_mov
     # A bare person no delivery names can go: the check is about the outbox, not a ban.
     other = await scale().bare_subscriber(conn, tenant_id=tenant["id"])
     await scale().delete_subscriber(conn, id=other)
+
+
+async def test_a_started_campaign_queues_its_own_people_and_the_check_resumes_after_it(
+    conn, settings, smtp_sink, tmp_path
+):
+    """Issue 20: the enqueue skips the per-statement subscriber check (migration 0210), its
+    rows being joined to their subscribers in the tenant: it queues exactly the tenant's
+    people, and a bad row inserted later in the same transaction is still refused."""
+    tenant, campaign, people, strangers = await two_tenants(conn, settings, tmp_path)
+    async with conn.transaction():
+        queued = await campaigns.start(
+            conn, mail_settings(settings, smtp_sink.port), tenant["id"], campaign["id"]
+        )
+        assert queued == len(people)
+        with pytest.raises(asyncpg.ForeignKeyViolationError) as refused:
+            async with conn.transaction():  # a savepoint: the campaign's rows stay
+                await scale().insert_deliveries(
+                    conn,
+                    tenant_id=tenant["id"],
+                    campaign_ids=[campaign["id"]],
+                    subscriber_ids=[strangers[0]],
+                )
+        assert refused.value.constraint_name == SUBSCRIBER_KEY
+    queued_to = [
+        r["subscriber_id"]
+        async for r in scale().first_deliveries(conn, campaign_id=campaign["id"], lim=10)
+    ]
+    assert sorted(queued_to) == people
