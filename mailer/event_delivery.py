@@ -78,6 +78,8 @@ class _Endpoint:
     include_address: bool
     active: bool
     secrets: list[str]
+    timeout: float
+    concurrency: int
 
 
 async def load_endpoint(
@@ -89,6 +91,7 @@ async def load_endpoint(
     if row is None:
         return None
     key, label = settings.hash_key, event_endpoints.label(endpoint_id)
+    timeout, concurrency = event_endpoints.effective_limits(row, settings)
     sealed = [row["secret_sealed"]] + (
         [row["old_secret_sealed"]] if row["old_secret_sealed"] is not None else []
     )
@@ -99,17 +102,20 @@ async def load_endpoint(
         include_address=row["include_address"],
         active=row["active"],
         secrets=[secret_box.unseal(key, s, label) for s in sealed],
+        timeout=timeout,
+        concurrency=concurrency,
     )
 
 
 @dataclass(slots=True)
 class Sender:
-    """One process's delivery loop: a guarded client session, a semaphore per endpoint."""
+    """One process's delivery loop: a guarded client session, a semaphore per endpoint sized
+    by the endpoint's concurrency (a new one when staff change the limit)."""
 
     pool: asyncpg.Pool
     settings: Settings
     client: aiohttp.ClientSession | None = None
-    _limits: dict[int, asyncio.Semaphore] = field(default_factory=dict)
+    _limits: dict[int, tuple[int, asyncio.Semaphore]] = field(default_factory=dict)
 
     async def __aenter__(self) -> Sender:
         self.client = outgoing.session(event_endpoints.guard(self.settings))
@@ -171,6 +177,14 @@ class Sender:
             )
         return len(results)
 
+    def _semaphore(self, endpoint: _Endpoint) -> asyncio.Semaphore:
+        # A changed limit gets a new semaphore; requests under the old one finish under it.
+        held = self._limits.get(endpoint.id)
+        if held is None or held[0] != endpoint.concurrency:
+            held = (endpoint.concurrency, asyncio.Semaphore(endpoint.concurrency))
+            self._limits[endpoint.id] = held
+        return held[1]
+
     async def _deliver(
         self,
         claim: asyncpg.Record,
@@ -187,9 +201,7 @@ class Sender:
             return result
         email = event["email"] if endpoint.include_address else None
         body = encode(events.payload(event, email=email))
-        limit = self._limits.setdefault(
-            endpoint.id, asyncio.Semaphore(self.settings.events.concurrency)
-        )
+        limit = self._semaphore(endpoint)
         assert self.client is not None
         async with limit:
             started = time.monotonic()
@@ -198,7 +210,7 @@ class Sender:
                 endpoint.url,
                 body,
                 headers(events.event_id_text(event["id"]), body, endpoint.secrets, time.time()),
-                timeout=self.settings.events.timeout_seconds,
+                timeout=endpoint.timeout,
             )
         result.latency_ms = int((time.monotonic() - started) * 1000)
         result.status, result.error = answer.status, answer.error
@@ -256,7 +268,7 @@ async def send_test(
             endpoint.url,
             body,
             headers(msg_id, body, endpoint.secrets, time.time()),
-            timeout=settings.events.timeout_seconds,
+            timeout=endpoint.timeout,
         )
     latency = int((time.monotonic() - started) * 1000)
     await queries().events.log_test_attempt(
