@@ -130,7 +130,7 @@ class Sender:
         poll = self.settings.events.poll_seconds
         while not stop.is_set():
             try:
-                sent = await self.run_once()
+                sent = await self.drain(stop)
             except UNAVAILABLE_ERRORS as exc:
                 log.warning("events: database unavailable (%s); retrying", type(exc).__name__)
                 sent = 0
@@ -139,6 +139,46 @@ class Sender:
 
     async def run_once(self) -> int:
         """Claim one batch, send it, record the outcomes; how many were attempted."""
+        batch = await self._claim()
+        if batch is None:
+            return 0
+        return await self._finish(await self._send(batch))
+
+    async def drain(self, stop: asyncio.Event | None = None, max_batches: int = 1_000_000) -> int:
+        """Deliver batch after batch until nothing is due (or ``stop``); how many were
+        attempted. Pipelined: the next batch is claimed while one is being sent, and a sent
+        batch is recorded while the next is sent, so Postgres and the receivers work at the
+        same time. Order per subscriber still holds: a claim skips every delivery with an
+        earlier pending one, and a claimed batch stays pending until it is recorded."""
+        total = 0
+        recording: asyncio.Task[int] | None = None
+        batch = await self._claim()
+        try:
+            for _ in range(max_batches):
+                if batch is None or (stop is not None and stop.is_set()):
+                    break
+                sending = asyncio.create_task(self._send(batch))
+                try:
+                    upcoming = await self._claim()
+                finally:
+                    results = await sending
+                if recording is not None:
+                    total += await recording
+                recording = asyncio.create_task(self._finish(results))
+                if upcoming is None:
+                    # What was held back behind the batch just sent may be due once it is
+                    # recorded.
+                    total += await recording
+                    recording = None
+                    upcoming = await self._claim()
+                batch = upcoming
+        finally:
+            if recording is not None:
+                total += await recording
+        return total
+
+    async def _claim(self) -> _Batch | None:
+        """Claim due deliveries and read what they need: events, endpoints, secrets."""
         cfg = self.settings.events
         q = queries().events
         async with self.pool.acquire() as conn:
@@ -146,7 +186,7 @@ class Sender:
                 q.claim_deliveries(conn, lease_seconds=cfg.lease_seconds, lim=cfg.batch_size)
             )
             if not claimed:
-                return 0
+                return None
             payloads = {
                 r["id"]: r
                 for r in await rows(
@@ -157,14 +197,23 @@ class Sender:
                 i: await load_endpoint(conn, self.settings, i)
                 for i in {c["endpoint_id"] for c in claimed}
             }
-        results = await asyncio.gather(
-            *(
-                self._deliver(c, payloads.get(c["event_id"]), endpoints[c["endpoint_id"]])
-                for c in claimed
+        return _Batch(claimed, payloads, endpoints)
+
+    async def _send(self, batch: _Batch) -> list[_Result]:
+        return list(
+            await asyncio.gather(
+                *(
+                    self._deliver(
+                        c, batch.payloads.get(c["event_id"]), batch.endpoints[c["endpoint_id"]]
+                    )
+                    for c in batch.claimed
+                )
             )
         )
+
+    async def _finish(self, results: list[_Result]) -> int:
         async with self.pool.acquire() as conn:
-            await q.finish_deliveries(
+            await queries().events.finish_deliveries(
                 conn,
                 endpoint_ids=[r.endpoint_id for r in results],
                 event_ids=[r.event_id for r in results],
@@ -228,6 +277,13 @@ class Sender:
             result.outcome = "retry"
             result.next_at = min(now + dt.timedelta(seconds=wait), deadline)
         return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    claimed: list[asyncpg.Record]
+    payloads: dict[int, asyncpg.Record]
+    endpoints: dict[int, _Endpoint | None]
 
 
 @dataclass(slots=True)

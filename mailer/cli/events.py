@@ -271,9 +271,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     async def run(dsn: str) -> int:
         async with pool_for(settings, dsn) as pool, event_delivery.Sender(pool, settings) as sender:
             if args.until_idle:
-                for _ in range(1_000_000):  # bounded: a batch each, until nothing is due
-                    if await sender.run_once() == 0:
-                        break
+                await sender.drain()  # bounded: at most a million batches
                 return 0
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
