@@ -182,6 +182,10 @@ WITH r AS (
            finished_at = CASE WHEN r.outcome <> 'retry' THEN now() END
       FROM r
      WHERE d.endpoint_id = r.endpoint_id AND d.event_id = r.event_id AND d.state = 'pending'
+       -- Redundant with the join, but indexable: the planner probes the primary key for the
+       -- batch instead of hashing r against a scan of every delivery (300 ms a batch at
+       -- 100,000 pending in bench.events).
+       AND d.endpoint_id = ANY(:endpoint_ids::bigint[]) AND d.event_id = ANY(:event_ids::bigint[])
     RETURNING 1
 ), logged AS (
     INSERT INTO event_attempts (endpoint_id, event_id, tenant_id, status, latency_ms, error)
