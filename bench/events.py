@@ -134,8 +134,7 @@ async def run(dsn: str, count: int, rounds: int) -> None:
                     bare.append(await bare_loop(url, bodies, settings.events.concurrency))
                     started = time.perf_counter()
                     async with Sender(pool, settings) as sender:
-                        while await sender.run_once():
-                            pass
+                        await sender.drain()
                     ours.append(count / (time.perf_counter() - started))
                     done = await BENCH_SQL.delivered(conn, endpoint_id=endpoint.id)
                     assert done % count == 0, done

@@ -2,6 +2,7 @@
 bare table, at 100,000 and 1,000,000 rows, with our peak RSS at each size.
 
     .venv/bin/python -m bench.import [--sizes 100000,1000000] [--existing-consent]
+                                     [--with-endpoint]
 
 For each size a CSV (email,name) is generated in a temporary folder and a fresh database
 ``optout_bench_import`` is migrated (on DATABASE_URL, or on an embedded Postgres in a temporary
@@ -11,6 +12,12 @@ up through the consent core, writes the ledger and evidence, and queues the doub
 (unless ``--existing-consent``). COPY then loads the same file into a bare two-column table over the
 same server. Printed per size: rows/s of both, their ratio, and the import's peak RSS, which
 must stay flat as the file grows (the file is streamed, never held).
+
+``--with-endpoint`` (issue 22) imports the same file a second time into a fresh database whose
+tenant has an event endpoint taking every type, so each person's events are also queued for
+delivery (the set-based fan-out in the import's own statements); it prints the rows/s with the
+endpoint next to those without, and their ratio (target >= 0.8). Nothing is delivered during
+the import: the queued deliveries are what an endpoint adds to it.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import HASH_KEY, KEYS, server_dsn, settings_for, wait_with_peak
-from mailer import migrations, tenants
+from mailer import event_endpoints, migrations, tenants
 from mailer.admin_db import create_database, drop_database
 from mailer.db import connect, queries, with_database
 
@@ -40,6 +47,8 @@ class Result:
     copy_seconds: float
     peak_rss_mb: float
     summary: str
+    # The same import with an event endpoint configured (--with-endpoint).
+    endpoint_seconds: float | None = None
 
 
 def write_csv(path: Path, rows: int) -> None:
@@ -49,7 +58,7 @@ def write_csv(path: Path, rows: int) -> None:
             out.write(f"person{i}@example{i % 97}.com,Person {i}\n")
 
 
-async def fresh_database(admin_dsn: str, data_dir: Path) -> str:
+async def fresh_database(admin_dsn: str, data_dir: Path, *, with_endpoint: bool = False) -> str:
     admin = await connect(admin_dsn)
     try:
         await drop_database(admin, DATABASE)
@@ -69,6 +78,13 @@ async def fresh_database(admin_dsn: str, data_dir: Path) -> str:
             contact_web="https://bench.example/contact",
         )
         await tenants.create_topic(conn, tenant["id"], slug="news", name="News", kind="marketing")
+        if with_endpoint:
+            await event_endpoints.create(
+                conn,
+                settings_for(dsn, data_dir),
+                tenant_id=tenant["id"],
+                url="https://crm.bench.example/in",
+            )
     finally:
         await conn.close()
     return dsn
@@ -114,14 +130,20 @@ async def copy_baseline(dsn: str, path: Path) -> float:
         await conn.close()
 
 
-def bench_size(admin_dsn: str, rows: int, existing_consent: bool, folder: Path) -> Result:
+def bench_size(
+    admin_dsn: str, rows: int, existing_consent: bool, folder: Path, with_endpoint: bool
+) -> Result:
     path = folder / f"list-{rows}.csv"
     write_csv(path, rows)
     dsn = asyncio.run(fresh_database(admin_dsn, folder))
     seconds, rss, summary = run_import(dsn, path, existing_consent)
     copy_seconds = asyncio.run(copy_baseline(dsn, path))
+    endpoint_seconds = None
+    if with_endpoint:
+        dsn = asyncio.run(fresh_database(admin_dsn, folder, with_endpoint=True))
+        endpoint_seconds, _, _ = run_import(dsn, path, existing_consent)
     path.unlink()
-    return Result(rows, seconds, copy_seconds, rss, summary)
+    return Result(rows, seconds, copy_seconds, rss, summary, endpoint_seconds)
 
 
 async def drop(admin_dsn: str) -> None:
@@ -138,13 +160,20 @@ def main() -> int:
     parser.add_argument(
         "--existing-consent", action="store_true", help="no confirmation mail per person"
     )
+    parser.add_argument(
+        "--with-endpoint",
+        action="store_true",
+        help="also import with an event endpoint configured; print the ratio",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     results = []
     with server_dsn() as admin_dsn, tempfile.TemporaryDirectory(prefix="optout-bench-") as tmp:
         try:
             for rows in sizes:
-                result = bench_size(admin_dsn, rows, args.existing_consent, Path(tmp))
+                result = bench_size(
+                    admin_dsn, rows, args.existing_consent, Path(tmp), args.with_endpoint
+                )
                 results.append(result)
                 print(f"{rows:>9} rows: {result.summary}", flush=True)
         finally:
@@ -158,6 +187,14 @@ def main() -> int:
         copy = r.rows / r.copy_seconds
         ratio = copy / ours
         print(f"{r.rows:>9} {ours:>14,.0f} {copy:>12,.0f} {ratio:>11.1f}x {r.peak_rss_mb:>7.0f}MB")
+    for r in results:
+        if r.endpoint_seconds is not None:
+            ours, hooked = r.rows / r.import_seconds, r.rows / r.endpoint_seconds
+            print(
+                f"{r.rows:>9} rows with an event endpoint: {hooked:,.0f} rows/s against "
+                f"{ours:,.0f} without: ratio {hooked / ours:.2f}   (target >= 0.8), "
+                f"load average {os.getloadavg()[0]:.1f}"
+            )
     if len(results) > 1:
         growth = results[-1].peak_rss_mb / results[0].peak_rss_mb
         print(

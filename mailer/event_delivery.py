@@ -78,6 +78,8 @@ class _Endpoint:
     include_address: bool
     active: bool
     secrets: list[str]
+    timeout: float
+    concurrency: int
 
 
 async def load_endpoint(
@@ -89,6 +91,7 @@ async def load_endpoint(
     if row is None:
         return None
     key, label = settings.hash_key, event_endpoints.label(endpoint_id)
+    timeout, concurrency = event_endpoints.effective_limits(row, settings)
     sealed = [row["secret_sealed"]] + (
         [row["old_secret_sealed"]] if row["old_secret_sealed"] is not None else []
     )
@@ -99,17 +102,20 @@ async def load_endpoint(
         include_address=row["include_address"],
         active=row["active"],
         secrets=[secret_box.unseal(key, s, label) for s in sealed],
+        timeout=timeout,
+        concurrency=concurrency,
     )
 
 
 @dataclass(slots=True)
 class Sender:
-    """One process's delivery loop: a guarded client session, a semaphore per endpoint."""
+    """One process's delivery loop: a guarded client session, a semaphore per endpoint sized
+    by the endpoint's concurrency (a new one when staff change the limit)."""
 
     pool: asyncpg.Pool
     settings: Settings
     client: aiohttp.ClientSession | None = None
-    _limits: dict[int, asyncio.Semaphore] = field(default_factory=dict)
+    _limits: dict[int, tuple[int, asyncio.Semaphore]] = field(default_factory=dict)
 
     async def __aenter__(self) -> Sender:
         self.client = outgoing.session(event_endpoints.guard(self.settings))
@@ -124,7 +130,7 @@ class Sender:
         poll = self.settings.events.poll_seconds
         while not stop.is_set():
             try:
-                sent = await self.run_once()
+                sent = await self.drain(stop)
             except UNAVAILABLE_ERRORS as exc:
                 log.warning("events: database unavailable (%s); retrying", type(exc).__name__)
                 sent = 0
@@ -133,6 +139,46 @@ class Sender:
 
     async def run_once(self) -> int:
         """Claim one batch, send it, record the outcomes; how many were attempted."""
+        batch = await self._claim()
+        if batch is None:
+            return 0
+        return await self._finish(await self._send(batch))
+
+    async def drain(self, stop: asyncio.Event | None = None, max_batches: int = 1_000_000) -> int:
+        """Deliver batch after batch until nothing is due (or ``stop``); how many were
+        attempted. Pipelined: the next batch is claimed while one is being sent, and a sent
+        batch is recorded while the next is sent, so Postgres and the receivers work at the
+        same time. Order per subscriber still holds: a claim skips every delivery with an
+        earlier pending one, and a claimed batch stays pending until it is recorded."""
+        total = 0
+        recording: asyncio.Task[int] | None = None
+        batch = await self._claim()
+        try:
+            for _ in range(max_batches):
+                if batch is None or (stop is not None and stop.is_set()):
+                    break
+                sending = asyncio.create_task(self._send(batch))
+                try:
+                    upcoming = await self._claim()
+                finally:
+                    results = await sending
+                if recording is not None:
+                    total += await recording
+                recording = asyncio.create_task(self._finish(results))
+                if upcoming is None:
+                    # What was held back behind the batch just sent may be due once it is
+                    # recorded.
+                    total += await recording
+                    recording = None
+                    upcoming = await self._claim()
+                batch = upcoming
+        finally:
+            if recording is not None:
+                total += await recording
+        return total
+
+    async def _claim(self) -> _Batch | None:
+        """Claim due deliveries and read what they need: events, endpoints, secrets."""
         cfg = self.settings.events
         q = queries().events
         async with self.pool.acquire() as conn:
@@ -140,7 +186,7 @@ class Sender:
                 q.claim_deliveries(conn, lease_seconds=cfg.lease_seconds, lim=cfg.batch_size)
             )
             if not claimed:
-                return 0
+                return None
             payloads = {
                 r["id"]: r
                 for r in await rows(
@@ -151,14 +197,23 @@ class Sender:
                 i: await load_endpoint(conn, self.settings, i)
                 for i in {c["endpoint_id"] for c in claimed}
             }
-        results = await asyncio.gather(
-            *(
-                self._deliver(c, payloads.get(c["event_id"]), endpoints[c["endpoint_id"]])
-                for c in claimed
+        return _Batch(claimed, payloads, endpoints)
+
+    async def _send(self, batch: _Batch) -> list[_Result]:
+        return list(
+            await asyncio.gather(
+                *(
+                    self._deliver(
+                        c, batch.payloads.get(c["event_id"]), batch.endpoints[c["endpoint_id"]]
+                    )
+                    for c in batch.claimed
+                )
             )
         )
+
+    async def _finish(self, results: list[_Result]) -> int:
         async with self.pool.acquire() as conn:
-            await q.finish_deliveries(
+            await queries().events.finish_deliveries(
                 conn,
                 endpoint_ids=[r.endpoint_id for r in results],
                 event_ids=[r.event_id for r in results],
@@ -170,6 +225,14 @@ class Sender:
                 errors=[r.error for r in results],
             )
         return len(results)
+
+    def _semaphore(self, endpoint: _Endpoint) -> asyncio.Semaphore:
+        # A changed limit gets a new semaphore; requests under the old one finish under it.
+        held = self._limits.get(endpoint.id)
+        if held is None or held[0] != endpoint.concurrency:
+            held = (endpoint.concurrency, asyncio.Semaphore(endpoint.concurrency))
+            self._limits[endpoint.id] = held
+        return held[1]
 
     async def _deliver(
         self,
@@ -187,9 +250,7 @@ class Sender:
             return result
         email = event["email"] if endpoint.include_address else None
         body = encode(events.payload(event, email=email))
-        limit = self._limits.setdefault(
-            endpoint.id, asyncio.Semaphore(self.settings.events.concurrency)
-        )
+        limit = self._semaphore(endpoint)
         assert self.client is not None
         async with limit:
             started = time.monotonic()
@@ -198,7 +259,7 @@ class Sender:
                 endpoint.url,
                 body,
                 headers(events.event_id_text(event["id"]), body, endpoint.secrets, time.time()),
-                timeout=self.settings.events.timeout_seconds,
+                timeout=endpoint.timeout,
             )
         result.latency_ms = int((time.monotonic() - started) * 1000)
         result.status, result.error = answer.status, answer.error
@@ -216,6 +277,13 @@ class Sender:
             result.outcome = "retry"
             result.next_at = min(now + dt.timedelta(seconds=wait), deadline)
         return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    claimed: list[asyncpg.Record]
+    payloads: dict[int, asyncpg.Record]
+    endpoints: dict[int, _Endpoint | None]
 
 
 @dataclass(slots=True)
@@ -256,7 +324,7 @@ async def send_test(
             endpoint.url,
             body,
             headers(msg_id, body, endpoint.secrets, time.time()),
-            timeout=settings.events.timeout_seconds,
+            timeout=endpoint.timeout,
         )
     latency = int((time.monotonic() - started) * 1000)
     await queries().events.log_test_attempt(

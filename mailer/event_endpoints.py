@@ -33,7 +33,13 @@ VIEW_FIELDS = (
     "failing_since",
     "old_secret_until",
     "created_at",
+    # None: the installation's OPTOUT_EVENTS_TIMEOUT / OPTOUT_EVENTS_CONCURRENCY.
+    "timeout_seconds",
+    "concurrency",
 )
+# Bounds of an endpoint's own request timeout (seconds) and requests in flight.
+TIMEOUT_RANGE = (1, 30)
+CONCURRENCY_RANGE = (1, 16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +83,32 @@ def check_types(types: Sequence[str] | None) -> list[str]:
     return chosen
 
 
+def check_limit(value: object, name: str, bounds: tuple[int, int]) -> int | None:
+    """An endpoint's timeout or concurrency: a whole number within ``bounds``, or None for
+    the installation's setting."""
+    if value is None or value == "":
+        return None
+    low, high = bounds
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = low - 1
+    if isinstance(value, bool) or not low <= number <= high:
+        raise InvalidInput(f"{name} must be a whole number from {low} to {high}.", field=name)
+    return number
+
+
+def effective_limits(row: Any, settings: Settings) -> tuple[float, int]:
+    """The timeout (seconds) and concurrency an endpoint's deliveries use: its own, else the
+    installation's."""
+    timeout = row["timeout_seconds"]
+    concurrency = row["concurrency"]
+    return (
+        float(timeout) if timeout is not None else settings.events.timeout_seconds,
+        int(concurrency) if concurrency is not None else settings.events.concurrency,
+    )
+
+
 async def create(
     conn: asyncpg.Connection,
     settings: Settings,
@@ -85,10 +117,15 @@ async def create(
     url: str,
     event_types: Sequence[str] | None = None,
     include_address: bool = False,
+    timeout_seconds: int | None = None,
+    concurrency: int | None = None,
 ) -> Created:
-    """A new endpoint and its secret (returned here only)."""
+    """A new endpoint and its secret (returned here only). ``timeout_seconds`` and
+    ``concurrency`` None: the installation's settings."""
     check_url(url, guard(settings))
     types = check_types(event_types)
+    timeout = check_limit(timeout_seconds, "timeout_seconds", TIMEOUT_RANGE)
+    limit = check_limit(concurrency, "concurrency", CONCURRENCY_RANGE)
     secret = secret_box.new_secret()
     async with conn.transaction():
         if len(await list_endpoints(conn, tenant_id)) >= MAX_ENDPOINTS:
@@ -100,6 +137,8 @@ async def create(
             url=url,
             event_types=types,
             include_address=include_address,
+            timeout_seconds=timeout,
+            concurrency=limit,
             secret_sealed=b"\0",
         )
         await queries().events.rotate_secret(
@@ -131,7 +170,8 @@ async def update(
     endpoint_id: int,
     changes: dict[str, Any],
 ) -> dict[str, Any]:
-    """Change url, event_types, include_address or active; the rest stays."""
+    """Change url, event_types, include_address, active, timeout_seconds or concurrency
+    (None: back to the installation's setting); the rest stays."""
     current = await get(conn, tenant_id, endpoint_id)
     url = changes.get("url", current["url"])
     check_url(url, guard(settings))
@@ -143,6 +183,14 @@ async def update(
         event_types=check_types(changes.get("event_types", current["event_types"])),
         include_address=bool(changes.get("include_address", current["include_address"])),
         active=bool(changes.get("active", current["active"])),
+        timeout_seconds=check_limit(
+            changes.get("timeout_seconds", current["timeout_seconds"]),
+            "timeout_seconds",
+            TIMEOUT_RANGE,
+        ),
+        concurrency=check_limit(
+            changes.get("concurrency", current["concurrency"]), "concurrency", CONCURRENCY_RANGE
+        ),
     )
     return view(row)
 

@@ -39,6 +39,7 @@ from unsubscribe_web.dashboard import staff_pages as workspace_staff
 from unsubscribe_web.dashboard import subprocessors as workspace_subprocessors
 from unsubscribe_web.dashboard import subscribers as workspace_subscribers
 from unsubscribe_web.dashboard import views as dashboard
+from unsubscribe_web.dashboard import webhooks as workspace_webhooks
 from unsubscribe_web.dashboard import wording as workspace_wording
 from unsubscribe_web.forms import CsrfTokens
 from unsubscribe_web.keys import (
@@ -131,6 +132,7 @@ def create_app(settings: Settings, *, outbox_dir: Path | None = None) -> web.App
     workspace_wording.add_routes(app)
     workspace_policy.add_routes(app)
     workspace_subprocessors.add_routes(app)
+    workspace_webhooks.add_routes(app)
     if outbox_dir is not None:
         dev_outbox.add_routes(app, outbox_dir)
     return app

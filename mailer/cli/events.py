@@ -40,7 +40,24 @@ def register(commands: Commands[Any]) -> None:
         "--type", action="append", dest="types", default=[], help="an event type (repeat); all"
     )
     add.add_argument("--include-address", action="store_true", help="send the person's address too")
+    _limit_options(add)
     add.set_defaults(run=with_db(_add))
+    add = endpoint.add_parser("set", help="change an endpoint's types, address flag or limits")
+    add.add_argument("id", type=int, help="the endpoint's id")
+    add.add_argument("--tenant", required=True)
+    add.add_argument(
+        "--type", action="append", dest="types", help="an event type (repeat); replaces the list"
+    )
+    add.add_argument(
+        "--include-address",
+        action=argparse.BooleanOptionalAction,
+        help="send (or stop sending) the person's address",
+    )
+    add.add_argument(
+        "--active", action=argparse.BooleanOptionalAction, help="deliver to it, or stop"
+    )
+    _limit_options(add)
+    add.set_defaults(run=with_db(_set))
     add = endpoint.add_parser("list", help="list a tenant's endpoints")
     add.add_argument("--tenant", required=True)
     add.set_defaults(run=with_db(_list))
@@ -70,6 +87,23 @@ def register(commands: Commands[Any]) -> None:
     add.set_defaults(run=with_db(_feed))
 
 
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    low, high = event_endpoints.TIMEOUT_RANGE
+    parser.add_argument(
+        "--timeout",
+        help=f"seconds per request, {low}-{high}, or 'default' (OPTOUT_EVENTS_TIMEOUT)",
+    )
+    low, high = event_endpoints.CONCURRENCY_RANGE
+    parser.add_argument(
+        "--concurrency",
+        help=f"requests in flight, {low}-{high}, or 'default' (OPTOUT_EVENTS_CONCURRENCY)",
+    )
+
+
+def _limit(raw: str | None) -> str | None:
+    return None if raw is None or raw == "default" else raw
+
+
 async def _add(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     tenant = await tenants.get_tenant(conn, args.tenant)
     async with conn.transaction():
@@ -80,6 +114,12 @@ async def _add(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
             url=args.url,
             event_types=args.types,
             include_address=args.include_address,
+            timeout_seconds=event_endpoints.check_limit(
+                _limit(args.timeout), "timeout_seconds", event_endpoints.TIMEOUT_RANGE
+            ),
+            concurrency=event_endpoints.check_limit(
+                _limit(args.concurrency), "concurrency", event_endpoints.CONCURRENCY_RANGE
+            ),
         )
         await _audit(conn, "event_endpoint.create", tenant["id"], created.endpoint["id"])
     print(f"endpoint {created.endpoint['id']} added for {args.url}")
@@ -97,7 +137,37 @@ async def _list(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
         elif row["failing_since"] is not None:
             state = f"errors since {row['failing_since']:%Y-%m-%d %H:%M}"
         address = " with addresses" if row["include_address"] else ""
-        print(f"{row['id']:>6} {row['url']}  {types}{address}  {state}")
+        timeout, concurrency = event_endpoints.effective_limits(row, args.settings)
+        limits = f"timeout {timeout:g}s, {concurrency} in flight"
+        print(f"{row['id']:>6} {row['url']}  {types}{address}  {limits}  {state}")
+    return 0
+
+
+async def _set(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    tenant = await tenants.get_tenant(conn, args.tenant)
+    changes: dict[str, Any] = {}
+    if args.types is not None:
+        changes["event_types"] = args.types
+    if args.include_address is not None:
+        changes["include_address"] = args.include_address
+    if args.active is not None:
+        changes["active"] = args.active
+    if args.timeout is not None:
+        changes["timeout_seconds"] = _limit(args.timeout)
+    if args.concurrency is not None:
+        changes["concurrency"] = _limit(args.concurrency)
+    if not changes:
+        raise InvalidInput(
+            "Nothing to change: give --type, --include-address, --active, "
+            "--timeout or --concurrency."
+        )
+    async with conn.transaction():
+        row = await event_endpoints.update(
+            conn, args.settings, tenant_id=tenant["id"], endpoint_id=args.id, changes=changes
+        )
+        await _audit(conn, "event_endpoint.update", tenant["id"], args.id)
+    timeout, concurrency = event_endpoints.effective_limits(row, args.settings)
+    print(f"endpoint {args.id} changed: timeout {timeout:g}s, {concurrency} in flight")
     return 0
 
 
@@ -201,9 +271,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     async def run(dsn: str) -> int:
         async with pool_for(settings, dsn) as pool, event_delivery.Sender(pool, settings) as sender:
             if args.until_idle:
-                for _ in range(1_000_000):  # bounded: a batch each, until nothing is due
-                    if await sender.run_once() == 0:
-                        break
+                await sender.drain()  # bounded: at most a million batches
                 return 0
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

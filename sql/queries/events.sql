@@ -91,29 +91,33 @@ UPDATE subscribers s SET external_id = v.external_id, updated_at = now()
 
 -- Endpoints ------------------------------------------------------------------------------
 
--- name: insert_endpoint(tenant_id, url, event_types, include_address, secret_sealed)^
-INSERT INTO event_endpoints (tenant_id, url, event_types, include_address, secret_sealed)
-VALUES (:tenant_id, :url, :event_types, :include_address, :secret_sealed)
+-- name: insert_endpoint(tenant_id, url, event_types, include_address, timeout_seconds, concurrency, secret_sealed)^
+-- timeout_seconds, concurrency: NULL follows the installation's settings.
+INSERT INTO event_endpoints (tenant_id, url, event_types, include_address, timeout_seconds,
+                             concurrency, secret_sealed)
+VALUES (:tenant_id, :url, :event_types, :include_address, :timeout_seconds, :concurrency,
+        :secret_sealed)
 RETURNING id, tenant_id, url, event_types, include_address, active, failing_since,
-          old_secret_until, created_at;
+          old_secret_until, created_at, timeout_seconds, concurrency;
 
 -- name: list_endpoints(tenant_id)
 SELECT id, tenant_id, url, event_types, include_address, active, failing_since,
-       old_secret_until, created_at
+       old_secret_until, created_at, timeout_seconds, concurrency
   FROM event_endpoints WHERE tenant_id = :tenant_id ORDER BY id;
 
 -- name: get_endpoint(tenant_id, id)^
 SELECT id, tenant_id, url, event_types, include_address, active, failing_since,
-       old_secret_until, created_at
+       old_secret_until, created_at, timeout_seconds, concurrency
   FROM event_endpoints WHERE tenant_id = :tenant_id AND id = :id;
 
--- name: update_endpoint(tenant_id, id, url, event_types, include_address, active)^
+-- name: update_endpoint(tenant_id, id, url, event_types, include_address, active, timeout_seconds, concurrency)^
 UPDATE event_endpoints
    SET url = :url, event_types = :event_types, include_address = :include_address,
-       active = :active, updated_at = now()
+       active = :active, timeout_seconds = :timeout_seconds, concurrency = :concurrency,
+       updated_at = now()
  WHERE tenant_id = :tenant_id AND id = :id
 RETURNING id, tenant_id, url, event_types, include_address, active, failing_since,
-          old_secret_until, created_at;
+          old_secret_until, created_at, timeout_seconds, concurrency;
 
 -- name: delete_endpoint(tenant_id, id)^
 DELETE FROM event_endpoints WHERE tenant_id = :tenant_id AND id = :id RETURNING id;
@@ -127,7 +131,7 @@ UPDATE event_endpoints
 RETURNING id, old_secret_until;
 
 -- name: endpoint_secrets(id)^
-SELECT id, tenant_id, url, include_address, active, secret_sealed,
+SELECT id, tenant_id, url, include_address, active, timeout_seconds, concurrency, secret_sealed,
        CASE WHEN old_secret_until > now() THEN old_secret_sealed END AS old_secret_sealed
   FROM event_endpoints WHERE id = :id;
 
@@ -178,6 +182,10 @@ WITH r AS (
            finished_at = CASE WHEN r.outcome <> 'retry' THEN now() END
       FROM r
      WHERE d.endpoint_id = r.endpoint_id AND d.event_id = r.event_id AND d.state = 'pending'
+       -- Redundant with the join, but indexable: the planner probes the primary key for the
+       -- batch instead of hashing r against a scan of every delivery (300 ms a batch at
+       -- 100,000 pending in bench.events).
+       AND d.endpoint_id = ANY(:endpoint_ids::bigint[]) AND d.event_id = ANY(:event_ids::bigint[])
     RETURNING 1
 ), logged AS (
     INSERT INTO event_attempts (endpoint_id, event_id, tenant_id, status, latency_ms, error)

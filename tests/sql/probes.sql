@@ -379,3 +379,18 @@ SELECT tenant_id, version, body_md, summary, effective_at, force_reason
 -- Every register, the installation's included: what a refused workspace POST leaves alone.
 SELECT tenant_id, position, name, purpose, location FROM subprocessors
  ORDER BY tenant_id NULLS FIRST, position;
+
+-- name: workspace_event_state()
+-- Issue 22: endpoints (sealed secrets included, so a rotation shows), their deliveries and
+-- attempts: what a refused webhooks POST must leave alone.
+SELECT 'endpoint' AS kind, id, tenant_id, md5(secret_sealed::text) AS detail,
+       url || event_types::text || include_address || active
+           || coalesce(timeout_seconds::text, '-') || coalesce(concurrency::text, '-') AS more
+  FROM event_endpoints
+UNION ALL
+SELECT 'delivery', event_id, tenant_id, state || ':' || attempts, endpoint_id::text
+  FROM event_deliveries
+UNION ALL
+SELECT 'attempt', id, tenant_id, coalesce(status::text, '-'), endpoint_id::text
+  FROM event_attempts
+ ORDER BY 1, 2, 5;

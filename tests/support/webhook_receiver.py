@@ -30,6 +30,9 @@ class Receiver:
     redirect_to: str | None = None
     delay: float = 0.0  # seconds before answering (a slow CRM)
     received: list[Received] = field(default_factory=list)
+    # Requests being answered now, and the most at once since the last reset.
+    in_flight: int = 0
+    peak: int = 0
     _runner: web.AppRunner | None = None
 
     @property
@@ -37,9 +40,14 @@ class Receiver:
         return f"http://{self.host}:{self.port}/hooks"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            body = await request.read()
+            if self.delay:
+                await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
         self.received.append(Received(dict(request.headers), body))
         if self.redirect_to is not None:
             raise web.HTTPFound(self.redirect_to)

@@ -103,7 +103,7 @@ def csrf_of(html: str) -> str:
 async def state(conn: asyncpg.Connection) -> dict[str, Any]:
     """Everything a workspace action could change: campaigns, deliveries, templates, tenant
     wording, the people's subscriptions, ledger, suppressions and requests, data requests,
-    staff accounts and roles, the audit log."""
+    staff accounts and roles, event endpoints with their deliveries and log, the audit log."""
     return {
         "people": dict(await probes().workspace_people(conn)),
         "templates": [dict(r) async for r in probes().workspace_templates(conn)],
@@ -114,6 +114,7 @@ async def state(conn: asyncpg.Connection) -> dict[str, Any]:
         "requests": [dict(r) async for r in probes().workspace_requests(conn)],
         "subscribers": [dict(r) async for r in probes().workspace_subscriber_rows(conn)],
         "staff": [dict(r) async for r in staff_probes().staff_state(conn)],
+        "webhooks": [dict(r) async for r in probes().workspace_event_state(conn)],
     }
 
 

@@ -20,6 +20,8 @@ def row(failing_since):
         "failing_since": failing_since,
         "old_secret_until": None,
         "created_at": NOW,
+        "timeout_seconds": None,
+        "concurrency": None,
         "secret_sealed": b"sealed",
     }
 

@@ -21,6 +21,9 @@ SUBSCRIBER = Param("subscriber_id", ID, location="path", required=True)
 TYPES = {"type": "array", "maxItems": 50, "items": string(enum=tuple(events.EVENT_TYPES))}
 URL = string(2000, min_length=8, pattern="^https?://")
 EXTERNAL_ID = string(200, nullable=True, pattern="^[\\x21-\\x7e]{1,200}$")
+# An endpoint's own limits; null follows the installation's settings.
+TIMEOUT = integer(*event_endpoints.TIMEOUT_RANGE) | {"type": ["integer", "null"]}
+CONCURRENCY = integer(*event_endpoints.CONCURRENCY_RANGE) | {"type": ["integer", "null"]}
 LIST = {"type": "object", "properties": {"items": {"type": "array"}}}
 NO_SUBSCRIBER = UnknownSubscriber("No such subscriber.", field="subscriber_id")
 
@@ -48,6 +51,8 @@ async def create_endpoint(ctx: Ctx) -> Any:
         url=ctx.body["url"],
         event_types=ctx.body.get("event_types"),
         include_address=ctx.body.get("include_address", False),
+        timeout_seconds=ctx.body.get("timeout_seconds"),
+        concurrency=ctx.body.get("concurrency"),
     )
     ctx.target = ("event_endpoint", created.endpoint["id"])
     # The only answer that carries the secret; it is never shown again.
@@ -182,7 +187,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         create_endpoint,
         "webhooks.write",
         params=(TENANT,),
-        body=obj({"url": URL, "event_types": TYPES, "include_address": BOOLEAN}, required=("url",)),
+        body=obj(
+            {
+                "url": URL,
+                "event_types": TYPES,
+                "include_address": BOOLEAN,
+                "timeout_seconds": TIMEOUT,
+                "concurrency": CONCURRENCY,
+            },
+            required=("url",),
+        ),
         status=201,
     ),
     Endpoint(
@@ -198,11 +212,20 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "PATCH",
         _E + "/{endpoint_id}",
         "update_event_endpoint",
-        "Change an endpoint's URL, event types, address flag or activity",
+        "Change an endpoint's URL, event types, address flag, activity, timeout or concurrency",
         update_endpoint,
         "webhooks.write",
         params=(TENANT, ENDPOINT),
-        body=obj({"url": URL, "event_types": TYPES, "include_address": BOOLEAN, "active": BOOLEAN}),
+        body=obj(
+            {
+                "url": URL,
+                "event_types": TYPES,
+                "include_address": BOOLEAN,
+                "active": BOOLEAN,
+                "timeout_seconds": TIMEOUT,
+                "concurrency": CONCURRENCY,
+            }
+        ),
     ),
     Endpoint(
         "POST",

@@ -69,6 +69,7 @@ TENANT_COMMANDS: dict[str, str] = {
     "dkim records": "dkim records --tenant {tenant}",
     "events endpoint add": "events endpoint add --tenant {tenant} --url https://crm.example.com/in",
     "events endpoint list": "events endpoint list --tenant {tenant}",
+    "events endpoint set": "events endpoint set 1 --tenant {tenant} --timeout 5 --concurrency 2",
     "events endpoint rotate": "events endpoint rotate 1 --tenant {tenant}",
     "events endpoint test": "events endpoint test 1 --tenant {tenant}",
     "events endpoint log": "events endpoint log 1 --tenant {tenant}",

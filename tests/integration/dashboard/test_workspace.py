@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailer import tenants, wording
+from mailer import event_endpoints, tenants, wording
 from mailer.api_tokens import RIGHTS
 from mailer.db import queries
 from mailer.sending import campaigns, tenant_templates
@@ -353,7 +353,20 @@ REQUEST_POSTS: dict[str, tuple[str, dict[str, str]]] = {
     "ws_request_reject": ("reject_request", {"reason": "No data held"}),
     "ws_request_extend": ("extend_request", {"reason": "Many systems"}),
 }
-POSTS = CAMPAIGN_POSTS | REQUEST_POSTS
+# The webhooks pages' forms (issue 22): a client acts for its own tenant (it holds
+# webhooks.write); marketing and compliance only read.
+WEBHOOK_POSTS: dict[str, tuple[str, dict[str, str]]] = {
+    "ws_webhook_create": ("create_event_endpoint", {"url": "https://crm.acme.example/in"}),
+    "ws_webhook_update": (
+        "update_event_endpoint",
+        {"event_types": "subscriber.unsubscribed", "timeout_seconds": "5", "active": "1"},
+    ),
+    "ws_webhook_rotate": ("rotate_event_endpoint_secret", {}),
+    "ws_webhook_test": ("test_event_endpoint", {}),
+    "ws_webhook_redeliver": ("redeliver_events", {"since": "2000-01-01T00:00"}),
+    "ws_webhook_remove": ("delete_event_endpoint", {}),
+}
+POSTS = CAMPAIGN_POSTS | REQUEST_POSTS | WEBHOOK_POSTS
 
 
 def test_the_isolation_table_covers_every_workspace_post(client):
@@ -424,6 +437,43 @@ async def test_every_request_queue_post_refuses_other_tenants_missing_rights_and
         csrf,
         {"request_id": mine},
         {"request_id": theirs},
+    )
+
+
+async def test_every_webhooks_post_refuses_other_tenants_missing_rights_and_csrf(
+    client, conn, acme, beta
+):
+    """The webhooks forms: beta's endpoint under acme, beta's tenant, marketing and compliance
+    (read only), no or a wrong CSRF token, no session: refused; no endpoint, secret, delivery,
+    attempt or audit line changed, and nothing sent."""
+    mine = await event_endpoints.create(
+        conn, client.app[SETTINGS], tenant_id=acme.id, url="https://crm.acme.example/in"
+    )
+    theirs = await event_endpoints.create(
+        conn, client.app[SETTINGS], tenant_id=beta.id, url="https://crm.beta.example/in"
+    )
+    sessions = {role: await sign_in(client, acme.tokens[role]) for role in acme.tokens}
+    csrf = {role: csrf_for(client.app, secret) for role, secret in acme.tokens.items()}
+    page = await get(
+        client, sessions["client"], f"/dashboard/t/acme/webhooks/{mine.endpoint['id']}"
+    )
+    assert csrf_of(page) == csrf["client"]
+    for role in ("marketing", "compliance"):
+        await get(client, sessions[role], f"/dashboard/t/acme/webhooks/{mine.endpoint['id']}")
+        await get(client, sessions[role], "/dashboard/t/acme/webhooks")
+    await get(client, sessions["client"], "/dashboard/t/beta/webhooks", 404)
+    await get(
+        client, sessions["client"], f"/dashboard/t/acme/webhooks/{theirs.endpoint['id']}", 404
+    )
+    await _refusals(
+        client,
+        conn,
+        WEBHOOK_POSTS,
+        "client",
+        sessions,
+        csrf,
+        {"endpoint_id": mine.endpoint["id"]},
+        {"endpoint_id": theirs.endpoint["id"]},
     )
 
 
