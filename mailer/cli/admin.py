@@ -14,11 +14,10 @@ from pathlib import Path
 import asyncpg
 
 from mailer import api_tokens, tenants
-from mailer.cli.support import with_db
+from mailer.cli.support import IMPORT_CORRECT, with_db
 from mailer.consent import imports, suppression_lists
 from mailer.errors import InvalidInput
 
-IMPORT_CORRECT = "import-correct"
 BASIS_HELP = "one of " + ", ".join(imports.LAWFUL_BASES)
 
 

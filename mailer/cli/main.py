@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import json
 import os
 import sys
@@ -17,20 +18,7 @@ from typing import Any
 import asyncpg
 
 from mailer import audit, journal, migrations, tenants, wording
-from mailer.cli import admin as cli_admin
-from mailer.cli import campaigns as cli_campaigns
-from mailer.cli import demo
-from mailer.cli import dkim as cli_dkim
-from mailer.cli import events as cli_events
-from mailer.cli import inbound as cli_inbound
-from mailer.cli import journal as cli_journal
-from mailer.cli import ledger as cli_ledger
-from mailer.cli import policy as cli_policy
-from mailer.cli import serve as cli_serve
-from mailer.cli import staff as cli_staff
-from mailer.cli import subprocessors as cli_subprocessors
-from mailer.cli import web as cli_web
-from mailer.cli.support import with_db
+from mailer.cli.support import IMPORT_CORRECT, with_db
 from mailer.config import load_settings
 from mailer.db import NOT_MIGRATED
 from mailer.errors import ConfigError, InvalidInput, OptoutError
@@ -39,8 +27,9 @@ from mailer.sending import retention
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(route(sys.argv[1:] if argv is None else argv))
+    words = route(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words[0] if words else None)
+    args = parser.parse_args(words)
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
@@ -62,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # Commands whose words argparse cannot nest: `optout import FILE` takes a file where other
 # groups take an action, so `optout import correct ID` goes to a parser of its own.
-ROUTES = {("import", "correct"): cli_admin.IMPORT_CORRECT}
+ROUTES = {("import", "correct"): IMPORT_CORRECT}
 
 
 def route(argv: Sequence[str]) -> list[str]:
@@ -74,7 +63,41 @@ def route(argv: Sequence[str]) -> list[str]:
     return words
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The command modules, in the order `optout --help` lists them, with the first words of the
+# commands each registers or adds to (policy adds `tenant export` and `tenant purge`). `optout
+# WORD ...` imports only the modules of WORD: importing them all (the web face and the worker
+# included) cost every start of the program about half a second.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "mailer.cli.inbound": ("inbound",),
+    "mailer.cli.admin": ("token", "import", IMPORT_CORRECT, "suppressions"),
+    "mailer.cli.staff": ("staff",),
+    "mailer.cli.policy": ("policy", "requests", "partners", "tenant"),
+    "mailer.cli.subprocessors": ("subprocessors",),
+    "mailer.cli.campaigns": ("campaign", "worker"),
+    "mailer.cli.ledger": ("consent",),
+    "mailer.cli.journal": ("journal",),
+    "mailer.cli.web": ("web",),
+    "mailer.cli.dkim": ("dkim",),
+    "mailer.cli.serve": ("serve",),
+    "mailer.cli.events": ("events",),
+    "mailer.cli.demo": ("demo",),
+}
+# The commands this module registers itself.
+OWN_COMMANDS = ("db", "tenant", "topic")
+
+
+def modules_for(word: str | None) -> list[str]:
+    """The command modules the parser needs for a command line starting with ``word``; every
+    one for help or an unknown word, so that both list every command."""
+    modules = [module for module, words in COMMAND_MODULES.items() if word in words]
+    if modules or word in OWN_COMMANDS:
+        return modules
+    return list(COMMAND_MODULES)
+
+
+def build_parser(word: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; given a command line's first word, of that command only
+    (besides this module's own few, which cost nothing to import)."""
     parser = argparse.ArgumentParser(prog="optout", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
@@ -135,22 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--tenant", required=True)
     add.set_defaults(run=with_db(_topic_list))
 
-    # Each feature registers its own command group from its own module (mailer/cli_*.py):
-    # add one line here per module, e.g. `cli_campaigns.register(commands)`.
-    cli_inbound.register(commands)
-    cli_admin.register(commands)
-    cli_staff.register(commands)
-    cli_policy.register(commands)
-    cli_subprocessors.register(commands)
-    cli_campaigns.register(commands)
-    cli_ledger.register(commands)
-    cli_journal.register(commands)
-    cli_web.register(commands)
-    cli_dkim.register(commands)
-    cli_serve.register(commands)
-    cli_events.register(commands)
-
-    demo.register(commands)
+    # Each feature registers its own command group from its own module (mailer/cli/*.py):
+    # add the module and its words to COMMAND_MODULES.
+    for module in modules_for(word):
+        importlib.import_module(module).register(commands)
     return parser
 
 

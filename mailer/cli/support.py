@@ -1,6 +1,7 @@
-"""Helpers for `optout` command modules (mailer/cli_*.py): run an action on the database.
+"""Helpers for `optout` command modules (mailer/cli/*.py): run an action on the database.
 
-Each command module exposes ``register(commands: Commands) -> None`` and mailer/cli.py calls it.
+Each command module exposes ``register(commands: Commands) -> None``; mailer/cli/main.py calls
+it, only for the command that runs (its table COMMAND_MODULES names each module's commands).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from mailer.db import check_keys, connect, database_url
 Command = Callable[[Settings, argparse.Namespace], int]
 Commands = argparse._SubParsersAction  # what `register(commands)` functions receive
 DbAction = Callable[[asyncpg.Connection, argparse.Namespace], Awaitable[int]]
+# `optout import correct ...`: mailer.cli.main routes it to this parser of mailer.cli.admin.
+IMPORT_CORRECT = "import-correct"
 
 
 def with_db(action: DbAction, *, check: bool = True) -> Command:

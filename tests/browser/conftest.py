@@ -3,11 +3,13 @@ the real app on a real loopback port."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -56,15 +58,36 @@ async def web_settings(settings: Settings) -> Settings:
     )
 
 
-@pytest.fixture
-async def web_server(web_settings: Settings) -> AsyncIterator[TestServer]:
-    port = int(web_settings.base_url.rsplit(":", 1)[1])
-    server = TestServer(create_app(web_settings), host="127.0.0.1", port=port)
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, **app_options: Any) -> AsyncIterator[TestServer]:
+    """The real app on the loopback port its ``base_url`` names, until the block ends."""
+    port = int(settings.base_url.rsplit(":", 1)[1])
+    server = TestServer(create_app(settings, **app_options), host="127.0.0.1", port=port)
     await server.start_server()
     try:
         yield server
     finally:
         await server.close()
+
+
+@pytest.fixture
+async def served_settings(web_settings: Settings) -> Settings:
+    """The settings ``server`` runs the app with. A module that needs others (mail to its SMTP
+    sink, a sign-in provider) overrides this fixture, never ``server`` itself."""
+    return web_settings
+
+
+@pytest.fixture
+async def server(served_settings: Settings) -> AsyncIterator[TestServer]:
+    """The app on the loopback port of ``served_settings.base_url``."""
+    async with serving(served_settings) as test_server:
+        yield test_server
+
+
+@pytest.fixture
+async def web_server(server: TestServer) -> TestServer:
+    """The older name of ``server``, kept for the tests that use it."""
+    return server
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from mailer.rights import policy, privacy
 from mailer.sending import compose
 from mailer.sending.worker import Worker
 from mailer.tokens import LinkClaims, Purpose
-from tests.browser.conftest import _free_port
+from tests.browser.conftest import _free_port, serving
 from tests.conftest import probes
 from tests.support.axe import assert_accessible
 from tests.support.mailer_env import mail_settings
@@ -489,12 +489,10 @@ async def outbox_server(web_settings, conn, tmp_path: Path) -> AsyncIterator[tup
     smtp = await catcher.start_catcher(folder)
     port = _free_port()
     settings = dataclasses.replace(web_settings, base_url=f"http://127.0.0.1:{port}")
-    server = TestServer(create_app(settings, outbox_dir=folder), host="127.0.0.1", port=port)
-    await server.start_server()
     try:
-        yield settings.base_url, smtp.sockets[0].getsockname()[1]
+        async with serving(settings, outbox_dir=folder):
+            yield settings.base_url, smtp.sockets[0].getsockname()[1]
     finally:
-        await server.close()
         smtp.close()
         await smtp.wait_closed()
 

@@ -10,11 +10,9 @@ import asyncio
 import csv
 import datetime as dt
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestServer
 from playwright.async_api import Page
 
 from mailer import tenants
@@ -25,7 +23,6 @@ from tests.browser.test_workspace_browser import running_worker, sign_in, staff_
 from tests.support.axe import assert_accessible
 from tests.support.mailer_env import add_subscribers, mail_settings
 from tests.support.workspace import Tenant, ready_tenant
-from unsubscribe_web.app import create_app
 
 NOTICE_PEOPLE = 12
 V1 = "# Privacy policy\n\nWe keep your address to mail you.\n"
@@ -38,14 +35,9 @@ async def policy_settings(web_settings: Settings, smtp_sink) -> Settings:
 
 
 @pytest.fixture
-async def server(policy_settings: Settings) -> AsyncIterator[TestServer]:
-    port = int(policy_settings.base_url.rsplit(":", 1)[1])
-    test_server = TestServer(create_app(policy_settings), host="127.0.0.1", port=port)
-    await test_server.start_server()
-    try:
-        yield test_server
-    finally:
-        await test_server.close()
+async def served_settings(policy_settings: Settings) -> Settings:
+    """The app serves with the policy settings (conftest's ``server``)."""
+    return policy_settings
 
 
 @pytest.fixture

@@ -10,12 +10,10 @@ import email
 import email.policy
 import re
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pyotp
 import pytest
-from aiohttp.test_utils import TestServer
 from playwright.async_api import Page
 
 from mailer import staff_accounts
@@ -34,7 +32,6 @@ from tests.support.axe import assert_accessible
 from tests.support.mailer_env import mail_settings
 from tests.support.staff import account_for, person, staff_probes
 from tests.support.workspace import BODY, Tenant, ready_tenant
-from unsubscribe_web.app import create_app
 
 PASSWORD = "blue tractors sing at dawn"
 EMAIL = "mia@acme.example"
@@ -50,14 +47,9 @@ async def ws_settings(web_settings: Settings, smtp_sink) -> Settings:
 
 
 @pytest.fixture
-async def server(ws_settings: Settings) -> AsyncIterator[TestServer]:
-    port = int(ws_settings.base_url.rsplit(":", 1)[1])
-    test_server = TestServer(create_app(ws_settings), host="127.0.0.1", port=port)
-    await test_server.start_server()
-    try:
-        yield test_server
-    finally:
-        await test_server.close()
+async def served_settings(ws_settings: Settings) -> Settings:
+    """The app serves with the account sign-in settings (conftest's ``server``)."""
+    return ws_settings
 
 
 @pytest.fixture

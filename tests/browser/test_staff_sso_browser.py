@@ -7,10 +7,9 @@ the provider changes the address, the same subject still signs in as the same pe
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
-from aiohttp.test_utils import TestServer
 from playwright.async_api import Page
 
 from mailer import staff_accounts
@@ -19,7 +18,6 @@ from tests.browser.test_workspace_browser import staff_page
 from tests.support.axe import assert_accessible
 from tests.support.oidc import LoopbackProvider, loopback_provider
 from tests.support.web import seed
-from unsubscribe_web.app import create_app
 
 EMAIL = "mia@acme.example"
 
@@ -38,14 +36,9 @@ async def sso_settings(web_settings: Settings, provider: LoopbackProvider) -> Se
 
 
 @pytest.fixture
-async def server(sso_settings: Settings) -> AsyncIterator[TestServer]:
-    port = int(sso_settings.base_url.rsplit(":", 1)[1])
-    test_server = TestServer(create_app(sso_settings), host="127.0.0.1", port=port)
-    await test_server.start_server()
-    try:
-        yield test_server
-    finally:
-        await test_server.close()
+async def served_settings(sso_settings: Settings) -> Settings:
+    """The app serves with the single sign-on settings (conftest's ``server``)."""
+    return sso_settings
 
 
 async def sign_in_by_provider(page: Page, base: str, subject: str) -> None:

@@ -11,11 +11,9 @@ import csv
 import email
 import email.policy
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page
 
 from mailer import api_tokens
@@ -25,7 +23,6 @@ from tests.conftest import probes
 from tests.support.axe import assert_accessible
 from tests.support.mailer_env import mail_settings
 from tests.support.workspace import BODY, Tenant, ready_tenant
-from unsubscribe_web.app import create_app
 
 AUDIENCE = 3
 ROWS = 1000
@@ -39,14 +36,9 @@ async def ws_settings(web_settings: Settings, smtp_sink) -> Settings:
 
 
 @pytest.fixture
-async def server(ws_settings: Settings) -> AsyncIterator[TestServer]:
-    port = int(ws_settings.base_url.rsplit(":", 1)[1])
-    test_server = TestServer(create_app(ws_settings), host="127.0.0.1", port=port)
-    await test_server.start_server()
-    try:
-        yield test_server
-    finally:
-        await test_server.close()
+async def served_settings(ws_settings: Settings) -> Settings:
+    """The app serves with the mail settings (conftest's ``server``)."""
+    return ws_settings
 
 
 @pytest.fixture

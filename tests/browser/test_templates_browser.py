@@ -3,28 +3,13 @@ built-in newsletter layout and edited in the browser; axe-core on each page (STA
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser
 
-from mailer.config import Settings
 from tests.support.axe import assert_accessible
 from tests.support.workspace import Tenant, ready_tenant
-from unsubscribe_web.app import create_app
-
-
-@pytest.fixture
-async def server(web_settings: Settings) -> AsyncIterator[TestServer]:
-    port = int(web_settings.base_url.rsplit(":", 1)[1])
-    test_server = TestServer(create_app(web_settings), host="127.0.0.1", port=port)
-    await test_server.start_server()
-    try:
-        yield test_server
-    finally:
-        await test_server.close()
 
 
 @pytest.fixture

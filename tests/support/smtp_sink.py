@@ -42,9 +42,24 @@ class SmtpSink:
     connections: int = 0
     command_lines: list[str] = field(default_factory=list)  # "MAIL FROM:<...> ...", "RCPT TO:<...>"
     port: int = 0
+    # Messages past this many wait in DATA until release(): a send stops part way, for as long
+    # as a test needs to look at it, however fast or slow the machine is.
+    held_after: int | None = None
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def hold_after(self, count: int) -> None:
+        """Answer DATA of any message after the first ``count`` only once release() is called."""
+        self.held_after = count
+        self._released.clear()
+
+    def release(self) -> None:
+        self.held_after = None
+        self._released.set()
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.held_after is not None and len(self.messages) >= self.held_after:
+            await self._released.wait()
         if not self.reply.startswith("250"):
             return self.reply
         content = envelope.original_content or b""
