@@ -13,7 +13,6 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
-from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, ViewportSize
 
 from mailer import catcher, tenants
@@ -28,7 +27,6 @@ from tests.conftest import probes
 from tests.support.axe import assert_accessible
 from tests.support.mailer_env import mail_settings
 from tests.support.web import seed
-from unsubscribe_web.app import create_app
 
 PHONE: ViewportSize = {"width": 320, "height": 640}
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
@@ -330,10 +328,8 @@ async def test_the_rarer_answers_in_every_language(
     settings = dataclasses.replace(
         web_settings, database_url=pg_proxy.dsn, base_url=f"http://127.0.0.1:{port}"
     )
-    server = TestServer(create_app(settings), host="127.0.0.1", port=port)
-    await server.start_server()
     base = settings.base_url
-    try:
+    async with serving(settings):
         world = await seed(conn, subscribers=2)
         ada, bob = world.subscribers
         for person in world.subscribers:
@@ -400,8 +396,6 @@ async def test_the_rarer_answers_in_every_language(
         await page.wait_for_selector("#done")
         await check(page, language, words["spooled"])
         await pg_proxy.restore()
-    finally:
-        await server.close()
 
 
 async def focus_by_tab(page: Page, name: str, limit: int = 30) -> None:

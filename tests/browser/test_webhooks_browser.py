@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page
 from standardwebhooks.webhooks import Webhook
 
@@ -21,7 +20,6 @@ from tests.support.axe import assert_accessible
 from tests.support.staff import staff_probes
 from tests.support.webhook_receiver import Receiver
 from tests.support.workspace import Tenant, ready_tenant
-from unsubscribe_web.app import create_app
 
 
 @pytest.fixture
@@ -33,14 +31,8 @@ async def hook_settings(web_settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def server(hook_settings: Settings) -> AsyncIterator[TestServer]:
-    port = int(hook_settings.base_url.rsplit(":", 1)[1])
-    test_server = TestServer(create_app(hook_settings), host="127.0.0.1", port=port)
-    await test_server.start_server()
-    try:
-        yield test_server
-    finally:
-        await test_server.close()
+async def served_settings(hook_settings: Settings) -> Settings:
+    return hook_settings
 
 
 @pytest.fixture
