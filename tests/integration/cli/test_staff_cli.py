@@ -64,7 +64,7 @@ async def test_the_first_admin_is_invited_from_the_command_line_and_signs_in(
     assert "active" in optout("staff", "list", env=env).stdout
 
     actions = [r["action"] async for r in staff_probes().audit_people(conn)]
-    assert actions == ["staff.invite", "staff.password_set"]
+    assert actions == ["staff.invite", "staff.password_set", "staff.sign_in"]
 
 
 async def test_roles_and_disabling_end_sessions_and_are_audited(
@@ -121,6 +121,7 @@ async def test_roles_and_disabling_end_sessions_and_are_audited(
     assert [(r["action"], r["actor"]) for r in lines] == [
         ("staff.invite", "cli"),
         ("staff.password_set", f"account:{account_id}:self"),
+        ("staff.sign_in", f"account:{account_id}:self"),
         ("staff.role", "cli"),
         ("staff.disable", "cli"),
     ]
