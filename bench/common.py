@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from mailer.admin_db import create_database, drop_database
 from mailer.config import Settings
-from mailer.db import start_embedded
+from mailer.db import connect, start_embedded, with_database
 
 KEYS = (("bench1", b"bench-link-key-0123456789abcdefghijklmnop"),)
 HASH_KEY = b"bench-hash-key-0123456789abcdefghijklmnop"
@@ -34,6 +35,25 @@ def server_dsn() -> Iterator[str]:
             yield server.get_uri()
         finally:
             server.cleanup()
+
+
+async def recreate_database(admin_dsn: str, name: str) -> str:
+    """A new empty database ``name`` on the server (an earlier one dropped); its DSN."""
+    admin = await connect(admin_dsn)
+    try:
+        await drop_database(admin, name)
+        await create_database(admin, name)
+    finally:
+        await admin.close()
+    return with_database(admin_dsn, name)
+
+
+async def drop_bench_database(admin_dsn: str, name: str) -> None:
+    admin = await connect(admin_dsn)
+    try:
+        await drop_database(admin, name)
+    finally:
+        await admin.close()
 
 
 def settings_for(dsn: str, data_dir: Path, base_url: str = "https://optout.example") -> Settings:

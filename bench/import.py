@@ -32,10 +32,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import HASH_KEY, KEYS, server_dsn, settings_for, wait_with_peak
+from bench.common import (
+    HASH_KEY,
+    KEYS,
+    drop_bench_database,
+    recreate_database,
+    server_dsn,
+    settings_for,
+    wait_with_peak,
+)
 from mailer import event_endpoints, migrations, tenants
-from mailer.admin_db import create_database, drop_database
-from mailer.db import connect, queries, with_database
+from mailer.db import connect, queries
 
 DATABASE = "optout_bench_import"
 
@@ -59,13 +66,7 @@ def write_csv(path: Path, rows: int) -> None:
 
 
 async def fresh_database(admin_dsn: str, data_dir: Path, *, with_endpoint: bool = False) -> str:
-    admin = await connect(admin_dsn)
-    try:
-        await drop_database(admin, DATABASE)
-        await create_database(admin, DATABASE)
-    finally:
-        await admin.close()
-    dsn = with_database(admin_dsn, DATABASE)
+    dsn = await recreate_database(admin_dsn, DATABASE)
     conn = await connect(dsn)
     try:
         await migrations.migrate(conn, settings=settings_for(dsn, data_dir))
@@ -146,14 +147,6 @@ def bench_size(
     return Result(rows, seconds, copy_seconds, rss, summary, endpoint_seconds)
 
 
-async def drop(admin_dsn: str) -> None:
-    admin = await connect(admin_dsn)
-    try:
-        await drop_database(admin, DATABASE)
-    finally:
-        await admin.close()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated row counts")
@@ -177,7 +170,7 @@ def main() -> int:
                 results.append(result)
                 print(f"{rows:>9} rows: {result.summary}", flush=True)
         finally:
-            asyncio.run(drop(admin_dsn))
+            asyncio.run(drop_bench_database(admin_dsn, DATABASE))
     print()
     print(
         f"{'rows':>9} {'import rows/s':>14} {'COPY rows/s':>12} {'COPY/import':>12} {'peak RSS':>9}"

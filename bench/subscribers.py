@@ -33,11 +33,10 @@ import aiosql
 from aiohttp import web
 from yarl import URL
 
-from bench.common import HASH_KEY, server_dsn, settings_for
+from bench.common import HASH_KEY, drop_bench_database, recreate_database, server_dsn, settings_for
 from mailer import migrations, staff_accounts, staff_sessions, tenants
 from mailer.addresses import suppression_key, tenant_hash_key
-from mailer.admin_db import create_database, drop_database
-from mailer.db import connect, create_pool, with_database
+from mailer.db import connect, create_pool
 from mailer.sending import campaigns
 from unsubscribe_web.app import create_app
 from unsubscribe_web.dashboard.workspace import app_cookie_name
@@ -54,13 +53,7 @@ async def prepare(
 ) -> tuple[str, str, list[tuple[int, str]]]:
     """The seeded database's DSN, a marketing account's session id, and the people to look
     up (staff sign in as accounts: the session is started as a sign-in would start it)."""
-    admin = await connect(admin_dsn)
-    try:
-        await drop_database(admin, DATABASE)
-        await create_database(admin, DATABASE)
-    finally:
-        await admin.close()
-    dsn = with_database(admin_dsn, DATABASE)
+    dsn = await recreate_database(admin_dsn, DATABASE)
     conn = await connect(dsn)
     try:
         await migrations.migrate(conn, settings=settings_for(dsn, data_dir))
@@ -215,14 +208,6 @@ def report(times: dict[str, list[float]]) -> bool:
     return ok
 
 
-async def drop(admin_dsn: str) -> None:
-    admin = await connect(admin_dsn)
-    try:
-        await drop_database(admin, DATABASE)
-    finally:
-        await admin.close()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=1_000_000)
@@ -236,7 +221,7 @@ def main() -> int:
             )
             times = asyncio.run(measure(dsn, secret, people, args.requests, Path(tmp)))
         finally:
-            asyncio.run(drop(admin_dsn))
+            asyncio.run(drop_bench_database(admin_dsn, DATABASE))
     return 0 if report(times) else 1
 
 

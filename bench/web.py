@@ -40,7 +40,7 @@ from pathlib import Path
 import asyncpg
 from aiohttp import web
 
-from bench.common import HASH_KEY, KEYS, server_dsn
+from bench.common import HASH_KEY, KEYS, drop_bench_database, server_dsn
 from mailer import event_endpoints, migrations, staff_accounts, tenants
 from mailer.admin_db import create_database, drop_database
 from mailer.config import Settings
@@ -236,7 +236,7 @@ def bench(admin_dsn: str, args: argparse.Namespace) -> int:
         log.close()
         shutil.rmtree(work, ignore_errors=True)
         if not args.keep:
-            asyncio.run(drop(admin_dsn))
+            asyncio.run(drop_bench_database(admin_dsn, DATABASE))
     ours64 = statistics.median(r.requests_per_second for r in results[("optout", 64)])
     base64 = statistics.median(r.requests_per_second for r in results[("baseline", 64)])
     ours8 = statistics.median(r.p99_ms for r in results[("optout", 8)])
@@ -359,14 +359,6 @@ async def subscriber_ids(dsn: str, tenant_id: int, count: int) -> list[int]:
         return [row["id"] for row in found]
     finally:
         await conn.close()
-
-
-async def drop(admin_dsn: str) -> None:
-    admin = await connect(admin_dsn)
-    try:
-        await drop_database(admin, DATABASE)
-    finally:
-        await admin.close()
 
 
 async def reset(dsn: str, topic_id: int) -> None:
