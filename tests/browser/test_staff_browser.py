@@ -57,6 +57,15 @@ async def acme(conn, ws_settings: Settings, tmp_path: Path) -> Tenant:
     return await ready_tenant(conn, ws_settings, tmp_path, "acme", people=AUDIENCE)
 
 
+async def send_staff_mail(db_dsn: str, settings: Settings) -> None:
+    """The worker sends what is queued (staff mail included) to the SMTP sink, then stops."""
+    pool = await create_pool(db_dsn, max_size=2)
+    try:
+        await Worker(pool, settings).run(until_idle=True)
+    finally:
+        await pool.close()
+
+
 async def password_form(page: Page, password: str) -> None:
     await page.get_by_label("New password").fill(password)
     await page.get_by_label("The same password again").fill(password)
@@ -92,11 +101,7 @@ async def test_an_invited_marketer_sets_a_password_enrols_totp_and_sends_a_campa
         mail_base_url=base,
     )
     # The invitation mail goes through the worker to the SMTP sink; its link is all Mia has.
-    pool = await create_pool(db_dsn, max_size=2)
-    try:
-        await Worker(pool, ws_settings).run(until_idle=True)
-    finally:
-        await pool.close()
+    await send_staff_mail(db_dsn, ws_settings)
     [invitation] = await smtp_sink.wait_for(1, timeout=20)
     assert invitation.mail_from == STAFF_SENDER and invitation.rcpt_tos == (EMAIL,)
     mail = email.message_from_bytes(invitation.data, policy=email.policy.default)
@@ -200,11 +205,7 @@ async def test_a_person_who_forgot_the_password_gets_a_link_by_mail(
     assert "on its way" in await page.locator("#forgot-message").inner_text()
     await assert_accessible(page)
 
-    pool = await create_pool(db_dsn, max_size=2)
-    try:
-        await Worker(pool, ws_settings).run(until_idle=True)
-    finally:
-        await pool.close()
+    await send_staff_mail(db_dsn, ws_settings)
     [reset] = await smtp_sink.wait_for(1, timeout=20)
     mail = email.message_from_bytes(reset.data, policy=email.policy.default)
     [link] = re.findall(re.escape(base) + r"/dashboard/reset/\S+", mail.get_content())
