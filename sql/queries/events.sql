@@ -23,15 +23,33 @@ WITH done AS (
 SELECT count(*) FROM done;
 
 -- name: feed_page(tenant_id, after_xid, after_id, lim)
--- The change feed. Only transactions older than the oldest one still running are published
--- (pg_snapshot_xmin): every event written later carries a larger xid, so it sorts after any
--- cursor handed out now. Served by events_tenant_feed (tenant_id, xid, id).
+-- The change feed. Only transactions older than the oldest one still running in this
+-- database are published: every event written later carries a larger xid, so it sorts after
+-- any cursor handed out now. Transaction ids are shared by the whole cluster, so the
+-- snapshot's running list also holds other databases' transactions; one of those (named in
+-- pg_stat_activity with another datid) can never write here and must not hold the feed back.
+-- A running xid that pg_stat_activity cannot place (finished since, or not ours to see)
+-- still holds it back, until the next call. Served by events_tenant_feed (tenant_id, xid, id).
+WITH snap AS (
+    SELECT pg_current_snapshot() AS s
+), elsewhere AS (
+    SELECT a.backend_xid
+      FROM pg_stat_activity a
+     WHERE a.backend_xid IS NOT NULL
+       AND a.datid <> (SELECT oid FROM pg_database WHERE datname = current_database())
+), horizon AS (
+    SELECT COALESCE(
+               (SELECT min(x) FROM pg_snapshot_xip(snap.s) AS x
+                 WHERE x::xid NOT IN (SELECT backend_xid FROM elsewhere)),
+               pg_snapshot_xmax(snap.s)) AS h
+      FROM snap
+)
 SELECT id, xid::text AS xid, tenant_id, type, version, subscriber_id, external_id, campaign_id, data,
        occurred_at
   FROM events
  WHERE tenant_id = :tenant_id
    AND (xid, id) > (:after_xid::text::xid8, :after_id::bigint)
-   AND xid < pg_snapshot_xmin(pg_current_snapshot())
+   AND xid < (SELECT h FROM horizon)
  ORDER BY xid, id
  LIMIT :lim;
 

@@ -394,3 +394,7 @@ UNION ALL
 SELECT 'attempt', id, tenant_id, coalesce(status::text, '-'), endpoint_id::text
   FROM event_attempts
  ORDER BY 1, 2, 5;
+
+-- name: take_transaction_id()$
+-- Gives the calling transaction an xid now (as any write would).
+SELECT pg_current_xact_id()::text;

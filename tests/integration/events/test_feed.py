@@ -9,6 +9,7 @@ import datetime as dt
 from mailer import events
 from mailer.db import connect
 from mailer.sending import retention
+from tests.conftest import probes
 from tests.integration.events.conftest import subscribe
 
 
@@ -53,6 +54,25 @@ async def test_a_transaction_that_commits_late_is_published_once_and_nothing_rep
     everything, _ = await page_all(conn, world["tenant"], None, limit=2)
     ids = [e["id"] for e in everything]
     assert len(ids) == len(set(ids)) == 5
+
+
+async def test_a_transaction_in_another_database_does_not_hold_the_feed_back(
+    conn, server_dsn, world
+):
+    """Transaction ids are shared by the whole Postgres cluster: a long transaction of
+    another application (or another Optout) on the same server must not stall this feed,
+    while one in this database still does (the test above)."""
+    elsewhere = await connect(server_dsn)  # the server's maintenance database
+    try:
+        tx = elsewhere.transaction()
+        await tx.start()
+        await probes().take_transaction_id(elsewhere)
+        ada = await subscribe(conn, world, "ada@example.com")
+        seen, _ = await page_all(conn, world["tenant"], None)
+        assert [e["data"]["subscriber_id"] for e in seen] == [ada]
+        await tx.rollback()
+    finally:
+        await elsewhere.close()
 
 
 async def test_each_tenant_reads_only_its_own_feed(conn, world):
