@@ -118,6 +118,9 @@ class _Route:
     gate: RateGate
     connect_failures: int = 0  # in a row, in this process
     down_until: float = 0.0  # set aside (monotonic clock) after repeated connect failures
+    # Set aside since the last batch was recorded: shared with the other workers at the next
+    # record even if the setting aside has run out meanwhile (a slow batch outlives it).
+    set_aside_unshared: bool = False
 
 
 @dataclass
@@ -698,6 +701,7 @@ class Worker:
                     if route.down_until <= time.monotonic():  # once per setting aside
                         log.warning("relay_set_aside relay=%s error=%s", route.name, reply.text)
                     route.down_until = time.monotonic() + self.set_aside_seconds
+                    route.set_aside_unshared = True
                 continue  # nothing was sent: the next relay may take it
             route.connect_failures = 0
             break
@@ -761,10 +765,11 @@ class Worker:
             self._unsettled |= {r["campaign_id"] for r in recorded if r["campaign_id"]}
             for route in self.routes:
                 # Shared health: other workers see a relay that keeps failing as set aside.
-                if route.down_until > time.monotonic():
+                if route.set_aside_unshared or route.down_until > time.monotonic():
                     await queries().relays.relay_failed(
                         conn, name=route.name, after=1, seconds=self.set_aside_seconds
                     )
+                    route.set_aside_unshared = False
                 elif any(r.state == "sent" and r.relay == route.name for r in results):
                     await queries().relays.relay_ok(conn, name=route.name)
             await self._settle(conn)
