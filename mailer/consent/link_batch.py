@@ -24,7 +24,9 @@ import asyncpg
 
 from mailer.consent import writer as consent
 from mailer.consent.writer import Evidence, LinkOptOut
+from mailer.db import record_heads
 from mailer.errors import DatabaseUnavailable, UnknownTopic
+from mailer.journal import Head
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,8 @@ class OneClickBatcher:
         self._slots = slots
         self._cap = cap
         self._queue: list[_Ask] = []
-        self._running: set[asyncio.Task[None]] = set()
+        self._busy = 0  # slots taken: batches between their start and their answers
+        self._running: set[asyncio.Task[None]] = set()  # until their heads are recorded too
         self.batches = 0  # statements run (batches, not their single-statement re-runs)
 
     async def unsubscribe(
@@ -78,23 +81,35 @@ class OneClickBatcher:
         return await asyncio.shield(answer)
 
     def _start(self) -> None:
-        while self._queue and len(self._running) < self._slots:
+        while self._queue and self._busy < self._slots:
             batch, self._queue = self._queue[: self._cap], self._queue[self._cap :]
+            self._busy += 1
             task = asyncio.create_task(self._run(batch), name="one-click-batch")
             self._running.add(task)
-            task.add_done_callback(self._finished)
+            task.add_done_callback(self._running.discard)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+    def _free_slot(self) -> None:
+        self._busy -= 1
         self._start()
 
     async def _run(self, batch: list[_Ask]) -> None:
+        heads: list[Head] = []
+        try:
+            await self._write(batch, heads)
+        finally:
+            self._free_slot()
+        # After the answers and with the slot free: the head is a record that may lag (and
+        # never moves back, so batches may record theirs in any order).
+        await record_heads(heads, self._acquire)
+
+    async def _write(self, batch: list[_Ask], heads: list[Head]) -> None:
         try:
             self.batches += 1
             try:
-                answers = await consent.unsubscribe_from_links_pooled(
+                answers, synced = await consent.unsubscribe_from_links_synced(
                     self._acquire, [ask.opt_out for ask in batch]
                 )
+                heads.extend(synced)
             except asyncpg.PostgresError as exc:
                 # The statement failed whole (nothing committed, nothing journalled): each
                 # request again on its own, so only a bad one fails.
@@ -133,6 +148,11 @@ class OneClickBatcher:
             _settle(ask, exc=exc)
         else:
             _settle(ask, row=row)
+
+    async def idle(self) -> None:
+        """Return once every batch started so far is done, its journal head recorded too."""
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
 
     async def close(self) -> None:
         """At shutdown: let the batches in flight finish (their requests are committed or
