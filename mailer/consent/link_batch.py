@@ -57,7 +57,9 @@ class OneClickBatcher:
         self._cap = cap
         self._queue: list[_Ask] = []
         self._busy = 0  # slots taken: batches between their start and their answers
-        self._running: set[asyncio.Task[None]] = set()  # until their heads are recorded too
+        self._running: set[asyncio.Task[None]] = set()
+        self._heads: dict[str, Head] = {}  # newest head per journal file, not yet recorded
+        self._recorder: asyncio.Task[None] | None = None
         self.batches = 0  # statements run (batches, not their single-statement re-runs)
 
     async def unsubscribe(
@@ -98,9 +100,23 @@ class OneClickBatcher:
             await self._write(batch, heads)
         finally:
             self._free_slot()
-        # After the answers and with the slot free: the head is a record that may lag (and
-        # never moves back, so batches may record theirs in any order).
-        await record_heads(heads, self._acquire)
+        self._record_later(heads)
+
+    def _record_later(self, heads: list[Head]) -> None:
+        """After the answers, and with the slot free: the journal head is a record that may
+        lag and never moves back, so one recorder records the newest head of each file, and
+        batches that finish while it runs share its next round trip instead of one each."""
+        for head in heads:
+            known = self._heads.get(head.file)
+            if known is None or known.last_seq < head.last_seq:
+                self._heads[head.file] = head
+        if self._heads and (self._recorder is None or self._recorder.done()):
+            self._recorder = asyncio.create_task(self._record_heads(), name="journal-heads")
+
+    async def _record_heads(self) -> None:
+        while self._heads:
+            heads, self._heads = list(self._heads.values()), {}
+            await record_heads(heads, self._acquire)
 
     async def _write(self, batch: list[_Ask], heads: list[Head]) -> None:
         try:
@@ -151,8 +167,9 @@ class OneClickBatcher:
 
     async def idle(self) -> None:
         """Return once every batch started so far is done, its journal head recorded too."""
-        while self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        while self._running or (self._recorder is not None and not self._recorder.done()):
+            waiting = [*self._running, *([self._recorder] if self._recorder else [])]
+            await asyncio.gather(*waiting, return_exceptions=True)
 
     async def close(self) -> None:
         """At shutdown: let the batches in flight finish (their requests are committed or
@@ -160,11 +177,8 @@ class OneClickBatcher:
         queued, self._queue = self._queue, []
         for ask in queued:
             _settle(ask, exc=DatabaseUnavailable())
-        if self._running:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.gather(*self._running, return_exceptions=True), SHUTDOWN_WAIT
-                )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.idle(), SHUTDOWN_WAIT)
 
 
 def _settle(
