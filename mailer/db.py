@@ -186,7 +186,16 @@ async def journal_durable(
     went back to its pool before the fsync, so the opt-outs in flight are not capped at the
     pool's size while they wait on the disk. The head is only a record that may lag: Postgres
     going away meanwhile costs a warning, never the opt-out already committed."""
-    for head in await journal.durable_ticket(ticket):
+    await record_heads(await journal.durable_ticket(ticket), acquire)
+
+
+async def record_heads(
+    heads: list[journal.Head],
+    acquire: Callable[[], contextlib.AbstractAsyncContextManager[asyncpg.Connection]],
+) -> None:
+    """Record heads ``journal.durable_ticket`` returned (``journal_durable``'s second half):
+    a caller that answers once the lines are on disk may record them after its answer."""
+    for head in heads:
         try:
             async with acquire() as conn:
                 await _record_head(conn, head)

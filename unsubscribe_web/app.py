@@ -16,6 +16,7 @@ import jinja2
 from aiohttp import web
 
 from mailer.config import Settings
+from mailer.consent.link_batch import OneClickBatcher
 from mailer.db import create_pool
 from mailer.errors import ConfigError
 from mailer.i18n import SOURCE_LANGUAGE
@@ -50,6 +51,7 @@ from unsubscribe_web.keys import (
     LOCALIZED_PAGES,
     METRICS,
     OIDC_PROVIDER,
+    ONE_CLICK_BATCHER,
     ONE_CLICK_PAGES,
     PAGES,
     POOL,
@@ -60,6 +62,7 @@ from unsubscribe_web.keys import (
 )
 from unsubscribe_web.language import localized_environments
 from unsubscribe_web.metrics import Metrics
+from unsubscribe_web.pages import pool_connection
 from unsubscribe_web.public import policy_pages, self_service
 from unsubscribe_web.public import routes as public
 from unsubscribe_web.spool import Spool, replay_forever
@@ -147,7 +150,10 @@ async def _pool(app: web.Application) -> AsyncIterator[None]:
     assert dsn is not None
     # min_size=0: the app starts even while Postgres is away, so opt-outs can be spooled.
     app[POOL] = await create_pool(dsn, min_size=0, stateless=True)
+    pool = app[POOL]
+    app[ONE_CLICK_BATCHER] = OneClickBatcher(lambda: pool_connection(pool))
     yield
+    await app[ONE_CLICK_BATCHER].close()
     try:
         await asyncio.wait_for(app[POOL].close(), 5)
     except TimeoutError:

@@ -10,6 +10,7 @@ import jinja2
 from aiohttp import web
 
 from mailer.config import Settings
+from mailer.consent.link_batch import OneClickBatcher
 from mailer.limits import RateLimits
 from mailer.passwords import Hasher
 from mailer.signin_limits import SigninLimits
@@ -31,6 +32,8 @@ SPOOL = web.AppKey("spool", Spool)
 CSRF = web.AppKey("csrf", CsrfTokens)
 # Rate limits shared by every web process, counted in Postgres (mailer.limits).
 LIMITS = web.AppKey("limits", RateLimits)
+# Concurrent one-click POSTs, written in micro-batches (mailer.consent.link_batch).
+ONE_CLICK_BATCHER = web.AppKey("one_click_batcher", OneClickBatcher)
 # Rendered one-click answers, keyed by sender, topic and language.
 ONE_CLICK_PAGES = web.AppKey("one_click_pages", dict[tuple[str, str, str], str])
 # The subscriber pages' environments, one per shipped language (issue 19).

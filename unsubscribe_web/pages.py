@@ -40,6 +40,7 @@ __all__ = [
     "form_action",
     "keep_language",
     "page_language",
+    "pool_connection",
     "render",
     "use_language",
 ]
@@ -79,9 +80,16 @@ def form_action(request: web.Request) -> str:
 @contextlib.asynccontextmanager
 async def connection(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection; any sign that Postgres is away raises DatabaseUnavailable."""
+    async with pool_connection(request.app[POOL]) as conn:
+        yield conn
+
+
+@contextlib.asynccontextmanager
+async def pool_connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """``connection`` for work that is not one request's (the one-click batches)."""
     try:
         async with asyncio.timeout(ACQUIRE_TIMEOUT):
-            conn = await request.app[POOL].acquire()
+            conn = await pool.acquire()
     except _UNAVAILABLE as exc:
         raise DatabaseUnavailable() from exc
     try:
@@ -89,7 +97,7 @@ async def connection(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
     except UNAVAILABLE_ERRORS as exc:
         raise DatabaseUnavailable() from exc
     finally:
-        await request.app[POOL].release(conn)
+        await pool.release(conn)
 
 
 def evidence(request: web.Request, **fields: Any) -> Evidence:

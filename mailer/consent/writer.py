@@ -24,6 +24,7 @@ from mailer.db import (
     journal_committed,
     journal_durable,
     queries,
+    record_heads,
     record_journal,
     rows,
 )
@@ -831,6 +832,71 @@ async def unsubscribe_from_link_pooled(
     if row is None:
         raise UnknownTopic(field="topic")
     return row
+
+
+@dataclass(frozen=True, slots=True)
+class LinkOptOut:
+    """One one-click (or landing-page button) opt-out of a micro-batch."""
+
+    tenant_id: int
+    subscriber_id: int
+    topic_id: int
+    source: str
+    evidence: Evidence
+
+
+async def unsubscribe_from_links_pooled(
+    acquire: Callable[[], AbstractAsyncContextManager[asyncpg.Connection]],
+    asks: Sequence[LinkOptOut],
+) -> list[asyncpg.Record | None]:
+    """``unsubscribe_from_link_pooled`` for many opt-outs at once: ONE statement (one commit),
+    ONE journal transaction holding a line per changed subscription, fsynced and its head
+    recorded before this returns. Returns one answer per ask, in order: the same row as the
+    single statement's, or None when the ask's topic is not its tenant's. The same
+    subscription asked twice changes once (the first ask); the others answer ``changed``
+    False. Raises what the statement raises, and then nothing was committed."""
+    answers, heads = await unsubscribe_from_links_synced(acquire, asks)
+    await record_heads(heads, acquire)
+    return answers
+
+
+async def unsubscribe_from_links_synced(
+    acquire: Callable[[], AbstractAsyncContextManager[asyncpg.Connection]],
+    asks: Sequence[LinkOptOut],
+) -> tuple[list[asyncpg.Record | None], list[journal.Head]]:
+    """``unsubscribe_from_links_pooled`` up to the journal's fsync: returns the answers,
+    committed and on disk, and the journal heads for the caller to record (``record_heads``)
+    once it has answered: the head is a record that may lag, the answer need not wait on it."""
+    token = uuid.uuid4() if journal.current() is not None else None
+    ticket = None
+    async with acquire() as conn:
+        # Straight to asyncpg, as the single statement; parameters in positional order.
+        found = await conn.fetch(
+            queries().consent.unsubscribe_from_links.sql,
+            [a.tenant_id for a in asks],
+            [a.subscriber_id for a in asks],
+            [a.topic_id for a in asks],
+            [a.evidence.ip for a in asks],
+            [a.evidence.user_agent for a in asks],
+            [a.evidence.detail for a in asks],
+            [a.source for a in asks],
+            token,
+        )
+        answers: list[asyncpg.Record | None] = [None] * len(asks)
+        for row in found:
+            answers[row["ord"] - 1] = row
+        if token is not None and found and found[0]["journal_time"] is not None:
+            lines = [
+                _withdraw_topic_line(a.tenant_id, a.subscriber_id, a.topic_id, a.source, row)
+                for a, row in zip(asks, answers, strict=True)
+                if row is not None and row["changed"]
+            ]
+            # Queued at once (no await since the commit): the file keeps the commit order.
+            ticket = journal_append(lines, found[0]["journal_time"], token)
+    heads: list[journal.Head] = []
+    if ticket is not None:
+        heads = await journal.durable_ticket(ticket)  # on disk before any answer goes out
+    return answers, heads
 
 
 def _withdraw_topic_line(

@@ -97,16 +97,21 @@ async def reapply(conn: asyncpg.Connection, directories: Sequence[Path]) -> Reap
         if strangers:
             # Another installation's journal, or a tenant this backup predates: say so.
             report.problems.append(
-                f"{lines[0].file}: seq {lines[0].seq}-{lines[-1].seq} name tenant "
+                f"{lines[0].file}: seq {strangers[0].seq}-{strangers[-1].seq} name tenant "
                 f"{strangers[0].tenant_id}, which this database does not hold; not applied"
             )
+        # A one-click batch journals many tenants' opt-outs in one transaction: those of the
+        # tenants held are applied all the same (idempotent, so a later run changes nothing).
+        ours = [e for e in lines if tenants[e.tenant_id]]
+        if not ours:
             continue
-        report.pending += len(lines)
+        report.pending += len(ours)
         async with conn.transaction():
-            for entry in lines:
+            for entry in ours:
                 if await _apply(conn, entry):
                     report.changed[entry.event] += 1
-            await queries().journal.mark_transaction(conn, token=uuid.UUID(txn))
+            if not strangers:  # else reported again by every run, until resolved
+                await queries().journal.mark_transaction(conn, token=uuid.UUID(txn))
     if report.pending or report.problems:
         # One audit row per run that found something: who re-applied what, in counts.
         await audit.record(

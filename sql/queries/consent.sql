@@ -174,6 +174,81 @@ SELECT EXISTS (SELECT 1 FROM event) AS changed, t.sender_name, tp.name AS topic_
   LEFT JOIN subscribers s ON s.tenant_id = t.id AND s.id = :subscriber_id
  WHERE t.id = :tenant_id;
 
+-- name: unsubscribe_from_links(tenant_ids, subscriber_ids, topic_ids, ips, user_agents, details, sources, journal_token)
+-- unsubscribe_from_link for a micro-batch of one-click POSTs (unsubscribe_web/public/
+-- oneclick_batch.py) in ONE statement: one round trip, one commit, one WAL flush and one
+-- journal transaction for all of them. Request n of the batch is row n of the arrays (ord).
+-- The same subscription asked twice changes once: the first asker (lowest ord) changes it and
+-- gets the ledger row, the others are answered "already unsubscribed". The requests are
+-- taken in (tenant, subscriber, topic) order, so two batches in flight lock the rows they
+-- share in the same order (the caller re-runs a batch that still fails one request at a time).
+-- Evidence ids come from the identity's sequence in a CTE (materialised: nextval is
+-- volatile), so each ledger row points at its own request's evidence, whatever order
+-- RETURNING gives. One answer row per request whose topic is its tenant's (a missing ord is
+-- the 404); journal_time and address_keys only when the batch changed something and a journal
+-- token was given. Parameters are declared in the order they first appear ($1..$8): mailer.
+-- consent calls the statement with asyncpg directly, in that order.
+WITH asked AS (
+    SELECT a.tenant_id, a.subscriber_id, a.topic_id, a.ip, a.user_agent, a.detail, a.source,
+           a.ord
+      FROM unnest(CAST(:tenant_ids AS bigint[]), CAST(:subscriber_ids AS bigint[]),
+                  CAST(:topic_ids AS bigint[]), CAST(:ips AS inet[]),
+                  CAST(:user_agents AS text[]), CAST(:details AS jsonb[]),
+                  CAST(:sources AS text[]))
+           WITH ORDINALITY AS a(tenant_id, subscriber_id, topic_id, ip, user_agent, detail,
+                                source, ord)
+), first_asker AS (
+    SELECT DISTINCT ON (tenant_id, subscriber_id, topic_id) *
+      FROM asked
+     ORDER BY tenant_id, subscriber_id, topic_id, ord
+), changed AS (
+    UPDATE subscriptions s
+       SET state = 'unsubscribed', unsubscribed_at = now(), updated_at = now()
+      FROM first_asker f
+     WHERE s.tenant_id = f.tenant_id AND s.subscriber_id = f.subscriber_id
+       AND s.topic_id = f.topic_id AND s.state <> 'unsubscribed'
+    RETURNING f.ord, f.tenant_id, f.subscriber_id, f.topic_id, f.ip, f.user_agent, f.detail,
+              f.source
+), numbered AS (
+    SELECT c.*, nextval(pg_get_serial_sequence('consent_evidence', 'id')) AS evidence_id
+      FROM changed c
+), evidence AS (
+    INSERT INTO consent_evidence (id, tenant_id, ip, user_agent, detail)
+    OVERRIDING SYSTEM VALUE
+    SELECT n.evidence_id, n.tenant_id, n.ip, n.user_agent, n.detail FROM numbered n
+    RETURNING id
+), event AS (
+    INSERT INTO consent_events (tenant_id, subscriber_id, topic_id, action, effect, source,
+                                policy_version_id, evidence_id)
+    SELECT n.tenant_id, n.subscriber_id, n.topic_id, 'unsubscribe', 'withdraw', n.source,
+           (SELECT pv.id FROM policy_versions pv
+             WHERE pv.tenant_id = n.tenant_id AND pv.effective_at <= now()
+             ORDER BY pv.effective_at DESC, pv.id DESC LIMIT 1),
+           n.evidence_id
+      FROM numbered n
+     ORDER BY n.ord
+    RETURNING id
+), journalled AS (
+    INSERT INTO journal_transactions (token)
+    SELECT CAST(:journal_token AS uuid)
+     WHERE :journal_token IS NOT NULL AND EXISTS (SELECT 1 FROM event)
+    RETURNING committed_at
+)
+SELECT a.ord, (n.ord IS NOT NULL) AS changed, t.sender_name, tp.name AS topic_name, s.email,
+       (SELECT committed_at FROM journalled) AS journal_time,
+       CASE WHEN n.ord IS NOT NULL AND EXISTS (SELECT 1 FROM journalled)
+            THEN (SELECT array_agg(ad.address_key ORDER BY ad.address_key)
+                    FROM subscriber_addresses ad
+                   WHERE ad.tenant_id = a.tenant_id AND ad.subscriber_id = a.subscriber_id)
+       END AS address_keys,
+       COALESCE(s.language, t.default_language) AS language
+  FROM asked a
+  JOIN tenants t ON t.id = a.tenant_id
+  JOIN topics tp ON tp.tenant_id = t.id AND tp.id = a.topic_id
+  LEFT JOIN subscribers s ON s.tenant_id = t.id AND s.id = a.subscriber_id
+  LEFT JOIN numbered n ON n.ord = a.ord
+ ORDER BY a.ord;
+
 -- name: correct_import_basis(tenant_id, import_id, new_basis, source, form_text)
 -- One correction row per person an import subscribed (found through the evidence rows that
 -- name the import; an erased person's evidence no longer does, so erased people get none),

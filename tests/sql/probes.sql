@@ -398,3 +398,14 @@ SELECT 'attempt', id, tenant_id, coalesce(status::text, '-'), endpoint_id::text
 -- name: take_transaction_id()$
 -- Gives the calling transaction an xid now (as any write would).
 SELECT pg_current_xact_id()::text;
+
+-- name: unsubscribe_ledger(tenant_id)
+-- The one-click batch tests: each unsubscribe ledger row with the evidence it points at.
+SELECT e.subscriber_id, e.topic_id, e.source, e.evidence_id, v.user_agent, v.detail
+  FROM consent_events e LEFT JOIN consent_evidence v ON v.tenant_id = e.tenant_id
+                                                   AND v.id = e.evidence_id
+ WHERE e.tenant_id = :tenant_id AND e.action = 'unsubscribe'
+ ORDER BY e.id;
+
+-- name: evidence_count()$
+SELECT count(*) FROM consent_evidence;

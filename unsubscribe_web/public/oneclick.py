@@ -26,7 +26,7 @@ from mailer.db import queries
 from mailer.errors import DatabaseUnavailable
 from mailer.i18n import N_
 from mailer.tokens import LinkClaims, Purpose
-from unsubscribe_web.keys import KEYRING, METRICS, ONE_CLICK_PAGES, SPOOL
+from unsubscribe_web.keys import KEYRING, METRICS, ONE_CLICK_BATCHER, ONE_CLICK_PAGES, SPOOL
 from unsubscribe_web.pages import (
     connection,
     environment,
@@ -91,9 +91,9 @@ async def unsubscribe(request: web.Request) -> web.Response:
     claims = request.app[KEYRING].verify(token, Purpose.ONE_CLICK)
     source = await _source(request)
     try:
-        # The connection goes back to the pool before the journal's fsync is awaited.
-        row = await consent.unsubscribe_from_link_pooled(
-            lambda: connection(request),
+        # Written with the other one-clicks in flight in one statement and one journal fsync
+        # (mailer.consent.link_batch); answered once committed and fsynced.
+        row = await request.app[ONE_CLICK_BATCHER].unsubscribe(
             tenant_id=claims.tenant_id,
             subscriber_id=claims.subscriber_id,
             topic_id=claims.object_id,

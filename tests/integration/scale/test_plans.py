@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from typing import Any
 
 import pytest
 
+from mailer.consent import link_batch
 from mailer.db import queries
 from tests.integration.scale.conftest import scale
 from tests.support.mailer_env import newsletter_campaign
@@ -20,6 +22,7 @@ from tests.support.mailer_env import newsletter_campaign
 ROWS = 200_000
 WATCHED = {"deliveries", "subscriptions", "subscribers", "consent_events"}
 BATCH = 100
+LINK_BATCH = link_batch.CAP
 
 
 def seq_scans(plan: Any) -> list[str]:
@@ -104,6 +107,21 @@ def hot_queries(tenant, topic, campaign, ids) -> list[tuple[str, str, dict[str, 
                 "detail": {},
                 "source": "one_click",
                 "journal_token": None,
+            },
+        ),
+        # ... and its micro-batch (mailer.consent.link_batch), at the batcher's cap
+        (
+            "consent",
+            "unsubscribe_from_links",
+            {
+                "tenant_ids": [tid] * LINK_BATCH,
+                "subscriber_ids": list(range(5, 5 + LINK_BATCH)),
+                "topic_ids": [topic["id"]] * LINK_BATCH,
+                "ips": ["127.0.0.1"] * LINK_BATCH,
+                "user_agents": ["test"] * LINK_BATCH,
+                "details": [{"channel": "one_click"}] * LINK_BATCH,
+                "sources": ["one_click"] * LINK_BATCH,
+                "journal_token": uuid.uuid4(),
             },
         ),
         ("web", "landing_context", {"tenant_id": tid, "subscriber_id": 5, "topic_id": topic["id"]}),
