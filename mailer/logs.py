@@ -14,6 +14,11 @@ ACCESS_LOGGER = "optout.access"
 
 def configure(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Record fields no line here prints, so not looked up for every record (the access log
+    # makes one per request): thread name, process id, multiprocessing's process name.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     # aiohttp's own access log would repeat ours without the token redaction.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # aiosmtpd logs every SMTP command at INFO, addresses included: keep those out of the log.
