@@ -2,7 +2,7 @@
 handler doing one asyncpg UPDATE by primary key on the same table.
 
     .venv/bin/python -m bench.web [--subscribers 1000000] [--duration 10] [--rounds 3]
-                                  [--wrong-passwords] [--with-endpoint]
+                                  [--wrong-passwords] [--with-endpoint] [--profile FILE]
 
 A database ``optout_bench_web`` with SUBSCRIBERS confirmed subscribers is built (on DATABASE_URL,
 or on an embedded Postgres in a temporary folder). wrk (Debian's package) drives each server
@@ -15,7 +15,10 @@ as it can during each of Optout's runs (issue 24: the one-click ratio must stay 
 ``--with-endpoint`` the bench tenant has a webhook endpoint taking every event type (issue 22),
 so each opt-out also queues an event delivery row; its URL is a loopback port nobody listens
 on and no worker runs, so the deliveries stay queued: what is measured is the one-click path's
-own cost of the fan-out, not the sending.
+own cost of the fan-out, not the sending. With ``--profile FILE`` Optout's server runs under
+cProfile timed by its main thread's CPU clock (not the wall clock, so waiting and other
+processes' load count for nothing); the stats go to FILE (read them with ``pstats``) and the
+costliest functions are printed.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import dataclasses
 import os
+import pstats
 import re
+import runpy
 import shutil
 import socket
 import statistics
@@ -81,9 +87,21 @@ def main() -> int:
         help="the bench tenant has a webhook endpoint: every opt-out queues an event delivery",
     )
     parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="profile Optout's server (main thread's CPU clock) into FILE; prints the top",
+    )
+    parser.add_argument(
         "--baseline-server", nargs=2, metavar=("PORT", "DSN"), help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--profiled-server", nargs=2, metavar=("FILE", "PORT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
+    if args.profiled_server:
+        profiled_server(Path(args.profiled_server[0]), int(args.profiled_server[1]))
+        return 0
     if args.baseline_server:
         port, dsn = args.baseline_server
         web.run_app(
@@ -119,6 +137,22 @@ def baseline_app(dsn: str) -> web.Application:
     return app
 
 
+def profiled_server(out: Path, port: int) -> None:
+    """``optout web --port PORT`` under cProfile; the stats are written when it stops (SIGTERM
+    ends web.run_app normally)."""
+    # thread_time: the event loop's own CPU; the journal's fsync thread is not the web path's.
+    profile = cProfile.Profile(time.thread_time)
+    sys.argv = ["optout", "web", "--port", str(port)]
+    profile.enable()
+    try:
+        runpy.run_module("mailer.cli", run_name="__main__", alter_sys=True)
+    except SystemExit:
+        pass
+    finally:
+        profile.disable()
+        profile.dump_stats(out)
+
+
 def bench(admin_dsn: str, args: argparse.Namespace) -> int:
     dsn = with_database(admin_dsn, DATABASE)
     keyring = Keyring(KEYS)
@@ -151,9 +185,13 @@ def bench(admin_dsn: str, args: argparse.Namespace) -> int:
         "OPTOUT_JOURNAL_DIR": str(work / "journal"),
     }
     log = (work / "web.log").open("wb")
+    ours_command = [sys.executable, "-m", "mailer.cli", "web", "--port", str(ours_port)]
+    if args.profile:
+        ours_command = [sys.executable, "-m", "bench.web", "--profiled-server"]
+        ours_command += [str(args.profile), str(ours_port)]
     servers = [
         subprocess.Popen(
-            [sys.executable, "-m", "mailer.cli", "web", "--port", str(ours_port)],
+            ours_command,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -237,6 +275,11 @@ def bench(admin_dsn: str, args: argparse.Namespace) -> int:
         shutil.rmtree(work, ignore_errors=True)
         if not args.keep:
             asyncio.run(drop_bench_database(admin_dsn, DATABASE))
+    if args.profile:
+        stats = pstats.Stats(str(args.profile))
+        print(f"\nprofile of Optout's server in {args.profile}, by own time:")
+        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats(40)
     ours64 = statistics.median(r.requests_per_second for r in results[("optout", 64)])
     base64 = statistics.median(r.requests_per_second for r in results[("baseline", 64)])
     ours8 = statistics.median(r.p99_ms for r in results[("optout", 8)])

@@ -96,6 +96,8 @@ _TTL: dict[Purpose, int | None] = {
     Purpose.DATA_SESSION: 3_600,
     Purpose.CLAIM: 7 * _DAY,  # the confirmation mail goes out at most once a week
 }
+# The purposes a token may carry, by value: a dict lookup, not Purpose()'s, on every verify.
+_PURPOSES = {purpose.value: purpose for purpose in _TTL}
 
 
 class CodeKind(enum.IntEnum):
@@ -166,6 +168,7 @@ _CODE_DOMAIN = b"optout/code/v1\x00"
 _LINK_VERSION = 1
 _LINK_MAC_LEN = 16  # 128 bits
 _LINK_FIELDS = 5
+_LINK_LIMITS = (MAX_ID,) * _LINK_FIELDS
 _LINK_MIN_LEN = 1 + 1 + _LINK_FIELDS + _LINK_MAC_LEN
 _LINK_MAX_LEN = 1 + 8 + 9 * _LINK_FIELDS + _LINK_MAC_LEN
 # base64url, unpadded: 6 bits a character against base32's 5, so a quarter shorter; its
@@ -266,18 +269,15 @@ class Keyring:
         if verifier is None:
             raise InvalidToken()
         _check_mac(verifier, raw, mac_at, _LINK_MAC_LEN)
-        reader = _VarintReader(raw, 1 + key_len, mac_at)
-        purpose_value = reader.read()
-        tenant_id = reader.read()
-        subscriber_id = reader.read()
-        object_id = reader.read()
-        expires_at = reader.read()
-        reader.finish()
-        if purpose_value != purpose or purpose_value not in _TTL:
+        purpose_value, tenant_id, subscriber_id, object_id, expires_at = _read_varints(
+            raw, 1 + key_len, mac_at, _LINK_LIMITS
+        )
+        found = _PURPOSES.get(purpose_value)
+        if found is None or found != purpose:
             raise InvalidToken()
         if expires_at and (time.time() if now is None else now) >= expires_at:
             raise ExpiredToken()
-        return LinkClaims(Purpose(purpose_value), tenant_id, subscriber_id, object_id, expires_at)
+        return LinkClaims(found, tenant_id, subscriber_id, object_id, expires_at)
 
     def make_code(self, claims: CodeClaims) -> str:
         """A lowercase base32 local-part code of at most 52 characters for ``claims``."""
@@ -305,10 +305,7 @@ class Keyring:
         # A tag collision between keys is possible; the code is genuine if any of them made it.
         if not any(_mac_matches(verifier, raw, mac_at, _CODE_MAC_LEN) for verifier in candidates):
             raise InvalidToken()
-        reader = _VarintReader(raw, 1, mac_at)
-        ids = tuple(reader.read(limit) for limit in limits)
-        reader.finish()
-        return CodeClaims(CodeKind(kind), ids)
+        return CodeClaims(CodeKind(kind), tuple(_read_varints(raw, 1, mac_at, limits)))
 
 
 def message_id_for(keyring: Keyring, tenant_id: int, delivery_id: int, domain: str) -> str:
@@ -377,24 +374,18 @@ def _put_varint(out: bytearray, value: int) -> None:
     out.append(value)
 
 
-class _VarintReader:
-    """Reads canonical LEB128 varints from ``buf[pos:end]``; anything else is InvalidToken."""
-
-    __slots__ = ("buf", "end", "pos")
-
-    def __init__(self, buf: bytes, pos: int, end: int) -> None:
-        self.buf = buf
-        self.pos = pos
-        self.end = end
-
-    def read(self, limit: int = MAX_ID) -> int:
+def _read_varints(buf: bytes, pos: int, end: int, limits: tuple[int, ...]) -> list[int]:
+    """One canonical LEB128 varint per limit from ``buf[pos:end]``, which they must fill
+    exactly; anything else is InvalidToken. One loop, no object: it runs on every link."""
+    values = []
+    for limit in limits:
         value = 0
         shift = 0
         while True:
-            if self.pos >= self.end or shift > 56:
+            if pos >= end or shift > 56:
                 raise InvalidToken()  # truncated, or more than 9 bytes (beyond 63 bits)
-            byte = self.buf[self.pos]
-            self.pos += 1
+            byte = buf[pos]
+            pos += 1
             value |= (byte & 0x7F) << shift
             if byte < 0x80:
                 break
@@ -402,11 +393,10 @@ class _VarintReader:
         # A final zero byte after others is a padded (non-minimal) encoding of a smaller value.
         if (byte == 0 and shift) or value > limit:
             raise InvalidToken()
-        return value
-
-    def finish(self) -> None:
-        if self.pos != self.end:
-            raise InvalidToken()
+        values.append(value)
+    if pos != end:
+        raise InvalidToken()
+    return values
 
 
 def _mac_matches(verifier: hmac.HMAC, raw: bytes, mac_at: int, mac_len: int) -> bool:

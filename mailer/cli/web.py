@@ -36,6 +36,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         web.run_app(
             app,
             **server_options(settings),
+            loop=event_loop(),
             host=args.host,
             port=args.port,
             access_log=None,  # ours is written by unsubscribe_web.security
@@ -44,3 +45,14 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             ),
         )
     return 0
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (a dependency except on Windows): the same
+    asyncio API with less CPU per request on the one-click path; else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop

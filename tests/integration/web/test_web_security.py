@@ -94,6 +94,22 @@ async def test_access_log_has_one_line_per_request_without_tokens(client, world,
     assert "person0@example.org" not in everything
 
 
+async def test_access_log_line_is_json_whatever_the_client_sends(client, world, caplog):
+    """DESIGN 1: the line is written out by hand for speed; a browser string with quotes,
+    backslashes, control characters and non-ASCII letters still reads back exactly, and the
+    line is one line."""
+    caplog.set_level(logging.INFO, logger="optout.access")
+    agent = 'Mail "Client"\\9 \u00e9t\u00e9 \u2603 tab\there'
+    await client.get("/healthz", headers={"User-Agent": agent, "Referer": 'https://a.example/"x"'})
+    [line] = [r.getMessage() for r in caplog.records if r.name == "optout.access"]
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["ua"] == agent
+    assert entry["referrer"] == 'https://a.example/"x"'
+    assert entry["path"] == "/healthz" and entry["status"] == 200 and entry["method"] == "GET"
+    assert isinstance(entry["ms"], float)
+
+
 async def test_healthz_and_metrics(client, world):
     response = await client.get("/healthz")
     assert response.status == 200
