@@ -1,6 +1,6 @@
 """Micro-batches of concurrent one-click POSTs (the web process's ``POST /u/{token}``): each is
 queued with a future, and whatever is queued when a batch slot is free runs as ONE statement,
-one commit and one journal fsync (writer.unsubscribe_from_links_pooled). No timer: a lone
+one commit and one journal fsync (writer.unsubscribe_from_links_synced). No timer: a lone
 request runs at once; under load the requests that arrive while a batch runs go together in
 the next one.
 

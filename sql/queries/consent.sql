@@ -175,13 +175,13 @@ SELECT EXISTS (SELECT 1 FROM event) AS changed, t.sender_name, tp.name AS topic_
  WHERE t.id = :tenant_id;
 
 -- name: unsubscribe_from_links(tenant_ids, subscriber_ids, topic_ids, ips, user_agents, details, sources, journal_token)
--- unsubscribe_from_link for a micro-batch of one-click POSTs (unsubscribe_web/public/
--- oneclick_batch.py) in ONE statement: one round trip, one commit, one WAL flush and one
--- journal transaction for all of them. Request n of the batch is row n of the arrays (ord).
--- The same subscription asked twice changes once: the first asker (lowest ord) changes it and
--- gets the ledger row, the others are answered "already unsubscribed". The requests are
--- taken in (tenant, subscriber, topic) order, so two batches in flight lock the rows they
--- share in the same order (the caller re-runs a batch that still fails one request at a time).
+-- unsubscribe_from_link for a micro-batch of one-click POSTs (mailer/consent/link_batch.py)
+-- in ONE statement: one round trip, one commit, one WAL flush and one journal transaction
+-- for all of them. Request n of the batch is row n of the arrays (ord). The same
+-- subscription asked twice changes once: the first asker (lowest ord) changes it and gets
+-- the ledger row, the others are answered "already unsubscribed". The order in which the
+-- UPDATE locks rows is the plan's: two batches in flight that share rows may deadlock, and
+-- the caller then re-runs the failed batch's requests one at a time.
 -- Evidence ids come from the identity's sequence in a CTE (materialised: nextval is
 -- volatile), so each ledger row points at its own request's evidence, whatever order
 -- RETURNING gives. One answer row per request whose topic is its tenant's (a missing ord is
